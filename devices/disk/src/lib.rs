@@ -1,0 +1,1 @@
+//! Disk images behind the `DiskImage` trait (raw, qcow2). See issue 4.

@@ -1,0 +1,1 @@
+//! Harness for process-level tests: locating binaries, running VMs, parsing probe reports.
