@@ -1,0 +1,82 @@
+//! The crate's error types at its public boundary: `DiskError` for every
+//! `DiskImage` operation and `IoError`, the one wrapper that ties an OS error to
+//! the file and the action that failed. qcow2 structure errors live in
+//! `qcow2::QcowError` and are wrapped here.
+
+use std::path::PathBuf;
+
+use crate::qcow2::QcowError;
+
+/// An OS-level I/O failure with the file and the action it interrupted.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}", path.display())]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl IoError {
+    pub fn new(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        IoError {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Errors returned by `open_image`, `create_overlay` and `DiskImage` methods.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("request at offset {offset} length {len} is past the end of the {size}-byte image")]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    #[error("image {} is read-only", path.display())]
+    ReadOnly { path: PathBuf },
+    #[error("{}: invalid qcow2 image", path.display())]
+    Qcow {
+        path: PathBuf,
+        #[source]
+        source: QcowError,
+    },
+    #[error("backing chain of {} is longer than {max} images (loop?)", path.display())]
+    BackingTooDeep { path: PathBuf, max: usize },
+    #[error("backing chain loops back to {}", path.display())]
+    BackingLoop { path: PathBuf },
+    #[error("cannot open backing file {backing} of {}", path.display())]
+    Backing {
+        path: PathBuf,
+        backing: String,
+        #[source]
+        source: Box<DiskError>,
+    },
+    #[error("{what} is not supported for {format} images")]
+    Unsupported { what: &'static str, format: &'static str },
+    #[error("invalid size {size}: {reason}")]
+    InvalidSize { size: u64, reason: &'static str },
+}
+
+impl DiskError {
+    pub(crate) fn qcow(path: impl Into<PathBuf>, source: QcowError) -> Self {
+        DiskError::Qcow {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Checks that `[offset, offset+len)` lies inside an image of `size` bytes.
+pub(crate) fn check_range(offset: u64, len: usize, size: u64) -> Result<(), DiskError> {
+    let len64 = len as u64;
+    match offset.checked_add(len64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(DiskError::OutOfRange {
+            offset,
+            len: len64,
+            size,
+        }),
+    }
+}

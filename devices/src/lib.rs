@@ -1,0 +1,14 @@
+//! Casemate device models.
+//!
+//! Owns the `Bus`/`BusDevice` dispatch contract and the legacy platform
+//! devices (COM1 serial, i8042, CMOS RTC, ACPI sleep registers, sinks).
+//! This crate never calls KVM: devices receive interrupts as trait objects
+//! (`IrqLine`) and report platform changes as returned values (`BusAction`),
+//! which the VMM applies. That keeps every device testable on any host.
+
+pub mod bus;
+pub mod irq;
+pub mod legacy;
+
+pub use bus::{Bus, BusAction, BusDevice, BusError};
+pub use irq::IrqLine;
