@@ -1,0 +1,105 @@
+//! `info`: an image's format, sizes, cluster size and backing file, as
+//! qemu-img prints them (human) or with qemu-img's JSON keys.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use casemate_disk::{open_image, DiskImage, OpenOptions};
+use serde_json::{json, Map, Value};
+
+use super::format_arg;
+use crate::{args, size};
+
+pub fn run(argv: &[String]) -> Result<u8> {
+    if super::wants_help(argv) {
+        println!("usage: casemate-img info [-f FMT] [--output=human|json] FILENAME");
+        return Ok(0);
+    }
+    let a = args::parse(argv, &["-f", "--output"], &["--backing-chain", "-U", "--force-share"])?;
+    let [file] = a.positional.as_slice() else {
+        bail!("expected one FILENAME (see --help)");
+    };
+    let path = Path::new(file);
+    let opts = OpenOptions {
+        format: format_arg(a.opt("-f"))?,
+        read_only: true,
+        ..OpenOptions::default()
+    };
+    let img = open_image(path, &opts).with_context(|| format!("could not open '{file}'"))?;
+    let actual = std::fs::metadata(path)
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .with_context(|| format!("could not stat '{file}'"))?;
+    match a.opt("--output").unwrap_or("human") {
+        "human" => print!("{}", human(file, img.as_ref(), actual)),
+        "json" => println!("{}", serde_json::to_string_pretty(&to_json(file, img.as_ref(), actual))?),
+        o => bail!("--output must be human or json, not '{o}'"),
+    }
+    Ok(0)
+}
+
+fn human(file: &str, img: &dyn DiskImage, actual: u64) -> String {
+    let i = img.info();
+    let mut s = format!(
+        "image: {file}\nfile format: {}\nvirtual size: {} ({} bytes)\ndisk size: {}\n",
+        i.format.name(),
+        size::human(i.virtual_size),
+        i.virtual_size,
+        size::human(actual)
+    );
+    if let Some(cs) = i.cluster_size {
+        s += &format!("cluster_size: {cs}\n");
+    }
+    if let Some(b) = &i.backing_file {
+        s += &format!("backing file: {b}\n");
+        if let Some(f) = i.backing_format {
+            s += &format!("backing file format: {}\n", f.name());
+        }
+    }
+    if let Some(q) = &i.qcow2 {
+        s += "Format specific information:\n";
+        s += &format!("    compat: {}\n", q.compat);
+        if q.compat != "0.10" {
+            s += "    compression type: zlib\n";
+            s += &format!("    lazy refcounts: {}\n", q.lazy_refcounts);
+        }
+        s += &format!("    refcount bits: {}\n", q.refcount_bits);
+        s += &format!("    corrupt: {}\n", q.corrupt);
+        s += "    extended l2: false\n";
+    }
+    s
+}
+
+fn to_json(file: &str, img: &dyn DiskImage, actual: u64) -> Value {
+    let i = img.info();
+    let mut m = Map::new();
+    m.insert("virtual-size".into(), json!(i.virtual_size));
+    m.insert("filename".into(), json!(file));
+    m.insert("format".into(), json!(i.format.name()));
+    m.insert("actual-size".into(), json!(actual));
+    m.insert("dirty-flag".into(), json!(i.qcow2.as_ref().is_some_and(|q| q.dirty)));
+    if let Some(cs) = i.cluster_size {
+        m.insert("cluster-size".into(), json!(cs));
+    }
+    if let Some(b) = &i.backing_file {
+        m.insert("backing-filename".into(), json!(b));
+        if let Some(full) = &i.full_backing_file {
+            m.insert("full-backing-filename".into(), json!(full.to_string_lossy()));
+        }
+        if let Some(f) = i.backing_format {
+            m.insert("backing-filename-format".into(), json!(f.name()));
+        }
+    }
+    if let Some(q) = &i.qcow2 {
+        let mut d = Map::new();
+        d.insert("compat".into(), json!(q.compat));
+        if q.compat != "0.10" {
+            d.insert("compression-type".into(), json!("zlib"));
+            d.insert("lazy-refcounts".into(), json!(q.lazy_refcounts));
+        }
+        d.insert("refcount-bits".into(), json!(q.refcount_bits));
+        d.insert("corrupt".into(), json!(q.corrupt));
+        d.insert("extended-l2".into(), json!(false));
+        m.insert("format-specific".into(), json!({"type": "qcow2", "data": d}));
+    }
+    Value::Object(m)
+}
