@@ -35,6 +35,8 @@ impl CheckReport {
 
 struct Counter {
     refs: Vec<u16>,
+    /// (cluster, raw entry, what) of entries whose COPIED flag claims refcount 1.
+    copied: Vec<(u64, u64, &'static str)>,
     cluster_bits: u32,
     errors: Vec<String>,
 }
@@ -87,6 +89,7 @@ pub fn check_qcow2(path: &Path) -> Result<CheckReport, DiskError> {
     }
     let mut c = Counter {
         refs: vec![0; nclusters as usize],
+        copied: Vec::new(),
         cluster_bits: cb,
         errors: Vec::new(),
     };
@@ -140,6 +143,9 @@ fn walk_l1(
             }
         };
         c.add("L2 table", l2_off, cs);
+        if e & table::COPIED != 0 {
+            c.copied.push((l2_off / cs, e, "L2 table"));
+        }
         if !seen.insert(l2_off) {
             // Shared L2 table: counted again above; its contents once only.
             continue;
@@ -147,8 +153,11 @@ fn walk_l1(
         let l2 = read_u64s(f, l2_off, cs / 8)?;
         for (j, &e2) in l2.iter().enumerate() {
             match table::decode_l2(e2, b) {
-                Ok(Mapping::Data { host, .. }) => {
+                Ok(Mapping::Data { host, copied }) => {
                     c.add("data cluster", host, cs);
+                    if copied {
+                        c.copied.push((host / cs, e2, "data cluster"));
+                    }
                     rep.allocated_clusters += 1;
                     if prev_host.is_some_and(|p| p + cs != host) {
                         rep.fragmented_clusters += 1;
@@ -195,13 +204,17 @@ fn compare(
         for i in 0..epb {
             let v = get_entry(&block, i, order);
             let idx = bi as u64 * epb + i;
-            match stored.get_mut(idx as usize) {
-                Some(s) => *s = v,
-                None if v != 0 => rep
-                    .leaks
-                    .push(format!("Leaked cluster {idx} refcount={v} reference=0")),
-                None => {}
+            // Like qemu-img, refcounts past the end of the file are ignored.
+            if let Some(s) = stored.get_mut(idx as usize) {
+                *s = v;
             }
+        }
+    }
+    for &(idx, entry, what) in &c.copied {
+        let s = stored.get(idx as usize).copied().unwrap_or(0);
+        if s != 1 {
+            rep.errors
+                .push(format!("ERROR OFLAG_COPIED {what}: entry={entry:#018x} refcount={s}"));
         }
     }
     for (idx, (&s, &r)) in stored.iter().zip(c.refs.iter()).enumerate() {
