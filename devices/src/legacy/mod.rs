@@ -7,7 +7,7 @@ pub mod serial;
 pub mod sink;
 
 pub use acpi_sleep::AcpiSleep;
-pub use cmos::{Cmos, RtcBase};
+pub use cmos::{unix_from_civil, Cmos, RtcBase};
 pub use i8042::I8042;
 pub use serial::Serial;
 pub use sink::Sink;

@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn rejects_hostile_entries() {
-        assert!(matches!(decode_l2(0x100, &B), Err(QcowError::Unaligned { .. })));
+        assert!(matches!(decode_l2(0x10200, &B), Err(QcowError::Unaligned { .. })));
+        assert!(matches!(decode_l2(0x100, &B), Err(QcowError::ReservedBits { .. })));
         assert!(matches!(decode_l2(COPIED, &B), Ok(Mapping::Unallocated)));
         assert!(matches!(decode_l2(encode_data(0), &B), Ok(Mapping::Unallocated)));
         assert!(matches!(decode_l1(0x8000_0000_0001_0000 | 0x10000, &B), Ok(Some(_))));

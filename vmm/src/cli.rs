@@ -1,0 +1,470 @@
+//! QEMU-syntax command line to `VmConfig`: the only place that knows flag names.
+//!
+//! Supported options parse into config; options QEMU users may bring that
+//! Casemate does not support yet are rejected by name with the reason. Nothing
+//! here touches the host: size limits that depend on the host are checked by
+//! `VmConfig::validate`.
+
+use std::path::PathBuf;
+
+use crate::config::{CpuModel, MachineKind, RtcConfig, SerialConfig, SmpConfig, VmConfig};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("unknown option '{0}' (see casemate --help)")]
+    Unknown(String),
+    #[error("option '{0}' needs a value")]
+    MissingValue(String),
+    #[error("option '{opt}' is not supported yet: {why}")]
+    NotYet { opt: String, why: &'static str },
+    #[error("{opt}: invalid value '{value}': {why}")]
+    BadValue {
+        opt: String,
+        value: String,
+        why: String,
+    },
+    #[error("{opt}: unsupported property '{key}'")]
+    BadKey { opt: String, key: String },
+    #[error("unexpected argument '{0}'")]
+    Stray(String),
+    #[error("--config cannot be combined with VM options such as '{0}'")]
+    ConfigPlusOptions(String),
+}
+
+/// What the user asked the binary to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Run { config: VmConfig, log: Option<String> },
+    RunConfigFile { path: PathBuf, log: Option<String> },
+    WriteProbe(PathBuf),
+    Help,
+    Version,
+}
+
+pub const HELP: &str = "\
+usage: casemate [options]
+Boots a KVM microVM. With no -kernel it boots the embedded probe guest.
+
+QEMU-compatible options:
+  -machine|-M TYPE[,accel=kvm]   machine type: microvm (pc, q35: not yet)
+  -cpu host|kvm64|qemu64        CPUID template (default host)
+  -smp [cpus=]N[,sockets=S][,cores=C][,threads=T][,maxcpus=N]
+  -m [size=]SIZE                guest RAM; no suffix means MiB (default 128M)
+  -kernel FILE                  ELF (64- or 32-bit, PVH or Linux 64-bit entry) or bzImage
+  -initrd FILE                  initial ramdisk
+  -append CMDLINE               kernel command line
+  -serial stdio|file:PATH|none  where COM1 goes (default stdio)
+  -nographic, -display none     no display (Casemate has none anyway)
+  -no-reboot                    a guest reset ends the VM with exit 0
+  -rtc base=utc|localtime|YYYY-MM-DD[THH:MM:SS]
+  -enable-kvm, -accel kvm       accepted (KVM is the only accelerator)
+  -nodefaults                   no default serial port
+  -name NAME                    accepted; names nothing yet
+Casemate options:
+  --config FILE                 the VM as a JSON VmConfig instead of options
+  --write-probe PATH            write the embedded probe guest ELF and exit
+  --log LEVEL                   error|warn|info|debug|trace on stderr (default warn)
+  -h, --help                    this text
+  -V, --version                 version
+Not supported yet (rejected by name): -drive, -snapshot, -netdev, -net, -nic,
+-object, -device, -vga, -monitor, -S, -bios, -hda, -cdrom.
+";
+
+const NOT_YET: &[(&str, &str)] = &[
+    ("drive", "block devices arrive with virtio-blk"),
+    ("hda", "block devices arrive with virtio-blk"),
+    ("cdrom", "no CD-ROM device"),
+    ("snapshot", "block devices arrive with virtio-blk"),
+    ("netdev", "networking is not implemented yet"),
+    ("net", "networking is not implemented yet"),
+    ("nic", "networking is not implemented yet"),
+    ("object", "memory backends are not implemented yet"),
+    ("device", "no pluggable devices yet"),
+    ("vga", "no display devices yet"),
+    ("monitor", "no monitor yet"),
+    ("qmp", "no monitor yet"),
+    ("S", "no monitor to continue a paused VM from"),
+    ("bios", "Casemate boots kernels directly, without firmware"),
+];
+
+/// Parse `args` (without the program name).
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliError> {
+    let mut it = args.into_iter();
+    let mut c = VmConfig::default();
+    let mut log = None;
+    let mut config_file = None;
+    let mut first_vm_opt: Option<String> = None;
+    let mut serial_set = false;
+    let mut nodefaults = false;
+    while let Some(raw) = it.next() {
+        let Some(name) = raw.strip_prefix("--").or_else(|| raw.strip_prefix('-')) else {
+            return Err(CliError::Stray(raw));
+        };
+        let val = |it: &mut dyn Iterator<Item = String>| {
+            it.next().ok_or_else(|| CliError::MissingValue(raw.clone()))
+        };
+        let is_vm_opt = !matches!(name, "log" | "config");
+        if is_vm_opt && first_vm_opt.is_none() {
+            first_vm_opt = Some(raw.clone());
+        }
+        match name {
+            "h" | "help" => return Ok(Command::Help),
+            "V" | "version" => return Ok(Command::Version),
+            "write-probe" => return Ok(Command::WriteProbe(val(&mut it)?.into())),
+            "config" => config_file = Some(PathBuf::from(val(&mut it)?)),
+            "log" => log = Some(val(&mut it)?),
+            "M" | "machine" => c.machine = machine(&raw, &val(&mut it)?)?,
+            "cpu" => c.cpu = cpu(&raw, &val(&mut it)?)?,
+            "smp" => c.smp = smp(&raw, &val(&mut it)?)?,
+            "m" => c.memory = memory(&raw, &val(&mut it)?)?,
+            "kernel" => c.kernel = Some(val(&mut it)?.into()),
+            "initrd" => c.initrd = Some(val(&mut it)?.into()),
+            "append" => c.append = val(&mut it)?,
+            "serial" => {
+                c.serial = serial(&raw, &val(&mut it)?)?;
+                serial_set = true;
+            }
+            "nographic" | "enable-kvm" | "no-user-config" => {}
+            "nodefaults" => nodefaults = true,
+            "display" => {
+                let v = val(&mut it)?;
+                if v != "none" {
+                    return Err(bad(&raw, &v, "only 'none': Casemate has no display"));
+                }
+            }
+            "accel" => {
+                let v = val(&mut it)?;
+                let kv = KeyVals::parse(&raw, &v, "accel")?;
+                if kv.get("accel") != Some("kvm") || kv.pairs.len() > 1 {
+                    return Err(bad(&raw, &v, "only 'kvm' is supported"));
+                }
+            }
+            "no-reboot" => c.no_reboot = true,
+            "rtc" => c.rtc = rtc(&raw, &val(&mut it)?)?,
+            "name" => {
+                val(&mut it)?;
+            }
+            _ => {
+                if let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == name) {
+                    return Err(CliError::NotYet { opt: raw, why });
+                }
+                return Err(CliError::Unknown(raw));
+            }
+        }
+    }
+    if nodefaults && !serial_set {
+        c.serial = SerialConfig::None;
+    }
+    if let Some(path) = config_file {
+        if let Some(opt) = first_vm_opt {
+            return Err(CliError::ConfigPlusOptions(opt));
+        }
+        return Ok(Command::RunConfigFile { path, log });
+    }
+    Ok(Command::Run { config: c, log })
+}
+
+fn bad(opt: &str, value: &str, why: impl Into<String>) -> CliError {
+    CliError::BadValue {
+        opt: opt.into(),
+        value: value.into(),
+        why: why.into(),
+    }
+}
+
+/// QEMU's `key=value,...` option strings, where the first item may omit its
+/// key (`-smp 4,cores=2`) and `,,` stands for a literal comma.
+struct KeyVals {
+    pairs: Vec<(String, String)>,
+}
+
+impl KeyVals {
+    fn parse(opt: &str, s: &str, implied: &str) -> Result<Self, CliError> {
+        let mut items = Vec::new();
+        let mut cur = String::new();
+        let mut chars = s.chars().peekable();
+        while let Some(ch) = chars.next() {
+            if ch == ',' {
+                if chars.peek() == Some(&',') {
+                    chars.next();
+                    cur.push(',');
+                } else {
+                    items.push(std::mem::take(&mut cur));
+                }
+            } else {
+                cur.push(ch);
+            }
+        }
+        items.push(cur);
+        let mut pairs = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match item.split_once('=') {
+                Some((k, v)) => pairs.push((k.to_string(), v.to_string())),
+                None if i == 0 && !item.is_empty() => pairs.push((implied.into(), item)),
+                None => return Err(bad(opt, s, format!("'{item}' is not key=value"))),
+            }
+        }
+        Ok(Self { pairs })
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn only(&self, opt: &str, allowed: &[&str]) -> Result<(), CliError> {
+        match self.pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            Some((k, _)) => Err(CliError::BadKey {
+                opt: opt.into(),
+                key: k.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn machine(opt: &str, v: &str) -> Result<MachineKind, CliError> {
+    let kv = KeyVals::parse(opt, v, "type")?;
+    kv.only(opt, &["type", "accel"])?;
+    if let Some(a) = kv.get("accel") {
+        if a != "kvm" {
+            return Err(bad(opt, a, "only accel=kvm is supported"));
+        }
+    }
+    match kv.get("type").unwrap_or("microvm") {
+        "microvm" => Ok(MachineKind::Microvm),
+        "pc" | "pc-i440fx" => Ok(MachineKind::Pc),
+        "q35" | "pc-q35" => Ok(MachineKind::Q35),
+        t => Err(bad(opt, t, "machine types are microvm, pc, q35")),
+    }
+}
+
+fn cpu(opt: &str, v: &str) -> Result<CpuModel, CliError> {
+    match v {
+        "host" | "max" => Ok(CpuModel::Host),
+        "kvm64" => Ok(CpuModel::Kvm64),
+        "qemu64" => Ok(CpuModel::Qemu64),
+        _ if v.contains(',') => Err(bad(opt, v, "CPU feature flags are not supported")),
+        _ => Err(bad(opt, v, "CPU models are host, max, kvm64, qemu64")),
+    }
+}
+
+fn number(opt: &str, key: &str, v: &str) -> Result<u32, CliError> {
+    v.parse()
+        .map_err(|_| bad(opt, v, format!("{key} must be a whole number")))
+}
+
+fn smp(opt: &str, v: &str) -> Result<SmpConfig, CliError> {
+    let kv = KeyVals::parse(opt, v, "cpus")?;
+    kv.only(opt, &["cpus", "sockets", "cores", "threads", "maxcpus", "dies", "clusters"])?;
+    let get = |k: &str| kv.get(k).map(|x| number(opt, k, x)).transpose();
+    for k in ["dies", "clusters"] {
+        if get(k)?.is_some_and(|n| n != 1) {
+            return Err(bad(opt, v, format!("{k} other than 1 is not supported")));
+        }
+    }
+    let (cpus, sockets, cores, threads) = (get("cpus")?, get("sockets")?, get("cores")?, get("threads")?);
+    let threads = threads.unwrap_or(1);
+    let (sockets, cores) = match (sockets, cores) {
+        (Some(s), Some(c)) => (s, c),
+        // Like QEMU 6.2+: fill cores before sockets.
+        (None, None) => (1, cpus.unwrap_or(1).div_ceil(threads.max(1))),
+        (Some(s), None) => (s, cpus.unwrap_or(1).div_ceil((s * threads).max(1))),
+        (None, Some(c)) => (cpus.unwrap_or(1).div_ceil((c * threads).max(1)), c),
+    };
+    let cpus = cpus.unwrap_or(sockets.saturating_mul(cores).saturating_mul(threads));
+    if let Some(m) = get("maxcpus")? {
+        if m != cpus {
+            return Err(bad(opt, v, "maxcpus must equal cpus: CPU hotplug is not supported"));
+        }
+    }
+    Ok(SmpConfig {
+        cpus,
+        sockets,
+        cores,
+        threads,
+    })
+}
+
+/// A QEMU size: plain numbers are MiB for `-m`; suffixes K, M, G, T (also
+/// lower case, and with a trailing `B` or `iB`) are binary multiples.
+pub fn parse_size(s: &str, default_shift: u32) -> Option<u64> {
+    let s = s.trim();
+    let digits_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(digits_end);
+    let suffix = suffix.trim_end_matches("iB").trim_end_matches('B');
+    let shift = match suffix {
+        "" => default_shift,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        "t" | "T" => 40,
+        _ => return None,
+    };
+    if num.is_empty() {
+        return None;
+    }
+    let value = if let Ok(n) = num.parse::<u64>() {
+        n.checked_mul(1u64 << shift)?
+    } else {
+        let f: f64 = num.parse().ok()?;
+        let bytes = f * (1u64 << shift) as f64;
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return None;
+        }
+        bytes as u64
+    };
+    Some(value)
+}
+
+fn memory(opt: &str, v: &str) -> Result<u64, CliError> {
+    let kv = KeyVals::parse(opt, v, "size")?;
+    for k in ["slots", "maxmem"] {
+        if kv.get(k).is_some() {
+            return Err(bad(opt, v, "memory hotplug (slots, maxmem) is not supported"));
+        }
+    }
+    kv.only(opt, &["size"])?;
+    let size = kv.get("size").unwrap_or_default();
+    parse_size(size, 20).ok_or_else(|| bad(opt, size, "expected a size such as 512M or 2G"))
+}
+
+fn serial(opt: &str, v: &str) -> Result<SerialConfig, CliError> {
+    match v {
+        "stdio" | "mon:stdio" => Ok(SerialConfig::Stdio),
+        "none" | "null" => Ok(SerialConfig::None),
+        _ => match v.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => Ok(SerialConfig::File(p.into())),
+            _ => Err(bad(opt, v, "expected stdio, file:PATH or none")),
+        },
+    }
+}
+
+fn rtc(opt: &str, v: &str) -> Result<RtcConfig, CliError> {
+    let kv = KeyVals::parse(opt, v, "base")?;
+    kv.only(opt, &["base", "clock", "driftfix"])?;
+    if kv.get("clock").is_some_and(|c| c != "host") {
+        return Err(bad(opt, v, "only clock=host is supported"));
+    }
+    if kv.get("driftfix").is_some_and(|c| c != "none") {
+        return Err(bad(opt, v, "only driftfix=none is supported"));
+    }
+    match kv.get("base").unwrap_or("utc") {
+        "utc" => Ok(RtcConfig::Utc),
+        "localtime" => Ok(RtcConfig::Localtime),
+        d => datetime(d)
+            .map(RtcConfig::At)
+            .ok_or_else(|| bad(opt, d, "base is utc, localtime or YYYY-MM-DD[THH:MM:SS]")),
+    }
+}
+
+fn datetime(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let nums = |x: &str, sep: char| -> Option<Vec<u32>> {
+        x.split(sep).map(|p| p.parse().ok()).collect()
+    };
+    let (d, t) = (nums(date, '-')?, nums(time, ':')?);
+    match (d.as_slice(), t.as_slice()) {
+        ([y, mo, da], [h, mi, se]) => {
+            casemate_devices::legacy::unix_from_civil(*y, *mo, *da, *h, *mi, *se)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<VmConfig, CliError> {
+        match parse(args.iter().map(|s| s.to_string()))? {
+            Command::Run { config, .. } => Ok(config),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn qemu_style_line() {
+        let c = run(&[
+            "-M", "microvm,accel=kvm", "-enable-kvm", "-cpu", "host", "-smp", "2", "-m", "1G",
+            "-kernel", "/k", "-append", "console=ttyS0 a=b", "-nographic", "-no-reboot",
+            "-serial", "file:/tmp/x",
+        ])
+        .unwrap();
+        assert_eq!(c.memory, 1 << 30);
+        assert_eq!(c.smp.cpus, 2);
+        assert_eq!((c.smp.sockets, c.smp.cores, c.smp.threads), (1, 2, 1));
+        assert_eq!(c.append, "console=ttyS0 a=b");
+        assert!(c.no_reboot);
+        assert_eq!(c.serial, SerialConfig::File("/tmp/x".into()));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64", 20), Some(64 << 20));
+        assert_eq!(parse_size("5G", 20), Some(5 << 30));
+        assert_eq!(parse_size("1.5G", 20), Some(3 << 29));
+        assert_eq!(parse_size("512MiB", 20), Some(512 << 20));
+        assert_eq!(parse_size("1T", 20), Some(1 << 40));
+        assert_eq!(parse_size("0", 20), Some(0));
+        assert_eq!(parse_size("12Q", 20), None);
+        assert_eq!(parse_size("G", 20), None);
+        assert_eq!(parse_size("99999999999999999999T", 20), None);
+        assert_eq!(run(&["-m", "size=256M"]).unwrap().memory, 256 << 20);
+        assert!(matches!(run(&["-m", "1G,maxmem=4G"]), Err(CliError::BadValue { .. })));
+    }
+
+    #[test]
+    fn smp_topologies() {
+        let s = run(&["-smp", "cpus=4,sockets=2,threads=2"]).unwrap().smp;
+        assert_eq!((s.cpus, s.sockets, s.cores, s.threads), (4, 2, 1, 2));
+        let s = run(&["-smp", "sockets=2,cores=2"]).unwrap().smp;
+        assert_eq!(s.cpus, 4);
+        assert!(run(&["-smp", "2,maxcpus=4"]).is_err());
+        assert!(run(&["-smp", "two"]).is_err());
+        assert_eq!(run(&["-smp", "0"]).unwrap().smp.cpus, 0, "validate() rejects it");
+    }
+
+    #[test]
+    fn rejections_name_the_option() {
+        let e = run(&["-frobnicate"]).unwrap_err();
+        assert_eq!(e.to_string(), "unknown option '-frobnicate' (see casemate --help)");
+        let e = run(&["-drive", "file=x"]).unwrap_err();
+        assert!(e.to_string().starts_with("option '-drive' is not supported yet"), "{e}");
+        assert_eq!(run(&["-m"]).unwrap_err(), CliError::MissingValue("-m".into()));
+        assert!(run(&["-M", "microvm,x-option-roms=off"]).is_err());
+        assert!(run(&["-cpu", "host,+avx"]).is_err());
+        assert!(run(&["-serial", "tcp:1"]).is_err());
+        assert!(run(&["stray"]).is_err());
+    }
+
+    #[test]
+    fn rtc_bases() {
+        assert_eq!(run(&["-rtc", "base=localtime"]).unwrap().rtc, RtcConfig::Localtime);
+        assert_eq!(
+            run(&["-rtc", "base=2000-02-29T12:34:56"]).unwrap().rtc,
+            RtcConfig::At(951_827_696)
+        );
+        assert!(run(&["-rtc", "base=2001-02-29"]).is_err());
+    }
+
+    #[test]
+    fn config_file_excludes_vm_options() {
+        let p = parse(["--config".into(), "/x.json".into()]).unwrap();
+        assert!(matches!(p, Command::RunConfigFile { .. }));
+        let e = parse(["--config".into(), "/x".into(), "-m".into(), "1G".into()]).unwrap_err();
+        assert!(matches!(e, CliError::ConfigPlusOptions(_)));
+    }
+
+    #[test]
+    fn nodefaults_drops_the_serial_unless_asked() {
+        assert_eq!(run(&["-nodefaults"]).unwrap().serial, SerialConfig::None);
+        assert_eq!(
+            run(&["-nodefaults", "-serial", "stdio"]).unwrap().serial,
+            SerialConfig::Stdio
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! The VM description: plain data, validated before anything is built.
+//!
+//! Owns the config types (`VmConfig` and its parts), their defaults and
+//! `validate()`, which reports every problem at once. No I/O, no KVM: the CLI
+//! and the JSON loader produce a `VmConfig`; the builder consumes it.
+
+pub mod validate;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::{ConfigError, Problems};
+
+/// A whole VM, as `casemate` or `--config FILE` describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmConfig {
+    pub machine: MachineKind,
+    pub cpu: CpuModel,
+    pub smp: SmpConfig,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// None boots the embedded probe guest.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: String,
+    pub serial: SerialConfig,
+    pub rtc: RtcConfig,
+    /// An i8042 or ACPI reset ends the VM (exit 0) instead of rebooting it.
+    pub no_reboot: bool,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            machine: MachineKind::Microvm,
+            cpu: CpuModel::Host,
+            smp: SmpConfig::default(),
+            memory: 128 << 20,
+            kernel: None,
+            initrd: None,
+            append: String::new(),
+            serial: SerialConfig::Stdio,
+            rtc: RtcConfig::default(),
+            no_reboot: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MachineKind {
+    Microvm,
+    Pc,
+    Q35,
+}
+
+impl MachineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Microvm => "microvm",
+            Self::Pc => "pc",
+            Self::Q35 => "q35",
+        }
+    }
+}
+
+/// The CPUID template (`-cpu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuModel {
+    /// Everything KVM supports on this host.
+    Host,
+    /// QEMU's `kvm64` baseline.
+    Kvm64,
+    /// QEMU's `qemu64` baseline.
+    Qemu64,
+}
+
+/// `-smp cpus=N,sockets=S,cores=C,threads=T`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmpConfig {
+    pub cpus: u32,
+    pub sockets: u32,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+impl Default for SmpConfig {
+    fn default() -> Self {
+        Self {
+            cpus: 1,
+            sockets: 1,
+            cores: 1,
+            threads: 1,
+        }
+    }
+}
+
+/// Where COM1's output goes (`-serial`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialConfig {
+    Stdio,
+    File(PathBuf),
+    None,
+}
+
+/// `-rtc base=utc|localtime|DATETIME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtcConfig {
+    #[default]
+    Utc,
+    Localtime,
+    /// Seconds since the Unix epoch, UTC.
+    At(i64),
+}

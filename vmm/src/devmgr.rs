@@ -1,0 +1,69 @@
+//! The one owner of the buses and the devices on them.
+//!
+//! Builds the legacy platform for a machine: COM1, the i8042, the CMOS RTC,
+//! the ACPI sleep registers and the POST-code sink, each wired to its
+//! interrupt through an irqfd. Later issues add PCI and virtio here.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use casemate_devices::legacy::{self, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
+use casemate_devices::{Bus, BusError};
+
+use crate::arch::layout::{RamLayout, ACPI_SLEEP_PORT};
+use crate::config::{RtcConfig, SerialConfig, VmConfig};
+use crate::vstate::exit::Buses;
+use crate::vstate::vm::{Vm, VmError};
+
+const COM1: u64 = 0x3f8;
+const COM1_IRQ: u32 = 4;
+const I8042_BASE: u64 = 0x60;
+const I8042_IRQ: u32 = 1;
+const CMOS_BASE: u64 = 0x70;
+const POST_PORT: u64 = 0x80;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("cannot create serial output file {path}")]
+    SerialFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("wiring device interrupts")]
+    Irq(#[from] VmError),
+    #[error("placing a device on the bus")]
+    Bus(#[from] BusError),
+}
+
+fn serial_out(c: &SerialConfig) -> Result<Box<dyn Write + Send>, DevError> {
+    Ok(match c {
+        SerialConfig::Stdio => Box::new(std::io::stdout()),
+        SerialConfig::None => Box::new(std::io::sink()),
+        SerialConfig::File(path) => Box::new(
+            File::create(path).map_err(|source| DevError::SerialFile { path: path.clone(), source })?,
+        ),
+    })
+}
+
+/// The legacy devices of every machine type, on a fresh port-I/O bus.
+pub fn build(vm: &Vm, config: &VmConfig, ram: &RamLayout) -> Result<Buses, DevError> {
+    let mut pio = Bus::new();
+    let com1_irq = Arc::new(vm.irqfd("COM1", COM1_IRQ)?);
+    let serial = Serial::new(com1_irq, serial_out(&config.serial)?);
+    pio.insert("com1", COM1, 8, Arc::new(Mutex::new(serial)))?;
+    let kbd_irq = Arc::new(vm.irqfd("i8042", I8042_IRQ)?);
+    pio.insert("i8042", I8042_BASE, legacy::i8042::LEN, Arc::new(Mutex::new(I8042::new(kbd_irq))))?;
+    let base = match config.rtc {
+        RtcConfig::Utc => RtcBase::Utc,
+        RtcConfig::Localtime => RtcBase::LocalTime,
+        RtcConfig::At(t) => RtcBase::At(t),
+    };
+    let cmos = Cmos::new(base, ram.low_end, ram.high_size);
+    pio.insert("cmos", CMOS_BASE, legacy::cmos::LEN, Arc::new(Mutex::new(cmos)))?;
+    pio.insert("acpi-sleep", ACPI_SLEEP_PORT.into(), legacy::acpi_sleep::LEN, Arc::new(Mutex::new(AcpiSleep)))?;
+    pio.insert("post", POST_PORT, 1, Arc::new(Mutex::new(Sink)))?;
+    Ok(Buses { pio, mmio: Bus::new() })
+}

@@ -1,0 +1,15 @@
+//! Casemate's VMM: config and CLI, the x86 platform, KVM state, the device
+//! manager and the builder that turns a validated `VmConfig` into a running
+//! VM. The `casemate` binary (main.rs) is a thin shell over `builder::run`.
+
+pub mod arch;
+pub mod boot;
+pub mod builder;
+pub mod cli;
+pub mod config;
+pub mod devmgr;
+pub mod loader;
+pub mod vstate;
+
+/// The probe guest ELF, built from tools/probe by build.rs.
+pub static PROBE_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe.elf"));

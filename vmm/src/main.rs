@@ -1,0 +1,83 @@
+//! `casemate`: parse the command line, validate, run the VM, map how it
+//! ended to an exit status. Prints nothing on a clean run but the guest's
+//! console; errors go to stderr as one line per cause.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use casemate_vmm::builder::{self, VmEnd};
+use casemate_vmm::cli::{self, Command, HELP};
+use casemate_vmm::config::validate::HostLimits;
+use casemate_vmm::config::VmConfig;
+use casemate_vmm::vstate::vm::{host_memory, Vm};
+use casemate_vmm::PROBE_ELF;
+
+fn init_log(level: Option<&str>) -> anyhow::Result<()> {
+    let level = match level.or(std::env::var("CASEMATE_LOG").ok().as_deref()) {
+        None => log::LevelFilter::Warn,
+        Some(l) => l.parse().with_context(|| format!("--log: unknown level '{l}'"))?,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    Ok(())
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cmd = cli::parse(std::env::args().skip(1))?;
+    let (config, log) = match cmd {
+        Command::Help => {
+            print!("{HELP}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Version => {
+            println!("casemate {}", env!("CARGO_PKG_VERSION"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::WriteProbe(path) => {
+            std::fs::write(&path, PROBE_ELF).with_context(|| format!("writing the probe to {}", path.display()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Run { config, log } => (config, log),
+        Command::RunConfigFile { path, log } => {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading --config {}", path.display()))?;
+            let config: VmConfig =
+                serde_json::from_str(&text).with_context(|| format!("parsing --config {}", path.display()))?;
+            (config, log)
+        }
+    };
+    init_log(log.as_deref())?;
+    if config.kernel.is_none() && PROBE_ELF.is_empty() {
+        anyhow::bail!("no -kernel given and this build has no embedded probe guest");
+    }
+    let kvm = Vm::open_kvm()?;
+    let host = HostLimits { memory: host_memory(), max_vcpus: kvm.get_max_vcpus() as u32 };
+    drop(kvm);
+    config.validate(&host)?;
+    Ok(match builder::run(&config, PROBE_ELF)? {
+        VmEnd::PowerOff | VmEnd::Reset => ExitCode::SUCCESS,
+        VmEnd::TripleFault { vcpu, regs } => {
+            eprintln!("casemate: guest triple fault on vCPU {vcpu}; registers:\n{regs}");
+            ExitCode::from(2)
+        }
+        VmEnd::Fatal { vcpu, why, regs } => {
+            eprintln!("casemate: vCPU {vcpu} stopped: {why}; registers:\n{regs}");
+            ExitCode::from(3)
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("casemate: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
