@@ -1,0 +1,32 @@
+//! The probe table: `probe=NAME` on the command line picks one entry. A
+//! probe prints its own report lines and returns Err(reason) to fail; the
+//! caller prints the final `done` line and powers off. Add new probes
+//! (pci, blk, ...) as a module here plus one table row.
+
+use crate::bootinfo::BootInfo;
+use crate::cmdline::Args;
+
+mod exits;
+mod hello;
+
+pub struct Ctx<'a> {
+    pub boot: &'a BootInfo,
+    pub args: Args<'a>,
+}
+
+/// Err carries the `reason=` word: lowercase, digits and dashes only.
+pub type Outcome = Result<(), &'static str>;
+
+pub struct Probe {
+    pub name: &'static str,
+    pub run: fn(&Ctx) -> Outcome,
+}
+
+pub const PROBES: &[Probe] = &[
+    Probe { name: "hello", run: hello::run },
+    Probe { name: "exits", run: exits::run },
+];
+
+pub fn find(name: &[u8]) -> Option<&'static Probe> {
+    PROBES.iter().find(|p| p.name.as_bytes() == name)
+}
