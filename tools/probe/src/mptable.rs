@@ -48,13 +48,11 @@ pub fn apic_ids(out: &mut [u32]) -> Option<usize> {
     if len < 44 || !phys_ok(cfg, len) || !sum_ok(cfg, len) {
         return None;
     }
-    let count = phys_u16(cfg + 34)?;
+    // Walk by table length, not the entry count: qboot leaves the count 0
+    // (Linux walks by length too).
     let mut off = 44;
     let mut n = 0;
-    for _ in 0..count {
-        if off >= len {
-            break;
-        }
+    while off < len {
         let kind = phys_u8(cfg + off)?;
         let size = if kind == 0 { 20 } else { 8 };
         if off + size > len {

@@ -1,7 +1,8 @@
 //! TSC frequency and TSC-based delays. The frequency comes from CPUID 0x15,
 //! 0x16 or the hypervisor leaf 0x40000010 when offered, else from a ~50 ms
-//! calibration against PIT channel 2. Timeouts use a guess when only a
-//! bound is needed, so `probe=hello` never pays for a calibration.
+//! calibration against PIT channel 2, or channel 0 read back where port 0x61
+//! (the channel 2 gate) is absent, as on QEMU microvm. Timeouts use a guess
+//! when only a bound is needed, so `probe=hello` never pays for calibration.
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -16,7 +17,10 @@ const GUESS_KHZ: u64 = 3_000_000;
 static KHZ: AtomicU64 = AtomicU64::new(0);
 static SRC: AtomicU8 = AtomicU8::new(0);
 
-const SOURCES: [&str; 6] = ["none", "cpuid15", "cpuid16", "hv", "pit", "guess"];
+const SOURCES: [&str; 7] = ["none", "cpuid15", "cpuid16", "hv", "pit", "guess", "pit-ch0"];
+const SRC_GUESS: u8 = 5;
+/// Give up on a PIT that does not count after this many TSC ticks.
+const PIT_GIVE_UP_TICKS: u64 = 5_000_000_000;
 
 fn from_cpuid() -> Option<(u64, u8)> {
     let max = cpuid(0)?.eax;
@@ -67,6 +71,38 @@ fn from_pit() -> Option<u64> {
     if khz < 100_000 { None } else { Some(khz) }
 }
 
+fn pit0_count() -> u16 {
+    outb(0x43, 0x00); // latch channel 0
+    let lo = inb(0x40);
+    let hi = inb(0x40);
+    u16::from_le_bytes([lo, hi])
+}
+
+/// Channel 0 in one-shot mode 0 from 0xffff, read back with latch commands;
+/// one-shot so no periodic timer is left running afterwards.
+fn from_pit0() -> Option<u64> {
+    let want = PIT_HZ * CALIBRATE_MS / 1000;
+    outb(0x43, 0x30); // channel 0, lobyte/hibyte, mode 0, binary
+    outb(0x40, 0xff);
+    outb(0x40, 0xff);
+    let mut last = pit0_count();
+    let t0 = rdtsc();
+    let mut elapsed: u64 = 0;
+    let mut t1 = t0;
+    while elapsed < want {
+        let c = pit0_count();
+        t1 = rdtsc();
+        // Polls are far apart less than a full 16-bit wrap (55 ms).
+        elapsed += last.wrapping_sub(c) as u64;
+        last = c;
+        if t1 - t0 > PIT_GIVE_UP_TICKS {
+            return None;
+        }
+    }
+    let khz = (t1 - t0) * PIT_HZ / elapsed / 1000;
+    if khz < 100_000 { None } else { Some(khz) }
+}
+
 fn store(khz: u64, src: u8) -> (u64, &'static str) {
     KHZ.store(khz, Ordering::Relaxed);
     SRC.store(src, Ordering::Relaxed);
@@ -78,14 +114,17 @@ fn store(khz: u64, src: u8) -> (u64, &'static str) {
 pub fn khz() -> (u64, &'static str) {
     let k = KHZ.load(Ordering::Relaxed);
     let s = SRC.load(Ordering::Relaxed);
-    if k != 0 && s != 5 {
+    if k != 0 && s != SRC_GUESS {
         return (k, SOURCES[s as usize]);
     }
     if let Some((k, s)) = from_cpuid() {
         return store(k, s);
     }
-    match from_pit() {
-        Some(k) => store(k, 4),
+    if let Some(k) = from_pit() {
+        return store(k, 4);
+    }
+    match from_pit0() {
+        Some(k) => store(k, 6),
         None => (0, "none"),
     }
 }
@@ -98,7 +137,7 @@ pub fn khz_for_delays() -> u64 {
     }
     match from_cpuid() {
         Some((k, s)) => store(k, s).0,
-        None => store(GUESS_KHZ, 5).0,
+        None => store(GUESS_KHZ, SRC_GUESS).0,
     }
 }
 
