@@ -49,8 +49,9 @@ impl Counter {
             match self.refs.get_mut(c as usize) {
                 Some(r) => *r = r.saturating_add(1),
                 None => {
-                    self.errors
-                        .push(format!("ERROR {what} at {offset:#x} is past the end of the image file"));
+                    self.errors.push(format!(
+                        "ERROR {what} at {offset:#x} is past the end of the image file"
+                    ));
                     return;
                 }
             }
@@ -113,7 +114,9 @@ pub fn check_qcow2(path: &Path) -> Result<CheckReport, DiskError> {
         }
         match b.check_cluster("refcount block", off) {
             Ok(()) => c.add("refcount block", off, cs),
-            Err(err) => c.errors.push(format!("ERROR refcount table entry {i}: {err}")),
+            Err(err) => c
+                .errors
+                .push(format!("ERROR refcount table entry {i}: {err}")),
         }
     }
     walk_l1(&f, &h, &b, &mut c, &mut rep)?;
@@ -192,12 +195,16 @@ fn compare(
     let cs = h.cluster_size();
     let order = h.refcount_order;
     let epb = (cs * 8) >> order;
-    let max = if order == 6 { u64::MAX } else { (1u64 << (1u64 << order)) - 1 };
+    let max = if order == 6 {
+        u64::MAX
+    } else {
+        (1u64 << (1u64 << order)) - 1
+    };
     let mut stored = vec![0u64; c.refs.len()];
     let mut block = vec![0u8; cs as usize];
     for (bi, &e) in rt.iter().enumerate() {
         let off = e & OFFSET_MASK;
-        if off == 0 || off % cs != 0 || off < cs || off + cs > f.len()? {
+        if off == 0 || off & (cs - 1) != 0 || off < cs || off + cs > f.len()? {
             continue;
         }
         f.read_at(&mut block, off)?;
@@ -213,15 +220,17 @@ fn compare(
     for &(idx, entry, what) in &c.copied {
         let s = stored.get(idx as usize).copied().unwrap_or(0);
         if s != 1 {
-            rep.errors
-                .push(format!("ERROR OFLAG_COPIED {what}: entry={entry:#018x} refcount={s}"));
+            rep.errors.push(format!(
+                "ERROR OFLAG_COPIED {what}: entry={entry:#018x} refcount={s}"
+            ));
         }
     }
     for (idx, (&s, &r)) in stored.iter().zip(c.refs.iter()).enumerate() {
         let r = u64::from(r);
         if r > max {
-            rep.errors
-                .push(format!("ERROR cluster {idx} refcount overflow: {r} references"));
+            rep.errors.push(format!(
+                "ERROR cluster {idx} refcount overflow: {r} references"
+            ));
         }
         if s > 0 || r > 0 {
             rep.image_end_offset = (idx as u64 + 1) * cs;

@@ -54,7 +54,10 @@ pub enum DiskError {
         source: Box<DiskError>,
     },
     #[error("{what} is not supported for {format} images")]
-    Unsupported { what: &'static str, format: &'static str },
+    Unsupported {
+        what: &'static str,
+        format: &'static str,
+    },
     #[error("invalid size {size}: {reason}")]
     InvalidSize { size: u64, reason: &'static str },
 }

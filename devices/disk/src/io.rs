@@ -54,10 +54,7 @@ impl ImageFile {
     }
 
     fn aligned(&self, ptr: *const u8, len: usize, offset: u64) -> bool {
-        !self.direct
-            || ((ptr as usize) % DIRECT_ALIGN == 0
-                && len % DIRECT_ALIGN == 0
-                && offset % DIRECT_ALIGN as u64 == 0)
+        !self.direct || ((ptr as usize | len | offset as usize) & (DIRECT_ALIGN - 1)) == 0
     }
 
     /// Reads exactly `buf.len()` bytes; bytes past the end of the file read as

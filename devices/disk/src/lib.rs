@@ -136,7 +136,11 @@ pub(crate) fn open_chain(
     }
 }
 
-pub(crate) fn open_file(path: &Path, read_only: bool, direct: bool) -> Result<io::ImageFile, DiskError> {
+pub(crate) fn open_file(
+    path: &Path,
+    read_only: bool,
+    direct: bool,
+) -> Result<io::ImageFile, DiskError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut o = std::fs::OpenOptions::new();
     o.read(true).write(!read_only);
@@ -171,7 +175,8 @@ pub fn create_overlay(
     backing_format: Option<Format>,
     dir: Option<&Path>,
 ) -> Result<Box<dyn DiskImage>, DiskError> {
-    let backing_abs = std::fs::canonicalize(backing).map_err(|e| IoError::new("open", backing, e))?;
+    let backing_abs =
+        std::fs::canonicalize(backing).map_err(|e| IoError::new("open", backing, e))?;
     let fmt = match backing_format {
         Some(f) => f,
         None => probe_format(&backing_abs)?,
@@ -185,7 +190,9 @@ pub fn create_overlay(
         },
     )?
     .virtual_size();
-    let dir = dir.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
     let name = format!(
         "casemate-overlay-{}-{}.qcow2",
         std::process::id(),
@@ -217,7 +224,11 @@ pub fn create_overlay(
 static OVERLAY_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Fallback for `write_zeroes`: plain writes of a zero buffer in 1 MiB steps.
-pub(crate) fn write_zeroes_by_writing(img: &dyn DiskImage, offset: u64, len: u64) -> Result<(), DiskError> {
+pub(crate) fn write_zeroes_by_writing(
+    img: &dyn DiskImage,
+    offset: u64,
+    len: u64,
+) -> Result<(), DiskError> {
     const STEP: u64 = 1 << 20;
     let zeros = vec![0u8; STEP.min(len) as usize];
     let mut done = 0;

@@ -84,14 +84,22 @@ impl DiskImage for RawImage {
 
     fn discard(&self, offset: u64, len: u64) -> Result<(), DiskError> {
         self.writable()?;
-        check_range(offset, usize::try_from(len).unwrap_or(usize::MAX), self.size())?;
+        check_range(
+            offset,
+            usize::try_from(len).unwrap_or(usize::MAX),
+            self.size(),
+        )?;
         // Discard is advisory: a file system without hole punching just keeps the data.
         self.punch(offset, len).map(|_| ())
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DiskError> {
         self.writable()?;
-        check_range(offset, usize::try_from(len).unwrap_or(usize::MAX), self.size())?;
+        check_range(
+            offset,
+            usize::try_from(len).unwrap_or(usize::MAX),
+            self.size(),
+        )?;
         if self.punch(offset, len)? {
             return Ok(());
         }

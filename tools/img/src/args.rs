@@ -13,10 +13,17 @@ pub struct Parsed {
 
 impl Parsed {
     pub fn opt(&self, name: &str) -> Option<&str> {
-        self.opts.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.opts
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.opts.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.opts
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn flag(&self, name: &str) -> bool {
         self.flags.iter().any(|f| f == name)

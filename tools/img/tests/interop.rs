@@ -9,7 +9,10 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_casemate-img");
 
 fn have_qemu(test: &str) -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -80,7 +83,11 @@ fn created_qcow2_passes_qemu_check() {
         return;
     }
     let d = TempDir::new("create");
-    for (name, opts) in [("a.qcow2", "cluster_size=65536"), ("b.qcow2", "cluster_size=512"), ("c.qcow2", "cluster_size=2M")] {
+    for (name, opts) in [
+        ("a.qcow2", "cluster_size=65536"),
+        ("b.qcow2", "cluster_size=512"),
+        ("c.qcow2", "cluster_size=2M"),
+    ] {
         let f = d.path(name);
         img(&["create", "-q", "-f", "qcow2", "-o", opts, &f, "3G"]);
         ok("qemu-img", &["check", &f]);
@@ -100,7 +107,12 @@ fn qemu_io_data_over_backing_reads_back_after_convert() {
     let (base, top) = (d.path("base.qcow2"), d.path("top.qcow2"));
     ok("qemu-img", &["create", "-q", "-f", "qcow2", &base, "64M"]);
     ok("qemu-io", &["-c", "write -P 0x11 0 8M", &base]);
-    ok("qemu-img", &["create", "-q", "-f", "qcow2", "-b", &base, "-F", "qcow2", &top]);
+    ok(
+        "qemu-img",
+        &[
+            "create", "-q", "-f", "qcow2", "-b", &base, "-F", "qcow2", &top,
+        ],
+    );
     ok("qemu-io", &["-c", "write -P 0xab 1M 64k", &top]);
     ok("qemu-io", &["-c", "write -P 0xab 4100k 12k", &top]);
     let raw = d.path("out.raw");
@@ -134,7 +146,18 @@ fn convert_to_qcow2_compares_equal() {
     let d = TempDir::new("convert");
     let (src, out, z) = (d.path("src.qcow2"), d.path("out.qcow2"), d.path("z.qcow2"));
     ok("qemu-img", &["create", "-q", "-f", "qcow2", &src, "100M"]);
-    ok("qemu-io", &["-c", "write -P 0xcd 0 3M", "-c", "write -P 0x01 50M 100k", "-c", "write -z 60M 2M", &src]);
+    ok(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0xcd 0 3M",
+            "-c",
+            "write -P 0x01 50M 100k",
+            "-c",
+            "write -z 60M 2M",
+            &src,
+        ],
+    );
     // A compressed copy exercises zlib clusters on read.
     ok("qemu-img", &["convert", "-c", "-O", "qcow2", &src, &z]);
     for input in [&src, &z] {
@@ -156,13 +179,39 @@ fn info_json_agrees_with_qemu() {
     let d = TempDir::new("info");
     let (base, top, raw) = (d.path("base.raw"), d.path("top.qcow2"), d.path("r.raw"));
     ok("qemu-img", &["create", "-q", "-f", "raw", &base, "10M"]);
-    img(&["create", "-q", "-f", "qcow2", "-o", "backing_file=base.raw,cluster_size=4096", &top]);
+    img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "backing_file=base.raw,cluster_size=4096",
+        &top,
+    ]);
     ok("qemu-img", &["create", "-q", "-f", "raw", &raw, "1G"]);
     let other = d.path("q.qcow2");
-    ok("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "cluster_size=128k", &other, "5G"]);
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=128k",
+            &other,
+            "5G",
+        ],
+    );
     for f in [&top, &raw, &other] {
         let (ours, theirs) = (json(BIN, f), json("qemu-img", f));
-        for key in ["virtual-size", "format", "cluster-size", "backing-filename", "backing-filename-format"] {
+        for key in [
+            "virtual-size",
+            "format",
+            "cluster-size",
+            "backing-filename",
+            "backing-filename-format",
+        ] {
             assert_eq!(ours[key], theirs[key], "{f}: {key}");
         }
     }
@@ -176,7 +225,10 @@ fn resize_sequence_matches_qemu() {
     }
     let d = TempDir::new("resize");
     for fmt in ["raw", "qcow2"] {
-        let (ours, theirs) = (d.path(&format!("ours.{fmt}")), d.path(&format!("theirs.{fmt}")));
+        let (ours, theirs) = (
+            d.path(&format!("ours.{fmt}")),
+            d.path(&format!("theirs.{fmt}")),
+        );
         img(&["create", "-q", "-f", fmt, &ours, "300M"]);
         ok("qemu-img", &["create", "-q", "-f", fmt, &theirs, "300M"]);
         if fmt == "qcow2" {
@@ -194,12 +246,26 @@ fn resize_sequence_matches_qemu() {
             let mut at = a.clone();
             at.extend([t.as_str(), "--", size]);
             let (ro, rt) = (run(BIN, &ao), run("qemu-img", &at));
-            assert_eq!(ro.status.success(), rt.status.success(), "{fmt} resize {flags:?} {size}");
+            assert_eq!(
+                ro.status.success(),
+                rt.status.success(),
+                "{fmt} resize {flags:?} {size}"
+            );
             if !rt.status.success() {
-                let (eo, et) = (String::from_utf8_lossy(&ro.stderr), String::from_utf8_lossy(&rt.stderr));
-                assert!(et.contains("--shrink") && eo.contains("Use the --shrink option"), "{eo} / {et}");
+                let (eo, et) = (
+                    String::from_utf8_lossy(&ro.stderr),
+                    String::from_utf8_lossy(&rt.stderr),
+                );
+                assert!(
+                    et.contains("--shrink") && eo.contains("Use the --shrink option"),
+                    "{eo} / {et}"
+                );
             }
-            assert_eq!(virtual_size(BIN, o), virtual_size("qemu-img", t), "{fmt} after {size}");
+            assert_eq!(
+                virtual_size(BIN, o),
+                virtual_size("qemu-img", t),
+                "{fmt} after {size}"
+            );
         }
         assert_eq!(virtual_size(BIN, &ours), 200 << 20);
         if fmt == "qcow2" {
@@ -227,7 +293,12 @@ fn check_reports_corruption_and_leaks() {
     bytes[refblock + data_cluster * 2 + 1] = 0;
     std::fs::write(&f, &bytes).unwrap();
     let ours = run(BIN, &["check", &f]);
-    assert_eq!(ours.status.code(), Some(2), "{}", String::from_utf8_lossy(&ours.stdout));
+    assert_eq!(
+        ours.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&ours.stdout)
+    );
     assert_eq!(run("qemu-img", &["check", &f]).status.code(), Some(2));
     // A leak: an extra cluster at the end, counted but referenced by nothing.
     bytes[refblock + data_cluster * 2 + 1] = 1;
@@ -246,7 +317,15 @@ fn backing_loop_is_an_error() {
     let d = TempDir::new("loop");
     let (a, b) = (d.path("a.qcow2"), d.path("b.qcow2"));
     img(&["create", "-q", "-f", "qcow2", &a, "1M"]);
-    img(&["create", "-q", "-f", "qcow2", "-o", "backing_file=a.qcow2,backing_fmt=qcow2", &b]);
+    img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "backing_file=a.qcow2,backing_fmt=qcow2",
+        &b,
+    ]);
     // Rewrite a's header to point back at b. (Never run qemu-img check on this.)
     let mut h = std::fs::read(&a).unwrap();
     let bh = std::fs::read(&b).unwrap();

@@ -91,7 +91,9 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<(), DiskError> {
         backing_file: o.backing_file.clone(),
         backing_format: o.backing_format.map(|f| f.name().to_string()),
     };
-    let hdr = header.to_cluster().map_err(|e: QcowError| DiskError::qcow(path, e))?;
+    let hdr = header
+        .to_cluster()
+        .map_err(|e: QcowError| DiskError::qcow(path, e))?;
 
     let mut table = vec![0u8; (rt * cs) as usize];
     for i in 0..rb {
@@ -112,11 +114,14 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<(), DiskError> {
         .open(path)
         .map_err(|e| io("create", e))?;
     use std::os::unix::fs::FileExt;
-    f.write_all_at(&hdr, 0).map_err(|e| io("write header of", e))?;
-    f.write_all_at(&table, cs).map_err(|e| io("write refcount table of", e))?;
+    f.write_all_at(&hdr, 0)
+        .map_err(|e| io("write header of", e))?;
+    f.write_all_at(&table, cs)
+        .map_err(|e| io("write refcount table of", e))?;
     f.write_all_at(&blocks, (1 + rt) * cs)
         .map_err(|e| io("write refcount blocks of", e))?;
-    f.set_len(total * cs).map_err(|e| io("set the size of", e))?;
+    f.set_len(total * cs)
+        .map_err(|e| io("set the size of", e))?;
     f.sync_all().map_err(|e| io("sync", e))?;
     Ok(())
 }

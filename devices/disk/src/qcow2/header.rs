@@ -211,7 +211,13 @@ impl Header {
                 max: MAX_REFTABLE_BYTES.max(cs) / cs,
             });
         }
-        check_table("refcount table", self.refcount_table_offset, rt_bytes, cs, file_len)?;
+        check_table(
+            "refcount table",
+            self.refcount_table_offset,
+            rt_bytes,
+            cs,
+            file_len,
+        )?;
         if self.nb_snapshots > MAX_SNAPSHOTS {
             return Err(QcowError::TooManySnapshots(self.nb_snapshots));
         }
@@ -321,7 +327,9 @@ impl Header {
             b.extend_from_slice(name.as_bytes());
         }
         if b.len() > cs {
-            return Err(QcowError::MetadataLimit("header does not fit in one cluster"));
+            return Err(QcowError::MetadataLimit(
+                "header does not fit in one cluster",
+            ));
         }
         b.resize(cs, 0);
         Ok(b)
@@ -329,8 +337,15 @@ impl Header {
 }
 
 /// A table must be cluster aligned, not in cluster 0 and inside the file.
-pub fn check_table(what: &'static str, offset: u64, len: u64, cs: u64, file_len: u64) -> Result<(), QcowError> {
-    if offset % cs != 0 {
+pub fn check_table(
+    what: &'static str,
+    offset: u64,
+    len: u64,
+    cs: u64,
+    file_len: u64,
+) -> Result<(), QcowError> {
+    // cs is a power of two.
+    if offset & (cs - 1) != 0 {
         return Err(QcowError::Unaligned { what, offset });
     }
     if offset < cs {

@@ -48,7 +48,12 @@ impl L2Cache {
     }
 
     /// The table for `l1_index` stored at `offset`, read from the file on a miss.
-    pub fn load(&mut self, f: &ImageFile, l1_index: u64, offset: u64) -> Result<&mut L2Table, DiskError> {
+    pub fn load(
+        &mut self,
+        f: &ImageFile,
+        l1_index: u64,
+        offset: u64,
+    ) -> Result<&mut L2Table, DiskError> {
         if !self.tables.contains_key(&l1_index) {
             self.make_room();
             let mut raw = vec![0u8; self.cluster_size as usize];
@@ -68,7 +73,7 @@ impl L2Cache {
         }
         self.tables
             .get_mut(&l1_index)
-            .ok_or_else(|| DiskError::Unsupported {
+            .ok_or(DiskError::Unsupported {
                 what: "L2 cache miss after insert",
                 format: "qcow2",
             })

@@ -89,7 +89,11 @@ fn read_u64_table(file: &ImageFile, offset: u64, entries: u64) -> Result<Vec<u64
 }
 
 impl Qcow2Image {
-    pub(crate) fn open(file: ImageFile, opts: &OpenOptions, visited: &mut Vec<PathBuf>) -> Result<Self, DiskError> {
+    pub(crate) fn open(
+        file: ImageFile,
+        opts: &OpenOptions,
+        visited: &mut Vec<PathBuf>,
+    ) -> Result<Self, DiskError> {
         let (mut h, file_len) = read_header(&file)?;
         let q = |e| DiskError::qcow(file.path(), e);
         if !opts.read_only {
@@ -121,7 +125,13 @@ impl Qcow2Image {
             corrupt: h.incompatible_features & INCOMPAT_CORRUPT != 0,
             dirty: h.incompatible_features & INCOMPAT_DIRTY != 0,
         };
-        let rc = refcount::Refcounts::new(h.refcount_order, h.cluster_bits, rt, h.refcount_table_offset, file_len);
+        let rc = refcount::Refcounts::new(
+            h.refcount_order,
+            h.cluster_bits,
+            rt,
+            h.refcount_table_offset,
+            file_len,
+        );
         Ok(Qcow2Image {
             read_only: opts.read_only,
             cluster_bits: h.cluster_bits,
@@ -229,7 +239,8 @@ impl Qcow2Image {
         let len = len.min(cs + 512);
         let mut raw = vec![0u8; len as usize];
         self.file.read_at(&mut raw, host)?;
-        compress::inflate_cluster(&raw, cs as usize, host).map_err(|e| DiskError::qcow(self.file.path(), e))
+        compress::inflate_cluster(&raw, cs as usize, host)
+            .map_err(|e| DiskError::qcow(self.file.path(), e))
     }
 
     /// Fills `buf` with the guest data of one cluster piece described by `m`.
@@ -268,7 +279,13 @@ impl Qcow2Image {
 
     /// Writes one piece that needs a new cluster (or a copy of a shared or
     /// compressed one), with the metadata lock held throughout.
-    fn write_allocating(&self, meta: &mut Meta, m: Mapping, data: &[u8], guest: u64) -> Result<(), DiskError> {
+    fn write_allocating(
+        &self,
+        meta: &mut Meta,
+        m: Mapping,
+        data: &[u8],
+        guest: u64,
+    ) -> Result<(), DiskError> {
         let cs = self.cs();
         let start = guest & !(cs - 1);
         let in_off = (guest - start) as usize;
@@ -282,7 +299,11 @@ impl Qcow2Image {
         cluster[in_off..in_off + data.len()].copy_from_slice(data);
         let host = match m {
             // A preallocated zero cluster we own can be written in place.
-            Mapping::Zero { host: Some(h) } if meta.rc.get(&self.file, h >> self.cluster_bits)? == 1 => h,
+            Mapping::Zero { host: Some(h) }
+                if meta.rc.get(&self.file, h >> self.cluster_bits)? == 1 =>
+            {
+                h
+            }
             _ => {
                 meta.release(m);
                 meta.rc.alloc(&self.file)?
@@ -295,7 +316,12 @@ impl Qcow2Image {
     /// Deallocates whole clusters in a range: `to_zero` makes them read as
     /// zeros, otherwise they fall through to the backing file. Returns the
     /// partial head and tail pieces it left alone.
-    fn drop_clusters(&self, offset: u64, len: u64, to_zero: bool) -> Result<Vec<(u64, usize)>, DiskError> {
+    fn drop_clusters(
+        &self,
+        offset: u64,
+        len: u64,
+        to_zero: bool,
+    ) -> Result<Vec<(u64, usize)>, DiskError> {
         let cs = self.cs();
         let mut partial = Vec::new();
         let mut meta = self.lock();
@@ -369,7 +395,11 @@ impl DiskImage for Qcow2Image {
 
     fn discard(&self, offset: u64, len: u64) -> Result<(), DiskError> {
         self.writable()?;
-        check_range(offset, usize::try_from(len).unwrap_or(usize::MAX), self.virtual_size())?;
+        check_range(
+            offset,
+            usize::try_from(len).unwrap_or(usize::MAX),
+            self.virtual_size(),
+        )?;
         let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
         // Discard is advisory: partial clusters keep their data.
         self.drop_clusters(offset, len, false).map(|_| ())
@@ -377,7 +407,11 @@ impl DiskImage for Qcow2Image {
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), DiskError> {
         self.writable()?;
-        check_range(offset, usize::try_from(len).unwrap_or(usize::MAX), self.virtual_size())?;
+        check_range(
+            offset,
+            usize::try_from(len).unwrap_or(usize::MAX),
+            self.virtual_size(),
+        )?;
         let partial = {
             let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
             self.drop_clusters(offset, len, true)?
@@ -433,7 +467,10 @@ impl Drop for Qcow2Image {
     fn drop(&mut self) {
         if !self.read_only {
             if let Err(e) = self.flush() {
-                log::error!("flushing {} on close failed: {e}", self.file.path().display());
+                log::error!(
+                    "flushing {} on close failed: {e}",
+                    self.file.path().display()
+                );
             }
         }
     }

@@ -68,7 +68,13 @@ pub struct Refcounts {
 }
 
 impl Refcounts {
-    pub fn new(order: u32, cluster_bits: u32, table: Vec<u64>, table_offset: u64, file_end: u64) -> Self {
+    pub fn new(
+        order: u32,
+        cluster_bits: u32,
+        table: Vec<u64>,
+        table_offset: u64,
+        file_end: u64,
+    ) -> Self {
         Refcounts {
             order,
             cluster_bits,
@@ -350,13 +356,21 @@ mod tests {
     fn entries_of_every_width_round_trip() {
         for order in 0..=6 {
             let mut b = vec![0u8; 512];
-            let max = if order == 6 { u64::MAX } else { (1u64 << (1 << order)) - 1 };
-            let n = 512 * 8 >> order;
+            let max = if order == 6 {
+                u64::MAX
+            } else {
+                (1u64 << (1 << order)) - 1
+            };
+            let n = (512 * 8) >> order;
             for i in 0..n {
                 set_entry(&mut b, i, order, (i * 7) & max);
             }
             for i in 0..n {
-                assert_eq!(get_entry(&b, i, order), (i * 7) & max, "order {order} i {i}");
+                assert_eq!(
+                    get_entry(&b, i, order),
+                    (i * 7) & max,
+                    "order {order} i {i}"
+                );
             }
         }
     }

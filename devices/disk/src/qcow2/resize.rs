@@ -44,8 +44,10 @@ fn shrink_data(img: &Qcow2Image, new_size: u64, old: u64) -> Result<(), DiskErro
     if tail_end > new_size && new_size < old {
         let n = tail_end.min(old) - new_size;
         let mut meta = img.lock();
-        if !matches!(meta.lookup(&img.file, new_size)?, Mapping::Unallocated | Mapping::Zero { .. })
-            || img.backing.is_some()
+        if !matches!(
+            meta.lookup(&img.file, new_size)?,
+            Mapping::Unallocated | Mapping::Zero { .. }
+        ) || img.backing.is_some()
         {
             drop(meta);
             crate::write_zeroes_by_writing(img, new_size, n)?;
@@ -87,7 +89,10 @@ fn grow_l1(img: &Qcow2Image, meta: &mut super::Meta, needed: u64) -> Result<(), 
     let f = &img.file;
     let cs = img.cs();
     if needed * 8 > MAX_L1_BYTES {
-        return Err(DiskError::qcow(f.path(), QcowError::MetadataLimit("L1 table over 32 MiB")));
+        return Err(DiskError::qcow(
+            f.path(),
+            QcowError::MetadataLimit("L1 table over 32 MiB"),
+        ));
     }
     // Everything the new table references must be on disk before it goes live.
     meta.flush(f, false)?;

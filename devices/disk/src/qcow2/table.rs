@@ -48,10 +48,7 @@ impl Bounds {
 /// Decodes an L1 entry into the L2 table offset (`None`: no L2 table).
 pub fn decode_l1(entry: u64, b: &Bounds) -> Result<Option<u64>, QcowError> {
     if entry & L1_RESERVED != 0 {
-        return Err(QcowError::ReservedBits {
-            what: "L1",
-            entry,
-        });
+        return Err(QcowError::ReservedBits { what: "L1", entry });
     }
     let off = entry & OFFSET_MASK;
     if off == 0 {
@@ -67,10 +64,7 @@ pub fn decode_l2(entry: u64, b: &Bounds) -> Result<Mapping, QcowError> {
         return decode_compressed(entry, b);
     }
     if entry & L2_STD_RESERVED != 0 {
-        return Err(QcowError::ReservedBits {
-            what: "L2",
-            entry,
-        });
+        return Err(QcowError::ReservedBits { what: "L2", entry });
     }
     let off = entry & OFFSET_MASK;
     if entry & ZERO != 0 {
@@ -118,7 +112,11 @@ fn decode_compressed(entry: u64, b: &Bounds) -> Result<Mapping, QcowError> {
 }
 
 /// Host clusters touched by a compressed run (for refcounts).
-pub fn compressed_clusters(host: u64, len: u64, cluster_bits: u32) -> std::ops::RangeInclusive<u64> {
+pub fn compressed_clusters(
+    host: u64,
+    len: u64,
+    cluster_bits: u32,
+) -> std::ops::RangeInclusive<u64> {
     let first = host >> cluster_bits;
     let last = (host + len.max(1) - 1) >> cluster_bits;
     first..=last
@@ -156,13 +154,31 @@ mod tests {
 
     #[test]
     fn rejects_hostile_entries() {
-        assert!(matches!(decode_l2(0x10200, &B), Err(QcowError::Unaligned { .. })));
-        assert!(matches!(decode_l2(0x100, &B), Err(QcowError::ReservedBits { .. })));
+        assert!(matches!(
+            decode_l2(0x10200, &B),
+            Err(QcowError::Unaligned { .. })
+        ));
+        assert!(matches!(
+            decode_l2(0x100, &B),
+            Err(QcowError::ReservedBits { .. })
+        ));
         assert!(matches!(decode_l2(COPIED, &B), Ok(Mapping::Unallocated)));
-        assert!(matches!(decode_l2(encode_data(0), &B), Ok(Mapping::Unallocated)));
-        assert!(matches!(decode_l1(0x8000_0000_0001_0000 | 0x10000, &B), Ok(Some(_))));
-        assert!(matches!(decode_l2(1 << 40, &B), Err(QcowError::PastEnd { .. })));
-        assert!(matches!(decode_l1(2, &B), Err(QcowError::ReservedBits { .. })));
+        assert!(matches!(
+            decode_l2(encode_data(0), &B),
+            Ok(Mapping::Unallocated)
+        ));
+        assert!(matches!(
+            decode_l1(0x8000_0000_0001_0000 | 0x10000, &B),
+            Ok(Some(_))
+        ));
+        assert!(matches!(
+            decode_l2(1 << 40, &B),
+            Err(QcowError::PastEnd { .. })
+        ));
+        assert!(matches!(
+            decode_l1(2, &B),
+            Err(QcowError::ReservedBits { .. })
+        ));
     }
 
     #[test]

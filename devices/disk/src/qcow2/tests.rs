@@ -17,7 +17,10 @@ impl Tmp {
     fn new(tag: &str) -> Self {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Tmp(std::env::temp_dir().join(format!("casemate-disk-{tag}-{}-{n}.img", std::process::id())))
+        Tmp(std::env::temp_dir().join(format!(
+            "casemate-disk-{tag}-{}-{n}.img",
+            std::process::id()
+        )))
     }
 }
 
@@ -43,7 +46,9 @@ fn new_qcow2(tag: &str, size: u64, cluster_size: u64) -> (Tmp, Box<dyn DiskImage
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -63,7 +68,14 @@ fn write_read_round_trip_and_consistent_refcounts() {
         drop(img);
         let rep = check_qcow2(&t.0).unwrap();
         assert!(rep.is_clean(), "cs {cs}: {:?} {:?}", rep.errors, rep.leaks);
-        let img = open_image(&t.0, &OpenOptions { read_only: true, ..OpenOptions::default() }).unwrap();
+        let img = open_image(
+            &t.0,
+            &OpenOptions {
+                read_only: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
         img.read_at(&mut b, 12_345).unwrap();
         assert_eq!(a, b);
     }
@@ -84,19 +96,43 @@ fn small_clusters_grow_the_refcount_table() {
     assert_eq!(back, data);
     drop(img);
     let rep = check_qcow2(&t.0).unwrap();
-    assert!(rep.is_clean(), "{:?} {:?}", rep.errors.first(), rep.leaks.first());
+    assert!(
+        rep.is_clean(),
+        "{:?} {:?}",
+        rep.errors.first(),
+        rep.leaks.first()
+    );
 }
 
 #[test]
 fn errors_not_panics_for_bad_requests() {
     let (_t, img) = new_qcow2("range", 1 << 20, 65536);
     let mut b = [0u8; 16];
-    assert!(matches!(img.read_at(&mut b, (1 << 20) - 8), Err(DiskError::OutOfRange { .. })));
-    assert!(matches!(img.write_at(&b, u64::MAX - 4), Err(DiskError::OutOfRange { .. })));
+    assert!(matches!(
+        img.read_at(&mut b, (1 << 20) - 8),
+        Err(DiskError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        img.write_at(&b, u64::MAX - 4),
+        Err(DiskError::OutOfRange { .. })
+    ));
     let (t, _) = new_qcow2("ro", 1 << 20, 65536);
-    let ro = open_image(&t.0, &OpenOptions { read_only: true, ..OpenOptions::default() }).unwrap();
-    assert!(matches!(ro.write_at(&b, 0), Err(DiskError::ReadOnly { .. })));
-    assert!(matches!(ro.discard(0, 512), Err(DiskError::ReadOnly { .. })));
+    let ro = open_image(
+        &t.0,
+        &OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        ro.write_at(&b, 0),
+        Err(DiskError::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        ro.discard(0, 512),
+        Err(DiskError::ReadOnly { .. })
+    ));
 }
 
 #[test]
@@ -188,7 +224,12 @@ fn resize_grows_l1_and_shrink_drops_data() {
     img.flush().unwrap();
     drop(img);
     let rep = check_qcow2(&t.0).unwrap();
-    assert!(rep.is_clean(), "{:?} {:?}", rep.errors.first(), rep.leaks.first());
+    assert!(
+        rep.is_clean(),
+        "{:?} {:?}",
+        rep.errors.first(),
+        rep.leaks.first()
+    );
 }
 
 fn valid_header_bytes() -> (Tmp, Vec<u8>) {
@@ -227,7 +268,11 @@ fn hostile_headers_give_clear_errors() {
         (20, &[0, 0, 0, 40], "cluster_bits"),
         (24, &[0xff; 8], "virtual size"),
         (36, &[0xff, 0xff, 0xff, 0xff], "L1 table has"),
-        (40, &[0, 0, 0, 0, 0, 0, 0, 0], "points into the image header"),
+        (
+            40,
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+            "points into the image header",
+        ),
         (40, &[0, 0, 0, 1, 0, 0, 0, 0], "past the end of the file"),
         (48, &[0, 0, 0, 0, 0, 0, 0x10, 0x01], "not aligned"),
         (56, &[0xff, 0xff, 0, 0], "refcount table of"),

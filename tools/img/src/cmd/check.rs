@@ -31,7 +31,10 @@ pub fn run(argv: &[String]) -> Result<u8> {
     let rep = match check_qcow2(path) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("casemate-img: {:#}", anyhow::Error::new(e).context(format!("could not check '{file}'")));
+            eprintln!(
+                "casemate-img: {:#}",
+                anyhow::Error::new(e).context(format!("could not check '{file}'"))
+            );
             eprintln!("Check failed: the image is damaged beyond what check can read");
             return Ok(1);
         }
@@ -65,7 +68,10 @@ pub fn run(argv: &[String]) -> Result<u8> {
         println!("Data may be corrupted, or further writes to the image may corrupt it.");
     }
     if !rep.leaks.is_empty() {
-        println!("\n{} leaked clusters were found on the image.", rep.leaks.len());
+        println!(
+            "\n{} leaked clusters were found on the image.",
+            rep.leaks.len()
+        );
         println!("This means waste of disk space, but no harm to data.");
     }
     if rep.is_clean() {

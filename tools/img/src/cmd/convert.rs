@@ -17,7 +17,9 @@ const ZERO_GRAIN: usize = 4096;
 
 pub fn run(argv: &[String]) -> Result<u8> {
     if super::wants_help(argv) {
-        println!("usage: casemate-img convert [-q] [-p] [-f FMT] [-O FMT] [-o OPTIONS] INPUT... OUTPUT");
+        println!(
+            "usage: casemate-img convert [-q] [-p] [-f FMT] [-O FMT] [-o OPTIONS] INPUT... OUTPUT"
+        );
         return Ok(0);
     }
     let a = args::parse(argv, &["-f", "-O", "-o"], &["-q", "-p", "-U"])?;
@@ -69,12 +71,19 @@ pub fn run(argv: &[String]) -> Result<u8> {
             .with_context(|| format!("error while converting '{name}'"))?;
         base += src.virtual_size();
     }
-    dst.flush().with_context(|| format!("could not flush '{out}'"))?;
+    dst.flush()
+        .with_context(|| format!("could not flush '{out}'"))?;
     progress.finish();
     Ok(0)
 }
 
-fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, base: u64, buf: &mut [u8], p: &mut Progress) -> Result<()> {
+fn copy(
+    src: &dyn DiskImage,
+    dst: &dyn DiskImage,
+    base: u64,
+    buf: &mut [u8],
+    p: &mut Progress,
+) -> Result<()> {
     let size = src.virtual_size();
     let mut off = 0;
     while off < size {

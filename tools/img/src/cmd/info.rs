@@ -15,7 +15,11 @@ pub fn run(argv: &[String]) -> Result<u8> {
         println!("usage: casemate-img info [-f FMT] [--output=human|json] FILENAME");
         return Ok(0);
     }
-    let a = args::parse(argv, &["-f", "--output"], &["--backing-chain", "-U", "--force-share"])?;
+    let a = args::parse(
+        argv,
+        &["-f", "--output"],
+        &["--backing-chain", "-U", "--force-share"],
+    )?;
     let [file] = a.positional.as_slice() else {
         bail!("expected one FILENAME (see --help)");
     };
@@ -31,7 +35,10 @@ pub fn run(argv: &[String]) -> Result<u8> {
         .with_context(|| format!("could not stat '{file}'"))?;
     match a.opt("--output").unwrap_or("human") {
         "human" => print!("{}", human(file, img.as_ref(), actual)),
-        "json" => println!("{}", serde_json::to_string_pretty(&to_json(file, img.as_ref(), actual))?),
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(file, img.as_ref(), actual))?
+        ),
         o => bail!("--output must be human or json, not '{o}'"),
     }
     Ok(0)
@@ -76,14 +83,20 @@ fn to_json(file: &str, img: &dyn DiskImage, actual: u64) -> Value {
     m.insert("filename".into(), json!(file));
     m.insert("format".into(), json!(i.format.name()));
     m.insert("actual-size".into(), json!(actual));
-    m.insert("dirty-flag".into(), json!(i.qcow2.as_ref().is_some_and(|q| q.dirty)));
+    m.insert(
+        "dirty-flag".into(),
+        json!(i.qcow2.as_ref().is_some_and(|q| q.dirty)),
+    );
     if let Some(cs) = i.cluster_size {
         m.insert("cluster-size".into(), json!(cs));
     }
     if let Some(b) = &i.backing_file {
         m.insert("backing-filename".into(), json!(b));
         if let Some(full) = &i.full_backing_file {
-            m.insert("full-backing-filename".into(), json!(full.to_string_lossy()));
+            m.insert(
+                "full-backing-filename".into(),
+                json!(full.to_string_lossy()),
+            );
         }
         if let Some(f) = i.backing_format {
             m.insert("backing-filename-format".into(), json!(f.name()));
@@ -99,7 +112,10 @@ fn to_json(file: &str, img: &dyn DiskImage, actual: u64) -> Value {
         d.insert("refcount-bits".into(), json!(q.refcount_bits));
         d.insert("corrupt".into(), json!(q.corrupt));
         d.insert("extended-l2".into(), json!(false));
-        m.insert("format-specific".into(), json!({"type": "qcow2", "data": d}));
+        m.insert(
+            "format-specific".into(),
+            json!({"type": "qcow2", "data": d}),
+        );
     }
     Value::Object(m)
 }

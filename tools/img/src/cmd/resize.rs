@@ -26,7 +26,8 @@ pub fn run(argv: &[String]) -> Result<u8> {
         no_backing: true,
         ..OpenOptions::default()
     };
-    let img = open_image(Path::new(file), &opts).with_context(|| format!("could not open '{file}'"))?;
+    let img =
+        open_image(Path::new(file), &opts).with_context(|| format!("could not open '{file}'"))?;
     let cur = img.virtual_size();
     let new = match arg {
         SizeArg::Absolute(n) => n,
@@ -39,7 +40,8 @@ pub fn run(argv: &[String]) -> Result<u8> {
     if new < cur && !a.flag("--shrink") {
         bail!("Use the --shrink option to perform a shrink operation.");
     }
-    img.resize(new).with_context(|| format!("could not resize '{file}'"))?;
+    img.resize(new)
+        .with_context(|| format!("could not resize '{file}'"))?;
     img.flush()?;
     if !a.flag("-q") {
         println!("Image resized.");
