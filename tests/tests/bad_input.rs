@@ -1,0 +1,118 @@
+//! Bad input: each gets a clear message naming the problem, a non-zero exit
+//! and no panic. None of these reach a running guest, but several get as far
+//! as opening /dev/kvm, so they run where KVM does.
+
+use casemate_tests::elf::tiny_elf64;
+use casemate_tests::{casemate, kvm_or_skip, Scratch};
+
+/// Run casemate, expect failure with `needle` in stderr.
+fn refuses(args: &[&str], needle: &str) {
+    let out = casemate(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: expected '{needle}' in:\n{err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+}
+
+#[test]
+fn missing_kernel_file() {
+    if kvm_or_skip("missing_kernel_file") {
+        refuses(&["-kernel", "/nonexistent/vmlinux"], "cannot open kernel /nonexistent/vmlinux");
+    }
+}
+
+#[test]
+fn kernel_that_is_not_elf_or_bzimage() {
+    if !kvm_or_skip("kernel_that_is_not_elf_or_bzimage") {
+        return;
+    }
+    let s = Scratch::new("notkernel");
+    let k = s.file("k", b"#!/bin/sh\necho this is not a kernel\n");
+    refuses(&["-kernel", &k], "not an ELF or bzImage kernel");
+    let empty = s.file("empty", b"");
+    refuses(&["-kernel", &empty], "not an ELF or bzImage kernel");
+}
+
+#[test]
+fn truncated_elf() {
+    if !kvm_or_skip("truncated_elf") {
+        return;
+    }
+    let s = Scratch::new("truncated");
+    let probe = std::fs::read(s.probe()).unwrap();
+    for len in [20, 64, 100] {
+        let k = s.file("trunc.elf", &probe[..len]);
+        refuses(&["-kernel", &k], "bad ELF");
+    }
+    // Cut inside the loadable segment itself.
+    let whole = tiny_elf64(&[0x90; 4096]);
+    let k = s.file("trunc2.elf", &whole[..whole.len() - 1]);
+    refuses(&["-kernel", &k], "bad ELF: segment 0: truncated");
+}
+
+#[test]
+fn truncated_bzimage() {
+    if !kvm_or_skip("truncated_bzimage") {
+        return;
+    }
+    let s = Scratch::new("bz");
+    let mut img = vec![0u8; 0x400];
+    img[0x202..0x206].copy_from_slice(b"HdrS");
+    let k = s.file("bz", &img);
+    refuses(&["-kernel", &k], "bad bzImage");
+}
+
+#[test]
+fn kernel_that_does_not_fit_in_ram() {
+    if !kvm_or_skip("kernel_that_does_not_fit_in_ram") {
+        return;
+    }
+    let s = Scratch::new("toobig");
+    let mut elf = tiny_elf64(&[0x0f, 0x0b]);
+    // Claim a 64 MiB memory size for the one segment.
+    elf[64 + 40..64 + 48].copy_from_slice(&(64u64 << 20).to_le_bytes());
+    let k = s.file("big.elf", &elf);
+    refuses(&["-kernel", &k, "-m", "32M"], "needs guest RAM up to 0x4100000");
+}
+
+#[test]
+fn memory_size_zero_and_too_large() {
+    if !kvm_or_skip("memory_size_zero_and_too_large") {
+        return;
+    }
+    refuses(&["-m", "0"], "-m 0 B: guest RAM must be at least 2 MiB");
+    refuses(&["-m", "1T"], "-m 1 TiB: more than this host's memory");
+    refuses(&["-m", "lots"], "-m: invalid value 'lots'");
+}
+
+#[test]
+fn zero_cpus() {
+    if kvm_or_skip("zero_cpus") {
+        refuses(&["-smp", "0"], "cpus must be at least 1");
+    }
+}
+
+#[test]
+fn unknown_and_unsupported_options() {
+    refuses(&["-frobnicate"], "unknown option '-frobnicate'");
+    refuses(&["-netdev", "user,id=n0"], "option '-netdev' is not supported yet");
+    refuses(&["-m"], "option '-m' needs a value");
+}
+
+#[test]
+fn command_line_longer_than_the_protocol_allows() {
+    if !kvm_or_skip("command_line_longer_than_the_protocol_allows") {
+        return;
+    }
+    let long = format!("probe=hello {}", "x".repeat(3000));
+    refuses(&["-append", &long], "the boot protocol allows at most 2047");
+}
+
+#[test]
+fn missing_initrd() {
+    if kvm_or_skip("missing_initrd") {
+        refuses(&["-initrd", "/nonexistent/initrd"], "cannot open initrd /nonexistent/initrd");
+    }
+}

@@ -1,0 +1,124 @@
+//! Boot the probe guest on /dev/kvm and check what it reports: CPUs, memory,
+//! command line, boot entries, exit round trips, and how VMs end.
+
+use casemate_tests::elf::{tiny_elf64, without_pvh_note, PRINT_X_THEN_UD2, RESET_THEN_UD2, UD2};
+use casemate_tests::{boot_probe, casemate, kvm_or_skip, Scratch};
+
+#[test]
+fn one_and_two_vcpus_all_report() {
+    if !kvm_or_skip("one_and_two_vcpus_all_report") {
+        return;
+    }
+    for (n, ids) in [(1, "0"), (2, "0,1")] {
+        let smp = n.to_string();
+        let (r, _) = boot_probe(&["-smp", &smp, "-append", "probe=hello"]);
+        r.assert_ok();
+        assert_eq!(r.want("cpus"), smp, "{}", r.raw);
+        assert_eq!(r.want("apic_ids"), ids, "{}", r.raw);
+    }
+}
+
+#[test]
+fn topology_gives_packed_apic_ids() {
+    if !kvm_or_skip("topology_gives_packed_apic_ids") {
+        return;
+    }
+    let (r, _) = boot_probe(&["-smp", "cpus=2,sockets=2,cores=1,threads=1", "-append", "probe=hello"]);
+    r.assert_ok();
+    assert_eq!(r.want("cpus"), "2");
+    assert_eq!(r.want("apic_ids"), "0,1");
+}
+
+#[test]
+fn memory_sizes_are_reported_exactly() {
+    if !kvm_or_skip("memory_sizes_are_reported_exactly") {
+        return;
+    }
+    for (arg, mib) in [("64M", 64u64), ("1G", 1024), ("5G", 5 * 1024)] {
+        let (r, _) = boot_probe(&["-m", arg, "-append", "probe=hello"]);
+        r.assert_ok();
+        assert_eq!(r.want("mem_mib"), mib.to_string(), "-m {arg}:\n{}", r.raw);
+    }
+}
+
+#[test]
+fn command_line_round_trips() {
+    if !kvm_or_skip("command_line_round_trips") {
+        return;
+    }
+    let line = r#"probe=hello alpha=1 beta="two words" gamma=\x"#;
+    let (r, _) = boot_probe(&["-append", line]);
+    r.assert_ok();
+    assert_eq!(r.want("cmdline"), line);
+}
+
+#[test]
+fn both_boot_entries_work() {
+    if !kvm_or_skip("both_boot_entries_work") {
+        return;
+    }
+    let s = Scratch::new("entries");
+    let probe = std::fs::read(s.probe()).unwrap();
+    let (r, _) = boot_probe(&["-append", "probe=hello"]);
+    r.assert_ok();
+    assert_eq!(r.want("entry"), "pvh");
+    let linux = s.file("linux64.elf", &without_pvh_note(&probe).expect("probe carries a PVH note"));
+    let (r, _) = boot_probe(&["-kernel", &linux, "-append", "probe=hello"]);
+    r.assert_ok();
+    assert_eq!(r.want("entry"), "linux64");
+}
+
+#[test]
+fn exit_round_trips_are_measured() {
+    if !kvm_or_skip("exit_round_trips_are_measured") {
+        return;
+    }
+    let (r, _) = boot_probe(&["-append", "probe=exits n=200"]);
+    r.assert_ok();
+    for k in ["pio_ns", "mmio_ns"] {
+        let ns: f64 = r.want(k).parse().unwrap_or_else(|_| panic!("{k} not a number:\n{}", r.raw));
+        assert!(ns > 0.0 && ns < 10_000_000.0, "{k}={ns}");
+    }
+}
+
+#[test]
+fn serial_to_file_and_nothing_on_stdout() {
+    if !kvm_or_skip("serial_to_file_and_nothing_on_stdout") {
+        return;
+    }
+    let s = Scratch::new("serialfile");
+    let log = s.path("console.txt");
+    let arg = format!("file:{}", log.display());
+    let (r, out) = boot_probe(&["-serial", &arg, "-append", "probe=hello"]);
+    assert!(r.lines.is_empty(), "stdout should be empty: {}", r.raw);
+    assert!(out.stderr.is_empty(), "clean run prints nothing: {}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&log).unwrap();
+    casemate_tests::Report::parse(&text).assert_ok();
+}
+
+#[test]
+fn triple_fault_exits_nonzero_with_registers() {
+    if !kvm_or_skip("triple_fault_exits_nonzero_with_registers") {
+        return;
+    }
+    let s = Scratch::new("triple");
+    let k = s.file("ud2.elf", &tiny_elf64(PRINT_X_THEN_UD2));
+    let out = casemate(&["-kernel", &k]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "X", "the guest ran");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("triple fault on vCPU 0") && err.contains("RIP=0000000000100007"), "{err}");
+    let k = s.file("ud2only.elf", &tiny_elf64(UD2));
+    assert_eq!(casemate(&["-kernel", &k]).status.code(), Some(2));
+}
+
+#[test]
+fn i8042_reset_with_no_reboot_exits_zero() {
+    if !kvm_or_skip("i8042_reset_with_no_reboot_exits_zero") {
+        return;
+    }
+    let s = Scratch::new("reset");
+    let k = s.file("reset.elf", &tiny_elf64(RESET_THEN_UD2));
+    let out = casemate(&["-kernel", &k, "-no-reboot"]);
+    assert!(out.status.success(), "{out:?}");
+}
