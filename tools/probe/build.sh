@@ -36,6 +36,7 @@ trap 'rm -rf "$tmp"' EXIT
     -C panic=abort \
     -C codegen-units=1 \
     -C debuginfo=0 \
+    -C strip=debuginfo \
     -C relocation-model=static \
     -C code-model=small \
     -C link-arg=-nostartfiles \

@@ -7,6 +7,7 @@ use crate::bootinfo::BootInfo;
 use crate::cmdline::Args;
 
 mod exits;
+mod fault;
 mod hello;
 
 pub struct Ctx<'a> {
@@ -25,6 +26,7 @@ pub struct Probe {
 pub const PROBES: &[Probe] = &[
     Probe { name: "hello", run: hello::run },
     Probe { name: "exits", run: exits::run },
+    Probe { name: "fault", run: fault::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
