@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian 12 machine: QEMU 7.2 (the
+# reference peer: qemu-system-x86 with the matching qemu-utils, installed
+# together because a newer qemu-utils may be present that qemu-system-x86
+# would conflict with) and iproute2. Idempotent: does nothing when present.
+set -euo pipefail
+
+want_qemu() {
+    command -v qemu-system-x86_64 >/dev/null 2>&1 || return 0
+    command -v qemu-io >/dev/null 2>&1 || return 0
+    qemu-img --version 2>/dev/null | grep -q 'version 7\.2' || return 0
+    return 1
+}
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+if want_qemu || ! command -v ip >/dev/null 2>&1; then
+    echo "setup: installing qemu-system-x86, qemu-utils (7.2) and iproute2" >&2
+    $SUDO apt-get update -qq
+    v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "setup: no qemu-system-x86 package available" >&2; exit 1; }
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --allow-downgrades \
+        "qemu-system-x86=$v" "qemu-utils=$v" iproute2 >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust stable) is required" >&2; exit 1; }
