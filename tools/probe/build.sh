@@ -22,6 +22,7 @@ while IFS= read -r var; do
     esac
 done < <(compgen -e)
 
+trap 'echo "build.sh: building the probe guest failed (line $LINENO)" >&2' ERR
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

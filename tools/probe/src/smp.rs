@@ -143,7 +143,8 @@ pub fn start_aps(ids: &[u32], bsp: u32, timeout_us: u64, out: &mut [u32]) -> usi
     if aps == 0 {
         return 0;
     }
-    // SAFETY: only the addresses of the two asm labels are taken.
+    // SAFETY: the two labels bound the trampoline's bytes inside the
+    // image's .text, which is mapped, initialized and never written.
     let tramp = unsafe {
         let start = core::ptr::addr_of!(ap_tramp_start);
         let end = core::ptr::addr_of!(ap_tramp_end);
@@ -158,7 +159,10 @@ pub fn start_aps(ids: &[u32], bsp: u32, timeout_us: u64, out: &mut [u32]) -> usi
     for &id in ids.iter().filter(|&&id| id != bsp) {
         send_ipi(id, ICR_INIT_ASSERT);
     }
-    tsc::delay_us(10_000);
+    // The MP spec's 10 ms INIT-to-SIPI wait is for real hardware; KVM
+    // latches INIT and SIPI and handles them in order, and Linux waits 0 on
+    // modern CPUs. A short pause keeps slower emulations safe.
+    tsc::delay_us(100);
     for &id in ids.iter().filter(|&&id| id != bsp) {
         send_ipi(id, sipi);
     }

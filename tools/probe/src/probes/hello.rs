@@ -58,6 +58,11 @@ fn cpus() -> Outcome {
     }
     let bsp = smp::apic_id();
     let listed = &listed[..n];
+    // Start-up IPIs go through the xAPIC ICR, whose destination is 8 bits.
+    if listed.iter().any(|&id| id > 0xfe) {
+        Line::new().kv_list("apic_ids_listed", listed).emit();
+        return Err("x2apic-id");
+    }
     let mut ids = [0u32; MAX_CPUS];
     ids[0] = bsp;
     let started = smp::start_aps(listed, bsp, AP_TIMEOUT_US, &mut ids[1..]);
