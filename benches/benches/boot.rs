@@ -23,16 +23,26 @@ fn casemate_cmd(append: &str) -> Command {
 
 fn qemu_cmd(probe: &str, append: &str) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-enable-kvm", "-M", "microvm", "-m", "128M", "-nodefaults", "-nographic"])
-        .args(["-serial", "stdio", "-no-reboot", "-kernel", probe])
-        .args(["-append", &format!("{append} exit=debug")])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+    c.args([
+        "-enable-kvm",
+        "-M",
+        "microvm",
+        "-m",
+        "128M",
+        "-nodefaults",
+        "-nographic",
+    ])
+    .args(["-serial", "stdio", "-no-reboot", "-kernel", probe])
+    .args(["-append", &format!("{append} exit=debug")])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
     c
 }
 
 /// Spawn, time the first stdout byte and the exit; returns both and the output.
 fn timed(mut c: Command) -> (Duration, Duration, String) {
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let t0 = Instant::now();
     let mut child = c.spawn().expect("spawn VMM");
     let mut out = child.stdout.take().expect("piped stdout");
@@ -46,9 +56,11 @@ fn timed(mut c: Command) -> (Duration, Duration, String) {
     (t_first, t_exit, format!("{}{rest}", first[0] as char))
 }
 
-fn vmms(s: &Scratch) -> Vec<(&'static str, Box<dyn Fn(&str) -> Command>)> {
-    let mut v: Vec<(&'static str, Box<dyn Fn(&str) -> Command>)> =
-        vec![("casemate", Box::new(|a: &str| casemate_cmd(a)))];
+/// A VMM under test: its row name and how to start it with a command line.
+type Vmm = (&'static str, Box<dyn Fn(&str) -> Command>);
+
+fn vmms(s: &Scratch) -> Vec<Vmm> {
+    let mut v: Vec<Vmm> = vec![("casemate", Box::new(|a: &str| casemate_cmd(a)))];
     if have("qemu-system-x86_64") {
         let probe = s.probe();
         v.push(("qemu-microvm", Box::new(move |a: &str| qemu_cmd(&probe, a))));

@@ -43,7 +43,10 @@ pub fn kvm_or_skip(test: &str) -> bool {
     if Path::new("/dev/kvm").exists() {
         return true;
     }
-    assert!(!in_ci(), "{test}: /dev/kvm is missing and CI=true: KVM tests must run in CI");
+    assert!(
+        !in_ci(),
+        "{test}: /dev/kvm is missing and CI=true: KVM tests must run in CI"
+    );
     println!("SKIP {test}: /dev/kvm is not available on this host");
     false
 }
@@ -61,8 +64,12 @@ pub fn have(program: &str) -> bool {
 /// Run a command to completion, killing it after `limit` (a hung VM fails
 /// the test instead of hanging the suite).
 pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let pid = child.id();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
@@ -108,21 +115,32 @@ impl Report {
             .filter_map(|l| l.strip_prefix("probe: "))
             .map(parse_pairs)
             .collect();
-        Self { lines, raw: console.to_string() }
+        Self {
+            lines,
+            raw: console.to_string(),
+        }
     }
 
     /// The last value of `key` on any line.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.lines.iter().rev().find_map(|l| l.get(key)).map(String::as_str)
+        self.lines
+            .iter()
+            .rev()
+            .find_map(|l| l.get(key))
+            .map(String::as_str)
     }
 
     pub fn want(&self, key: &str) -> &str {
-        self.get(key).unwrap_or_else(|| panic!("probe report has no {key}=\n{}", self.raw))
+        self.get(key)
+            .unwrap_or_else(|| panic!("probe report has no {key}=\n{}", self.raw))
     }
 
     /// Panics unless the last line is `done status=ok`.
     pub fn assert_ok(&self) {
-        let last = self.lines.last().unwrap_or_else(|| panic!("no probe lines at all:\n{}", self.raw));
+        let last = self
+            .lines
+            .last()
+            .unwrap_or_else(|| panic!("no probe lines at all:\n{}", self.raw));
         assert!(
             last.contains_key("done") && last.get("status").map(String::as_str) == Some("ok"),
             "probe did not finish with status=ok:\n{}",
@@ -192,19 +210,6 @@ pub fn boot_probe(extra: &[&str]) -> (Report, Output) {
     (Report::parse(&console), out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pairs_with_quotes() {
-        let m = parse_pairs(r#"cmdline="a b \"c\" \\d" cpus=2 done"#);
-        assert_eq!(m["cmdline"], r#"a b "c" \d"#);
-        assert_eq!(m["cpus"], "2");
-        assert_eq!(m["done"], "");
-    }
-}
-
 /// A fresh scratch directory for one test, removed on drop.
 pub struct Scratch(pub PathBuf);
 
@@ -232,7 +237,11 @@ impl Scratch {
         let p = self.path("probe.elf");
         let s = p.to_string_lossy().into_owned();
         let out = casemate(&["--write-probe", &s]);
-        assert!(out.status.success(), "--write-probe failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "--write-probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         s
     }
 }
@@ -240,5 +249,18 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_with_quotes() {
+        let m = parse_pairs(r#"cmdline="a b \"c\" \\d" cpus=2 done"#);
+        assert_eq!(m["cmdline"], r#"a b "c" \d"#);
+        assert_eq!(m["cpus"], "2");
+        assert_eq!(m["done"], "");
     }
 }

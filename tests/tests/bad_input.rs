@@ -11,7 +11,10 @@ fn refuses(args: &[&str], needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} succeeded");
     assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: expected '{needle}' in:\n{err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected '{needle}' in:\n{err}"
+    );
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
 }
@@ -19,7 +22,10 @@ fn refuses(args: &[&str], needle: &str) {
 #[test]
 fn missing_kernel_file() {
     if kvm_or_skip("missing_kernel_file") {
-        refuses(&["-kernel", "/nonexistent/vmlinux"], "cannot open kernel /nonexistent/vmlinux");
+        refuses(
+            &["-kernel", "/nonexistent/vmlinux"],
+            "cannot open kernel /nonexistent/vmlinux",
+        );
     }
 }
 
@@ -74,7 +80,10 @@ fn kernel_that_does_not_fit_in_ram() {
     // Claim a 64 MiB memory size for the one segment.
     elf[64 + 40..64 + 48].copy_from_slice(&(64u64 << 20).to_le_bytes());
     let k = s.file("big.elf", &elf);
-    refuses(&["-kernel", &k, "-m", "32M"], "needs guest RAM up to 0x4100000");
+    refuses(
+        &["-kernel", &k, "-m", "32M"],
+        "needs guest RAM up to 0x4100000",
+    );
 }
 
 #[test]
@@ -97,7 +106,10 @@ fn zero_cpus() {
 #[test]
 fn unknown_and_unsupported_options() {
     refuses(&["-frobnicate"], "unknown option '-frobnicate'");
-    refuses(&["-netdev", "user,id=n0"], "option '-netdev' is not supported yet");
+    refuses(
+        &["-netdev", "user,id=n0"],
+        "option '-netdev' is not supported yet",
+    );
     refuses(&["-m"], "option '-m' needs a value");
 }
 
@@ -113,6 +125,9 @@ fn command_line_longer_than_the_protocol_allows() {
 #[test]
 fn missing_initrd() {
     if kvm_or_skip("missing_initrd") {
-        refuses(&["-initrd", "/nonexistent/initrd"], "cannot open initrd /nonexistent/initrd");
+        refuses(
+            &["-initrd", "/nonexistent/initrd"],
+            "cannot open initrd /nonexistent/initrd",
+        );
     }
 }

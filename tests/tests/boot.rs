@@ -23,7 +23,12 @@ fn topology_gives_packed_apic_ids() {
     if !kvm_or_skip("topology_gives_packed_apic_ids") {
         return;
     }
-    let (r, _) = boot_probe(&["-smp", "cpus=2,sockets=2,cores=1,threads=1", "-append", "probe=hello"]);
+    let (r, _) = boot_probe(&[
+        "-smp",
+        "cpus=2,sockets=2,cores=1,threads=1",
+        "-append",
+        "probe=hello",
+    ]);
     r.assert_ok();
     assert_eq!(r.want("cpus"), "2");
     assert_eq!(r.want("apic_ids"), "0,1");
@@ -62,7 +67,10 @@ fn both_boot_entries_work() {
     let (r, _) = boot_probe(&["-append", "probe=hello"]);
     r.assert_ok();
     assert_eq!(r.want("entry"), "pvh");
-    let linux = s.file("linux64.elf", &without_pvh_note(&probe).expect("probe carries a PVH note"));
+    let linux = s.file(
+        "linux64.elf",
+        &without_pvh_note(&probe).expect("probe carries a PVH note"),
+    );
     let (r, _) = boot_probe(&["-kernel", &linux, "-append", "probe=hello"]);
     r.assert_ok();
     assert_eq!(r.want("entry"), "linux64");
@@ -76,7 +84,10 @@ fn exit_round_trips_are_measured() {
     let (r, _) = boot_probe(&["-append", "probe=exits n=200"]);
     r.assert_ok();
     for k in ["pio_ns", "mmio_ns"] {
-        let ns: f64 = r.want(k).parse().unwrap_or_else(|_| panic!("{k} not a number:\n{}", r.raw));
+        let ns: f64 = r
+            .want(k)
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} not a number:\n{}", r.raw));
         assert!(ns > 0.0 && ns < 10_000_000.0, "{k}={ns}");
     }
 }
@@ -91,7 +102,11 @@ fn serial_to_file_and_nothing_on_stdout() {
     let arg = format!("file:{}", log.display());
     let (r, out) = boot_probe(&["-serial", &arg, "-append", "probe=hello"]);
     assert!(r.lines.is_empty(), "stdout should be empty: {}", r.raw);
-    assert!(out.stderr.is_empty(), "clean run prints nothing: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "clean run prints nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     casemate_tests::Report::parse(&text).assert_ok();
 }
@@ -107,7 +122,10 @@ fn triple_fault_exits_nonzero_with_registers() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "X", "the guest ran");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("triple fault on vCPU 0") && err.contains("RIP=0000000000100007"), "{err}");
+    assert!(
+        err.contains("triple fault on vCPU 0") && err.contains("RIP=0000000000100007"),
+        "{err}"
+    );
     let k = s.file("ud2only.elf", &tiny_elf64(UD2));
     assert_eq!(casemate(&["-kernel", &k]).status.code(), Some(2));
 }

@@ -12,7 +12,10 @@ fn probe_boots_under_qemu_microvm() {
         return;
     }
     if !have("qemu-system-x86_64") {
-        assert!(!in_ci(), "qemu-system-x86_64 missing in CI: the test command installs it");
+        assert!(
+            !in_ci(),
+            "qemu-system-x86_64 missing in CI: the test command installs it"
+        );
         println!("SKIP probe_boots_under_qemu_microvm: qemu-system-x86_64 is not installed");
         return;
     }
@@ -20,15 +23,35 @@ fn probe_boots_under_qemu_microvm() {
     let probe = s.probe();
     for smp in ["1", "2"] {
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-enable-kvm", "-M", "microvm", "-m", "128M", "-smp", smp, "-nographic", "-no-reboot"])
-            .args(["-nodefaults", "-serial", "stdio", "-kernel", &probe])
-            .args(["-append", "probe=hello exit=debug", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+        c.args([
+            "-enable-kvm",
+            "-M",
+            "microvm",
+            "-m",
+            "128M",
+            "-smp",
+            smp,
+            "-nographic",
+            "-no-reboot",
+        ])
+        .args(["-nodefaults", "-serial", "stdio", "-kernel", &probe])
+        .args([
+            "-append",
+            "probe=hello exit=debug",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ]);
         let out = run_with_limit(c, Duration::from_secs(120));
         let console = String::from_utf8_lossy(&out.stdout);
         let r = Report::parse(&console);
         r.assert_ok();
         assert_eq!(r.want("cpus"), smp, "{console}");
         // isa-debug-exit: (0 << 1) | 1 for a passing probe.
-        assert_eq!(out.status.code(), Some(1), "{console}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{console}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

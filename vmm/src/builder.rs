@@ -64,8 +64,15 @@ pub enum VmEnd {
     PowerOff,
     /// A reset with `-no-reboot`.
     Reset,
-    TripleFault { vcpu: u32, regs: String },
-    Fatal { vcpu: u32, why: String, regs: String },
+    TripleFault {
+        vcpu: u32,
+        regs: String,
+    },
+    Fatal {
+        vcpu: u32,
+        why: String,
+        regs: String,
+    },
 }
 
 /// Run the VM until it powers off or fails, rebooting on reset unless the
@@ -87,10 +94,15 @@ fn vcpu_err(index: u32) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> 
 fn boot_once(config: &VmConfig, probe: &[u8]) -> Result<VmEnd, BuildError> {
     let kvm = Vm::open_kvm()?;
     let ram = RamLayout::new(config.memory);
-    let ranges: Vec<(GuestAddress, usize)> =
-        ram.ranges().iter().map(|&(a, l)| (GuestAddress(a), l as usize)).collect();
-    let mem = GuestMemoryMmap::from_ranges(&ranges)
-        .map_err(|source| BuildError::Memory { size: config.memory, source })?;
+    let ranges: Vec<(GuestAddress, usize)> = ram
+        .ranges()
+        .iter()
+        .map(|&(a, l)| (GuestAddress(a), l as usize))
+        .collect();
+    let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|source| BuildError::Memory {
+        size: config.memory,
+        source,
+    })?;
     let vm = Vm::new(kvm)?;
     vm.map_memory(&mem)?;
     vm.create_irqchip()?;
@@ -110,11 +122,23 @@ fn boot_once(config: &VmConfig, probe: &[u8]) -> Result<VmEnd, BuildError> {
     for (index, &apic_id) in apic_ids.iter().enumerate() {
         let index = index as u32;
         let err = vcpu_err(index);
-        let fd = vm.fd.create_vcpu(apic_id.into()).map_err(|e| err(e.into()))?;
+        let fd = vm
+            .fd
+            .create_vcpu(apic_id.into())
+            .map_err(|e| err(e.into()))?;
         let tsc_khz = fd.get_tsc_khz().unwrap_or(0);
         let mut entries = supported.as_slice().to_vec();
-        cpuid::patch(&mut entries, &VcpuIdentity { apic_id, topology: topo, model: config.cpu, tsc_khz });
-        let table = kvm_bindings::CpuId::from_entries(&entries).map_err(|e| err(format!("{e:?}").into()))?;
+        cpuid::patch(
+            &mut entries,
+            &VcpuIdentity {
+                apic_id,
+                topology: topo,
+                model: config.cpu,
+                tsc_khz,
+            },
+        );
+        let table = kvm_bindings::CpuId::from_entries(&entries)
+            .map_err(|e| err(format!("{e:?}").into()))?;
         fd.set_cpuid2(&table).map_err(|e| err(e.into()))?;
         regs::setup_msrs(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_fpu(&fd, index).map_err(|e| err(e.into()))?;
@@ -122,7 +146,13 @@ fn boot_once(config: &VmConfig, probe: &[u8]) -> Result<VmEnd, BuildError> {
         if index == 0 {
             regs::setup_boot_vcpu(&fd, index, &mem, entry).map_err(|e| err(e.into()))?;
         }
-        runners.push(VcpuRunner { fd, index, buses: buses.clone(), stop: stop.clone(), events: tx.clone() });
+        runners.push(VcpuRunner {
+            fd,
+            index,
+            buses: buses.clone(),
+            stop: stop.clone(),
+            events: tx.clone(),
+        });
     }
     drop(tx);
     let mut handles = Vec::new();
@@ -137,14 +167,26 @@ fn boot_once(config: &VmConfig, probe: &[u8]) -> Result<VmEnd, BuildError> {
         // A panicking vCPU thread aborts the process (panic = abort).
         let _ = h.join();
     }
-    let VcpuStop { index, outcome, regs } = first.map_err(|_| BuildError::NoVcpuReport)?;
+    let VcpuStop {
+        index,
+        outcome,
+        regs,
+    } = first.map_err(|_| BuildError::NoVcpuReport)?;
     let regs = regs.unwrap_or_default();
     Ok(match outcome {
         Outcome::PowerOff => VmEnd::PowerOff,
         Outcome::Reset => VmEnd::Reset,
         Outcome::TripleFault => VmEnd::TripleFault { vcpu: index, regs },
-        Outcome::Fatal(why) => VmEnd::Fatal { vcpu: index, why, regs },
-        Outcome::Continue => VmEnd::Fatal { vcpu: index, why: "vCPU stopped without a reason".into(), regs },
+        Outcome::Fatal(why) => VmEnd::Fatal {
+            vcpu: index,
+            why,
+            regs,
+        },
+        Outcome::Continue => VmEnd::Fatal {
+            vcpu: index,
+            why: "vCPU stopped without a reason".into(),
+            regs,
+        },
     })
 }
 
@@ -167,13 +209,21 @@ fn load_guest(
     mem.write_slice(&tables.bytes, GuestAddress(tables.base))
         .map_err(|e| BuildError::Tables("ACPI tables", e))?;
     let mp = mptable::build(MPTABLE, apic_ids);
-    mem.write_slice(&mp, GuestAddress(MPTABLE)).map_err(|e| BuildError::Tables("MP table", e))?;
+    mem.write_slice(&mp, GuestAddress(MPTABLE))
+        .map_err(|e| BuildError::Tables("MP table", e))?;
     let e820 = layout::e820(ram);
 
     let (cmdline_max, initrd_limit) = match kernel.kind {
         KernelKind::BzImage { header, .. } => {
-            let size = if header.version >= 0x206 { header.cmdline_size as usize + 1 } else { 256 };
-            (size.min(CMDLINE_ROOM), u64::from(header.initrd_addr_max) + 1)
+            let size = if header.version >= 0x206 {
+                header.cmdline_size as usize + 1
+            } else {
+                256
+            };
+            (
+                size.min(CMDLINE_ROOM),
+                u64::from(header.initrd_addr_max) + 1,
+            )
         }
         KernelKind::Elf { .. } => (boot::ELF_CMDLINE_MAX, layout::MMIO_HOLE_START),
     };
@@ -184,10 +234,17 @@ fn load_guest(
     };
     let cmdline_len = config.append.len() + 1;
     Ok(match kernel.kind {
-        KernelKind::Elf { pvh_entry: Some(entry), .. } => {
-            Entry::Pvh { entry, start_info: boot::write_pvh(mem, &e820, tables.rsdp, initrd)? }
-        }
-        KernelKind::Elf { entry, pvh_entry: None } => Entry::Linux64 {
+        KernelKind::Elf {
+            pvh_entry: Some(entry),
+            ..
+        } => Entry::Pvh {
+            entry,
+            start_info: boot::write_pvh(mem, &e820, tables.rsdp, initrd)?,
+        },
+        KernelKind::Elf {
+            entry,
+            pvh_entry: None,
+        } => Entry::Linux64 {
             entry,
             zero_page: boot::write_zero_page(mem, None, &e820, tables.rsdp, cmdline_len, initrd)?,
         },
@@ -197,7 +254,14 @@ fn load_guest(
             }
             Entry::Linux64 {
                 entry: load + 0x200,
-                zero_page: boot::write_zero_page(mem, Some(header), &e820, tables.rsdp, cmdline_len, initrd)?,
+                zero_page: boot::write_zero_page(
+                    mem,
+                    Some(header),
+                    &e820,
+                    tables.rsdp,
+                    cmdline_len,
+                    initrd,
+                )?,
             }
         }
     })

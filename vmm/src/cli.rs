@@ -34,8 +34,14 @@ pub enum CliError {
 /// What the user asked the binary to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Run { config: VmConfig, log: Option<String> },
-    RunConfigFile { path: PathBuf, log: Option<String> },
+    Run {
+        config: VmConfig,
+        log: Option<String>,
+    },
+    RunConfigFile {
+        path: PathBuf,
+        log: Option<String>,
+    },
     WriteProbe(PathBuf),
     Help,
     Version,
@@ -216,7 +222,11 @@ impl KeyVals {
     }
 
     fn only(&self, opt: &str, allowed: &[&str]) -> Result<(), CliError> {
-        match self.pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !allowed.contains(&k.as_str()))
+        {
             Some((k, _)) => Err(CliError::BadKey {
                 opt: opt.into(),
                 key: k.clone(),
@@ -259,14 +269,24 @@ fn number(opt: &str, key: &str, v: &str) -> Result<u32, CliError> {
 
 fn smp(opt: &str, v: &str) -> Result<SmpConfig, CliError> {
     let kv = KeyVals::parse(opt, v, "cpus")?;
-    kv.only(opt, &["cpus", "sockets", "cores", "threads", "maxcpus", "dies", "clusters"])?;
+    kv.only(
+        opt,
+        &[
+            "cpus", "sockets", "cores", "threads", "maxcpus", "dies", "clusters",
+        ],
+    )?;
     let get = |k: &str| kv.get(k).map(|x| number(opt, k, x)).transpose();
     for k in ["dies", "clusters"] {
         if get(k)?.is_some_and(|n| n != 1) {
             return Err(bad(opt, v, format!("{k} other than 1 is not supported")));
         }
     }
-    let (cpus, sockets, cores, threads) = (get("cpus")?, get("sockets")?, get("cores")?, get("threads")?);
+    let (cpus, sockets, cores, threads) = (
+        get("cpus")?,
+        get("sockets")?,
+        get("cores")?,
+        get("threads")?,
+    );
     let threads = threads.unwrap_or(1);
     let (sockets, cores) = match (sockets, cores) {
         (Some(s), Some(c)) => (s, c),
@@ -278,7 +298,11 @@ fn smp(opt: &str, v: &str) -> Result<SmpConfig, CliError> {
     let cpus = cpus.unwrap_or(sockets.saturating_mul(cores).saturating_mul(threads));
     if let Some(m) = get("maxcpus")? {
         if m != cpus {
-            return Err(bad(opt, v, "maxcpus must equal cpus: CPU hotplug is not supported"));
+            return Err(bad(
+                opt,
+                v,
+                "maxcpus must equal cpus: CPU hotplug is not supported",
+            ));
         }
     }
     Ok(SmpConfig {
@@ -293,7 +317,9 @@ fn smp(opt: &str, v: &str) -> Result<SmpConfig, CliError> {
 /// lower case, and with a trailing `B` or `iB`) are binary multiples.
 pub fn parse_size(s: &str, default_shift: u32) -> Option<u64> {
     let s = s.trim();
-    let digits_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(digits_end);
     let suffix = suffix.trim_end_matches("iB").trim_end_matches('B');
     let shift = match suffix {
@@ -324,7 +350,11 @@ fn memory(opt: &str, v: &str) -> Result<u64, CliError> {
     let kv = KeyVals::parse(opt, v, "size")?;
     for k in ["slots", "maxmem"] {
         if kv.get(k).is_some() {
-            return Err(bad(opt, v, "memory hotplug (slots, maxmem) is not supported"));
+            return Err(bad(
+                opt,
+                v,
+                "memory hotplug (slots, maxmem) is not supported",
+            ));
         }
     }
     kv.only(opt, &["size"])?;
@@ -363,9 +393,8 @@ fn rtc(opt: &str, v: &str) -> Result<RtcConfig, CliError> {
 
 fn datetime(s: &str) -> Option<i64> {
     let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
-    let nums = |x: &str, sep: char| -> Option<Vec<u32>> {
-        x.split(sep).map(|p| p.parse().ok()).collect()
-    };
+    let nums =
+        |x: &str, sep: char| -> Option<Vec<u32>> { x.split(sep).map(|p| p.parse().ok()).collect() };
     let (d, t) = (nums(date, '-')?, nums(time, ':')?);
     match (d.as_slice(), t.as_slice()) {
         ([y, mo, da], [h, mi, se]) => {
@@ -389,9 +418,23 @@ mod tests {
     #[test]
     fn qemu_style_line() {
         let c = run(&[
-            "-M", "microvm,accel=kvm", "-enable-kvm", "-cpu", "host", "-smp", "2", "-m", "1G",
-            "-kernel", "/k", "-append", "console=ttyS0 a=b", "-nographic", "-no-reboot",
-            "-serial", "file:/tmp/x",
+            "-M",
+            "microvm,accel=kvm",
+            "-enable-kvm",
+            "-cpu",
+            "host",
+            "-smp",
+            "2",
+            "-m",
+            "1G",
+            "-kernel",
+            "/k",
+            "-append",
+            "console=ttyS0 a=b",
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+            "file:/tmp/x",
         ])
         .unwrap();
         assert_eq!(c.memory, 1 << 30);
@@ -414,7 +457,10 @@ mod tests {
         assert_eq!(parse_size("G", 20), None);
         assert_eq!(parse_size("99999999999999999999T", 20), None);
         assert_eq!(run(&["-m", "size=256M"]).unwrap().memory, 256 << 20);
-        assert!(matches!(run(&["-m", "1G,maxmem=4G"]), Err(CliError::BadValue { .. })));
+        assert!(matches!(
+            run(&["-m", "1G,maxmem=4G"]),
+            Err(CliError::BadValue { .. })
+        ));
     }
 
     #[test]
@@ -425,16 +471,30 @@ mod tests {
         assert_eq!(s.cpus, 4);
         assert!(run(&["-smp", "2,maxcpus=4"]).is_err());
         assert!(run(&["-smp", "two"]).is_err());
-        assert_eq!(run(&["-smp", "0"]).unwrap().smp.cpus, 0, "validate() rejects it");
+        assert_eq!(
+            run(&["-smp", "0"]).unwrap().smp.cpus,
+            0,
+            "validate() rejects it"
+        );
     }
 
     #[test]
     fn rejections_name_the_option() {
         let e = run(&["-frobnicate"]).unwrap_err();
-        assert_eq!(e.to_string(), "unknown option '-frobnicate' (see casemate --help)");
+        assert_eq!(
+            e.to_string(),
+            "unknown option '-frobnicate' (see casemate --help)"
+        );
         let e = run(&["-drive", "file=x"]).unwrap_err();
-        assert!(e.to_string().starts_with("option '-drive' is not supported yet"), "{e}");
-        assert_eq!(run(&["-m"]).unwrap_err(), CliError::MissingValue("-m".into()));
+        assert!(
+            e.to_string()
+                .starts_with("option '-drive' is not supported yet"),
+            "{e}"
+        );
+        assert_eq!(
+            run(&["-m"]).unwrap_err(),
+            CliError::MissingValue("-m".into())
+        );
         assert!(run(&["-M", "microvm,x-option-roms=off"]).is_err());
         assert!(run(&["-cpu", "host,+avx"]).is_err());
         assert!(run(&["-serial", "tcp:1"]).is_err());
@@ -443,7 +503,10 @@ mod tests {
 
     #[test]
     fn rtc_bases() {
-        assert_eq!(run(&["-rtc", "base=localtime"]).unwrap().rtc, RtcConfig::Localtime);
+        assert_eq!(
+            run(&["-rtc", "base=localtime"]).unwrap().rtc,
+            RtcConfig::Localtime
+        );
         assert_eq!(
             run(&["-rtc", "base=2000-02-29T12:34:56"]).unwrap().rtc,
             RtcConfig::At(951_827_696)

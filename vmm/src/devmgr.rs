@@ -42,9 +42,12 @@ fn serial_out(c: &SerialConfig) -> Result<Box<dyn Write + Send>, DevError> {
     Ok(match c {
         SerialConfig::Stdio => Box::new(std::io::stdout()),
         SerialConfig::None => Box::new(std::io::sink()),
-        SerialConfig::File(path) => Box::new(
-            File::create(path).map_err(|source| DevError::SerialFile { path: path.clone(), source })?,
-        ),
+        SerialConfig::File(path) => {
+            Box::new(File::create(path).map_err(|source| DevError::SerialFile {
+                path: path.clone(),
+                source,
+            })?)
+        }
     })
 }
 
@@ -55,15 +58,33 @@ pub fn build(vm: &Vm, config: &VmConfig, ram: &RamLayout) -> Result<Buses, DevEr
     let serial = Serial::new(com1_irq, serial_out(&config.serial)?);
     pio.insert("com1", COM1, 8, Arc::new(Mutex::new(serial)))?;
     let kbd_irq = Arc::new(vm.irqfd("i8042", I8042_IRQ)?);
-    pio.insert("i8042", I8042_BASE, legacy::i8042::LEN, Arc::new(Mutex::new(I8042::new(kbd_irq))))?;
+    pio.insert(
+        "i8042",
+        I8042_BASE,
+        legacy::i8042::LEN,
+        Arc::new(Mutex::new(I8042::new(kbd_irq))),
+    )?;
     let base = match config.rtc {
         RtcConfig::Utc => RtcBase::Utc,
         RtcConfig::Localtime => RtcBase::LocalTime,
         RtcConfig::At(t) => RtcBase::At(t),
     };
     let cmos = Cmos::new(base, ram.low_end, ram.high_size);
-    pio.insert("cmos", CMOS_BASE, legacy::cmos::LEN, Arc::new(Mutex::new(cmos)))?;
-    pio.insert("acpi-sleep", ACPI_SLEEP_PORT.into(), legacy::acpi_sleep::LEN, Arc::new(Mutex::new(AcpiSleep)))?;
+    pio.insert(
+        "cmos",
+        CMOS_BASE,
+        legacy::cmos::LEN,
+        Arc::new(Mutex::new(cmos)),
+    )?;
+    pio.insert(
+        "acpi-sleep",
+        ACPI_SLEEP_PORT.into(),
+        legacy::acpi_sleep::LEN,
+        Arc::new(Mutex::new(AcpiSleep)),
+    )?;
     pio.insert("post", POST_PORT, 1, Arc::new(Mutex::new(Sink)))?;
-    Ok(Buses { pio, mmio: Bus::new() })
+    Ok(Buses {
+        pio,
+        mmio: Bus::new(),
+    })
 }

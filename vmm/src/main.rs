@@ -15,7 +15,9 @@ use casemate_vmm::PROBE_ELF;
 fn init_log(level: Option<&str>) -> anyhow::Result<()> {
     let level = match level.or(std::env::var("CASEMATE_LOG").ok().as_deref()) {
         None => log::LevelFilter::Warn,
-        Some(l) => l.parse().with_context(|| format!("--log: unknown level '{l}'"))?,
+        Some(l) => l
+            .parse()
+            .with_context(|| format!("--log: unknown level '{l}'"))?,
     };
     env_logger::Builder::new()
         .filter_level(level)
@@ -37,14 +39,16 @@ fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::WriteProbe(path) => {
-            std::fs::write(&path, PROBE_ELF).with_context(|| format!("writing the probe to {}", path.display()))?;
+            std::fs::write(&path, PROBE_ELF)
+                .with_context(|| format!("writing the probe to {}", path.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Run { config, log } => (config, log),
         Command::RunConfigFile { path, log } => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading --config {}", path.display()))?;
-            let config: VmConfig =
-                serde_json::from_str(&text).with_context(|| format!("parsing --config {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading --config {}", path.display()))?;
+            let config: VmConfig = serde_json::from_str(&text)
+                .with_context(|| format!("parsing --config {}", path.display()))?;
             (config, log)
         }
     };
@@ -53,7 +57,10 @@ fn run() -> anyhow::Result<ExitCode> {
         anyhow::bail!("no -kernel given and this build has no embedded probe guest");
     }
     let kvm = Vm::open_kvm()?;
-    let host = HostLimits { memory: host_memory(), max_vcpus: kvm.get_max_vcpus() as u32 };
+    let host = HostLimits {
+        memory: host_memory(),
+        max_vcpus: kvm.get_max_vcpus() as u32,
+    };
     drop(kvm);
     config.validate(&host)?;
     Ok(match builder::run(&config, PROBE_ELF)? {

@@ -55,7 +55,10 @@ fn bytes_of(t: &dyn Aml) -> Vec<u8> {
 
 fn dsdt() -> Vec<u8> {
     let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE, 1);
-    let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&acpi_sleep::S5_SLP_TYP, &0u8, &0u8, &0u8]));
+    let s5 = aml::Name::new(
+        "_S5_".into(),
+        &aml::Package::new(vec![&acpi_sleep::S5_SLP_TYP, &0u8, &0u8, &0u8]),
+    );
     let io = aml::IO::new(0x3f8, 0x3f8, 0, 8);
     let irq = aml::Interrupt::new(true, true, false, false, 4);
     let com1_crs = aml::ResourceTemplate::new(vec![&io, &irq]);
@@ -71,7 +74,13 @@ fn dsdt() -> Vec<u8> {
 
 fn fadt(dsdt_addr: u64) -> Vec<u8> {
     let port = |off: u64| {
-        GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, u64::from(ACPI_SLEEP_PORT) + off)
+        GAS::new(
+            AddressSpace::SystemIo,
+            8,
+            0,
+            AccessSize::ByteAccess,
+            u64::from(ACPI_SLEEP_PORT) + off,
+        )
     };
     let mut f = FADTBuilder::new(OEM_ID, OEM_TABLE, 1)
         .dsdt_64(dsdt_addr)
@@ -111,7 +120,10 @@ fn madt(apic_ids: &[u32]) -> Vec<u8> {
 /// Lay the tables out from `base`; the RSDP comes first so a guest scanning
 /// the BIOS area finds it at a 16-byte boundary.
 pub fn build(base: u64, apic_ids: &[u32]) -> AcpiTables {
-    let mut p = Placer { base, bytes: Vec::new() };
+    let mut p = Placer {
+        base,
+        bytes: Vec::new(),
+    };
     let rsdp_len = Rsdp::len();
     p.bytes.resize(rsdp_len, 0);
     let dsdt_addr = p.put(&dsdt());
@@ -123,7 +135,11 @@ pub fn build(base: u64, apic_ids: &[u32]) -> AcpiTables {
     let xsdt_addr = p.put(&bytes_of(&xsdt));
     let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
     p.bytes[..rsdp_len].copy_from_slice(&rsdp);
-    AcpiTables { base, bytes: p.bytes, rsdp: base }
+    AcpiTables {
+        base,
+        bytes: p.bytes,
+        rsdp: base,
+    }
 }
 
 #[cfg(test)]

@@ -77,7 +77,9 @@ pub fn patch(entries: &mut Vec<kvm_cpuid_entry2>, id: &VcpuIdentity) {
                     | ((topo.cores - 1).min(0x3f) << 26);
             }
             0x8000_0008 if amd => {
-                e.ecx = (e.ecx & !0xf0ff) | (per_pkg - 1).min(0xff) | ((topo.core_bits() + topo.thread_bits()) << 12);
+                e.ecx = (e.ecx & !0xf0ff)
+                    | (per_pkg - 1).min(0xff)
+                    | ((topo.core_bits() + topo.thread_bits()) << 12);
             }
             0x8000_001e if amd => {
                 let core = id.apic_id >> topo.thread_bits();
@@ -95,14 +97,25 @@ pub fn patch(entries: &mut Vec<kvm_cpuid_entry2>, id: &VcpuIdentity) {
 /// Leaves 0xB and 0x1F: SMT and core levels, with the x2APIC id in EDX.
 fn set_extended_topology(entries: &mut Vec<kvm_cpuid_entry2>, id: &VcpuIdentity) {
     let t = id.topology;
-    let max_basic = entries.iter().find(|e| e.function == 0).map_or(0, |e| e.eax);
-    let leaves: &[u32] = if max_basic >= 0x1f { &[0xb, 0x1f] } else { &[0xb] };
+    let max_basic = entries
+        .iter()
+        .find(|e| e.function == 0)
+        .map_or(0, |e| e.eax);
+    let leaves: &[u32] = if max_basic >= 0x1f {
+        &[0xb, 0x1f]
+    } else {
+        &[0xb]
+    };
     entries.retain(|e| !leaves.contains(&e.function));
     for &leaf in leaves {
         let smt = t.thread_bits();
         let core = smt + t.core_bits();
         entries.push(entry(leaf, 0, [smt, t.threads, 1 << 8, id.apic_id]));
-        entries.push(entry(leaf, 1, [core, t.threads_per_package(), (2 << 8) | 1, id.apic_id]));
+        entries.push(entry(
+            leaf,
+            1,
+            [core, t.threads_per_package(), (2 << 8) | 1, id.apic_id],
+        ));
         entries.push(entry(leaf, 2, [0, 0, 2, id.apic_id]));
     }
 }
@@ -177,8 +190,20 @@ mod tests {
     #[test]
     fn topology_reaches_the_guest_visible_leaves() {
         let mut v = host_like();
-        let topology = Topology { sockets: 2, cores: 2, threads: 2 };
-        patch(&mut v, &VcpuIdentity { apic_id: 5, topology, model: CpuModel::Host, tsc_khz: 2_000_000 });
+        let topology = Topology {
+            sockets: 2,
+            cores: 2,
+            threads: 2,
+        };
+        patch(
+            &mut v,
+            &VcpuIdentity {
+                apic_id: 5,
+                topology,
+                model: CpuModel::Host,
+                tsc_khz: 2_000_000,
+            },
+        );
         let l1 = find(&v, 1, 0);
         assert_eq!(l1.ebx >> 24, 5);
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
@@ -197,11 +222,29 @@ mod tests {
     #[test]
     fn kvm64_masks_host_features() {
         let mut v = host_like();
-        let topology = Topology { sockets: 1, cores: 1, threads: 1 };
-        patch(&mut v, &VcpuIdentity { apic_id: 0, topology, model: CpuModel::Kvm64, tsc_khz: 0 });
+        let topology = Topology {
+            sockets: 1,
+            cores: 1,
+            threads: 1,
+        };
+        patch(
+            &mut v,
+            &VcpuIdentity {
+                apic_id: 0,
+                topology,
+                model: CpuModel::Kvm64,
+                tsc_khz: 0,
+            },
+        );
         assert_eq!(find(&v, 7, 0).ebx, 0, "no AVX2/SMAP etc.");
-        assert_eq!(find(&v, 1, 0).ecx & !ECX_HYPERVISOR, KVM64_1_ECX & 0xfff8_3203);
+        assert_eq!(
+            find(&v, 1, 0).ecx & !ECX_HYPERVISOR,
+            KVM64_1_ECX & 0xfff8_3203
+        );
         assert_eq!(find(&v, 1, 0).edx & EDX_HTT, 0);
-        assert!(v.iter().all(|e| e.function != 0x4000_0010), "no TSC leaf without a frequency");
+        assert!(
+            v.iter().all(|e| e.function != 0x4000_0010),
+            "no TSC leaf without a frequency"
+        );
     }
 }

@@ -87,15 +87,35 @@ pub const E820_RESERVED: u32 = 2;
 /// our tables is reserved, everything else in RAM is usable.
 pub fn e820(ram: &RamLayout) -> Vec<E820Entry> {
     let mut m = vec![
-        E820Entry { addr: 0, size: EBDA, kind: E820_RAM },
-        E820Entry { addr: EBDA, size: 0xa0000 - EBDA, kind: E820_RESERVED },
-        E820Entry { addr: ACPI_START, size: BIOS_END - ACPI_START, kind: E820_RESERVED },
+        E820Entry {
+            addr: 0,
+            size: EBDA,
+            kind: E820_RAM,
+        },
+        E820Entry {
+            addr: EBDA,
+            size: 0xa0000 - EBDA,
+            kind: E820_RESERVED,
+        },
+        E820Entry {
+            addr: ACPI_START,
+            size: BIOS_END - ACPI_START,
+            kind: E820_RESERVED,
+        },
     ];
     if ram.low_end > HIMEM {
-        m.push(E820Entry { addr: HIMEM, size: ram.low_end - HIMEM, kind: E820_RAM });
+        m.push(E820Entry {
+            addr: HIMEM,
+            size: ram.low_end - HIMEM,
+            kind: E820_RAM,
+        });
     }
     if ram.high_size > 0 {
-        m.push(E820Entry { addr: MMIO_HOLE_END, size: ram.high_size, kind: E820_RAM });
+        m.push(E820Entry {
+            addr: MMIO_HOLE_END,
+            size: ram.high_size,
+            kind: E820_RAM,
+        });
     }
     m
 }
@@ -109,7 +129,11 @@ mod tests {
         assert_eq!(RamLayout::new(64 << 20).ranges(), vec![(0, 64 << 20)]);
         let r = RamLayout::new(5 << 30);
         assert_eq!(r.ranges(), vec![(0, 3 << 30), (4 << 30, 2 << 30)]);
-        let usable: u64 = e820(&r).iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        let usable: u64 = e820(&r)
+            .iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum();
         assert_eq!(usable, (5 << 30) - (HIMEM - EBDA));
     }
 

@@ -91,21 +91,34 @@ fn tr() -> kvm_segment {
     }
 }
 
-fn write_gdt(mem: &GuestMemoryMmap, code: &kvm_segment, data: &kvm_segment) -> Result<(), RegsError> {
+fn write_gdt(
+    mem: &GuestMemoryMmap,
+    code: &kvm_segment,
+    data: &kvm_segment,
+) -> Result<(), RegsError> {
     let gdt: [u64; 5] = [0, 0, descriptor(code), descriptor(data), descriptor(&tr())];
     for (i, d) in gdt.iter().enumerate() {
         mem.write_obj(*d, GuestAddress(BOOT_GDT + 8 * i as u64))
-            .map_err(|source| RegsError::Memory { what: "GDT", source })?;
+            .map_err(|source| RegsError::Memory {
+                what: "GDT",
+                source,
+            })?;
     }
     mem.write_obj(0u64, GuestAddress(BOOT_IDT))
-        .map_err(|source| RegsError::Memory { what: "IDT", source })
+        .map_err(|source| RegsError::Memory {
+            what: "IDT",
+            source,
+        })
 }
 
 /// Identity map of the first 4 GiB with 2 MiB pages.
 fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
     let w = |v: u64, at: u64| {
         mem.write_obj(v, GuestAddress(at))
-            .map_err(|source| RegsError::Memory { what: "page tables", source })
+            .map_err(|source| RegsError::Memory {
+                what: "page tables",
+                source,
+            })
     };
     w(PDPT | 0x3, PML4)?;
     for d in 0..PD_COUNT {
@@ -120,8 +133,19 @@ fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
 
 /// Program the boot vCPU's registers for `entry`, writing the boot GDT (and
 /// page tables for the 64-bit entry) into guest memory.
-pub fn setup_boot_vcpu(vcpu: &VcpuFd, id: u32, mem: &GuestMemoryMmap, entry: Entry) -> Result<(), RegsError> {
-    let kvm = |what| move |source| RegsError::Kvm { what, vcpu: id, source };
+pub fn setup_boot_vcpu(
+    vcpu: &VcpuFd,
+    id: u32,
+    mem: &GuestMemoryMmap,
+    entry: Entry,
+) -> Result<(), RegsError> {
+    let kvm = |what| {
+        move |source| RegsError::Kvm {
+            what,
+            vcpu: id,
+            source,
+        }
+    };
     let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(kvm("get_sregs"))?;
     let long = matches!(entry, Entry::Linux64 { .. });
     let code = segment(CODE_SEL, 0xb, long);
@@ -169,8 +193,11 @@ pub fn setup_fpu(vcpu: &VcpuFd, id: u32) -> Result<(), RegsError> {
         mxcsr: 0x1f80,
         ..Default::default()
     };
-    vcpu.set_fpu(&fpu)
-        .map_err(|source| RegsError::Kvm { what: "set_fpu", vcpu: id, source })
+    vcpu.set_fpu(&fpu).map_err(|source| RegsError::Kvm {
+        what: "set_fpu",
+        vcpu: id,
+        source,
+    })
 }
 
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
@@ -203,18 +230,28 @@ pub fn setup_msrs(vcpu: &VcpuFd, id: u32) -> Result<(), RegsError> {
     ];
     let entries: Vec<kvm_msr_entry> = list
         .iter()
-        .map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+        .map(|&(index, data)| kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        })
         .collect();
     let msrs = Msrs::from_entries(&entries).map_err(|_| RegsError::Msrs {
         set: 0,
         want: entries.len(),
         vcpu: id,
     })?;
-    let set = vcpu
-        .set_msrs(&msrs)
-        .map_err(|source| RegsError::Kvm { what: "set_msrs", vcpu: id, source })?;
+    let set = vcpu.set_msrs(&msrs).map_err(|source| RegsError::Kvm {
+        what: "set_msrs",
+        vcpu: id,
+        source,
+    })?;
     if set != entries.len() {
-        return Err(RegsError::Msrs { set, want: entries.len(), vcpu: id });
+        return Err(RegsError::Msrs {
+            set,
+            want: entries.len(),
+            vcpu: id,
+        });
     }
     Ok(())
 }
@@ -226,7 +263,13 @@ const APIC_MODE_EXTINT: u32 = 0x7;
 
 /// LINT0 delivers the PIC's ExtINT, LINT1 NMIs, as a BIOS leaves them.
 pub fn setup_lapic(vcpu: &VcpuFd, id: u32) -> Result<(), RegsError> {
-    let kvm = |what| move |source| RegsError::Kvm { what, vcpu: id, source };
+    let kvm = |what| {
+        move |source| RegsError::Kvm {
+            what,
+            vcpu: id,
+            source,
+        }
+    };
     let mut lapic = vcpu.get_lapic().map_err(kvm("get_lapic"))?;
     for (reg, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
         let bytes: Vec<u8> = lapic.regs[reg..reg + 4].iter().map(|b| *b as u8).collect();
@@ -245,8 +288,17 @@ mod tests {
 
     #[test]
     fn descriptors_match_the_well_known_encodings() {
-        assert_eq!(descriptor(&segment(CODE_SEL, 0xb, true)), 0x00af_9b00_0000_ffff);
-        assert_eq!(descriptor(&segment(CODE_SEL, 0xb, false)), 0x00cf_9b00_0000_ffff);
-        assert_eq!(descriptor(&segment(DATA_SEL, 0x3, false)), 0x00cf_9300_0000_ffff);
+        assert_eq!(
+            descriptor(&segment(CODE_SEL, 0xb, true)),
+            0x00af_9b00_0000_ffff
+        );
+        assert_eq!(
+            descriptor(&segment(CODE_SEL, 0xb, false)),
+            0x00cf_9b00_0000_ffff
+        );
+        assert_eq!(
+            descriptor(&segment(DATA_SEL, 0x3, false)),
+            0x00cf_9300_0000_ffff
+        );
     }
 }

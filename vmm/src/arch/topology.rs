@@ -54,11 +54,21 @@ mod tests {
 
     #[test]
     fn ids_pack_fields_with_power_of_two_widths() {
-        let t = Topology::new(&SmpConfig { cpus: 12, sockets: 2, cores: 3, threads: 2 });
+        let t = Topology::new(&SmpConfig {
+            cpus: 12,
+            sockets: 2,
+            cores: 3,
+            threads: 2,
+        });
         assert_eq!((t.thread_bits(), t.core_bits()), (1, 2));
         let ids: Vec<u32> = (0..12).map(|i| t.apic_id(i)).collect();
         assert_eq!(ids, vec![0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]);
-        let flat = Topology::new(&SmpConfig { cpus: 2, sockets: 1, cores: 2, threads: 1 });
+        let flat = Topology::new(&SmpConfig {
+            cpus: 2,
+            sockets: 1,
+            cores: 2,
+            threads: 1,
+        });
         assert_eq!((flat.apic_id(0), flat.apic_id(1)), (0, 1));
     }
 }

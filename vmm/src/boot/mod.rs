@@ -3,7 +3,9 @@
 //! page (`boot_params` with e820 table and RSDP address).
 
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::layout::{E820Entry, CMDLINE, PVH_INFO, PVH_MEMMAP, PVH_MODLIST, ZERO_PAGE};
@@ -43,11 +45,15 @@ pub fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str, max: usize) -> Result
         return Err(BootError::CmdlineNul);
     }
     if cmdline.len() + 1 > max {
-        return Err(BootError::CmdlineTooLong { len: cmdline.len(), max: max - 1 });
+        return Err(BootError::CmdlineTooLong {
+            len: cmdline.len(),
+            max: max - 1,
+        });
     }
     let mut b = cmdline.as_bytes().to_vec();
     b.push(0);
-    mem.write_slice(&b, GuestAddress(CMDLINE)).map_err(mem_err("command line"))
+    mem.write_slice(&b, GuestAddress(CMDLINE))
+        .map_err(mem_err("command line"))
 }
 
 // SAFETY: the wrappers below hold `repr(C)` plain-data structs generated from
@@ -62,14 +68,32 @@ macro_rules! byte_valued {
         unsafe impl ByteValued for $w {}
     )*};
 }
-byte_valued!(StartInfo(hvm_start_info), MemmapEntry(hvm_memmap_table_entry), ModEntry(hvm_modlist_entry), ZeroPage(boot_params));
+byte_valued!(
+    StartInfo(hvm_start_info),
+    MemmapEntry(hvm_memmap_table_entry),
+    ModEntry(hvm_modlist_entry),
+    ZeroPage(boot_params)
+);
 
 /// The PVH start_info, its memory map and (with an initrd) one module.
-pub fn write_pvh(mem: &GuestMemoryMmap, e820: &[E820Entry], rsdp: u64, initrd: Option<LoadedInitrd>) -> Result<u64, BootError> {
+pub fn write_pvh(
+    mem: &GuestMemoryMmap,
+    e820: &[E820Entry],
+    rsdp: u64,
+    initrd: Option<LoadedInitrd>,
+) -> Result<u64, BootError> {
     for (i, e) in e820.iter().enumerate() {
-        let m = MemmapEntry(hvm_memmap_table_entry { addr: e.addr, size: e.size, type_: e.kind, reserved: 0 });
-        mem.write_obj(m, GuestAddress(PVH_MEMMAP + (i * std::mem::size_of::<MemmapEntry>()) as u64))
-            .map_err(mem_err("PVH memory map"))?;
+        let m = MemmapEntry(hvm_memmap_table_entry {
+            addr: e.addr,
+            size: e.size,
+            type_: e.kind,
+            reserved: 0,
+        });
+        mem.write_obj(
+            m,
+            GuestAddress(PVH_MEMMAP + (i * std::mem::size_of::<MemmapEntry>()) as u64),
+        )
+        .map_err(mem_err("PVH memory map"))?;
     }
     let mut info = hvm_start_info {
         magic: XEN_HVM_START_MAGIC,
@@ -81,12 +105,18 @@ pub fn write_pvh(mem: &GuestMemoryMmap, e820: &[E820Entry], rsdp: u64, initrd: O
         ..Default::default()
     };
     if let Some(rd) = initrd {
-        let m = ModEntry(hvm_modlist_entry { paddr: rd.addr, size: rd.size, ..Default::default() });
-        mem.write_obj(m, GuestAddress(PVH_MODLIST)).map_err(mem_err("PVH module list"))?;
+        let m = ModEntry(hvm_modlist_entry {
+            paddr: rd.addr,
+            size: rd.size,
+            ..Default::default()
+        });
+        mem.write_obj(m, GuestAddress(PVH_MODLIST))
+            .map_err(mem_err("PVH module list"))?;
         info.nr_modules = 1;
         info.modlist_paddr = PVH_MODLIST;
     }
-    mem.write_obj(StartInfo(info), GuestAddress(PVH_INFO)).map_err(mem_err("PVH start_info"))?;
+    mem.write_obj(StartInfo(info), GuestAddress(PVH_INFO))
+        .map_err(mem_err("PVH start_info"))?;
     Ok(PVH_INFO)
 }
 
@@ -121,10 +151,15 @@ pub fn write_zero_page(
         return Err(BootError::TooManyE820(e820.len()));
     }
     for (slot, e) in p.e820_table.iter_mut().zip(e820) {
-        *slot = boot_e820_entry { addr: e.addr, size: e.size, r#type: e.kind };
+        *slot = boot_e820_entry {
+            addr: e.addr,
+            size: e.size,
+            r#type: e.kind,
+        };
     }
     p.e820_entries = e820.len() as u8;
-    mem.write_obj(ZeroPage(p), GuestAddress(ZERO_PAGE)).map_err(mem_err("zero page"))?;
+    mem.write_obj(ZeroPage(p), GuestAddress(ZERO_PAGE))
+        .map_err(mem_err("zero page"))?;
     Ok(ZERO_PAGE)
 }
 
@@ -141,9 +176,18 @@ mod tests {
     fn cmdline_limits() {
         let m = mem();
         write_cmdline(&m, "a=b", 2048).unwrap();
-        assert_eq!(m.read_obj::<[u8; 4]>(GuestAddress(CMDLINE)).unwrap(), *b"a=b\0");
+        assert_eq!(
+            m.read_obj::<[u8; 4]>(GuestAddress(CMDLINE)).unwrap(),
+            *b"a=b\0"
+        );
         write_cmdline(&m, &"x".repeat(2047), 2048).unwrap();
-        assert!(matches!(write_cmdline(&m, &"x".repeat(2048), 2048), Err(BootError::CmdlineTooLong { len: 2048, max: 2047 })));
+        assert!(matches!(
+            write_cmdline(&m, &"x".repeat(2048), 2048),
+            Err(BootError::CmdlineTooLong {
+                len: 2048,
+                max: 2047
+            })
+        ));
         assert!(write_cmdline(&m, "a\0b", 2048).is_err());
     }
 
@@ -151,16 +195,31 @@ mod tests {
     fn pvh_and_zero_page_carry_the_map() {
         let m = mem();
         let map = e820(&RamLayout::new(64 << 20));
-        let rd = Some(LoadedInitrd { addr: 0x300000, size: 0x1234 });
+        let rd = Some(LoadedInitrd {
+            addr: 0x300000,
+            size: 0x1234,
+        });
         write_pvh(&m, &map, 0xe0000, rd).unwrap();
         let info: StartInfo = m.read_obj(GuestAddress(PVH_INFO)).unwrap();
         assert_eq!(info.0.magic, XEN_HVM_START_MAGIC);
         assert_eq!(info.0.memmap_entries as usize, map.len());
         assert_eq!(info.0.nr_modules, 1);
         write_zero_page(&m, None, &map, 0xe0000, 2048, rd).unwrap();
-        assert_eq!(m.read_obj::<u32>(GuestAddress(ZERO_PAGE + 0x202)).unwrap(), HDRS_MAGIC);
-        assert_eq!(m.read_obj::<u8>(GuestAddress(ZERO_PAGE + 0x1e8)).unwrap() as usize, map.len());
-        assert_eq!(m.read_obj::<u64>(GuestAddress(ZERO_PAGE + 0x70)).unwrap(), 0xe0000);
-        assert_eq!(m.read_obj::<u32>(GuestAddress(ZERO_PAGE + 0x218)).unwrap(), 0x300000);
+        assert_eq!(
+            m.read_obj::<u32>(GuestAddress(ZERO_PAGE + 0x202)).unwrap(),
+            HDRS_MAGIC
+        );
+        assert_eq!(
+            m.read_obj::<u8>(GuestAddress(ZERO_PAGE + 0x1e8)).unwrap() as usize,
+            map.len()
+        );
+        assert_eq!(
+            m.read_obj::<u64>(GuestAddress(ZERO_PAGE + 0x70)).unwrap(),
+            0xe0000
+        );
+        assert_eq!(
+            m.read_obj::<u32>(GuestAddress(ZERO_PAGE + 0x218)).unwrap(),
+            0x300000
+        );
     }
 }

@@ -170,12 +170,14 @@ mod tests {
 
     #[test]
     fn topology_checks() {
-        let mut c = VmConfig::default();
-        c.smp = SmpConfig {
-            cpus: 5,
-            sockets: 1,
-            cores: 2,
-            threads: 2,
+        let mut c = VmConfig {
+            smp: SmpConfig {
+                cpus: 5,
+                sockets: 1,
+                cores: 2,
+                threads: 2,
+            },
+            ..Default::default()
         };
         assert!(c.validate(&HOST).is_err());
         c.smp.sockets = 2;

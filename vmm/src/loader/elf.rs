@@ -41,16 +41,27 @@ impl Reader<'_> {
         self.b
             .get(off as usize..end as usize)
             .filter(|_| end <= self.b.len() as u64)
-            .ok_or_else(|| format!("truncated: needs bytes {off:#x}..{end:#x}, file has {:#x}", self.b.len()))
+            .ok_or_else(|| {
+                format!(
+                    "truncated: needs bytes {off:#x}..{end:#x}, file has {:#x}",
+                    self.b.len()
+                )
+            })
     }
     fn u16(&self, off: u64) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.bytes(off, 2)?.try_into().map_err(|_| "u16")?))
+        Ok(u16::from_le_bytes(
+            self.bytes(off, 2)?.try_into().map_err(|_| "u16")?,
+        ))
     }
     fn u32(&self, off: u64) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.bytes(off, 4)?.try_into().map_err(|_| "u32")?))
+        Ok(u32::from_le_bytes(
+            self.bytes(off, 4)?.try_into().map_err(|_| "u32")?,
+        ))
     }
     fn u64(&self, off: u64) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.bytes(off, 8)?.try_into().map_err(|_| "u64")?))
+        Ok(u64::from_le_bytes(
+            self.bytes(off, 8)?.try_into().map_err(|_| "u64")?,
+        ))
     }
     /// A word of the file's class: 4 bytes for ELF32, 8 for ELF64.
     fn word(&self, off: u64, wide: bool) -> Result<u64, String> {
@@ -146,7 +157,9 @@ fn pvh_entry(b: &[u8], phdrs: &[Phdr]) -> Result<Option<u64>, String> {
             if next > end {
                 return Err("note runs past its segment".into());
             }
-            if kind == XEN_ELFNOTE_PHYS32_ENTRY && r.bytes(name_off, u64::from(namesz))?.starts_with(b"Xen") {
+            if kind == XEN_ELFNOTE_PHYS32_ENTRY
+                && r.bytes(name_off, u64::from(namesz))?.starts_with(b"Xen")
+            {
                 return match descsz {
                     4 => Ok(Some(r.u32(desc_off)?.into())),
                     8 => Ok(Some(r.u64(desc_off)?)),
@@ -159,32 +172,64 @@ fn pvh_entry(b: &[u8], phdrs: &[Phdr]) -> Result<Option<u64>, String> {
     Ok(None)
 }
 
-pub(super) fn load(mem: &GuestMemoryMmap, ram: &RamLayout, path: &Path, b: &[u8]) -> Result<LoadedKernel, LoadError> {
-    let bad = |why: String| LoadError::BadElf { path: path.into(), why };
+pub(super) fn load(
+    mem: &GuestMemoryMmap,
+    ram: &RamLayout,
+    path: &Path,
+    b: &[u8],
+) -> Result<LoadedKernel, LoadError> {
+    let bad = |why: String| LoadError::BadElf {
+        path: path.into(),
+        why,
+    };
     let parsed = parse(b).map_err(bad)?;
     let pvh = pvh_entry(b, &parsed.phdrs).map_err(bad)?;
     let mut end = 0u64;
-    for p in parsed.phdrs.iter().filter(|p| p.kind == PT_LOAD && p.memsz > 0) {
+    for p in parsed
+        .phdrs
+        .iter()
+        .filter(|p| p.kind == PT_LOAD && p.memsz > 0)
+    {
         if p.paddr < HIMEM {
-            return Err(LoadError::Overlaps { path: path.into(), addr: p.paddr });
+            return Err(LoadError::Overlaps {
+                path: path.into(),
+                addr: p.paddr,
+            });
         }
-        let seg_end = p.paddr.checked_add(p.memsz).unwrap_or(u64::MAX);
+        let seg_end = p.paddr.saturating_add(p.memsz);
         if seg_end > ram.low_end {
-            return Err(LoadError::DoesNotFit { path: path.into(), end: seg_end, ram_end: ram.low_end });
+            return Err(LoadError::DoesNotFit {
+                path: path.into(),
+                end: seg_end,
+                ram_end: ram.low_end,
+            });
         }
         end = end.max(seg_end);
     }
-    for p in parsed.phdrs.iter().filter(|p| p.kind == PT_LOAD && p.memsz > 0) {
+    for p in parsed
+        .phdrs
+        .iter()
+        .filter(|p| p.kind == PT_LOAD && p.memsz > 0)
+    {
         let file = &b[p.offset as usize..(p.offset + p.filesz) as usize];
         mem.write_slice(file, GuestAddress(p.paddr))
-            .map_err(|source| LoadError::Memory { what: "kernel segment", source })?;
+            .map_err(|source| LoadError::Memory {
+                what: "kernel segment",
+                source,
+            })?;
         // Fresh guest RAM is zero, but a reboot reuses it: clear the BSS.
         let bss = vec![0u8; (p.memsz - p.filesz) as usize];
         mem.write_slice(&bss, GuestAddress(p.paddr + p.filesz))
-            .map_err(|source| LoadError::Memory { what: "kernel BSS", source })?;
+            .map_err(|source| LoadError::Memory {
+                what: "kernel BSS",
+                source,
+            })?;
     }
     Ok(LoadedKernel {
-        kind: KernelKind::Elf { entry: parsed.entry, pvh_entry: pvh },
+        kind: KernelKind::Elf {
+            entry: parsed.entry,
+            pvh_entry: pvh,
+        },
         end,
     })
 }
@@ -279,8 +324,20 @@ mod tests {
             assert_eq!(m.read_obj::<u8>(GuestAddress(0x100000)).unwrap(), 0x90);
             assert_eq!(m.read_obj::<u8>(GuestAddress(0x100010)).unwrap(), 0);
         }
-        let k = load(&m, &ram, Path::new("k"), &tiny_elf(true, 0x100000, 16, None)).unwrap();
-        assert!(matches!(k.kind, KernelKind::Elf { pvh_entry: None, .. }));
+        let k = load(
+            &m,
+            &ram,
+            Path::new("k"),
+            &tiny_elf(true, 0x100000, 16, None),
+        )
+        .unwrap();
+        assert!(matches!(
+            k.kind,
+            KernelKind::Elf {
+                pvh_entry: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -297,9 +354,15 @@ mod tests {
     fn too_big_or_too_low_is_refused() {
         let (m, ram) = mem(4 << 20);
         let big = tiny_elf(true, 0x100000, 8 << 20, None);
-        assert!(matches!(load(&m, &ram, Path::new("k"), &big), Err(LoadError::DoesNotFit { .. })));
+        assert!(matches!(
+            load(&m, &ram, Path::new("k"), &big),
+            Err(LoadError::DoesNotFit { .. })
+        ));
         let low = tiny_elf(false, 0x8000, 16, None);
-        assert!(matches!(load(&m, &ram, Path::new("k"), &low), Err(LoadError::Overlaps { .. })));
+        assert!(matches!(
+            load(&m, &ram, Path::new("k"), &low),
+            Err(LoadError::Overlaps { .. })
+        ));
         let wrap = tiny_elf(true, u64::MAX - 4, 16, None);
         assert!(load(&m, &ram, Path::new("k"), &wrap).is_err());
     }

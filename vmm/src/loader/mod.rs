@@ -45,7 +45,11 @@ pub enum LoadError {
         source: linux_loader::loader::Error,
     },
     #[error("kernel {path}: needs guest RAM up to {end:#x}, but RAM below the MMIO hole ends at {ram_end:#x}")]
-    DoesNotFit { path: PathBuf, end: u64, ram_end: u64 },
+    DoesNotFit {
+        path: PathBuf,
+        end: u64,
+        ram_end: u64,
+    },
     #[error("kernel {path}: a segment at {addr:#x} would overwrite the boot area below 1 MiB")]
     Overlaps { path: PathBuf, addr: u64 },
     #[error("initrd {path}: {size} bytes do not fit in guest RAM between the kernel end {kernel_end:#x} and {limit:#x}")]
@@ -86,10 +90,17 @@ pub struct LoadedInitrd {
 }
 
 fn read_all(what: &'static str, path: &Path) -> Result<Vec<u8>, LoadError> {
-    let mut f = File::open(path).map_err(|source| LoadError::Open { what, path: path.into(), source })?;
+    let mut f = File::open(path).map_err(|source| LoadError::Open {
+        what,
+        path: path.into(),
+        source,
+    })?;
     let mut v = Vec::new();
-    f.read_to_end(&mut v)
-        .map_err(|source| LoadError::Read { what, path: path.into(), source })?;
+    f.read_to_end(&mut v).map_err(|source| LoadError::Read {
+        what,
+        path: path.into(),
+        source,
+    })?;
     Ok(v)
 }
 
@@ -116,19 +127,26 @@ pub fn load_kernel(
         return Err(LoadError::NotAKernel(path.into()));
     }
     let mut cursor = std::io::Cursor::new(bytes);
-    let r = BzImage::load(mem, None, &mut cursor, Some(GuestAddress(HIMEM))).map_err(|e| match e {
-        linux_loader::loader::Error::Bzimage(
-            linux_loader::loader::bzimage::Error::ReadBzImageCompressedKernel,
-        ) => LoadError::DoesNotFit {
-            path: path.into(),
-            end: HIMEM + bytes.len() as u64,
-            ram_end: ram.low_end,
-        },
-        source => LoadError::BadBzImage { path: path.into(), source },
-    })?;
+    let r =
+        BzImage::load(mem, None, &mut cursor, Some(GuestAddress(HIMEM))).map_err(|e| match e {
+            linux_loader::loader::Error::Bzimage(
+                linux_loader::loader::bzimage::Error::ReadBzImageCompressedKernel,
+            ) => LoadError::DoesNotFit {
+                path: path.into(),
+                end: HIMEM + bytes.len() as u64,
+                ram_end: ram.low_end,
+            },
+            source => LoadError::BadBzImage {
+                path: path.into(),
+                source,
+            },
+        })?;
     let header = r.setup_header.unwrap_or_default();
     Ok(LoadedKernel {
-        kind: KernelKind::BzImage { load: r.kernel_load.0, header },
+        kind: KernelKind::BzImage {
+            load: r.kernel_load.0,
+            header,
+        },
         end: r.kernel_end,
     })
 }
@@ -158,6 +176,9 @@ pub fn load_initrd(
         }
     };
     mem.write_slice(&data, GuestAddress(addr))
-        .map_err(|source| LoadError::Memory { what: "initrd", source })?;
+        .map_err(|source| LoadError::Memory {
+            what: "initrd",
+            source,
+        })?;
     Ok(LoadedInitrd { addr, size })
 }

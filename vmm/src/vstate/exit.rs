@@ -15,10 +15,22 @@ pub struct Buses {
 /// A decoded vCPU exit.
 #[derive(Debug)]
 pub enum Exit<'a> {
-    PioRead { port: u16, data: &'a mut [u8] },
-    PioWrite { port: u16, data: &'a [u8] },
-    MmioRead { addr: u64, data: &'a mut [u8] },
-    MmioWrite { addr: u64, data: &'a [u8] },
+    PioRead {
+        port: u16,
+        data: &'a mut [u8],
+    },
+    PioWrite {
+        port: u16,
+        data: &'a [u8],
+    },
+    MmioRead {
+        addr: u64,
+        data: &'a mut [u8],
+    },
+    MmioWrite {
+        addr: u64,
+        data: &'a [u8],
+    },
     /// HLT reached the VMM (only without an in-kernel LAPIC): keep going.
     Halt,
     /// Triple fault.
@@ -62,14 +74,20 @@ pub fn dispatch(exit: Exit<'_>, buses: &Buses) -> Outcome {
             }
             Outcome::Continue
         }
-        Exit::PioWrite { port, data } => buses.pio.write(port.into(), data).map_or(Outcome::Continue, Outcome::from),
+        Exit::PioWrite { port, data } => buses
+            .pio
+            .write(port.into(), data)
+            .map_or(Outcome::Continue, Outcome::from),
         Exit::MmioRead { addr, data } => {
             if !buses.mmio.read(addr, data) {
                 data.fill(0xff);
             }
             Outcome::Continue
         }
-        Exit::MmioWrite { addr, data } => buses.mmio.write(addr, data).map_or(Outcome::Continue, Outcome::from),
+        Exit::MmioWrite { addr, data } => buses
+            .mmio
+            .write(addr, data)
+            .map_or(Outcome::Continue, Outcome::from),
         Exit::Halt | Exit::Ignore => Outcome::Continue,
         Exit::Shutdown => Outcome::TripleFault,
         Exit::SystemReset => Outcome::Reset,
@@ -86,22 +104,69 @@ mod tests {
 
     fn buses() -> Buses {
         let mut pio = Bus::new();
-        pio.insert("acpi", 0x600, 3, Arc::new(Mutex::new(AcpiSleep))).unwrap();
-        pio.insert("post", 0x80, 1, Arc::new(Mutex::new(Sink))).unwrap();
-        Buses { pio, mmio: Bus::new() }
+        pio.insert("acpi", 0x600, 3, Arc::new(Mutex::new(AcpiSleep)))
+            .unwrap();
+        pio.insert("post", 0x80, 1, Arc::new(Mutex::new(Sink)))
+            .unwrap();
+        Buses {
+            pio,
+            mmio: Bus::new(),
+        }
     }
 
     #[test]
     fn synthetic_exits_route_to_devices() {
         let b = buses();
-        assert_eq!(dispatch(Exit::PioWrite { port: 0x600, data: &[(5 << 2) | 0x20] }, &b), Outcome::PowerOff);
-        assert_eq!(dispatch(Exit::PioWrite { port: 0x602, data: &[1] }, &b), Outcome::Reset);
-        assert_eq!(dispatch(Exit::PioWrite { port: 0x80, data: &[1] }, &b), Outcome::Continue);
+        assert_eq!(
+            dispatch(
+                Exit::PioWrite {
+                    port: 0x600,
+                    data: &[(5 << 2) | 0x20]
+                },
+                &b
+            ),
+            Outcome::PowerOff
+        );
+        assert_eq!(
+            dispatch(
+                Exit::PioWrite {
+                    port: 0x602,
+                    data: &[1]
+                },
+                &b
+            ),
+            Outcome::Reset
+        );
+        assert_eq!(
+            dispatch(
+                Exit::PioWrite {
+                    port: 0x80,
+                    data: &[1]
+                },
+                &b
+            ),
+            Outcome::Continue
+        );
         let mut d = [0u8; 4];
-        assert_eq!(dispatch(Exit::MmioRead { addr: 0xc000_0000, data: &mut d }, &b), Outcome::Continue);
+        assert_eq!(
+            dispatch(
+                Exit::MmioRead {
+                    addr: 0xc000_0000,
+                    data: &mut d
+                },
+                &b
+            ),
+            Outcome::Continue
+        );
         assert_eq!(d, [0xff; 4]);
         let mut d = [0u8; 1];
-        dispatch(Exit::PioRead { port: 0x600, data: &mut d }, &b);
+        dispatch(
+            Exit::PioRead {
+                port: 0x600,
+                data: &mut d,
+            },
+            &b,
+        );
         assert_eq!(d, [0]);
         assert_eq!(dispatch(Exit::Shutdown, &b), Outcome::TripleFault);
     }

@@ -40,9 +40,9 @@ fn decode(exit: VcpuExit<'_>) -> Exit<'_> {
         },
         VcpuExit::IrqWindowOpen | VcpuExit::Intr => Exit::Ignore,
         VcpuExit::InternalError => Exit::Fatal("KVM internal error (emulation failure)".into()),
-        VcpuExit::FailEntry(reason, cpu) => {
-            Exit::Fatal(format!("KVM entry failed: hardware reason {reason:#x} on host CPU {cpu}"))
-        }
+        VcpuExit::FailEntry(reason, cpu) => Exit::Fatal(format!(
+            "KVM entry failed: hardware reason {reason:#x} on host CPU {cpu}"
+        )),
         other => Exit::Fatal(format!("unhandled KVM exit {other:?}")),
     }
 }
@@ -60,9 +60,38 @@ pub fn dump_regs(vcpu: &VcpuFd) -> String {
          R12={:016x} R13={:016x} R14={:016x} R15={:016x}\n\
          CS={:04x} DPL={} L={} SS={:04x} CR0={:08x} CR2={:016x} CR3={:016x} CR4={:08x} EFER={:x}\n\
          GDT={:016x}/{:x} IDT={:016x}/{:x} TR={:04x}",
-        r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11,
-        r.r12, r.r13, r.r14, r.r15, s.cs.selector, s.cs.dpl, s.cs.l, s.ss.selector, s.cr0, s.cr2, s.cr3,
-        s.cr4, s.efer, s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit, s.tr.selector
+        r.rip,
+        r.rsp,
+        r.rflags,
+        r.rax,
+        r.rbx,
+        r.rcx,
+        r.rdx,
+        r.rsi,
+        r.rdi,
+        r.rbp,
+        r.r8,
+        r.r9,
+        r.r10,
+        r.r11,
+        r.r12,
+        r.r13,
+        r.r14,
+        r.r15,
+        s.cs.selector,
+        s.cs.dpl,
+        s.cs.l,
+        s.ss.selector,
+        s.cr0,
+        s.cr2,
+        s.cr3,
+        s.cr4,
+        s.efer,
+        s.gdt.base,
+        s.gdt.limit,
+        s.idt.base,
+        s.idt.limit,
+        s.tr.selector
     )
 }
 
@@ -105,9 +134,14 @@ impl VcpuRunner {
         };
         kick::publish(std::ptr::null_mut());
         if let Some(outcome) = outcome {
-            let regs = matches!(outcome, Outcome::Fatal(_) | Outcome::TripleFault).then(|| dump_regs(&self.fd));
+            let regs = matches!(outcome, Outcome::Fatal(_) | Outcome::TripleFault)
+                .then(|| dump_regs(&self.fd));
             // The control thread may already be gone if another vCPU won.
-            let _ = self.events.send(VcpuStop { index: self.index, outcome, regs });
+            let _ = self.events.send(VcpuStop {
+                index: self.index,
+                outcome,
+                regs,
+            });
         }
     }
 }

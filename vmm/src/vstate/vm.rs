@@ -70,12 +70,16 @@ impl Vm {
         self.fd
             .set_tss_address(KVM_TSS_ADDR)
             .map_err(|e| VmError::Kvm("set_tss_address", e))?;
-        self.fd.create_irq_chip().map_err(|e| VmError::Kvm("create_irq_chip", e))?;
+        self.fd
+            .create_irq_chip()
+            .map_err(|e| VmError::Kvm("create_irq_chip", e))?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
         };
-        self.fd.create_pit2(pit).map_err(|e| VmError::Kvm("create_pit2", e))
+        self.fd
+            .create_pit2(pit)
+            .map_err(|e| VmError::Kvm("create_pit2", e))
     }
 
     /// An eventfd that raises `gsi` when written.
