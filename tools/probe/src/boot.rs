@@ -76,15 +76,20 @@ linux64_entry:
     cli
     movl ${entry_linux64}, %edi
     lgdt gdtr(%rip)
+    /* OR into the loader's CR4 rather than replace it: clearing a bit such
+       as LA57 with paging on would #GP. */
     movq %cr4, %rax
     orq $BOOT_CR4, %rax
     movq %rax, %cr4
     leaq pml4(%rip), %rax
     movq %rax, %cr3
+    /* Rust code uses SSE: EM off, MP and NE on. */
     movq %cr0, %rax
     andq $~4, %rax
     orq $0x22, %rax
     movq %rax, %cr0
+    /* Far return reloads CS from our GDT; the loader's stack may be gone
+       with its page tables, so switch first. */
     leaq kstacks+{kstack}(%rip), %rsp
     pushq $KCODE
     leaq long_common(%rip), %rax

@@ -1,6 +1,6 @@
-//! Port I/O and physical-memory access. Port I/O works at CPL3 because the
-//! TSS I/O bitmap allows every port; physical memory below 4 GiB is reachable
-//! because the page tables identity-map it user-accessible.
+//! Port I/O, physical-memory access, rdtsc and the CPUID values boot.rs
+//! snapshots at CPL0. Port I/O works at CPL3 because the TSS I/O bitmap allows
+//! every port; memory below 4 GiB because the page tables map it for CPL3.
 
 use core::arch::asm;
 
