@@ -79,7 +79,11 @@ impl Bus {
         let pos = self.entries.partition_point(|e| e.base < base);
         let clash = |e: &Entry| base < e.base + e.len && e.base < base + len;
         let neighbours = [pos.checked_sub(1), Some(pos)];
-        for e in neighbours.into_iter().flatten().filter_map(|i| self.entries.get(i)) {
+        for e in neighbours
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.entries.get(i))
+        {
             if clash(e) {
                 return Err(BusError::Overlap {
                     name: name.into(),

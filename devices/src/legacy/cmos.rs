@@ -237,14 +237,30 @@ impl Civil {
 
 /// Seconds since the Unix epoch of a UTC calendar time, for `-rtc base=`
 /// parsing; `None` when a field is out of range.
-pub fn unix_from_civil(year: u32, mon: u32, mday: u32, hour: u32, min: u32, sec: u32) -> Option<i64> {
+pub fn unix_from_civil(
+    year: u32,
+    mon: u32,
+    mday: u32,
+    hour: u32,
+    min: u32,
+    sec: u32,
+) -> Option<i64> {
     let ok = (1..=9999).contains(&year)
         && (1..=12).contains(&mon)
         && (1..=31).contains(&mday)
         && hour < 24
         && min < 60
         && sec < 60;
-    let t = Civil { year, mon, mday, hour, min, sec, wday: 0 }.to_unix();
+    let t = Civil {
+        year,
+        mon,
+        mday,
+        hour,
+        min,
+        sec,
+        wday: 0,
+    }
+    .to_unix();
     // Reject dates like Feb 30 that would silently roll over.
     (ok && civil(t).mday == mday).then_some(t)
 }

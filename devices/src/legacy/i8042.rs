@@ -205,7 +205,11 @@ mod tests {
     fn reset_pulse_and_outport_reset() {
         let (mut d, _) = dev();
         assert_eq!(d.write(CMD, &[0xfe]), BusAction::Reset);
-        assert_eq!(d.write(CMD, &[0xff]), BusAction::None, "bit 0 set: no pulse");
+        assert_eq!(
+            d.write(CMD, &[0xff]),
+            BusAction::None,
+            "bit 0 set: no pulse"
+        );
         assert_eq!(d.write(CMD, &[0xd1]), BusAction::None);
         assert_eq!(d.write(DATA, &[0x00]), BusAction::Reset);
     }
