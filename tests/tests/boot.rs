@@ -1,7 +1,10 @@
 //! Boot the probe guest on /dev/kvm and check what it reports: CPUs, memory,
 //! command line, boot entries, exit round trips, and how VMs end.
 
-use casemate_tests::elf::{tiny_elf64, without_pvh_note, PRINT_X_THEN_UD2, RESET_THEN_UD2, UD2};
+use casemate_tests::elf::{
+    tiny_elf32_pvh, tiny_elf64, without_pvh_note, PRINT_X_THEN_UD2, PVH32_PRINT_P_POWER_OFF,
+    RESET_THEN_UD2, UD2,
+};
 use casemate_tests::{boot_probe, casemate, kvm_or_skip, Scratch};
 
 #[test]
@@ -139,4 +142,68 @@ fn i8042_reset_with_no_reboot_exits_zero() {
     let k = s.file("reset.elf", &tiny_elf64(RESET_THEN_UD2));
     let out = casemate(&["-kernel", &k, "-no-reboot"]);
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn thirty_two_bit_pvh_elf_boots() {
+    if !kvm_or_skip("thirty_two_bit_pvh_elf_boots") {
+        return;
+    }
+    let s = Scratch::new("elf32");
+    let k = s.file("pvh32.elf", &tiny_elf32_pvh(PVH32_PRINT_P_POWER_OFF));
+    let out = casemate(&["-kernel", &k]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "P");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn reset_without_no_reboot_reboots() {
+    if !kvm_or_skip("reset_without_no_reboot_reboots") {
+        return;
+    }
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let s = Scratch::new("reboot");
+    // Prints X, then pulses the i8042 reset line: every boot adds one X.
+    let code = [&PRINT_X_THEN_UD2[..7], RESET_THEN_UD2].concat();
+    let k = s.file("reboot.elf", &tiny_elf64(&code));
+    let log = s.path("console.txt");
+    let mut child = Command::new(casemate_tests::bin("casemate"))
+        .args(["-kernel", &k, "-serial", "stdio"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = [0u8; 3];
+    // Three boots' worth of output proves the VM came back twice.
+    let read = out.read_exact(&mut seen);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    read.expect("VM stopped before its third boot");
+    assert_eq!(&seen, b"XXX");
+    // With a file console, reboots append instead of truncating: wait for
+    // the VMM's second "rebooting" log line (two resets, so two X written).
+    use std::io::BufRead;
+    let arg = format!("file:{}", log.display());
+    let mut child = Command::new(casemate_tests::bin("casemate"))
+        .args(["-kernel", &k, "-serial", &arg, "--log", "info"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reboots = err
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.contains("rebooting"))
+        .take(2)
+        .count();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(reboots, 2);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.starts_with("XX"),
+        "file console lost output across reboots: {text:?}"
+    );
 }

@@ -79,8 +79,9 @@ pub enum VmEnd {
 /// config says not to. `probe` is the embedded guest, used without -kernel.
 pub fn run(config: &VmConfig, probe: &[u8]) -> Result<VmEnd, BuildError> {
     kick::install().map_err(BuildError::Signal)?;
+    let console = devmgr::Console::open(&config.serial)?;
     loop {
-        match boot_once(config, probe)? {
+        match boot_once(config, &console, probe)? {
             VmEnd::Reset if !config.no_reboot => log::info!("guest reset: rebooting"),
             end => return Ok(end),
         }
@@ -91,7 +92,11 @@ fn vcpu_err(index: u32) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> 
     move |source| BuildError::Vcpu { index, source }
 }
 
-fn boot_once(config: &VmConfig, probe: &[u8]) -> Result<VmEnd, BuildError> {
+fn boot_once(
+    config: &VmConfig,
+    console: &devmgr::Console,
+    probe: &[u8],
+) -> Result<VmEnd, BuildError> {
     let kvm = Vm::open_kvm()?;
     let ram = RamLayout::new(config.memory);
     let ranges: Vec<(GuestAddress, usize)> = ram
@@ -110,7 +115,7 @@ fn boot_once(config: &VmConfig, probe: &[u8]) -> Result<VmEnd, BuildError> {
     let topo = Topology::new(&config.smp);
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let entry = load_guest(config, probe, &mem, &ram, &apic_ids)?;
-    let buses = Arc::new(devmgr::build(&vm, config, &ram)?);
+    let buses = Arc::new(devmgr::build(&vm, config, console, &ram)?);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<VcpuStop>();

@@ -38,24 +38,53 @@ pub enum DevError {
     Bus(#[from] BusError),
 }
 
-fn serial_out(c: &SerialConfig) -> Result<Box<dyn Write + Send>, DevError> {
-    Ok(match c {
-        SerialConfig::Stdio => Box::new(std::io::stdout()),
-        SerialConfig::None => Box::new(std::io::sink()),
-        SerialConfig::File(path) => {
-            Box::new(File::create(path).map_err(|source| DevError::SerialFile {
-                path: path.clone(),
-                source,
-            })?)
-        }
-    })
+/// Where COM1's bytes go, opened once per `casemate` run so that a guest
+/// reboot keeps appending to the same file instead of truncating it.
+pub enum Console {
+    Stdout,
+    File(PathBuf, File),
+    None,
+}
+
+impl Console {
+    pub fn open(c: &SerialConfig) -> Result<Self, DevError> {
+        Ok(match c {
+            SerialConfig::Stdio => Console::Stdout,
+            SerialConfig::None => Console::None,
+            SerialConfig::File(path) => {
+                let f = File::create(path).map_err(|source| DevError::SerialFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                Console::File(path.clone(), f)
+            }
+        })
+    }
+
+    fn writer(&self) -> Result<Box<dyn Write + Send>, DevError> {
+        Ok(match self {
+            Console::Stdout => Box::new(std::io::stdout()),
+            Console::None => Box::new(std::io::sink()),
+            Console::File(path, f) => {
+                Box::new(f.try_clone().map_err(|source| DevError::SerialFile {
+                    path: path.clone(),
+                    source,
+                })?)
+            }
+        })
+    }
 }
 
 /// The legacy devices of every machine type, on a fresh port-I/O bus.
-pub fn build(vm: &Vm, config: &VmConfig, ram: &RamLayout) -> Result<Buses, DevError> {
+pub fn build(
+    vm: &Vm,
+    config: &VmConfig,
+    console: &Console,
+    ram: &RamLayout,
+) -> Result<Buses, DevError> {
     let mut pio = Bus::new();
     let com1_irq = Arc::new(vm.irqfd("COM1", COM1_IRQ)?);
-    let serial = Serial::new(com1_irq, serial_out(&config.serial)?);
+    let serial = Serial::new(com1_irq, console.writer()?);
     pio.insert("com1", COM1, 8, Arc::new(Mutex::new(serial)))?;
     let kbd_irq = Arc::new(vm.irqfd("i8042", I8042_IRQ)?);
     pio.insert(
