@@ -12,29 +12,12 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use casemate_tests::{bin, have, Report, Scratch};
+use casemate_tests::{bin, have, qemu_microvm_probe, Report, Scratch};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn casemate_cmd(append: &str) -> Command {
     let mut c = Command::new(bin("casemate"));
     c.args(["-m", "128M", "-append", append]);
-    c
-}
-
-fn qemu_cmd(probe: &str, append: &str) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args([
-        "-enable-kvm",
-        "-M",
-        "microvm",
-        "-m",
-        "128M",
-        "-nodefaults",
-        "-nographic",
-    ])
-    .args(["-serial", "stdio", "-no-reboot", "-kernel", probe])
-    .args(["-append", &format!("{append} exit=debug")])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
     c
 }
 
@@ -63,7 +46,10 @@ fn vmms(s: &Scratch) -> Vec<Vmm> {
     let mut v: Vec<Vmm> = vec![("casemate", Box::new(|a: &str| casemate_cmd(a)))];
     if have("qemu-system-x86_64") {
         let probe = s.probe();
-        v.push(("qemu-microvm", Box::new(move |a: &str| qemu_cmd(&probe, a))));
+        v.push((
+            "qemu-microvm",
+            Box::new(move |a: &str| qemu_microvm_probe(&probe, "1", a)),
+        ));
     } else {
         println!("SKIP qemu rows: qemu-system-x86_64 is not installed");
     }

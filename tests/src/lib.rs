@@ -210,6 +210,24 @@ pub fn boot_probe(extra: &[&str]) -> (Report, Output) {
     (Report::parse(&console), out)
 }
 
+/// QEMU 7.2 `-M microvm` (128 MiB) booting the probe ELF at `probe` with
+/// `append`, ended through isa-debug-exit: exit status 1 means the probe
+/// passed (`(0 << 1) | 1`).
+pub fn qemu_microvm_probe(probe: &str, smp: &str, append: &str) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-enable-kvm", "-M", "microvm", "-m", "128M", "-smp", smp])
+        .args([
+            "-nodefaults",
+            "-nographic",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .args(["-kernel", probe, "-append", &format!("{append} exit=debug")])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+    c
+}
+
 /// A fresh scratch directory for one test, removed on drop.
 pub struct Scratch(pub PathBuf);
 

@@ -1,10 +1,11 @@
 //! The reference peer: the same probe ELF must boot under Debian's QEMU 7.2
 //! (`-M microvm`, isa-debug-exit to end it) and report `done status=ok`.
 
-use std::process::Command;
 use std::time::Duration;
 
-use casemate_tests::{have, in_ci, kvm_or_skip, run_with_limit, Report, Scratch};
+use casemate_tests::{
+    have, in_ci, kvm_or_skip, qemu_microvm_probe, run_with_limit, Report, Scratch,
+};
 
 #[test]
 fn probe_boots_under_qemu_microvm() {
@@ -22,25 +23,7 @@ fn probe_boots_under_qemu_microvm() {
     let s = Scratch::new("qemu");
     let probe = s.probe();
     for smp in ["1", "2"] {
-        let mut c = Command::new("qemu-system-x86_64");
-        c.args([
-            "-enable-kvm",
-            "-M",
-            "microvm",
-            "-m",
-            "128M",
-            "-smp",
-            smp,
-            "-nographic",
-            "-no-reboot",
-        ])
-        .args(["-nodefaults", "-serial", "stdio", "-kernel", &probe])
-        .args([
-            "-append",
-            "probe=hello exit=debug",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
-        ]);
+        let c = qemu_microvm_probe(&probe, smp, "probe=hello");
         let out = run_with_limit(c, Duration::from_secs(120));
         let console = String::from_utf8_lossy(&out.stdout);
         let r = Report::parse(&console);
