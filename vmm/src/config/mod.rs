@@ -118,3 +118,30 @@ pub enum RtcConfig {
     /// Seconds since the Unix epoch, UTC.
     At(i64),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trips_and_rejects_unknown_fields() {
+        let c = VmConfig {
+            smp: SmpConfig {
+                cpus: 2,
+                sockets: 1,
+                cores: 2,
+                threads: 1,
+            },
+            serial: SerialConfig::File("/tmp/console".into()),
+            rtc: RtcConfig::At(86_400),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<VmConfig>(&text).unwrap(), c);
+        let partial: VmConfig = serde_json::from_str(r#"{"memory": 1073741824}"#).unwrap();
+        assert_eq!(partial.memory, 1 << 30);
+        assert_eq!(partial.smp.cpus, 1, "missing fields take defaults");
+        let e = serde_json::from_str::<VmConfig>(r#"{"memroy": 1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `memroy`"), "{e}");
+    }
+}
