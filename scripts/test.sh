@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds every binary the
 # process-level tests run, then runs the whole suite (unit, integration,
-# QEMU interop). Needs root and /dev/kvm; under CI=true a missing KVM fails.
+# QEMU interop) and ends with one `N passed, N failed` line. Needs root and
+# /dev/kvm; under CI=true a missing KVM fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --bins
-cargo test --workspace --no-fail-fast "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --lib --bins --tests --no-fail-fast "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$rc"
