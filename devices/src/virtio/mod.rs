@@ -1,0 +1,151 @@
+//! Virtio: one device trait for every transport, the worker contract, and
+//! the interrupt seam.
+//!
+//! ```text
+//!  guest ──MMIO──▶ MmioTransport ──┐            (vCPU thread: registers,
+//!                  (PCI later)     ├─▶ VirtioDevice   status machine)
+//!                                  │      │ activate(StartContext)
+//!  guest ─notify─▶ ioeventfd ──────┼──────▼
+//!                                  └─▶ Worker::on_event   (cm-<dev> thread:
+//!                                        │ VirtioIrq         queues, backend)
+//! ```
+//! Devices never spawn threads or touch epoll: a transport hands the worker
+//! a device returns to a `WorkerHost` (implemented by the VMM), which runs
+//! it on its own thread and stops it again on reset.
+
+pub mod blk;
+pub mod common;
+pub mod mmio;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::os::fd::RawFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use common::QueueConfig;
+
+/// Device status bits (virtio 1.x, 2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u8 = 1;
+    pub const DRIVER: u8 = 2;
+    pub const DRIVER_OK: u8 = 4;
+    pub const FEATURES_OK: u8 = 8;
+    pub const NEEDS_RESET: u8 = 0x40;
+    pub const FAILED: u8 = 0x80;
+}
+
+/// Transport-level feature bits every device offers.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Device ids (virtio 1.x, 5).
+pub const TYPE_BLOCK: u32 = 2;
+
+/// Signals the guest. MMIO: ISR bit + irqfd; PCI: the queue's MSI-X vector.
+pub trait VirtioIrq: Send + Sync {
+    fn signal_used(&self, queue: u16) -> std::io::Result<()>;
+    fn signal_config(&self) -> std::io::Result<()>;
+}
+
+/// One ready queue with the eventfd its notifications arrive on.
+pub struct ReadyQueue {
+    pub index: u16,
+    pub queue: virtio_queue::Queue,
+    pub notify: EventFd,
+}
+
+/// What a device gets when the driver sets DRIVER_OK.
+pub struct StartContext {
+    pub mem: GuestMemoryMmap,
+    pub queues: Vec<ReadyQueue>,
+    pub irq: Arc<dyn VirtioIrq>,
+    /// Set by the worker when guest input left it unable to continue; the
+    /// transport then shows NEEDS_RESET in the status register.
+    pub needs_reset: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{device}: {why}")]
+    Invalid { device: String, why: String },
+    #[error("{device}: creating an eventfd")]
+    EventFd {
+        device: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{device}: reading an eventfd")]
+    EventFd {
+        device: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{device}: queue {queue}: {source}")]
+    Queue {
+        device: String,
+        queue: u16,
+        #[source]
+        source: virtio_queue::Error,
+    },
+    #[error("{device}: signalling the guest")]
+    Irq {
+        device: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started device's I/O loop body; the host runs it on its own thread.
+pub trait Worker: Send {
+    /// File descriptors to watch, each with the token `on_event` receives.
+    fn fds(&self) -> Vec<(RawFd, u32)>;
+    /// One fd became readable.
+    fn on_event(&mut self, token: u32) -> Result<(), WorkerError>;
+}
+
+/// Runs workers on behalf of transports (the VMM implements it).
+pub trait WorkerHost: Send + Sync {
+    /// Start `worker` on a thread named `name`; the returned id stops it.
+    fn start(&self, name: String, worker: Box<dyn Worker>) -> std::io::Result<u64>;
+    /// Stop the worker and wait for its thread: after this returns, the
+    /// device's queues are no longer touched.
+    fn stop(&self, id: u64);
+}
+
+/// The guest-visible virtio device, independent of transport.
+pub trait VirtioDevice: Send {
+    fn device_type(&self) -> u32;
+    /// A short name for threads and logs, e.g. `blk0`.
+    fn name(&self) -> &str;
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits offered (VIRTIO_F_VERSION_1 included).
+    fn features(&self) -> u64;
+    /// The subset the driver accepted (already masked to `features()`).
+    fn ack_features(&mut self, features: u64);
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// DRIVER_OK: build the worker that serves `ctx.queues`.
+    fn activate(&mut self, ctx: StartContext) -> Result<Box<dyn Worker>, StartError>;
+    /// The driver reset the device (the worker is already stopped).
+    fn reset(&mut self);
+}
+
+/// Read the bytes of `config` at `offset` into `data`; out-of-range bytes
+/// read as zero, so a driver probing past the end sees nothing harmful.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(off) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(off..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
