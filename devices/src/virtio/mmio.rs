@@ -230,7 +230,7 @@ impl BusDevice for MmioTransport {
         }
         // Registers are 32-bit; other widths or misaligned reads see zero.
         data.fill(0);
-        if data.len() == 4 && offset % 4 == 0 {
+        if data.len() == 4 && offset.is_multiple_of(4) {
             data.copy_from_slice(&self.read_reg(offset).to_le_bytes());
         }
     }
@@ -238,7 +238,7 @@ impl BusDevice for MmioTransport {
     fn write(&mut self, offset: u64, data: &[u8]) -> BusAction {
         if offset >= 0x100 {
             self.dev.write_config(offset - 0x100, data);
-        } else if let (Ok(b), true) = (<[u8; 4]>::try_from(data), offset % 4 == 0) {
+        } else if let (Ok(b), true) = (<[u8; 4]>::try_from(data), offset.is_multiple_of(4)) {
             self.write_reg(offset, u32::from_le_bytes(b));
         }
         BusAction::None
