@@ -20,6 +20,7 @@ use crate::vstate::exit::Outcome;
 use crate::vstate::kick;
 use crate::vstate::vcpu::{VcpuRunner, VcpuStop};
 use crate::vstate::vm::{Vm, VmError};
+use crate::workers::Workers;
 
 /// bzImage `xloadflags` bit: the kernel has a 64-bit entry at +0x200.
 const XLF_KERNEL_64: u16 = 1;
@@ -114,8 +115,12 @@ fn boot_once(
 
     let topo = Topology::new(&config.smp);
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
-    let entry = load_guest(config, probe, &mem, &ram, &apic_ids)?;
-    let buses = Arc::new(devmgr::build(&vm, config, console, &ram)?);
+    let workers = Arc::new(Workers::default());
+    let mut buses = devmgr::build(&vm, config, console, &ram)?;
+    let extra_cmdline = devmgr::add_virtio_mmio_drives(&vm, config, &mem, &workers, &mut buses)?;
+    let buses = Arc::new(buses);
+    let cmdline = format!("{}{extra_cmdline}", config.append);
+    let entry = load_guest(config, &cmdline, probe, &mem, &ram, &apic_ids)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<VcpuStop>();
@@ -172,6 +177,8 @@ fn boot_once(
         // A panicking vCPU thread aborts the process (panic = abort).
         let _ = h.join();
     }
+    // In-flight requests finish before the VM is torn down.
+    workers.stop_all();
     let VcpuStop {
         index,
         outcome,
@@ -199,6 +206,7 @@ fn boot_once(
 /// how the boot vCPU enters.
 fn load_guest(
     config: &VmConfig,
+    cmdline: &str,
     probe: &[u8],
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
@@ -232,12 +240,12 @@ fn load_guest(
         }
         KernelKind::Elf { .. } => (boot::ELF_CMDLINE_MAX, layout::MMIO_HOLE_START),
     };
-    boot::write_cmdline(mem, &config.append, cmdline_max)?;
+    boot::write_cmdline(mem, cmdline, cmdline_max)?;
     let initrd = match &config.initrd {
         Some(p) => Some(loader::load_initrd(mem, ram, p, kernel.end, initrd_limit)?),
         None => None,
     };
-    let cmdline_len = config.append.len() + 1;
+    let cmdline_len = cmdline.len() + 1;
     Ok(match kernel.kind {
         KernelKind::Elf {
             pvh_entry: Some(entry),

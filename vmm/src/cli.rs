@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 
-use crate::config::{CpuModel, MachineKind, RtcConfig, SerialConfig, SmpConfig, VmConfig};
+use crate::config::{
+    CacheConfig, CpuModel, DriveConfig, MachineKind, RtcConfig, SerialConfig, SmpConfig, VmConfig,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CliError {
@@ -72,20 +74,21 @@ Casemate options:
   --log LEVEL                   error|warn|info|debug|trace on stderr (default warn)
   -h, --help                    this text
   -V, --version                 version
-Not supported yet (rejected by name): -drive, -snapshot, -netdev, -net, -nic,
--object, -device, -vga, -monitor, -S, -bios, -hda, -cdrom.
+  -drive file=F[,format=raw|qcow2][,if=virtio|none][,id=ID][,readonly=on]
+         [,cache=writeback|none|writethrough|unsafe][,snapshot=on]
+  -device virtio-blk-device,drive=ID[,num-queues=N]
+  -snapshot                     all drives write to a temporary overlay
+Not supported yet (rejected by name): -netdev, -net, -nic, -object, other
+-device types, -vga, -monitor, -S, -bios, -hda, -cdrom.
 ";
 
 const NOT_YET: &[(&str, &str)] = &[
-    ("drive", "block devices arrive with virtio-blk"),
-    ("hda", "block devices arrive with virtio-blk"),
+    ("hda", "use -drive file=...,if=virtio"),
     ("cdrom", "no CD-ROM device"),
-    ("snapshot", "block devices arrive with virtio-blk"),
     ("netdev", "networking is not implemented yet"),
     ("net", "networking is not implemented yet"),
     ("nic", "networking is not implemented yet"),
     ("object", "memory backends are not implemented yet"),
-    ("device", "no pluggable devices yet"),
     ("vga", "no display devices yet"),
     ("monitor", "no monitor yet"),
     ("qmp", "no monitor yet"),
@@ -101,6 +104,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
     let mut config_file = None;
     let mut first_vm_opt: Option<String> = None;
     let mut serial_set = false;
+    let mut drives = Drives::default();
     let mut nodefaults = false;
     while let Some(raw) = it.next() {
         let Some(name) = raw.strip_prefix("--").or_else(|| raw.strip_prefix('-')) else {
@@ -146,6 +150,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
                 }
             }
             "no-reboot" => c.no_reboot = true,
+            "drive" => drives.drive(&raw, &val(&mut it)?)?,
+            "device" => drives.device(&raw, &val(&mut it)?)?,
+            "snapshot" => drives.snapshot = true,
             "rtc" => c.rtc = rtc(&raw, &val(&mut it)?)?,
             "name" => {
                 val(&mut it)?;
@@ -158,6 +165,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
             }
         }
     }
+    c.drives = drives.finish()?;
     if nodefaults && !serial_set {
         c.serial = SerialConfig::None;
     }
@@ -233,6 +241,130 @@ impl KeyVals {
             }),
             None => Ok(()),
         }
+    }
+}
+
+/// `-drive` and `-device virtio-blk-*` pair up by id, as in QEMU:
+/// `if=virtio` drives get their device implicitly, `if=none` drives need one.
+#[derive(Default)]
+struct Drives {
+    drives: Vec<(DriveConfig, bool)>,
+    devices: Vec<(String, u16)>,
+    snapshot: bool,
+}
+
+impl Drives {
+    fn drive(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
+        let kv = KeyVals::parse(opt, v, "file")?;
+        kv.only(
+            opt,
+            &[
+                "file", "format", "if", "readonly", "cache", "id", "snapshot", "media", "aio",
+                "discard",
+            ],
+        )?;
+        let file = kv
+            .get("file")
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| bad(opt, v, "file= is required"))?;
+        let on_off = |k: &str| -> Result<bool, CliError> {
+            match kv.get(k) {
+                None | Some("off") => Ok(false),
+                Some("on") => Ok(true),
+                Some(x) => Err(bad(opt, x, format!("{k} takes on or off"))),
+            }
+        };
+        let implicit = match kv.get("if").unwrap_or("virtio") {
+            "virtio" => true,
+            "none" => false,
+            i => return Err(bad(opt, i, "only if=virtio and if=none are supported")),
+        };
+        if kv.get("media").is_some_and(|m| m != "disk") {
+            return Err(bad(opt, v, "only media=disk is supported"));
+        }
+        let cache = match kv.get("cache").unwrap_or("writeback") {
+            "writeback" => CacheConfig::Writeback,
+            "none" | "directsync" => CacheConfig::None,
+            "writethrough" => CacheConfig::Writethrough,
+            "unsafe" => CacheConfig::Unsafe,
+            x => {
+                return Err(bad(
+                    opt,
+                    x,
+                    "cache is writeback, none, writethrough or unsafe",
+                ))
+            }
+        };
+        let id = kv
+            .get("id")
+            .map_or_else(|| format!("drive{}", self.drives.len()), str::to_string);
+        let d = DriveConfig {
+            id,
+            file: file.into(),
+            format: kv.get("format").map(str::to_string),
+            read_only: on_off("readonly")?,
+            cache,
+            snapshot: on_off("snapshot")?,
+            num_queues: 1,
+        };
+        self.drives.push((d, implicit));
+        Ok(())
+    }
+
+    fn device(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
+        let kv = KeyVals::parse(opt, v, "driver")?;
+        match kv.get("driver").unwrap_or_default() {
+            "virtio-blk-device" => {}
+            "virtio-blk-pci" => {
+                return Err(CliError::NotYet {
+                    opt: format!("{opt} virtio-blk-pci"),
+                    why:
+                        "PCI arrives with the pc and q35 machines; use virtio-blk-device on microvm",
+                })
+            }
+            d => {
+                return Err(CliError::NotYet {
+                    opt: format!("{opt} {d}"),
+                    why: "the only device is virtio-blk-device",
+                })
+            }
+        }
+        kv.only(opt, &["driver", "drive", "num-queues", "id", "serial"])?;
+        let drive = kv
+            .get("drive")
+            .ok_or_else(|| bad(opt, v, "drive= is required"))?
+            .to_string();
+        let queues = match kv.get("num-queues") {
+            Some(n) => n
+                .parse()
+                .map_err(|_| bad(opt, n, "num-queues must be a number"))?,
+            None => 1,
+        };
+        self.devices.push((drive, queues));
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<DriveConfig>, CliError> {
+        for (drive, queues) in &self.devices {
+            let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
+                return Err(bad("-device", drive, "no -drive has this id"));
+            };
+            d.num_queues = *queues;
+            *implicit = true;
+        }
+        let mut out = Vec::new();
+        for (mut d, used) in self.drives {
+            if !used {
+                return Err(bad(
+                    "-drive",
+                    &d.id,
+                    "if=none drive is not used by any -device",
+                ));
+            }
+            d.snapshot |= self.snapshot;
+            out.push(d);
+        }
+        Ok(out)
     }
 }
 
@@ -485,10 +617,10 @@ mod tests {
             e.to_string(),
             "unknown option '-frobnicate' (see casemate --help)"
         );
-        let e = run(&["-drive", "file=x"]).unwrap_err();
+        let e = run(&["-netdev", "user,id=n"]).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("option '-drive' is not supported yet"),
+                .starts_with("option '-netdev' is not supported yet"),
             "{e}"
         );
         assert_eq!(
@@ -499,6 +631,45 @@ mod tests {
         assert!(run(&["-cpu", "host,+avx"]).is_err());
         assert!(run(&["-serial", "tcp:1"]).is_err());
         assert!(run(&["stray"]).is_err());
+    }
+
+    #[test]
+    fn drives_pair_with_devices() {
+        let c = run(&[
+            "-drive",
+            "file=/a.raw,format=raw,if=virtio,cache=none",
+            "-snapshot",
+        ])
+        .unwrap();
+        assert_eq!(c.drives.len(), 1);
+        let d = &c.drives[0];
+        assert_eq!(
+            (d.cache, d.snapshot, d.read_only),
+            (CacheConfig::None, true, false)
+        );
+        let c = run(&[
+            "-drive",
+            "file=/b.qcow2,if=none,id=d1,readonly=on",
+            "-device",
+            "virtio-blk-device,drive=d1,num-queues=4",
+        ])
+        .unwrap();
+        assert_eq!((c.drives[0].num_queues, c.drives[0].read_only), (4, true));
+        assert!(
+            run(&["-drive", "file=/b,if=none,id=x"]).is_err(),
+            "unused if=none drive"
+        );
+        assert!(run(&["-device", "virtio-blk-device,drive=nope"]).is_err());
+        assert!(run(&["-drive", "file=/a,cache=sometimes"]).is_err());
+        assert!(run(&["-drive", "if=virtio"]).is_err(), "no file");
+        let e = run(&[
+            "-drive",
+            "file=/a,if=none,id=d",
+            "-device",
+            "virtio-blk-pci,drive=d",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("virtio-blk-pci"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod devmgr;
 pub mod loader;
 pub mod vstate;
+pub mod workers;
 
 /// The probe guest ELF, built from tools/probe by build.rs.
 pub static PROBE_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe.elf"));

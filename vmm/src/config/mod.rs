@@ -29,6 +29,42 @@ pub struct VmConfig {
     pub rtc: RtcConfig,
     /// An i8042 or ACPI reset ends the VM (exit 0) instead of rebooting it.
     pub no_reboot: bool,
+    /// Block devices, in the order their transports are created.
+    pub drives: Vec<DriveConfig>,
+}
+
+/// One virtio-blk disk (`-drive` plus its `-device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveConfig {
+    pub id: String,
+    pub file: PathBuf,
+    /// `raw` or `qcow2`; None probes the image.
+    pub format: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Writes go to a temporary overlay discarded at exit (`-snapshot`).
+    #[serde(default)]
+    pub snapshot: bool,
+    #[serde(default = "one")]
+    pub num_queues: u16,
+}
+
+fn one() -> u16 {
+    1
+}
+
+/// `-drive cache=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheConfig {
+    #[default]
+    Writeback,
+    None,
+    Writethrough,
+    Unsafe,
 }
 
 impl Default for VmConfig {
@@ -44,6 +80,7 @@ impl Default for VmConfig {
             serial: SerialConfig::Stdio,
             rtc: RtcConfig::default(),
             no_reboot: false,
+            drives: Vec::new(),
         }
     }
 }

@@ -11,6 +11,8 @@ pub const MAX_MEMORY: u64 = 1 << 40;
 pub const MIN_MEMORY: u64 = 2 << 20;
 /// xAPIC ids are 8 bits and 0xff is broadcast.
 pub const MAX_APIC_ID: u32 = 254;
+/// virtio-mmio slots on microvm (one free IOAPIC pin each).
+pub const MAX_DRIVES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -35,6 +37,14 @@ pub enum ConfigError {
     ApicIdsTooLarge(u32),
     #[error("-machine {0}: not available yet (supported: microvm)")]
     MachineNotYet(&'static str),
+    #[error("drive {id}: format '{format}' is not supported (raw, qcow2)")]
+    DriveFormat { id: String, format: String },
+    #[error("drive {id}: num-queues must be 1 to 16")]
+    DriveQueues { id: String },
+    #[error("drive id '{0}' is used twice")]
+    DriveIdTwice(String),
+    #[error("{0} drives: microvm has room for at most {MAX_DRIVES}")]
+    TooManyDrives(usize),
 }
 
 /// All problems found, printed one per line.
@@ -101,6 +111,26 @@ impl VmConfig {
                     p.push(ConfigError::ApicIdsTooLarge(top));
                 }
             }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for d in &self.drives {
+            if let Some(f) = &d.format {
+                if f != "raw" && f != "qcow2" {
+                    p.push(ConfigError::DriveFormat {
+                        id: d.id.clone(),
+                        format: f.clone(),
+                    });
+                }
+            }
+            if !(1..=16).contains(&d.num_queues) {
+                p.push(ConfigError::DriveQueues { id: d.id.clone() });
+            }
+            if !ids.insert(d.id.as_str()) {
+                p.push(ConfigError::DriveIdTwice(d.id.clone()));
+            }
+        }
+        if self.drives.len() > MAX_DRIVES {
+            p.push(ConfigError::TooManyDrives(self.drives.len()));
         }
         if p.is_empty() {
             Ok(())
