@@ -9,7 +9,7 @@ use super::{Ctx, Outcome};
 use crate::report::Line;
 use crate::virtio::blk::{self, Blk, Wait, DATA, SECTOR};
 use crate::virtio::find;
-use crate::virtio::queue::{RawDesc, DESC_F_INDIRECT, DESC_F_WRITE, QMAX};
+use crate::virtio::queue::{RawDesc, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, QMAX};
 use crate::virtio::F_INDIRECT_DESC;
 
 const TIMEOUT_US: u64 = 300_000;
@@ -61,14 +61,14 @@ fn submit_too_long(b: &mut Blk) -> Option<(u16, &'static str)> {
                 _ if i + 1 == n => (Blk::status_addr(head), 1, DESC_F_WRITE),
                 _ => (DATA.addr() + (i as u64 - 1) * SECTOR, SECTOR as u32, DESC_F_WRITE),
             };
-            let next = if i + 1 == n { 0 } else { 1 | (i as u16 + 1) << 8 };
+            let (more, next) = if i + 1 == n { (0, 0) } else { (DESC_F_NEXT, i as u16 + 1) };
             let e = table + 16 * i as u64;
             // SAFETY: inside DATA, which no in-flight request uses.
             unsafe {
                 core::ptr::write_volatile(e as *mut u64, addr);
                 core::ptr::write_volatile((e + 8) as *mut u32, len);
-                core::ptr::write_volatile((e + 12) as *mut u16, flags | (next & 1) as u16);
-                core::ptr::write_volatile((e + 14) as *mut u16, next >> 8);
+                core::ptr::write_volatile((e + 12) as *mut u16, flags | more);
+                core::ptr::write_volatile((e + 14) as *mut u16, next);
             }
         }
         let raw = [RawDesc { addr: table, len: 16 * n as u32, flags: DESC_F_INDIRECT, next: None }];

@@ -11,7 +11,7 @@ use crate::io::{mmio_write16, mmio_write32};
 
 pub const QMAX: usize = 256;
 
-const DESC_F_NEXT: u16 = 1;
+pub const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
 pub const DESC_F_INDIRECT: u16 = 4;
 const USED_F_NO_NOTIFY: u16 = 1;
