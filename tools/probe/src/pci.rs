@@ -226,36 +226,41 @@ pub fn enable(cfg: &Config, b: Bdf) {
     cfg.write16(b, 4, cmd | 0x6);
 }
 
-/// Bump allocator for unassigned BARs, in a window that avoids RAM: just
-/// below the ECAM window when there is one, else 0xe0000000..0xfe000000
-/// (under the IOAPIC/LAPIC/BIOS area).
+/// Bump allocator for unassigned BARs, in windows that avoid RAM: first
+/// the 256 MiB just below the ECAM window when there is one, then
+/// 0xe0000000..0xfe000000 (under the IOAPIC/LAPIC/BIOS area). Each window
+/// starts above any e820 range (RAM or reserved) that reaches into it.
 pub struct BarAlloc {
-    next: u64,
-    end: u64,
+    windows: [(u64, u64); 2],
 }
 
 impl BarAlloc {
     pub fn new(access: Access, e820: &[E820]) -> BarAlloc {
-        let (mut start, end) = match access {
+        let below_ecam = match access {
             Access::Ecam { base, .. } if base >= 0x9000_0000 => (base - 0x1000_0000, base),
-            _ => (0xe000_0000, 0xfe00_0000),
+            _ => (0, 0),
         };
-        // Start above any RAM or reserved range that reaches into the window.
-        for e in e820 {
-            if e.addr < end && e.addr + e.size > start {
-                start = e.addr + e.size;
+        let mut windows = [below_ecam, (0xe000_0000, 0xfe00_0000)];
+        for (start, end) in windows.iter_mut() {
+            for e in e820 {
+                if e.addr < *end && e.addr + e.size > *start {
+                    *start = (e.addr + e.size).min(*end);
+                }
             }
         }
-        BarAlloc { next: start, end }
+        BarAlloc { windows }
     }
 
+    /// A naturally aligned range of `size` (BARs need that), or None.
     pub fn alloc(&mut self, size: u64) -> Option<u64> {
         let size = size.max(4096);
-        let a = self.next.div_ceil(size) * size;
-        if a + size > self.end {
-            return None;
+        for (next, end) in self.windows.iter_mut() {
+            let a = next.div_ceil(size) * size;
+            if a + size <= *end {
+                *next = a + size;
+                return Some(a);
+            }
         }
-        self.next = a + size;
-        Some(a)
+        None
     }
 }

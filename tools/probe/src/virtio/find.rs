@@ -57,7 +57,8 @@ fn mmio_from_cmdline(line: &[u8], out: &mut [u64; MAX_MMIO]) -> usize {
             Line::topic("virtio-mmio").kv_hex("base", base).kv_word("error", "bad-window").emit();
             continue;
         }
-        Line::topic("virtio-mmio").kv_hex("base", base).kv_hex("size", size).kv_u("irq", irq).kv_word("src", "cmdline").emit();
+        // The irq is not used: the probe polls.
+        let _ = irq;
         if n < out.len() {
             out[n] = base;
             n += 1;
@@ -131,11 +132,19 @@ pub fn block_devices(boot: &BootInfo, args: &Args, out: &mut [Found]) -> (usize,
         }
     }
 
+    // `ecam=ADDR` names an ECAM window (buses 0-255) when no MCFG does:
+    // QEMU 7.2's microvm,pcie=on has ECAM at 0xe0000000 but no MCFG.
+    let ecam_arg = match args.number("ecam", 0) {
+        Ok(base) if base != 0 && crate::io::phys_ok(base, 256 << 20) => {
+            Some(Access::Ecam { base, start_bus: 0, end_bus: 255 })
+        }
+        _ => None,
+    };
     let access = match args.get("pci") {
         Some(b"cam") => Some(Access::Cam),
-        Some(b"ecam") => pci::mcfg(),
+        Some(b"ecam") => ecam_arg.or_else(pci::mcfg),
         Some(b"off") => None,
-        _ => Some(pci::mcfg().unwrap_or(Access::Cam)),
+        _ => Some(ecam_arg.or_else(pci::mcfg).unwrap_or(Access::Cam)),
     };
     if let Some(access) = access {
         let cfg = Config { access };
@@ -215,7 +224,10 @@ pub fn open_disk(boot: &BootInfo, args: &Args, qsize: u16) -> Result<Blk, &'stat
             l.kv_hex("base", m.base);
         }
         Transport::Pci(p) => {
-            l.kv_word("bdf", bdf_str(p.bdf).as_str()).kv_hex("bars_assigned", p.assigned as u64);
+            l.kv_word("bdf", bdf_str(p.bdf).as_str())
+                .kv_hex("common", p.common)
+                .kv_hex("isr", p.isr)
+                .kv_hex("bars_assigned", p.assigned as u64);
         }
     }
     l.kv_u("capacity_sectors", blk.capacity)
