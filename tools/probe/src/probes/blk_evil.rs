@@ -122,6 +122,11 @@ pub fn run(ctx: &Ctx) -> Outcome {
         if result == "needs-reset" {
             b = b.reopen()?;
             Line::topic("evil").kv_word("case", case).kv_word("recovered", "reset").emit();
+        } else if b.q.free_descs() < 4 {
+            // Chains the device never completed still own their
+            // descriptors; only a reset gets them back.
+            b = b.reopen()?;
+            Line::topic("evil").kv_word("case", case).kv_word("recovered", "reset-leaked").emit();
         }
         // The device must still serve a valid request.
         let s = match read(&mut b, 0, 1, 1) {

@@ -88,8 +88,11 @@ pub enum Wait {
 }
 
 impl Blk {
-    pub fn open(t: Transport, qsize: u16) -> Result<Blk, &'static str> {
-        let (offered, features) = t.start(WANTED)?;
+    /// `no_indirect` keeps INDIRECT_DESC out of the negotiation (blk-evil
+    /// then builds its over-long chain from ring descriptors).
+    pub fn open(t: Transport, qsize: u16, no_indirect: bool) -> Result<Blk, &'static str> {
+        let wanted = if no_indirect { WANTED & !F_INDIRECT_DESC } else { WANTED };
+        let (offered, features) = t.start(wanted)?;
         let q = Queue::new(&t, 0, qsize)?;
         t.driver_ok();
         let cfg = |off| t.config_read32(off);
@@ -104,7 +107,8 @@ impl Blk {
     /// NEEDS_RESET); in-flight requests are dropped.
     pub fn reopen(self) -> Result<Blk, &'static str> {
         let size = self.q.size;
-        Blk::open(self.t, size)
+        let no_indirect = self.features & F_INDIRECT_DESC == 0;
+        Blk::open(self.t, size, no_indirect)
     }
 
     pub fn needs_reset(&self) -> bool {

@@ -216,7 +216,8 @@ pub fn open_disk(boot: &BootInfo, args: &Args, qsize: u16) -> Result<Blk, &'stat
             Transport::Pci(vpci::open(&Config { access }, bdf, &mut alloc, force)?)
         }
     };
-    let blk = Blk::open(t, qsize)?;
+    let no_indirect = args.get("indirect") == Some(b"0".as_slice());
+    let blk = Blk::open(t, qsize, no_indirect)?;
     let mut l = Line::topic("blk");
     l.kv_u("disk", want as u64).kv_word("transport", blk.t.name());
     match &blk.t {
