@@ -152,6 +152,16 @@ pub fn find(sig: &[u8; 4]) -> Option<Table> {
     None
 }
 
+/// The DSDT named by the FADT (X_DSDT preferred over DSDT).
+pub fn dsdt() -> Option<Table> {
+    let fadt = find(b"FACP")?;
+    let addr = match fadt.u64(140) {
+        Some(x) if x != 0 => x,
+        _ => fadt.u32(40)? as u64,
+    };
+    table_at(addr, Some(b"DSDT"))
+}
+
 /// Enabled LAPIC ids from the MADT (types 0 and 9), in table order.
 /// Returns the number written; ids beyond `out.len()` are counted too, so a
 /// caller can tell the list was cut.

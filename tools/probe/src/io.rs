@@ -29,6 +29,13 @@ pub fn inb(port: u16) -> u8 {
     v
 }
 
+pub fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as for `inb`.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
 /// True when `[addr, addr+len)` lies in mapped memory and does not touch
 /// address 0 (which Rust treats as null).
 pub fn phys_ok(addr: u64, len: u64) -> bool {
@@ -68,6 +75,18 @@ pub fn mmio_read32(addr: u64) -> u32 {
     // SAFETY: mapped, aligned, non-null (asserted); device registers are
     // not Rust memory.
     unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+pub fn mmio_read16(addr: u64) -> u16 {
+    assert!(phys_ok(addr, 2) && addr % 2 == 0);
+    // SAFETY: as for `mmio_read32`.
+    unsafe { core::ptr::read_volatile(addr as *const u16) }
+}
+
+pub fn mmio_read8(addr: u64) -> u8 {
+    assert!(phys_ok(addr, 1));
+    // SAFETY: as for `mmio_read32`.
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
 }
 
 pub fn mmio_write32(addr: u64, val: u32) {

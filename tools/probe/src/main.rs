@@ -16,12 +16,14 @@ mod mem;
 mod mptable;
 mod once;
 mod paging;
+mod pci;
 mod power;
 mod probes;
 mod report;
 mod serial;
 mod smp;
 mod tsc;
+mod virtio;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 

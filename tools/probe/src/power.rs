@@ -50,11 +50,7 @@ fn gas(t: &Table, off: u32) -> Option<Gas> {
 
 fn find_method() -> Option<Method> {
     let fadt = acpi::find(b"FACP")?;
-    let dsdt_addr = match fadt.u64(140) {
-        Some(x) if x != 0 => x,
-        _ => fadt.u32(40)? as u64,
-    };
-    let dsdt = acpi::table_at(dsdt_addr, Some(b"DSDT"))?;
+    let dsdt = acpi::dsdt()?;
     let (typ_a, typ_b) = acpi::s5_sleep_type(&dsdt)?;
     let flags = fadt.u32(112).unwrap_or(0);
     if flags & FADT_HW_REDUCED != 0 {

@@ -6,6 +6,9 @@
 use crate::bootinfo::BootInfo;
 use crate::cmdline::Args;
 
+mod blk;
+mod blk_bench;
+mod blk_evil;
 mod exits;
 mod fault;
 mod hello;
@@ -27,6 +30,9 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "hello", run: hello::run },
     Probe { name: "exits", run: exits::run },
     Probe { name: "fault", run: fault::run },
+    Probe { name: "blk", run: blk::run },
+    Probe { name: "blk-bench", run: blk_bench::run },
+    Probe { name: "blk-evil", run: blk_evil::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
