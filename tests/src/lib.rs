@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod blkcheck;
 pub mod elf;
 
 /// The workspace's target directory, found from this test executable

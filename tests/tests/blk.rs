@@ -1,0 +1,209 @@
+//! virtio-blk on microvm (virtio-mmio), driven from inside the probe guest:
+//! data lands at the right offsets, read-only and -snapshot leave the image
+//! alone, writethrough survives SIGKILL, malformed descriptors don't stop
+//! the device, and qcow2 images (with a backing file) work and stay valid.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use casemate_tests::blkcheck::check;
+use casemate_tests::{bin, boot_probe, have, in_ci, kvm_or_skip, Scratch};
+
+const DISK: usize = 16 << 20;
+
+fn raw_disk(s: &Scratch, name: &str) -> String {
+    s.file(name, &vec![0u8; DISK])
+}
+
+fn drive(path: &str, extra: &str) -> String {
+    format!("file={path},if=virtio{extra}")
+}
+
+#[test]
+fn guest_patterns_land_at_the_right_offsets() {
+    if !kvm_or_skip("guest_patterns_land_at_the_right_offsets") {
+        return;
+    }
+    let s = Scratch::new("blk-raw");
+    let d = raw_disk(&s, "d.raw");
+    let (r, out) = boot_probe(&["-drive", &drive(&d, ",format=raw"), "-append", "probe=blk"]);
+    r.assert_ok();
+    assert_eq!(r.want("transport"), "mmio");
+    let console = String::from_utf8_lossy(&out.stdout);
+    let image = std::fs::read(&d).unwrap();
+    assert_eq!(image.len(), DISK, "image size unchanged");
+    let n = check(&console, &image).unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert!(n >= 19, "only {n} sectors checked");
+}
+
+#[test]
+fn read_only_and_snapshot_leave_the_image_byte_identical() {
+    if !kvm_or_skip("read_only_and_snapshot_leave_the_image_byte_identical") {
+        return;
+    }
+    let s = Scratch::new("blk-ro");
+    let d = s.file(
+        "d.raw",
+        &(0..DISK).map(|i| (i / 512) as u8).collect::<Vec<u8>>(),
+    );
+    let before = std::fs::read(&d).unwrap();
+    let (r, _) = boot_probe(&[
+        "-drive",
+        &drive(&d, ",format=raw,readonly=on"),
+        "-append",
+        "probe=blk",
+    ]);
+    r.assert_ok();
+    assert_eq!(r.want("ro"), "1", "{}", r.raw);
+    assert!(
+        std::fs::read(&d).unwrap() == before,
+        "read-only image changed"
+    );
+    let (r, out) = boot_probe(&[
+        "-drive",
+        &drive(&d, ",format=raw"),
+        "-snapshot",
+        "-append",
+        "probe=blk",
+    ]);
+    r.assert_ok();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("blk wrote lba="),
+        "the guest did write"
+    );
+    assert!(
+        std::fs::read(&d).unwrap() == before,
+        "-snapshot image changed"
+    );
+}
+
+#[test]
+fn writethrough_write_survives_sigkill() {
+    if !kvm_or_skip("writethrough_write_survives_sigkill") {
+        return;
+    }
+    let s = Scratch::new("blk-kill");
+    let d = raw_disk(&s, "d.raw");
+    let mut child = Command::new(bin("casemate"))
+        .args(["-drive", &drive(&d, ",format=raw,cache=writethrough")])
+        .args(["-append", "probe=blk wait_after_write=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut console = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let seen = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                console.push_str(&l);
+                console.push('\n');
+                if l.contains("blk write_done") {
+                    break true;
+                }
+            }
+            _ => break false,
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen, "guest never reported a completed write:\n{console}");
+    let image = std::fs::read(&d).unwrap();
+    check(&console, &image)
+        .unwrap_or_else(|e| panic!("completed write lost after SIGKILL: {e}\n{console}"));
+}
+
+#[test]
+fn malformed_descriptors_fail_requests_not_the_vmm() {
+    if !kvm_or_skip("malformed_descriptors_fail_requests_not_the_vmm") {
+        return;
+    }
+    let s = Scratch::new("blk-evil");
+    let d = raw_disk(&s, "d.raw");
+    let (r, out) = boot_probe(&[
+        "-drive",
+        &drive(&d, ",format=raw"),
+        "-append",
+        "probe=blk-evil",
+    ]);
+    r.assert_ok();
+    assert_eq!(r.want("round_trip"), "1");
+    let console = String::from_utf8_lossy(&out.stdout);
+    let cases = console.lines().filter(|l| l.contains("evil case=")).count();
+    assert!(cases >= 7, "{console}");
+    assert!(
+        !console.contains("result=no-completion"),
+        "a request hung:\n{console}"
+    );
+    assert_eq!(
+        std::fs::metadata(&d).unwrap().len(),
+        DISK as u64,
+        "nothing written past the disk end"
+    );
+}
+
+#[test]
+fn qcow2_with_backing_file_works_and_stays_valid() {
+    if !kvm_or_skip("qcow2_with_backing_file_works_and_stays_valid") {
+        return;
+    }
+    if !have("qemu-img") {
+        assert!(
+            !in_ci(),
+            "qemu-img missing in CI: the test command installs it"
+        );
+        println!("SKIP qcow2_with_backing_file_works_and_stays_valid: qemu-img is not installed");
+        return;
+    }
+    let s = Scratch::new("blk-qcow2");
+    let base = s.file("base.raw", &vec![0x11u8; DISK]);
+    let img = s.path("top.qcow2");
+    let img = img.to_str().unwrap();
+    let img_tool = bin("casemate-img");
+    let st = Command::new(&img_tool)
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("backing_file={base},backing_fmt=raw"),
+            img,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (r, out) = boot_probe(&[
+        "-drive",
+        &drive(img, ",format=qcow2"),
+        "-append",
+        "probe=blk",
+    ]);
+    r.assert_ok();
+    let chk = Command::new("qemu-img")
+        .args(["check", img])
+        .output()
+        .unwrap();
+    assert!(
+        chk.status.success(),
+        "qemu-img check: {}",
+        String::from_utf8_lossy(&chk.stdout)
+    );
+    let flat = s.path("flat.raw");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "raw", img, flat.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let console = String::from_utf8_lossy(&out.stdout);
+    let flat = std::fs::read(&flat).unwrap();
+    check(&console, &flat).unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert_eq!(
+        flat[4096], 0x11,
+        "unwritten sectors come from the backing file"
+    );
+    assert!(
+        std::fs::read(&base).unwrap().iter().all(|&b| b == 0x11),
+        "backing file untouched"
+    );
+}
