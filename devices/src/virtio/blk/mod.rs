@@ -40,7 +40,7 @@ const MAX_DISCARD_SECTORS: u32 = (32 << 20) / SECTOR as u32;
 const MAX_DISCARD_SEG: u32 = 16;
 /// I/O threads per device: enough to keep a queue depth of 32 busy on this
 /// class of host without oversubscribing it.
-const IO_THREADS: usize = 8;
+const IO_THREADS: usize = 4;
 
 /// A block device as `-drive`/`-device` describe it.
 pub struct BlockConfig {
