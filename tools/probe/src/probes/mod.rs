@@ -9,6 +9,7 @@ use crate::cmdline::Args;
 mod exits;
 mod fault;
 mod hello;
+mod spin;
 
 pub struct Ctx<'a> {
     pub boot: &'a BootInfo,
@@ -27,6 +28,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "hello", run: hello::run },
     Probe { name: "exits", run: exits::run },
     Probe { name: "fault", run: fault::run },
+    Probe { name: "spin", run: spin::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
