@@ -256,12 +256,20 @@ fn prealloc_fills_rss_before_the_guest_runs() {
     }
 }
 
+type SmapsCase = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
 #[test]
 fn madvise_flags_show_in_smaps() {
     if !kvm_or_skip("madvise_flags_show_in_smaps") {
         return;
     }
-    let cases: [(&str, &[&str], &[&str], &[&str]); 3] = [
+    // (object, extra options, VmFlags wanted, VmFlags not wanted)
+    let cases: [SmapsCase; 3] = [
         (
             "memory-backend-ram,id=m,size=256M,dump=off",
             &[],

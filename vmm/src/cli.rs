@@ -38,7 +38,7 @@ pub enum CliError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Run {
-        config: VmConfig,
+        config: Box<VmConfig>,
         log: Option<String>,
     },
     RunConfigFile {
@@ -198,7 +198,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
         }
         return Ok(Command::RunConfigFile { path, log });
     }
-    Ok(Command::Run { config: c, log })
+    Ok(Command::Run {
+        config: Box::new(c),
+        log,
+    })
 }
 
 fn bad(opt: &str, value: &str, why: impl Into<String>) -> CliError {
@@ -554,7 +557,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<VmConfig, CliError> {
         match parse(args.iter().map(|s| s.to_string()))? {
-            Command::Run { config, .. } => Ok(config),
+            Command::Run { config, .. } => Ok(*config),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -131,7 +131,7 @@ impl MemoryBackendConfig {
         }
         if self.hugetlb {
             let page = self.hugetlbsize.unwrap_or(HUGE_2M);
-            if self.size % page != 0 {
+            if !self.size.is_multiple_of(page) {
                 p.push(bad(format!(
                     "size={} is not a multiple of the {} hugepage size",
                     human_size(self.size),
