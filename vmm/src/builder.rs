@@ -1,6 +1,7 @@
 //! Validated config -> a running VM -> how it ended. Set-up steps read top to
 //! bottom; a reset that should reboot the guest builds the VM afresh.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::boot::{self, BootError};
 use crate::config::VmConfig;
 use crate::devmgr::{self, DevError};
 use crate::loader::{self, KernelKind, LoadError};
+use crate::memory::{self, MemoryError, RamOptions};
 use crate::vstate::exit::Outcome;
 use crate::vstate::kick;
 use crate::vstate::vcpu::{VcpuRunner, VcpuStop};
@@ -29,12 +31,8 @@ const XLF_KERNEL_64: u16 = 1;
 pub enum BuildError {
     #[error(transparent)]
     Vm(#[from] VmError),
-    #[error("allocating {size} bytes of guest RAM")]
-    Memory {
-        size: u64,
-        #[source]
-        source: vm_memory::mmap::FromRangesError,
-    },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
@@ -100,27 +98,28 @@ fn boot_once(
 ) -> Result<VmEnd, BuildError> {
     let kvm = Vm::open_kvm()?;
     let ram = RamLayout::new(config.memory);
-    let ranges: Vec<(GuestAddress, usize)> = ram
-        .ranges()
-        .iter()
-        .map(|&(a, l)| (GuestAddress(a), l as usize))
-        .collect();
-    let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|source| BuildError::Memory {
-        size: config.memory,
-        source,
-    })?;
+    let guest_ram = memory::build(
+        &config.ram_backend(),
+        &ram.ranges(),
+        RamOptions {
+            thp: config.thp,
+            mem_lock: config.mem_lock,
+            sysfs: Path::new(memory::hugetlb::SYSFS),
+        },
+    )?;
+    let mem = &guest_ram.mem;
     let vm = Vm::new(kvm)?;
-    vm.map_memory(&mem)?;
+    vm.map_memory(mem)?;
     vm.create_irqchip()?;
 
     let topo = Topology::new(&config.smp);
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
     let mut buses = devmgr::build(&vm, config, console, &ram)?;
-    let extra_cmdline = devmgr::add_virtio_mmio_drives(&vm, config, &mem, &workers, &mut buses)?;
+    let extra_cmdline = devmgr::add_virtio_mmio_drives(&vm, config, mem, &workers, &mut buses)?;
     let buses = Arc::new(buses);
     let cmdline = format!("{}{extra_cmdline}", config.append);
-    let entry = load_guest(config, &cmdline, probe, &mem, &ram, &apic_ids)?;
+    let entry = load_guest(config, &cmdline, probe, mem, &ram, &apic_ids)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<VcpuStop>();
@@ -154,7 +153,7 @@ fn boot_once(
         regs::setup_fpu(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_lapic(&fd, index).map_err(|e| err(e.into()))?;
         if index == 0 {
-            regs::setup_boot_vcpu(&fd, index, &mem, entry).map_err(|e| err(e.into()))?;
+            regs::setup_boot_vcpu(&fd, index, mem, entry).map_err(|e| err(e.into()))?;
         }
         runners.push(VcpuRunner {
             fd,

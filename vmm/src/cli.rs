@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 
 use crate::config::{
-    CacheConfig, CpuModel, DriveConfig, MachineKind, RtcConfig, SerialConfig, SmpConfig, VmConfig,
+    BackendKind, CacheConfig, CpuModel, DriveConfig, MachineKind, MemoryBackendConfig, RtcConfig,
+    SerialConfig, SmpConfig, VmConfig,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub enum CliError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Run {
-        config: VmConfig,
+        config: Box<VmConfig>,
         log: Option<String>,
     },
     RunConfigFile {
@@ -54,10 +55,19 @@ usage: casemate [options]
 Boots a KVM microVM. With no -kernel it boots the embedded probe guest.
 
 QEMU-compatible options:
-  -machine|-M TYPE[,accel=kvm]   machine type: microvm (pc, q35: not yet)
+  -machine|-M TYPE[,accel=kvm][,memory-backend=ID]
+                                machine type: microvm (pc, q35: not yet); guest
+                                RAM from the memory backend object ID
   -cpu host|kvm64|qemu64        CPUID template (default host)
   -smp [cpus=]N[,sockets=S][,cores=C][,threads=T][,maxcpus=N]
   -m [size=]SIZE                guest RAM; no suffix means MiB (default 128M)
+  -object memory-backend-ram|memory-backend-memfd|memory-backend-file,id=ID,size=SIZE
+          [,prealloc=on][,prealloc-threads=N][,share=on|off][,merge=on|off][,dump=on|off]
+          [,hugetlb=on][,hugetlbsize=2M|1G] (memfd) [,mem-path=PATH] (file)
+                                guest RAM backend; size must equal -m. A memfd
+                                shows in /proc/PID/fd as /memfd:ID, for other
+                                processes to map (share=on, the memfd default)
+  -overcommit mem-lock=on|off   mlock guest RAM
   -kernel FILE                  ELF (64- or 32-bit, PVH or Linux 64-bit entry) or bzImage
   -initrd FILE                  initial ramdisk
   -append CMDLINE               kernel command line
@@ -71,6 +81,8 @@ QEMU-compatible options:
 Casemate options:
   --config FILE                 the VM as a JSON VmConfig instead of options
   --write-probe PATH            write the embedded probe guest ELF and exit
+  --thp on|off                  transparent huge pages for guest RAM not on
+                                hugetlb (default on, as QEMU)
   --log LEVEL                   error|warn|info|debug|trace on stderr (default warn)
   -h, --help                    this text
   -V, --version                 version
@@ -78,8 +90,8 @@ Casemate options:
          [,cache=writeback|none|writethrough|unsafe][,snapshot=on]
   -device virtio-blk-device,drive=ID[,num-queues=N]
   -snapshot                     all drives write to a temporary overlay
-Not supported yet (rejected by name): -netdev, -net, -nic, -object, other
--device types, -vga, -monitor, -S, -bios, -hda, -cdrom.
+Not supported yet (rejected by name): -netdev, -net, -nic, -object other than
+memory backends, other -device types, -vga, -monitor, -S, -bios, -hda, -cdrom.
 ";
 
 const NOT_YET: &[(&str, &str)] = &[
@@ -88,7 +100,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("netdev", "networking is not implemented yet"),
     ("net", "networking is not implemented yet"),
     ("nic", "networking is not implemented yet"),
-    ("object", "memory backends are not implemented yet"),
     ("vga", "no display devices yet"),
     ("monitor", "no monitor yet"),
     ("qmp", "no monitor yet"),
@@ -106,6 +117,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
     let mut serial_set = false;
     let mut drives = Drives::default();
     let mut nodefaults = false;
+    let mut memory_set = false;
+    let mut backends: Vec<MemoryBackendConfig> = Vec::new();
+    let mut backend_id: Option<String> = None;
     while let Some(raw) = it.next() {
         let Some(name) = raw.strip_prefix("--").or_else(|| raw.strip_prefix('-')) else {
             return Err(CliError::Stray(raw));
@@ -123,10 +137,20 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
             "write-probe" => return Ok(Command::WriteProbe(val(&mut it)?.into())),
             "config" => config_file = Some(PathBuf::from(val(&mut it)?)),
             "log" => log = Some(val(&mut it)?),
-            "M" | "machine" => c.machine = machine(&raw, &val(&mut it)?)?,
+            "M" | "machine" => {
+                let (kind, id) = machine(&raw, &val(&mut it)?)?;
+                c.machine = kind;
+                backend_id = id.or(backend_id);
+            }
+            "object" => backends.push(object(&raw, &val(&mut it)?)?),
+            "overcommit" => c.mem_lock = overcommit(&raw, &val(&mut it)?)?,
+            "thp" => c.thp = on_off(&raw, "thp", &val(&mut it)?)?,
             "cpu" => c.cpu = cpu(&raw, &val(&mut it)?)?,
             "smp" => c.smp = smp(&raw, &val(&mut it)?)?,
-            "m" => c.memory = memory(&raw, &val(&mut it)?)?,
+            "m" => {
+                c.memory = memory(&raw, &val(&mut it)?)?;
+                memory_set = true;
+            }
             "kernel" => c.kernel = Some(val(&mut it)?.into()),
             "initrd" => c.initrd = Some(val(&mut it)?.into()),
             "append" => c.append = val(&mut it)?,
@@ -169,13 +193,21 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
     if nodefaults && !serial_set {
         c.serial = SerialConfig::None;
     }
+    c.memory_backend = pick_backend(backends, backend_id)?;
+    if let (Some(b), false) = (&c.memory_backend, memory_set) {
+        // As QEMU: without -m, RAM is the backend's size.
+        c.memory = b.size;
+    }
     if let Some(path) = config_file {
         if let Some(opt) = first_vm_opt {
             return Err(CliError::ConfigPlusOptions(opt));
         }
         return Ok(Command::RunConfigFile { path, log });
     }
-    Ok(Command::Run { config: c, log })
+    Ok(Command::Run {
+        config: Box::new(c),
+        log,
+    })
 }
 
 fn bad(opt: &str, value: &str, why: impl Into<String>) -> CliError {
@@ -368,20 +400,21 @@ impl Drives {
     }
 }
 
-fn machine(opt: &str, v: &str) -> Result<MachineKind, CliError> {
+fn machine(opt: &str, v: &str) -> Result<(MachineKind, Option<String>), CliError> {
     let kv = KeyVals::parse(opt, v, "type")?;
-    kv.only(opt, &["type", "accel"])?;
+    kv.only(opt, &["type", "accel", "memory-backend"])?;
     if let Some(a) = kv.get("accel") {
         if a != "kvm" {
             return Err(bad(opt, a, "only accel=kvm is supported"));
         }
     }
-    match kv.get("type").unwrap_or("microvm") {
-        "microvm" => Ok(MachineKind::Microvm),
-        "pc" | "pc-i440fx" => Ok(MachineKind::Pc),
-        "q35" | "pc-q35" => Ok(MachineKind::Q35),
-        t => Err(bad(opt, t, "machine types are microvm, pc, q35")),
-    }
+    let kind = match kv.get("type").unwrap_or("microvm") {
+        "microvm" => MachineKind::Microvm,
+        "pc" | "pc-i440fx" => MachineKind::Pc,
+        "q35" | "pc-q35" => MachineKind::Q35,
+        t => return Err(bad(opt, t, "machine types are microvm, pc, q35")),
+    };
+    Ok((kind, kv.get("memory-backend").map(str::to_string)))
 }
 
 fn cpu(opt: &str, v: &str) -> Result<CpuModel, CliError> {
@@ -494,6 +527,118 @@ fn memory(opt: &str, v: &str) -> Result<u64, CliError> {
     parse_size(size, 20).ok_or_else(|| bad(opt, size, "expected a size such as 512M or 2G"))
 }
 
+/// QEMU booleans: on/off, yes/no, true/false.
+fn on_off(opt: &str, key: &str, v: &str) -> Result<bool, CliError> {
+    match v {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(bad(opt, v, format!("{key} is on or off"))),
+    }
+}
+
+/// `-object memory-backend-*,id=ID,size=SIZE,...`; other object types are
+/// rejected by name.
+fn object(opt: &str, v: &str) -> Result<MemoryBackendConfig, CliError> {
+    let kv = KeyVals::parse(opt, v, "qom-type")?;
+    let kind = match kv.get("qom-type").unwrap_or_default() {
+        "memory-backend-ram" => BackendKind::Ram,
+        "memory-backend-memfd" => BackendKind::Memfd,
+        "memory-backend-file" => BackendKind::File,
+        t => {
+            return Err(CliError::NotYet {
+                opt: format!("{opt} {t}"),
+                why: "only memory-backend-ram, memory-backend-memfd and memory-backend-file objects are supported",
+            })
+        }
+    };
+    let mut keys = vec![
+        "qom-type",
+        "id",
+        "size",
+        "prealloc",
+        "prealloc-threads",
+        "share",
+        "merge",
+        "dump",
+    ];
+    match kind {
+        BackendKind::Memfd => keys.extend(["hugetlb", "hugetlbsize"]),
+        BackendKind::File => keys.push("mem-path"),
+        BackendKind::Ram => {}
+    }
+    kv.only(opt, &keys)?;
+    let flag = |k: &str, default: bool| kv.get(k).map_or(Ok(default), |x| on_off(opt, k, x));
+    let size_of = |k: &str| {
+        kv.get(k)
+            .map(|x| parse_size(x, 0).ok_or_else(|| bad(opt, x, format!("{k} must be a size"))))
+            .transpose()
+    };
+    Ok(MemoryBackendConfig {
+        id: kv.get("id").unwrap_or_default().to_string(),
+        kind,
+        size: size_of("size")?.ok_or_else(|| bad(opt, v, "size= is required"))?,
+        prealloc: flag("prealloc", false)?,
+        prealloc_threads: kv
+            .get("prealloc-threads")
+            .map(|x| number(opt, "prealloc-threads", x))
+            .transpose()?,
+        // QEMU: memfd memory is shared unless share=off; the others private.
+        share: flag("share", kind == BackendKind::Memfd)?,
+        hugetlb: flag("hugetlb", false)?,
+        hugetlbsize: size_of("hugetlbsize")?,
+        mem_path: kv.get("mem-path").map(Into::into),
+        merge: flag("merge", true)?,
+        dump: flag("dump", true)?,
+    })
+}
+
+/// The backend `-machine memory-backend=ID` names; every backend given must
+/// be the one used (Casemate has nothing else, such as NUMA nodes, to put
+/// memory in).
+fn pick_backend(
+    mut backends: Vec<MemoryBackendConfig>,
+    id: Option<String>,
+) -> Result<Option<MemoryBackendConfig>, CliError> {
+    let opt = "-machine memory-backend";
+    let Some(id) = id else {
+        return match backends.first() {
+            None => Ok(None),
+            Some(b) => Err(bad(
+                "-object",
+                &b.id,
+                "a memory backend is used only through -machine memory-backend=ID",
+            )),
+        };
+    };
+    let pos = backends
+        .iter()
+        .position(|b| b.id == id)
+        .ok_or_else(|| bad(opt, &id, "no -object memory-backend-* has this id"))?;
+    let b = backends.swap_remove(pos);
+    if let Some(other) = backends.first() {
+        return Err(bad(
+            "-object",
+            &other.id,
+            "only the backend named by -machine memory-backend can be used",
+        ));
+    }
+    Ok(Some(b))
+}
+
+/// `-overcommit mem-lock=on|off[,cpu-pm=off]`.
+fn overcommit(opt: &str, v: &str) -> Result<bool, CliError> {
+    let kv = KeyVals::parse(opt, v, "mem-lock")?;
+    kv.only(opt, &["mem-lock", "cpu-pm"])?;
+    if kv
+        .get("cpu-pm")
+        .is_some_and(|x| on_off(opt, "cpu-pm", x) != Ok(false))
+    {
+        return Err(bad(opt, v, "only cpu-pm=off is supported"));
+    }
+    kv.get("mem-lock")
+        .map_or(Ok(false), |x| on_off(opt, "mem-lock", x))
+}
+
 fn serial(opt: &str, v: &str) -> Result<SerialConfig, CliError> {
     match v {
         "stdio" | "mon:stdio" => Ok(SerialConfig::Stdio),
@@ -542,7 +687,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<VmConfig, CliError> {
         match parse(args.iter().map(|s| s.to_string()))? {
-            Command::Run { config, .. } => Ok(config),
+            Command::Run { config, .. } => Ok(*config),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -670,6 +815,83 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("virtio-blk-pci"), "{e}");
+    }
+
+    #[test]
+    fn memory_backends() {
+        let c = run(&[
+            "-m",
+            "1G",
+            "-object",
+            "memory-backend-memfd,id=m0,size=1G,prealloc=on,prealloc-threads=2,hugetlb=on,hugetlbsize=2M,dump=off",
+            "-machine",
+            "microvm,memory-backend=m0",
+            "-overcommit",
+            "mem-lock=on",
+            "--thp",
+            "off",
+        ])
+        .unwrap();
+        let b = c.memory_backend.unwrap();
+        assert_eq!(
+            (b.kind, b.size, b.id.as_str()),
+            (BackendKind::Memfd, 1 << 30, "m0")
+        );
+        assert!(b.prealloc && b.share && b.hugetlb && !b.dump && b.merge);
+        assert_eq!(
+            (b.prealloc_threads, b.hugetlbsize),
+            (Some(2), Some(2 << 20))
+        );
+        assert!(c.mem_lock && !c.thp);
+        let c = run(&[
+            "-object",
+            "memory-backend-file,id=f,size=512M,mem-path=/dev/shm/x,share=on",
+            "-M",
+            "memory-backend=f",
+        ])
+        .unwrap();
+        assert_eq!(c.memory, 512 << 20, "no -m: RAM is the backend's size");
+        assert_eq!(
+            c.memory_backend.unwrap().mem_path.unwrap().to_str(),
+            Some("/dev/shm/x")
+        );
+        let ram = run(&[
+            "-object",
+            "memory-backend-ram,id=r,size=64M",
+            "-M",
+            "memory-backend=r",
+        ]);
+        assert!(!ram.unwrap().memory_backend.unwrap().share);
+    }
+
+    #[test]
+    fn memory_backend_mistakes_are_named() {
+        let e = run(&["-object", "rng-random,id=r"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("-object rng-random") && e.contains("memory-backend"),
+            "{e}"
+        );
+        let e = run(&["-object", "memory-backend-ram,id=r,size=1G,hugetlb=on"]).unwrap_err();
+        assert_eq!(
+            e,
+            CliError::BadKey {
+                opt: "-object".into(),
+                key: "hugetlb".into()
+            }
+        );
+        assert!(
+            run(&["-object", "memory-backend-ram,id=r"]).is_err(),
+            "size needed"
+        );
+        assert!(
+            run(&["-object", "memory-backend-ram,id=r,size=1G"]).is_err(),
+            "unused"
+        );
+        assert!(run(&["-M", "memory-backend=zz"]).is_err(), "unknown id");
+        assert!(run(&["-overcommit", "mem-lock=maybe"]).is_err());
+        assert!(run(&["-object", "memory-backend-ram,id=r,size=1G,prealloc=2"]).is_err());
     }
 
     #[test]

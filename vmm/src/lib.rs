@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod devmgr;
 pub mod loader;
+pub mod memory;
 pub mod vstate;
 pub mod workers;
 

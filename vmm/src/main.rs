@@ -43,7 +43,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("writing the probe to {}", path.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Run { config, log } => (config, log),
+        Command::Run { config, log } => (*config, log),
         Command::RunConfigFile { path, log } => {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading --config {}", path.display()))?;

@@ -4,12 +4,14 @@
 //! `validate()`, which reports every problem at once. No I/O, no KVM: the CLI
 //! and the JSON loader produce a `VmConfig`; the builder consumes it.
 
+pub mod memory;
 pub mod validate;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use memory::{BackendKind, MemoryBackendConfig};
 pub use validate::{ConfigError, Problems};
 
 /// A whole VM, as `casemate` or `--config FILE` describes it.
@@ -21,6 +23,14 @@ pub struct VmConfig {
     pub smp: SmpConfig,
     /// Guest RAM in bytes.
     pub memory: u64,
+    /// The backend guest RAM comes from (`-machine memory-backend=ID`);
+    /// None: anonymous memory, as QEMU's implicit RAM.
+    pub memory_backend: Option<MemoryBackendConfig>,
+    /// Transparent huge pages for guest RAM that is not on hugetlb
+    /// (MADV_HUGEPAGE, as QEMU does); false sets MADV_NOHUGEPAGE.
+    pub thp: bool,
+    /// `-overcommit mem-lock=on`: mlock guest RAM.
+    pub mem_lock: bool,
     /// None boots the embedded probe guest.
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
@@ -74,6 +84,9 @@ impl Default for VmConfig {
             cpu: CpuModel::Host,
             smp: SmpConfig::default(),
             memory: 128 << 20,
+            memory_backend: None,
+            thp: true,
+            mem_lock: false,
             kernel: None,
             initrd: None,
             append: String::new(),
@@ -91,6 +104,15 @@ pub enum MachineKind {
     Microvm,
     Pc,
     Q35,
+}
+
+impl VmConfig {
+    /// The backend guest RAM is built from: the named one or the implicit one.
+    pub fn ram_backend(&self) -> MemoryBackendConfig {
+        self.memory_backend
+            .clone()
+            .unwrap_or_else(|| MemoryBackendConfig::implicit(self.memory))
+    }
 }
 
 impl MachineKind {

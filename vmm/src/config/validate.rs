@@ -35,6 +35,14 @@ pub enum ConfigError {
     TooManyCpus { cpus: u32, max: u32 },
     #[error("-smp: the topology needs APIC ids up to {0}, past the xAPIC limit of 254")]
     ApicIdsTooLarge(u32),
+    #[error("memory backend '{id}': size={backend} does not match -m {memory}")]
+    BackendSizeMismatch {
+        id: String,
+        backend: String,
+        memory: String,
+    },
+    #[error("memory backend '{id}': {why}")]
+    Backend { id: String, why: String },
     #[error("-machine {0}: not available yet (supported: microvm)")]
     MachineNotYet(&'static str),
     #[error("drive {id}: format '{format}' is not supported (raw, qcow2)")]
@@ -85,6 +93,9 @@ impl VmConfig {
                 asked: human_size(self.memory),
                 host: human_size(host.memory),
             });
+        }
+        if let Some(b) = &self.memory_backend {
+            p.extend(b.problems(self.memory));
         }
         let s = &self.smp;
         if s.cpus == 0 {

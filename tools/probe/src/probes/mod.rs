@@ -12,6 +12,7 @@ mod blk_evil;
 mod exits;
 mod fault;
 mod hello;
+mod spin;
 
 pub struct Ctx<'a> {
     pub boot: &'a BootInfo,
@@ -33,6 +34,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "blk", run: blk::run },
     Probe { name: "blk-bench", run: blk_bench::run },
     Probe { name: "blk-evil", run: blk_evil::run },
+    Probe { name: "spin", run: spin::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

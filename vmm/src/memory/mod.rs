@@ -1,0 +1,181 @@
+//! Guest RAM from a validated `MemoryBackendConfig`: backing object
+//! (`backing`), vm-memory regions (`mapping`), kernel advice (`advice`),
+//! population (`prealloc`) and hugepage pool checks (`hugetlb`). The result
+//! is a plain `GuestMemoryMmap`, so every device works with every backend.
+//! Runs on the main thread before the VM exists; knows nothing of KVM.
+
+pub mod advice;
+pub mod backing;
+pub mod hugetlb;
+pub mod mapping;
+pub mod prealloc;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::config::validate::human_size;
+use crate::config::MemoryBackendConfig;
+use advice::Advice;
+use mapping::MapFlags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("memory backend '{id}': memfd_create failed")]
+    Memfd {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("memory backend: opening mem-path {}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("memory backend '{id}': sizing the backing file to {size} bytes")]
+    Resize {
+        id: String,
+        size: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mapping {size:#x} bytes of guest RAM at guest address {gpa:#x}: {why}")]
+    Map { gpa: u64, size: u64, why: String },
+    #[error("guest RAM size {0:#x} does not fit this host's address space")]
+    TooLarge(u64),
+    #[error("guest RAM regions: {0}")]
+    Layout(String),
+    #[error("{what} on {size} bytes of guest RAM")]
+    Madvise {
+        what: &'static str,
+        size: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mem-lock=on: mlock of {size} bytes of guest RAM (raise RLIMIT_MEMLOCK?)")]
+    Mlock {
+        size: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("prealloc=on: {method} failed at offset {offset:#x} of {size} bytes of guest RAM")]
+    Prealloc {
+        method: &'static str,
+        offset: u64,
+        size: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "hugepages: {size} of guest RAM needs {needed} pages of {page}, but only {free} are free \
+         (pool total {total}); raise {}",
+        .path.display()
+    )]
+    HugePoolTooSmall {
+        page: String,
+        size: String,
+        needed: u64,
+        free: u64,
+        total: u64,
+        path: PathBuf,
+    },
+    #[error("hugepages of {page}: {why} ({} is missing)", .path.display())]
+    NoHugePages {
+        page: String,
+        path: PathBuf,
+        why: &'static str,
+    },
+    #[error("reading the hugepage pool at {}", .path.display())]
+    HugePoolRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Guest RAM, built and ready for KVM memory slots.
+#[derive(Debug)]
+pub struct GuestRam {
+    pub mem: GuestMemoryMmap,
+    /// The memfd or file behind guest RAM, kept open so it can be handed to
+    /// other processes (share=on); None for anonymous memory.
+    pub file: Option<File>,
+    /// The page size backing RAM (hugepage size on hugetlb).
+    pub page_size: u64,
+}
+
+/// Host-side switches that are not backend properties.
+#[derive(Debug, Clone, Copy)]
+pub struct RamOptions<'a> {
+    /// Transparent huge pages for non-hugetlb RAM.
+    pub thp: bool,
+    /// `-overcommit mem-lock=on`.
+    pub mem_lock: bool,
+    /// Where sysfs is mounted (tests pass a fake one).
+    pub sysfs: &'a Path,
+}
+
+/// Build guest RAM for `ranges` (guest address, length) from backend `b`.
+pub fn build(
+    b: &MemoryBackendConfig,
+    ranges: &[(u64, u64)],
+    opts: RamOptions,
+) -> Result<GuestRam, MemoryError> {
+    let t0 = Instant::now();
+    let back = backing::open(b, opts.sysfs)?;
+    let threads = b
+        .prealloc_threads
+        .map_or_else(prealloc::default_threads, |n| n as usize);
+    let method = prealloc::choose(prealloc::populate_write_supported(), threads);
+    let flags = MapFlags {
+        share: b.share,
+        hugetlb: back.hugepage.is_some(),
+        populate: b.prealloc && method == prealloc::Method::MapPopulate,
+    };
+    let mem = mapping::map(ranges, back.file.as_ref(), flags)?;
+    let maps: Vec<(usize, usize)> = mem
+        .iter()
+        .map(|r| (r.as_ptr() as usize, r.len() as usize))
+        .collect();
+    let adv = Advice {
+        thp: back.hugepage.is_none().then_some(opts.thp),
+        merge: b.merge,
+        dump: b.dump,
+    };
+    for &(addr, len) in &maps {
+        advice::apply(addr as *mut u8, len, adv)?;
+    }
+    let page_size = back.hugepage.unwrap_or(4096);
+    if b.prealloc {
+        prealloc::run(&maps, page_size as usize, method, threads)?;
+    }
+    if opts.mem_lock {
+        for &(addr, len) in &maps {
+            advice::lock(addr as *mut u8, len)?;
+        }
+    }
+    log::info!(
+        "guest RAM: {} from {} '{}' ({}{}), prealloc {} in {:?}",
+        human_size(b.size),
+        b.kind.qom_type(),
+        b.id,
+        if b.share { "shared" } else { "private" },
+        back.hugepage
+            .map(|p| format!(", {} hugepages", human_size(p)))
+            .unwrap_or_default(),
+        if b.prealloc {
+            format!("{} x{threads}", method.name())
+        } else {
+            "off".into()
+        },
+        t0.elapsed()
+    );
+    Ok(GuestRam {
+        mem,
+        file: back.file,
+        page_size,
+    })
+}
