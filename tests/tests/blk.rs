@@ -143,8 +143,8 @@ fn malformed_descriptors_fail_requests_not_the_vmm() {
 }
 
 #[test]
-fn qcow2_with_backing_file_works_and_stays_valid() {
-    if !kvm_or_skip("qcow2_with_backing_file_works_and_stays_valid") {
+fn qcow2_plain_and_with_backing_file_work_and_stay_valid() {
+    if !kvm_or_skip("qcow2_plain_and_with_backing_file_work_and_stay_valid") {
         return;
     }
     if !have("qemu-img") {
@@ -152,56 +152,58 @@ fn qcow2_with_backing_file_works_and_stays_valid() {
             !in_ci(),
             "qemu-img missing in CI: the test command installs it"
         );
-        println!("SKIP qcow2_with_backing_file_works_and_stays_valid: qemu-img is not installed");
+        println!(
+            "SKIP qcow2_plain_and_with_backing_file_work_and_stay_valid: qemu-img is not installed"
+        );
         return;
     }
     let s = Scratch::new("blk-qcow2");
     let base = s.file("base.raw", &vec![0x11u8; DISK]);
-    let img = s.path("top.qcow2");
-    let img = img.to_str().unwrap();
-    let img_tool = bin("casemate-img");
-    let st = Command::new(&img_tool)
-        .args([
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &format!("backing_file={base},backing_fmt=raw"),
-            img,
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let (r, out) = boot_probe(&[
-        "-drive",
-        &drive(img, ",format=qcow2"),
-        "-append",
-        "probe=blk",
-    ]);
-    r.assert_ok();
-    let chk = Command::new("qemu-img")
-        .args(["check", img])
-        .output()
-        .unwrap();
-    assert!(
-        chk.status.success(),
-        "qemu-img check: {}",
-        String::from_utf8_lossy(&chk.stdout)
-    );
-    let flat = s.path("flat.raw");
-    let st = Command::new("qemu-img")
-        .args(["convert", "-O", "raw", img, flat.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let console = String::from_utf8_lossy(&out.stdout);
-    let flat = std::fs::read(&flat).unwrap();
-    check(&console, &flat).unwrap_or_else(|e| panic!("{e}\n{console}"));
-    assert_eq!(
-        flat[4096], 0x11,
-        "unwritten sectors come from the backing file"
-    );
+    let plain = s.path("plain.qcow2").to_string_lossy().into_owned();
+    let top = s.path("top.qcow2").to_string_lossy().into_owned();
+    let backing = format!("backing_file={base},backing_fmt=raw");
+    let create = |args: &[&str]| {
+        let st = Command::new(bin("casemate-img"))
+            .arg("create")
+            .args(["-q", "-f", "qcow2"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "casemate-img create {args:?}");
+    };
+    create(&[&plain, "16M"]);
+    create(&["-o", &backing, &top]);
+    for (img, fill) in [(&plain, 0x00u8), (&top, 0x11)] {
+        let (r, out) = boot_probe(&[
+            "-drive",
+            &drive(img, ",format=qcow2"),
+            "-append",
+            "probe=blk",
+        ]);
+        r.assert_ok();
+        let chk = Command::new("qemu-img")
+            .args(["check", img])
+            .output()
+            .unwrap();
+        assert!(
+            chk.status.success(),
+            "qemu-img check {img}: {}",
+            String::from_utf8_lossy(&chk.stdout)
+        );
+        let flat = s.path("flat.raw");
+        let st = Command::new("qemu-img")
+            .args(["convert", "-O", "raw", img, flat.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let console = String::from_utf8_lossy(&out.stdout);
+        let flat = std::fs::read(&flat).unwrap();
+        check(&console, &flat).unwrap_or_else(|e| panic!("{img}: {e}\n{console}"));
+        assert_eq!(
+            flat[4096], fill,
+            "{img}: unwritten sectors read as the backing file (or zero)"
+        );
+    }
     assert!(
         std::fs::read(&base).unwrap().iter().all(|&b| b == 0x11),
         "backing file untouched"
