@@ -97,6 +97,19 @@ impl BlockWorker {
     }
 }
 
+/// Reset a level-style eventfd; an already-empty one (a spurious wakeup) is
+/// fine.
+fn drain(evt: &vmm_sys_util::eventfd::EventFd, name: &str) -> Result<(), WorkerError> {
+    match evt.read() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(source) => Err(WorkerError::EventFd {
+            device: name.to_string(),
+            source,
+        }),
+    }
+}
+
 impl Worker for BlockWorker {
     fn fds(&self) -> Vec<(RawFd, u32)> {
         let mut v: Vec<(RawFd, u32)> = self
@@ -111,16 +124,7 @@ impl Worker for BlockWorker {
 
     fn on_event(&mut self, token: u32) -> Result<(), WorkerError> {
         if token == DONE_TOKEN {
-            match self.engine.done_evt.read() {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(source) => {
-                    return Err(WorkerError::EventFd {
-                        device: self.name.clone(),
-                        source,
-                    })
-                }
-            }
+            drain(&self.engine.done_evt, &self.name)?;
             let done = self.engine.take_done();
             return self.complete(&done);
         }
@@ -128,16 +132,7 @@ impl Worker for BlockWorker {
         if slot >= self.queues.len() {
             return Ok(());
         }
-        match self.queues[slot].notify.read() {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(source) => {
-                return Err(WorkerError::EventFd {
-                    device: self.name.clone(),
-                    source,
-                })
-            }
-        }
+        drain(&self.queues[slot].notify, &self.name)?;
         if self.needs_reset.load(Ordering::Acquire) {
             return Ok(());
         }
