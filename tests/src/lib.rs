@@ -71,21 +71,9 @@ pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let pid = child.id();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(limit).is_err() {
-            // SAFETY: kill(2) on the pid of our own child that has not been
-            // reaped yet (wait_with_output is still blocked on it).
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            true
-        } else {
-            false
-        }
-    });
+    let dog = Watchdog::arm(child.id(), limit);
     let out = child.wait_with_output().expect("waiting for child");
-    let _ = done_tx.send(());
-    let killed = watchdog.join().unwrap_or(false);
+    let killed = dog.disarm();
     assert!(
         !killed,
         "{cmd:?} ran past {limit:?} and was killed\nstdout:\n{}\nstderr:\n{}",
@@ -93,6 +81,37 @@ pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Kills a child process that outlives `limit`, so a hung VM fails its
+/// test instead of hanging the suite. Disarm it before reaping the child,
+/// so the pid cannot be recycled under it.
+pub struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    pub fn arm(pid: u32, limit: Duration) -> Self {
+        let (done, rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if rx.recv_timeout(limit).is_err() {
+                // SAFETY: kill(2) on the pid of our own child, which the
+                // caller has not reaped yet (it disarms us first).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                true
+            } else {
+                false
+            }
+        });
+        Self { done, thread }
+    }
+
+    /// Stop watching; true when the limit had already run out.
+    pub fn disarm(self) -> bool {
+        let _ = self.done.send(());
+        self.thread.join().unwrap_or(false)
+    }
 }
 
 /// Run `casemate ARGS` with a 60 s limit.

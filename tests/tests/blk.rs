@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use casemate_tests::blkcheck::check;
-use casemate_tests::{bin, boot_probe, have, in_ci, kvm_or_skip, Scratch};
+use casemate_tests::{bin, boot_probe, have, in_ci, kvm_or_skip, Scratch, Watchdog};
 
 const DISK: usize = 16 << 20;
 
@@ -91,6 +91,7 @@ fn writethrough_write_survives_sigkill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let dog = Watchdog::arm(child.id(), std::time::Duration::from_secs(60));
     let mut console = String::new();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let seen = loop {
@@ -106,6 +107,10 @@ fn writethrough_write_survives_sigkill() {
         }
     };
     child.kill().unwrap();
+    assert!(
+        !dog.disarm(),
+        "VMM hung before the guest's write:\n{console}"
+    );
     child.wait().unwrap();
     assert!(seen, "guest never reported a completed write:\n{console}");
     let image = std::fs::read(&d).unwrap();

@@ -174,11 +174,13 @@ fn reset_without_no_reboot_reboots() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let dog = casemate_tests::Watchdog::arm(child.id(), std::time::Duration::from_secs(60));
     let mut out = child.stdout.take().unwrap();
     let mut seen = [0u8; 3];
     // Three boots' worth of output proves the VM came back twice.
     let read = out.read_exact(&mut seen);
     child.kill().unwrap();
+    assert!(!dog.disarm(), "VMM hung before its third boot");
     child.wait().unwrap();
     read.expect("VM stopped before its third boot");
     assert_eq!(&seen, b"XXX");
@@ -191,6 +193,7 @@ fn reset_without_no_reboot_reboots() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let dog = casemate_tests::Watchdog::arm(child.id(), std::time::Duration::from_secs(60));
     let err = std::io::BufReader::new(child.stderr.take().unwrap());
     let reboots = err
         .lines()
@@ -199,6 +202,7 @@ fn reset_without_no_reboot_reboots() {
         .take(2)
         .count();
     child.kill().unwrap();
+    assert!(!dog.disarm(), "VMM hung before its second reboot");
     child.wait().unwrap();
     assert_eq!(reboots, 2);
     let text = std::fs::read_to_string(&log).unwrap();

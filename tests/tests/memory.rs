@@ -29,6 +29,8 @@ impl Live {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn casemate");
+        // Reading blocks until the spin line or EOF: bound a hung VMM.
+        let dog = casemate_tests::Watchdog::arm(child.id(), std::time::Duration::from_secs(120));
         let out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut seen = String::new();
         for line in out.lines() {
@@ -36,10 +38,15 @@ impl Live {
             seen.push_str(&line);
             seen.push('\n');
             if line.starts_with("probe: spin") {
+                assert!(
+                    !dog.disarm(),
+                    "casemate {args:?} took over 120 s to reach the spin line"
+                );
                 return Self { child };
             }
         }
         let _ = child.kill();
+        dog.disarm();
         let err = child
             .wait_with_output()
             .map(|o| o.stderr)
