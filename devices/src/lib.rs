@@ -9,6 +9,7 @@
 pub mod bus;
 pub mod irq;
 pub mod legacy;
+pub mod pci;
 pub mod virtio;
 
 pub use bus::{Bus, BusAction, BusDevice, BusError};
