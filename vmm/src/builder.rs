@@ -9,12 +9,14 @@ use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::cpuid::{self, VcpuIdentity};
-use crate::arch::layout::{self, RamLayout, ACPI_START, CMDLINE_ROOM, MPTABLE};
+use crate::arch::layout::{
+    self, RamLayout, ACPI_START, CMDLINE_ROOM, MPTABLE, PCI_ECAM, PCI_ECAM_SIZE, PCI_MMIO64_SIZE,
+};
 use crate::arch::regs::{self, Entry};
 use crate::arch::topology::Topology;
 use crate::arch::{acpi, mptable};
 use crate::boot::{self, BootError};
-use crate::config::VmConfig;
+use crate::config::{MachineKind, VmConfig};
 use crate::devmgr::{self, DevError};
 use crate::loader::{self, KernelKind, LoadError};
 use crate::memory::{self, MemoryError, RamOptions};
@@ -217,13 +219,29 @@ fn load_guest(
     };
     let kernel = loader::load_kernel(mem, ram, &path, image)?;
 
-    let tables = acpi::build(ACPI_START, apic_ids);
+    let mmio64_start = layout::pci_mmio64_start(ram);
+    let mmio64 = (mmio64_start, mmio64_start + PCI_MMIO64_SIZE);
+    let (platform, ecam) = match config.machine {
+        MachineKind::Microvm => (acpi::Platform::Microvm, None),
+        MachineKind::Pc => (
+            acpi::Platform::Pci {
+                ecam: false,
+                mmio64,
+            },
+            None,
+        ),
+        MachineKind::Q35 => (
+            acpi::Platform::Pci { ecam: true, mmio64 },
+            Some((PCI_ECAM, PCI_ECAM_SIZE)),
+        ),
+    };
+    let tables = acpi::build(ACPI_START, apic_ids, platform);
     mem.write_slice(&tables.bytes, GuestAddress(tables.base))
         .map_err(|e| BuildError::Tables("ACPI tables", e))?;
     let mp = mptable::build(MPTABLE, apic_ids);
     mem.write_slice(&mp, GuestAddress(MPTABLE))
         .map_err(|e| BuildError::Tables("MP table", e))?;
-    let e820 = layout::e820(ram);
+    let e820 = layout::e820(ram, ecam);
 
     let (cmdline_max, initrd_limit) = match kernel.kind {
         KernelKind::BzImage { header, .. } => {

@@ -1,15 +1,16 @@
 //! The one owner of the buses and the devices on them.
 //!
 //! Builds the legacy platform for a machine: COM1, the i8042, the CMOS RTC,
-//! the ACPI sleep registers and the POST-code sink, each wired to its
-//! interrupt through an irqfd. Later issues add PCI and virtio here.
+//! the ACPI sleep registers (microvm) or PM1 blocks (pc, q35) and the
+//! POST-code sink, each wired to its interrupt through an irqfd; then the
+//! machine's disks on virtio-mmio (microvm) or virtio-pci (pc, q35).
 
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use casemate_devices::legacy::{self, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
+use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
 use casemate_devices::virtio::blk::{BlockConfig, BlockDevice, CacheMode};
 use casemate_devices::virtio::mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY};
 use casemate_devices::virtio::WorkerHost;
@@ -19,8 +20,8 @@ use kvm_ioctls::IoEventAddress;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::arch::layout::{RamLayout, ACPI_SLEEP_PORT};
-use crate::config::{CacheConfig, DriveConfig, RtcConfig, SerialConfig, VmConfig};
+use crate::arch::layout::{RamLayout, ACPI_PM_PORT, ACPI_SLEEP_PORT};
+use crate::config::{CacheConfig, DriveConfig, MachineKind, RtcConfig, SerialConfig, VmConfig};
 use crate::vstate::exit::Buses;
 use crate::vstate::vm::{Vm, VmError};
 use crate::workers::Workers;
@@ -137,12 +138,21 @@ pub fn build(
         legacy::cmos::LEN,
         Arc::new(Mutex::new(cmos)),
     )?;
-    pio.insert(
-        "acpi-sleep",
-        ACPI_SLEEP_PORT.into(),
-        legacy::acpi_sleep::LEN,
-        Arc::new(Mutex::new(AcpiSleep)),
-    )?;
+    if config.machine == MachineKind::Microvm {
+        pio.insert(
+            "acpi-sleep",
+            ACPI_SLEEP_PORT.into(),
+            legacy::acpi_sleep::LEN,
+            Arc::new(Mutex::new(AcpiSleep)),
+        )?;
+    } else {
+        pio.insert(
+            "acpi-pm",
+            ACPI_PM_PORT.into(),
+            legacy::acpi_pm::LEN,
+            Arc::new(Mutex::new(AcpiPm::default())),
+        )?;
+    }
     pio.insert("post", POST_PORT, 1, Arc::new(Mutex::new(Sink)))?;
     Ok(Buses {
         pio,

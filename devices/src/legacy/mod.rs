@@ -1,11 +1,13 @@
 //! Legacy PC platform devices: each a `BusDevice` on the port I/O bus.
 
+pub mod acpi_pm;
 pub mod acpi_sleep;
 pub mod cmos;
 pub mod i8042;
 pub mod serial;
 pub mod sink;
 
+pub use acpi_pm::AcpiPm;
 pub use acpi_sleep::AcpiSleep;
 pub use cmos::{unix_from_civil, Cmos, RtcBase};
 pub use i8042::I8042;

@@ -1,22 +1,47 @@
-//! ACPI tables for the microvm machine: RSDP, XSDT, FADT (hardware-reduced,
-//! with sleep and reset registers), DSDT (`\_S5` and COM1) and MADT (one
-//! LAPIC per vCPU, the IOAPIC, the IRQ 0 override and the LINT1 NMI).
-//! Built with the acpi_tables crate; MADT entries the crate lacks for x86
-//! (overrides, NMI) are appended as bytes.
+//! ACPI tables: RSDP, XSDT, FADT, DSDT and MADT for every machine, plus
+//! FACS on pc/q35 and MCFG on q35.
+//!
+//! microvm's FADT is hardware-reduced (sleep and reset registers); pc and
+//! q35 get fixed-hardware PM1 blocks, the 0xCF9 reset register and a DSDT
+//! that describes the PCI root (`PNP0A03`, or `PNP0A08` on q35): its bus,
+//! I/O and memory windows and a `_PRT` routing every slot's INTx to IOAPIC
+//! pins. The MADT holds one LAPIC per vCPU, the IOAPIC, the IRQ 0 override
+//! (and the SCI's on pc/q35) and the LINT1 NMI. Built with the acpi_tables
+//! crate; MADT entries the crate lacks for x86 (overrides, NMI) are
+//! appended as bytes.
 
 use acpi_tables::aml;
+use acpi_tables::facs::FACS;
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 
-use super::layout::{ACPI_SLEEP_PORT, IOAPIC, IOAPIC_ID, LAPIC};
-use casemate_devices::legacy::acpi_sleep;
+use super::layout::{
+    pci_intx_gsi, ACPI_PM_PORT, ACPI_SCI_IRQ, ACPI_SLEEP_PORT, IOAPIC, IOAPIC_ID, LAPIC, PCI_ECAM,
+    PCI_ECAM_SIZE, PCI_IO_END, PCI_IO_START, PCI_MMIO32_END, PCI_MMIO32_START,
+};
+use casemate_devices::legacy::{acpi_pm, acpi_sleep};
+
+/// What the tables describe beyond CPUs and the legacy devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// No PCI; hardware-reduced ACPI.
+    Microvm,
+    /// A PCI root on mechanism #1, with the 64-bit window `[start, end)`;
+    /// `ecam` adds the q35 PCIe root with its MCFG.
+    Pci { ecam: bool, mmio64: (u64, u64) },
+}
+
+/// The PIIX/ICH reset control register and the value that resets.
+const RESET_PORT: u64 = 0xcf9;
+const RESET_VALUE: u8 = 0x06;
 
 const OEM_ID: [u8; 6] = *b"CSMATE";
-const OEM_TABLE: [u8; 8] = *b"MICROVM ";
+const OEM_TABLE: [u8; 8] = *b"CASEMATE";
 
 /// FADT IA-PC boot architecture flags: legacy devices present, an 8042, no
 /// VGA, no MSI quirks.
@@ -39,7 +64,11 @@ struct Placer {
 
 impl Placer {
     fn put(&mut self, t: &[u8]) -> u64 {
-        let pad = self.bytes.len().next_multiple_of(16);
+        self.put_aligned(t, 16)
+    }
+
+    fn put_aligned(&mut self, t: &[u8], align: usize) -> u64 {
+        let pad = self.bytes.len().next_multiple_of(align);
         self.bytes.resize(pad, 0);
         let at = self.base + pad as u64;
         self.bytes.extend_from_slice(t);
@@ -53,7 +82,89 @@ fn bytes_of(t: &dyn Aml) -> Vec<u8> {
     v
 }
 
-fn dsdt() -> Vec<u8> {
+/// `\_SB.PCI0`: the root bridge's windows and INTx routing.
+fn pci_root(ecam: bool, mmio64: (u64, u64)) -> Vec<u8> {
+    let hid = if ecam {
+        aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08"))
+    } else {
+        aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A03"))
+    };
+    let cid = aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03"));
+    let adr = aml::Name::new("_ADR".into(), &0u8);
+    let seg = aml::Name::new("_SEG".into(), &0u8);
+    let uid = aml::Name::new("_UID".into(), &0u8);
+    let bbn = aml::Name::new("_BBN".into(), &0u8);
+    let bus = aml::AddressSpace::new_bus_number(0u16, 0u16);
+    let cfg_io = aml::IO::new(0xcf8, 0xcf8, 1, 8);
+    let io_lo = aml::AddressSpace::new_io(0u16, 0xcf7u16, None);
+    let io_hi = aml::AddressSpace::new_io(PCI_IO_START as u16, (PCI_IO_END - 1) as u16, None);
+    let vga = aml::AddressSpace::new_memory(
+        aml::AddressSpaceCacheable::Cacheable,
+        true,
+        0xa_0000u32,
+        0xb_ffffu32,
+        None,
+    );
+    let mem32 = aml::AddressSpace::new_memory(
+        aml::AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO32_START as u32,
+        (PCI_MMIO32_END - 1) as u32,
+        None,
+    );
+    let mem64 = aml::AddressSpace::new_memory(
+        aml::AddressSpaceCacheable::NotCacheable,
+        true,
+        mmio64.0,
+        mmio64.1 - 1,
+        None,
+    );
+    let crs = aml::Name::new(
+        "_CRS".into(),
+        &aml::ResourceTemplate::new(vec![&bus, &cfg_io, &io_lo, &io_hi, &vga, &mem32, &mem64]),
+    );
+    // Static routing straight to IOAPIC pins (no link devices): entry =
+    // { slot address 0xSSSSFFFF, pin, source 0, GSI }.
+    let rows: Vec<(u32, u8, u32)> = (0u8..32)
+        .flat_map(|slot| {
+            (0u8..4).map(move |pin| {
+                (
+                    (u32::from(slot) << 16) | 0xffff,
+                    pin,
+                    pci_intx_gsi(slot, pin),
+                )
+            })
+        })
+        .collect();
+    let entries: Vec<aml::Package> = rows
+        .iter()
+        .map(|(addr, pin, gsi)| aml::Package::new(vec![addr, pin, &0u8, gsi]))
+        .collect();
+    let prt = aml::Name::new(
+        "_PRT".into(),
+        &aml::Package::new(entries.iter().map(|e| e as &dyn Aml).collect()),
+    );
+    let mut children: Vec<&dyn Aml> = vec![&hid, &adr, &seg, &uid, &bbn, &crs, &prt];
+    if ecam {
+        children.insert(1, &cid);
+    }
+    let mut out = bytes_of(&aml::Device::new("_SB_.PCI0".into(), children));
+    if ecam {
+        // Linux trusts an MCFG window only when a motherboard resource
+        // device (or the e820 map) reserves it; do both.
+        let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C02"));
+        let uid = aml::Name::new("_UID".into(), &1u8);
+        let win = aml::Memory32Fixed::new(false, PCI_ECAM as u32, PCI_ECAM_SIZE as u32);
+        let crs = aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(vec![&win]));
+        out.extend(bytes_of(&aml::Device::new(
+            "_SB_.MRES".into(),
+            vec![&hid, &uid, &crs],
+        )));
+    }
+    out
+}
+
+fn dsdt(platform: Platform) -> Vec<u8> {
     let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE, 1);
     let s5 = aml::Name::new(
         "_S5_".into(),
@@ -68,8 +179,37 @@ fn dsdt() -> Vec<u8> {
     let com1 = aml::Device::new("_SB_.COM1".into(), vec![&hid, &uid, &crs]);
     s5.to_aml_bytes(&mut dsdt);
     com1.to_aml_bytes(&mut dsdt);
+    if let Platform::Pci { ecam, mmio64 } = platform {
+        dsdt.append_slice(&pci_root(ecam, mmio64));
+    }
     dsdt.update_checksum();
     dsdt.as_slice().to_vec()
+}
+
+/// FADT of pc/q35: PM1a event and control blocks, no PM timer, no SMI port
+/// (ACPI is on from the start), reset through 0xCF9.
+fn fadt_pc(dsdt_addr: u64, facs_addr: u64) -> Vec<u8> {
+    let port =
+        |addr: u64, bytes: u8, size| GAS::new(AddressSpace::SystemIo, bytes * 8, 0, size, addr);
+    let evt = u64::from(ACPI_PM_PORT) + acpi_pm::PM1_EVT_OFFSET;
+    let cnt = u64::from(ACPI_PM_PORT) + acpi_pm::PM1_CNT_OFFSET;
+    let mut f = FADTBuilder::new(OEM_ID, OEM_TABLE, 1)
+        .dsdt_64(dsdt_addr)
+        .firmware_ctrl_64(facs_addr)
+        .flag(Flags::ResetRegSup)
+        .flag(Flags::PwrButton)
+        .flag(Flags::SlpButton);
+    f.sci_int = ACPI_SCI_IRQ.into();
+    f.pm1a_evt_blk = (evt as u32).into();
+    f.pm1a_cnt_blk = (cnt as u32).into();
+    f.pm1_evt_len = acpi_pm::PM1_EVT_LEN;
+    f.pm1_cnt_len = acpi_pm::PM1_CNT_LEN;
+    f.x_pm1a_evt_blk = port(evt, acpi_pm::PM1_EVT_LEN, AccessSize::WordAccess);
+    f.x_pm1a_cnt_blk = port(cnt, acpi_pm::PM1_CNT_LEN, AccessSize::WordAccess);
+    f.reset_reg = port(RESET_PORT, 1, AccessSize::ByteAccess);
+    f.reset_value = RESET_VALUE;
+    f.iapc_boot_arch = (IAPC_LEGACY_DEVICES | IAPC_8042 | IAPC_NO_VGA).into();
+    bytes_of(&f.finalize())
 }
 
 fn fadt(dsdt_addr: u64) -> Vec<u8> {
@@ -96,7 +236,7 @@ fn fadt(dsdt_addr: u64) -> Vec<u8> {
     bytes_of(&f.finalize())
 }
 
-fn madt(apic_ids: &[u32]) -> Vec<u8> {
+fn madt(apic_ids: &[u32], sci_override: bool) -> Vec<u8> {
     let mut m = Sdt::new(*b"APIC", 36, 3, OEM_ID, OEM_TABLE, 1);
     m.append_slice(&(LAPIC as u32).to_le_bytes());
     m.append_slice(&1u32.to_le_bytes()); // PCAT_COMPAT: 8259s present
@@ -112,6 +252,13 @@ fn madt(apic_ids: &[u32]) -> Vec<u8> {
     iso.extend_from_slice(&2u32.to_le_bytes());
     iso.extend_from_slice(&0u16.to_le_bytes());
     m.append_slice(&iso);
+    if sci_override {
+        // The SCI is level-triggered, active high (PIIX4/ICH9 wiring).
+        let mut iso = vec![2, 10, 0, ACPI_SCI_IRQ as u8];
+        iso.extend_from_slice(&u32::from(ACPI_SCI_IRQ).to_le_bytes());
+        iso.extend_from_slice(&0x000du16.to_le_bytes());
+        m.append_slice(&iso);
+    }
     // Local APIC NMI on LINT1 of every processor.
     m.append_slice(&[4, 6, 0xff, 0, 0, 1]);
     m.as_slice().to_vec()
@@ -119,19 +266,31 @@ fn madt(apic_ids: &[u32]) -> Vec<u8> {
 
 /// Lay the tables out from `base`; the RSDP comes first so a guest scanning
 /// the BIOS area finds it at a 16-byte boundary.
-pub fn build(base: u64, apic_ids: &[u32]) -> AcpiTables {
+pub fn build(base: u64, apic_ids: &[u32], platform: Platform) -> AcpiTables {
     let mut p = Placer {
         base,
         bytes: Vec::new(),
     };
     let rsdp_len = Rsdp::len();
     p.bytes.resize(rsdp_len, 0);
-    let dsdt_addr = p.put(&dsdt());
-    let fadt_addr = p.put(&fadt(dsdt_addr));
-    let madt_addr = p.put(&madt(apic_ids));
+    let dsdt_addr = p.put(&dsdt(platform));
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE, 1);
-    xsdt.add_entry(fadt_addr);
-    xsdt.add_entry(madt_addr);
+    match platform {
+        Platform::Microvm => {
+            xsdt.add_entry(p.put(&fadt(dsdt_addr)));
+            xsdt.add_entry(p.put(&madt(apic_ids, false)));
+        }
+        Platform::Pci { ecam, .. } => {
+            let facs = p.put_aligned(&bytes_of(&FACS::new()), 64);
+            xsdt.add_entry(p.put(&fadt_pc(dsdt_addr, facs)));
+            xsdt.add_entry(p.put(&madt(apic_ids, true)));
+            if ecam {
+                let mut mcfg = MCFG::new(OEM_ID, OEM_TABLE, 1);
+                mcfg.add_ecam(PCI_ECAM, 0, 0, 0);
+                xsdt.add_entry(p.put(&bytes_of(&mcfg)));
+            }
+        }
+    }
     let xsdt_addr = p.put(&bytes_of(&xsdt));
     let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
     p.bytes[..rsdp_len].copy_from_slice(&rsdp);
@@ -158,7 +317,7 @@ mod tests {
 
     #[test]
     fn tables_chain_and_checksum() {
-        let t = build(0xe0000, &[0, 1]);
+        let t = build(0xe0000, &[0, 1], Platform::Microvm);
         assert_eq!(&t.bytes[..8], b"RSD PTR ");
         assert_eq!(sum(&t.bytes[..20]), 0);
         assert_eq!(sum(&t.bytes[..36]), 0);

@@ -41,6 +41,36 @@ pub const IOAPIC: u64 = 0xfec0_0000;
 pub const LAPIC: u64 = 0xfee0_0000;
 /// Hardware-reduced ACPI sleep/reset registers (I/O ports) on microvm.
 pub const ACPI_SLEEP_PORT: u16 = 0x600;
+/// PM1 event and control blocks on pc and q35 (where PIIX4 and ICH9
+/// firmware put their PM base).
+pub const ACPI_PM_PORT: u16 = 0x600;
+/// The SCI, as on PIIX4/ICH9; nothing raises it, but the FADT needs one.
+pub const ACPI_SCI_IRQ: u16 = 9;
+
+/// PCI on pc and q35: the 32-bit MMIO window BARs are placed in (the
+/// bottom of the hole), the ECAM window of bus 0 on q35 right after it, the
+/// I/O window, and INTx pins routed to IOAPIC pins 16-23.
+pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
+pub const PCI_MMIO32_END: u64 = 0xe000_0000;
+pub const PCI_ECAM: u64 = 0xe000_0000;
+/// One bus: 32 devices x 8 functions x 4 KiB.
+pub const PCI_ECAM_SIZE: u64 = 1 << 20;
+pub const PCI_IO_START: u64 = 0xc000;
+pub const PCI_IO_END: u64 = 0x1_0000;
+pub const PCI_INTX_GSI_BASE: u32 = 16;
+/// Size of the 64-bit MMIO window, which starts above RAM.
+pub const PCI_MMIO64_SIZE: u64 = 64 << 30;
+
+/// GSI of `pin` (0 = INTA#) of device `slot`: the usual swizzle over the
+/// eight pins, so neighbouring slots do not share a line.
+pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
+    PCI_INTX_GSI_BASE + ((u32::from(slot) + u32::from(pin)) & 7)
+}
+
+/// The 64-bit PCI window: 1 GiB-aligned, above all RAM.
+pub fn pci_mmio64_start(ram: &RamLayout) -> u64 {
+    (MMIO_HOLE_END + ram.high_size).next_multiple_of(1 << 30)
+}
 /// The IOAPIC's id in MP and ACPI tables: after every possible APIC id.
 pub const IOAPIC_ID: u8 = 0xfe;
 pub const IOAPIC_PINS: u8 = 24;
@@ -84,8 +114,10 @@ pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;
 
 /// The memory map the guest is given: the legacy area below 1 MiB that holds
-/// our tables is reserved, everything else in RAM is usable.
-pub fn e820(ram: &RamLayout) -> Vec<E820Entry> {
+/// our tables is reserved, everything else in RAM is usable. `ecam` is
+/// reserved too: Linux trusts an MCFG window only when the firmware's map
+/// reserves it.
+pub fn e820(ram: &RamLayout, ecam: Option<(u64, u64)>) -> Vec<E820Entry> {
     let mut m = vec![
         E820Entry {
             addr: 0,
@@ -117,6 +149,14 @@ pub fn e820(ram: &RamLayout) -> Vec<E820Entry> {
             kind: E820_RAM,
         });
     }
+    if let Some((addr, size)) = ecam {
+        m.push(E820Entry {
+            addr,
+            size,
+            kind: E820_RESERVED,
+        });
+        m.sort_by_key(|e| e.addr);
+    }
     m
 }
 
@@ -129,7 +169,7 @@ mod tests {
         assert_eq!(RamLayout::new(64 << 20).ranges(), vec![(0, 64 << 20)]);
         let r = RamLayout::new(5 << 30);
         assert_eq!(r.ranges(), vec![(0, 3 << 30), (4 << 30, 2 << 30)]);
-        let usable: u64 = e820(&r)
+        let usable: u64 = e820(&r, Some((PCI_ECAM, PCI_ECAM_SIZE)))
             .iter()
             .filter(|e| e.kind == E820_RAM)
             .map(|e| e.size)

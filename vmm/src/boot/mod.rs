@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn pvh_and_zero_page_carry_the_map() {
         let m = mem();
-        let map = e820(&RamLayout::new(64 << 20));
+        let map = e820(&RamLayout::new(64 << 20), None);
         let rd = Some(LoadedInitrd {
             addr: 0x300000,
             size: 0x1234,

@@ -83,7 +83,7 @@ pub struct HostLimits {
 impl VmConfig {
     pub fn validate(&self, host: &HostLimits) -> Result<(), Problems> {
         let mut p = Vec::new();
-        if self.machine != MachineKind::Microvm {
+        if self.machine != MachineKind::Microvm && !self.drives.is_empty() {
             p.push(ConfigError::MachineNotYet(self.machine.name()));
         }
         if self.memory < MIN_MEMORY {

@@ -1,7 +1,11 @@
-//! Thin KVM wrappers: the VM (memory slots, irqchip, PIT, irqfds), the vCPU
-//! threads and their run loop, and the exit decoding and dispatch.
+//! Thin KVM wrappers: the VM (memory slots, irqchip, PIT, irqfds), GSI
+//! routing for MSI, INTx lines, ioeventfd registration, the vCPU threads
+//! and their run loop, and the exit decoding and dispatch.
 
 pub mod exit;
+pub mod gsi;
+pub mod intx;
+pub mod ioevents;
 pub mod kick;
 pub mod vcpu;
 pub mod vm;

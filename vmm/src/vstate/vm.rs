@@ -2,6 +2,7 @@
 //! and PIT, and irqfds for device interrupt lines.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
@@ -27,7 +28,9 @@ pub enum VmError {
 
 pub struct Vm {
     pub kvm: Kvm,
-    pub fd: VmFd,
+    /// Shared with the objects that change routing or ioeventfds while the
+    /// guest runs (MSI routes, BAR moves).
+    pub fd: Arc<VmFd>,
 }
 
 impl Vm {
@@ -40,7 +43,10 @@ impl Vm {
 
     pub fn new(kvm: Kvm) -> Result<Self, VmError> {
         let fd = kvm.create_vm().map_err(|e| VmError::Kvm("create_vm", e))?;
-        Ok(Self { kvm, fd })
+        Ok(Self {
+            kvm,
+            fd: Arc::new(fd),
+        })
     }
 
     /// One memory slot per guest RAM region. Done before the irqchip is
