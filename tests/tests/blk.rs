@@ -1,7 +1,9 @@
-//! virtio-blk on microvm (virtio-mmio), driven from inside the probe guest:
-//! data lands at the right offsets, read-only and -snapshot leave the image
-//! alone, writethrough survives SIGKILL, malformed descriptors don't stop
-//! the device, and qcow2 images (with a backing file) work and stay valid.
+//! virtio-blk driven from inside the probe guest, on every machine: microvm
+//! (virtio-mmio), pc (virtio-pci over mechanism #1) and q35 (virtio-pci
+//! over ECAM): data lands at the right offsets, read-only and -snapshot
+//! leave the image alone, writethrough survives SIGKILL, malformed
+//! descriptors don't stop the device; and qcow2 images (with a backing
+//! file) work and stay valid.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,47 +21,100 @@ fn drive(path: &str, extra: &str) -> String {
     format!("file={path},if=virtio{extra}")
 }
 
-#[test]
-fn guest_patterns_land_at_the_right_offsets() {
-    if !kvm_or_skip("guest_patterns_land_at_the_right_offsets") {
+/// The transport the probe reports on each machine.
+fn transport(machine: &str) -> &'static str {
+    if machine == "microvm" {
+        "mmio"
+    } else {
+        "pci"
+    }
+}
+
+/// One `#[test]` per machine for a scenario taking the machine's name.
+macro_rules! on_every_machine {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[test]
+            fn microvm() {
+                super::$scenario("microvm");
+            }
+            #[test]
+            fn pc() {
+                super::$scenario("pc");
+            }
+            #[test]
+            fn q35() {
+                super::$scenario("q35");
+            }
+        }
+    };
+}
+
+on_every_machine!(guest_patterns_land_at_the_right_offsets);
+on_every_machine!(read_only_and_snapshot_leave_the_image_byte_identical);
+on_every_machine!(writethrough_write_survives_sigkill);
+on_every_machine!(malformed_descriptors_fail_requests_not_the_vmm);
+
+fn guest_patterns_land_at_the_right_offsets(machine: &str) {
+    if !kvm_or_skip(&format!("guest_patterns_land_at_the_right_offsets on {machine}")) {
         return;
     }
-    let s = Scratch::new("blk-raw");
+    let s = Scratch::new(&format!("{machine}-blk-raw"));
     let d = raw_disk(&s, "d.raw");
-    let (r, out) = boot_probe(&["-drive", &drive(&d, ",format=raw"), "-append", "probe=blk"]);
+    let (r, out) = boot_probe(&[
+        "-M",
+        machine,
+        "-drive",
+        &drive(&d, ",format=raw"),
+        "-append",
+        "probe=blk",
+    ]);
     r.assert_ok();
-    assert_eq!(r.want("transport"), "mmio");
+    assert_eq!(r.want("transport"), transport(machine));
     let console = String::from_utf8_lossy(&out.stdout);
+    // q35's probe must reach the device through the MCFG's ECAM window.
+    let access = match machine {
+        "q35" => Some("access=ecam"),
+        "pc" => Some("access=cam"),
+        _ => None,
+    };
+    if let Some(a) = access {
+        assert!(console.contains(a), "expected PCI {a}:\n{console}");
+    }
     let image = std::fs::read(&d).unwrap();
     assert_eq!(image.len(), DISK, "image size unchanged");
     let n = check(&console, &image).unwrap_or_else(|e| panic!("{e}\n{console}"));
     assert!(n >= 19, "only {n} sectors checked");
 }
 
-#[test]
-fn read_only_and_snapshot_leave_the_image_byte_identical() {
-    if !kvm_or_skip("read_only_and_snapshot_leave_the_image_byte_identical") {
+fn read_only_and_snapshot_leave_the_image_byte_identical(machine: &str) {
+    if !kvm_or_skip(&format!("read_only_and_snapshot_leave_the_image_byte_identical on {machine}")) {
         return;
     }
-    let s = Scratch::new("blk-ro");
+    let s = Scratch::new(&format!("{machine}-blk-ro"));
     let d = s.file(
         "d.raw",
         &(0..DISK).map(|i| (i / 512) as u8).collect::<Vec<u8>>(),
     );
     let before = std::fs::read(&d).unwrap();
     let (r, _) = boot_probe(&[
+        "-M",
+        machine,
         "-drive",
         &drive(&d, ",format=raw,readonly=on"),
         "-append",
         "probe=blk",
     ]);
     r.assert_ok();
+    assert_eq!(r.want("transport"), transport(machine));
     assert_eq!(r.want("ro"), "1", "{}", r.raw);
     assert!(
         std::fs::read(&d).unwrap() == before,
         "read-only image changed"
     );
     let (r, out) = boot_probe(&[
+        "-M",
+        machine,
         "-drive",
         &drive(&d, ",format=raw"),
         "-snapshot",
@@ -77,14 +132,14 @@ fn read_only_and_snapshot_leave_the_image_byte_identical() {
     );
 }
 
-#[test]
-fn writethrough_write_survives_sigkill() {
-    if !kvm_or_skip("writethrough_write_survives_sigkill") {
+fn writethrough_write_survives_sigkill(machine: &str) {
+    if !kvm_or_skip(&format!("writethrough_write_survives_sigkill on {machine}")) {
         return;
     }
-    let s = Scratch::new("blk-kill");
+    let s = Scratch::new(&format!("{machine}-blk-kill"));
     let d = raw_disk(&s, "d.raw");
     let mut child = Command::new(bin("casemate"))
+        .args(["-M", machine])
         .args(["-drive", &drive(&d, ",format=raw,cache=writethrough")])
         .args(["-append", "probe=blk wait_after_write=1"])
         .stdout(Stdio::piped())
@@ -113,25 +168,29 @@ fn writethrough_write_survives_sigkill() {
     );
     child.wait().unwrap();
     assert!(seen, "guest never reported a completed write:\n{console}");
+    let t = format!("transport={}", transport(machine));
+    assert!(console.contains(&t), "expected {t}:\n{console}");
     let image = std::fs::read(&d).unwrap();
     check(&console, &image)
         .unwrap_or_else(|e| panic!("completed write lost after SIGKILL: {e}\n{console}"));
 }
 
-#[test]
-fn malformed_descriptors_fail_requests_not_the_vmm() {
-    if !kvm_or_skip("malformed_descriptors_fail_requests_not_the_vmm") {
+fn malformed_descriptors_fail_requests_not_the_vmm(machine: &str) {
+    if !kvm_or_skip(&format!("malformed_descriptors_fail_requests_not_the_vmm on {machine}")) {
         return;
     }
-    let s = Scratch::new("blk-evil");
+    let s = Scratch::new(&format!("{machine}-blk-evil"));
     let d = raw_disk(&s, "d.raw");
     let (r, out) = boot_probe(&[
+        "-M",
+        machine,
         "-drive",
         &drive(&d, ",format=raw"),
         "-append",
         "probe=blk-evil",
     ]);
     r.assert_ok();
+    assert_eq!(r.want("transport"), transport(machine));
     assert_eq!(r.want("round_trip"), "1");
     let console = String::from_utf8_lossy(&out.stdout);
     let cases = console.lines().filter(|l| l.contains("evil case=")).count();

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::config::{
     BackendKind, CacheConfig, CpuModel, DriveConfig, MachineKind, MemoryBackendConfig, RtcConfig,
-    SerialConfig, SmpConfig, VmConfig,
+    SerialConfig, SmpConfig, Transport, VmConfig,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,8 +56,9 @@ Boots a KVM microVM. With no -kernel it boots the embedded probe guest.
 
 QEMU-compatible options:
   -machine|-M TYPE[,accel=kvm][,memory-backend=ID]
-                                machine type: microvm (pc, q35: not yet); guest
-                                RAM from the memory backend object ID
+                                machine type: microvm (default; virtio-mmio),
+                                pc (i440FX + PIIX3) or q35 (PCIe + ICH9, ECAM);
+                                guest RAM from the memory backend object ID
   -cpu host|kvm64|qemu64        CPUID template (default host)
   -smp [cpus=]N[,sockets=S][,cores=C][,threads=T][,maxcpus=N]
   -m [size=]SIZE                guest RAM; no suffix means MiB (default 128M)
@@ -88,7 +89,9 @@ Casemate options:
   -V, --version                 version
   -drive file=F[,format=raw|qcow2][,if=virtio|none][,id=ID][,readonly=on]
          [,cache=writeback|none|writethrough|unsafe][,snapshot=on]
-  -device virtio-blk-device,drive=ID[,num-queues=N]
+  -device virtio-blk-device|virtio-blk-pci,drive=ID[,num-queues=N]
+                                the disk on virtio-mmio (microvm) or virtio-pci
+                                (pc, q35); if=virtio picks the machine's own
   -snapshot                     all drives write to a temporary overlay
 Not supported yet (rejected by name): -netdev, -net, -nic, -object other than
 memory backends, other -device types, -vga, -monitor, -S, -bios, -hda, -cdrom.
@@ -281,7 +284,7 @@ impl KeyVals {
 #[derive(Default)]
 struct Drives {
     drives: Vec<(DriveConfig, bool)>,
-    devices: Vec<(String, u16)>,
+    devices: Vec<(String, u16, Transport)>,
     snapshot: bool,
 }
 
@@ -338,6 +341,7 @@ impl Drives {
             cache,
             snapshot: on_off("snapshot")?,
             num_queues: 1,
+            transport: None,
         };
         self.drives.push((d, implicit));
         Ok(())
@@ -345,22 +349,16 @@ impl Drives {
 
     fn device(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
         let kv = KeyVals::parse(opt, v, "driver")?;
-        match kv.get("driver").unwrap_or_default() {
-            "virtio-blk-device" => {}
-            "virtio-blk-pci" => {
-                return Err(CliError::NotYet {
-                    opt: format!("{opt} virtio-blk-pci"),
-                    why:
-                        "PCI arrives with the pc and q35 machines; use virtio-blk-device on microvm",
-                })
-            }
+        let transport = match kv.get("driver").unwrap_or_default() {
+            "virtio-blk-device" => Transport::Mmio,
+            "virtio-blk-pci" => Transport::Pci,
             d => {
                 return Err(CliError::NotYet {
                     opt: format!("{opt} {d}"),
-                    why: "the only device is virtio-blk-device",
+                    why: "the block devices are virtio-blk-pci (pc, q35) and virtio-blk-device (microvm)",
                 })
             }
-        }
+        };
         kv.only(opt, &["driver", "drive", "num-queues", "id", "serial"])?;
         let drive = kv
             .get("drive")
@@ -372,16 +370,20 @@ impl Drives {
                 .map_err(|_| bad(opt, n, "num-queues must be a number"))?,
             None => 1,
         };
-        self.devices.push((drive, queues));
+        self.devices.push((drive, queues, transport));
         Ok(())
     }
 
     fn finish(mut self) -> Result<Vec<DriveConfig>, CliError> {
-        for (drive, queues) in &self.devices {
+        for (drive, queues, transport) in &self.devices {
             let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
                 return Err(bad("-device", drive, "no -drive has this id"));
             };
+            if d.transport.is_some() {
+                return Err(bad("-device", drive, "this drive is already used by a device"));
+            }
             d.num_queues = *queues;
+            d.transport = Some(*transport);
             *implicit = true;
         }
         let mut out = Vec::new();

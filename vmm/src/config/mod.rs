@@ -60,6 +60,28 @@ pub struct DriveConfig {
     pub snapshot: bool,
     #[serde(default = "one")]
     pub num_queues: u16,
+    /// The `-device` that carries it; None: the machine's own (virtio-mmio
+    /// on microvm, virtio-pci on pc and q35), as QEMU's `if=virtio`.
+    #[serde(default)]
+    pub transport: Option<Transport>,
+}
+
+/// How a virtio device reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Mmio,
+    Pci,
+}
+
+impl Transport {
+    /// The QEMU device name of a block device on this transport.
+    pub fn blk_device(self) -> &'static str {
+        match self {
+            Self::Mmio => "virtio-blk-device",
+            Self::Pci => "virtio-blk-pci",
+        }
+    }
 }
 
 fn one() -> u16 {
@@ -116,6 +138,14 @@ impl VmConfig {
 }
 
 impl MachineKind {
+    /// The transport virtio devices use on this machine.
+    pub fn virtio_transport(self) -> Transport {
+        match self {
+            Self::Microvm => Transport::Mmio,
+            Self::Pc | Self::Q35 => Transport::Pci,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Microvm => "microvm",

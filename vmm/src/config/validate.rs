@@ -13,6 +13,8 @@ pub const MIN_MEMORY: u64 = 2 << 20;
 pub const MAX_APIC_ID: u32 = 254;
 /// virtio-mmio slots on microvm (one free IOAPIC pin each).
 pub const MAX_DRIVES: usize = 16;
+/// PCI slots on bus 0 left after the host bridge and the ISA/LPC bridge.
+pub const MAX_PCI_DRIVES: usize = 29;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,16 +45,25 @@ pub enum ConfigError {
     },
     #[error("memory backend '{id}': {why}")]
     Backend { id: String, why: String },
-    #[error("-machine {0}: not available yet (supported: microvm)")]
-    MachineNotYet(&'static str),
+    #[error("drive {id}: {device} does not exist on -machine {machine} (use {instead})")]
+    DriveTransport {
+        id: String,
+        device: &'static str,
+        machine: &'static str,
+        instead: &'static str,
+    },
     #[error("drive {id}: format '{format}' is not supported (raw, qcow2)")]
     DriveFormat { id: String, format: String },
     #[error("drive {id}: num-queues must be 1 to 16")]
     DriveQueues { id: String },
     #[error("drive id '{0}' is used twice")]
     DriveIdTwice(String),
-    #[error("{0} drives: microvm has room for at most {MAX_DRIVES}")]
-    TooManyDrives(usize),
+    #[error("{count} drives: -machine {machine} has room for at most {max}")]
+    TooManyDrives {
+        count: usize,
+        machine: &'static str,
+        max: usize,
+    },
 }
 
 /// All problems found, printed one per line.
@@ -83,9 +94,6 @@ pub struct HostLimits {
 impl VmConfig {
     pub fn validate(&self, host: &HostLimits) -> Result<(), Problems> {
         let mut p = Vec::new();
-        if self.machine != MachineKind::Microvm && !self.drives.is_empty() {
-            p.push(ConfigError::MachineNotYet(self.machine.name()));
-        }
         if self.memory < MIN_MEMORY {
             p.push(ConfigError::MemoryTooSmall(human_size(self.memory)));
         } else if self.memory > host.memory.min(MAX_MEMORY) {
@@ -139,9 +147,26 @@ impl VmConfig {
             if !ids.insert(d.id.as_str()) {
                 p.push(ConfigError::DriveIdTwice(d.id.clone()));
             }
+            let native = self.machine.virtio_transport();
+            if let Some(t) = d.transport.filter(|&t| t != native) {
+                p.push(ConfigError::DriveTransport {
+                    id: d.id.clone(),
+                    device: t.blk_device(),
+                    machine: self.machine.name(),
+                    instead: native.blk_device(),
+                });
+            }
         }
-        if self.drives.len() > MAX_DRIVES {
-            p.push(ConfigError::TooManyDrives(self.drives.len()));
+        let max = match self.machine {
+            MachineKind::Microvm => MAX_DRIVES,
+            MachineKind::Pc | MachineKind::Q35 => MAX_PCI_DRIVES,
+        };
+        if self.drives.len() > max {
+            p.push(ConfigError::TooManyDrives {
+                count: self.drives.len(),
+                machine: self.machine.name(),
+                max,
+            });
         }
         if p.is_empty() {
             Ok(())

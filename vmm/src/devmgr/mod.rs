@@ -8,23 +8,21 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+
+mod virtio_mmio;
+
+pub use virtio_mmio::{add_virtio_mmio_drives, VIRTIO_MMIO_BASE};
 use std::sync::{Arc, Mutex};
 
 use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
-use casemate_devices::virtio::blk::{BlockConfig, BlockDevice, CacheMode};
-use casemate_devices::virtio::mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY};
-use casemate_devices::virtio::WorkerHost;
+use casemate_devices::virtio::blk::CacheMode;
 use casemate_devices::{Bus, BusError};
 use casemate_disk::{create_overlay, open_image, DiskError, DiskImage, Format, OpenOptions};
-use kvm_ioctls::IoEventAddress;
-use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::layout::{RamLayout, ACPI_PM_PORT, ACPI_SLEEP_PORT};
 use crate::config::{CacheConfig, DriveConfig, MachineKind, RtcConfig, SerialConfig, VmConfig};
 use crate::vstate::exit::Buses;
 use crate::vstate::vm::{Vm, VmError};
-use crate::workers::Workers;
 
 const COM1: u64 = 0x3f8;
 const COM1_IRQ: u32 = 4;
@@ -32,11 +30,6 @@ const I8042_BASE: u64 = 0x60;
 const I8042_IRQ: u32 = 1;
 const CMOS_BASE: u64 = 0x70;
 const POST_PORT: u64 = 0x80;
-/// virtio-mmio windows, as on QEMU's microvm: 512 bytes each from here.
-pub const VIRTIO_MMIO_BASE: u64 = 0xfeb0_0000;
-/// IOAPIC pins for virtio-mmio devices: everything the legacy devices and
-/// the RTC's conventional IRQ 8 leave free.
-const VIRTIO_GSIS: [u32; 16] = [5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -162,7 +155,7 @@ pub fn build(
 
 /// Open a drive's image as its config asks: format, read-only, O_DIRECT for
 /// cache=none, and a discarded qcow2 overlay for snapshot mode.
-fn open_disk(d: &DriveConfig) -> Result<Arc<dyn DiskImage>, DevError> {
+pub(crate) fn open_disk(d: &DriveConfig) -> Result<Arc<dyn DiskImage>, DevError> {
     let err = |source| DevError::Disk {
         id: d.id.clone(),
         path: d.file.clone(),
@@ -183,7 +176,7 @@ fn open_disk(d: &DriveConfig) -> Result<Arc<dyn DiskImage>, DevError> {
     Ok(Arc::from(image))
 }
 
-fn cache_mode(c: CacheConfig) -> CacheMode {
+pub(crate) fn cache_mode(c: CacheConfig) -> CacheMode {
     match c {
         CacheConfig::Writeback => CacheMode::Writeback,
         CacheConfig::None => CacheMode::None,
@@ -192,54 +185,3 @@ fn cache_mode(c: CacheConfig) -> CacheMode {
     }
 }
 
-/// One virtio-mmio block device per drive on the MMIO bus; returns the
-/// kernel command-line words that announce them (`virtio_mmio.device=`).
-pub fn add_virtio_mmio_drives(
-    vm: &Vm,
-    config: &VmConfig,
-    mem: &GuestMemoryMmap,
-    workers: &Arc<Workers>,
-    buses: &mut Buses,
-) -> Result<String, DevError> {
-    let mut cmdline = String::new();
-    for (i, (d, gsi)) in config.drives.iter().zip(VIRTIO_GSIS).enumerate() {
-        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_LEN;
-        let disk = open_disk(d)?;
-        let dev = BlockDevice::new(BlockConfig {
-            name: format!("blk{i}"),
-            serial: d.id.clone(),
-            disk,
-            read_only: d.read_only,
-            cache: cache_mode(d.cache),
-            num_queues: d.num_queues,
-        });
-        let mut notify = Vec::new();
-        for q in 0..u32::from(d.num_queues.max(1)) {
-            let evt = EventFd::new(EFD_NONBLOCK).map_err(|source| DevError::EventFd {
-                id: d.id.clone(),
-                source,
-            })?;
-            // Notifications never reach the exit loop: KVM signals the
-            // worker's eventfd directly when the guest writes this queue's
-            // index to QueueNotify.
-            vm.fd
-                .register_ioevent(&evt, &IoEventAddress::Mmio(base + QUEUE_NOTIFY), q)
-                .map_err(|source| DevError::IoEvent {
-                    id: d.id.clone(),
-                    source,
-                })?;
-            notify.push(evt);
-        }
-        let line = Arc::new(vm.irqfd("virtio-mmio", gsi)?);
-        let host: Arc<dyn WorkerHost> = workers.clone();
-        let t = MmioTransport::new(Box::new(dev), mem.clone(), notify, line, host);
-        buses.mmio.insert(
-            &format!("virtio-mmio-{i}"),
-            base,
-            MMIO_LEN,
-            Arc::new(Mutex::new(t)),
-        )?;
-        cmdline.push_str(&format!(" virtio_mmio.device={MMIO_LEN}@{base:#x}:{gsi}"));
-    }
-    Ok(cmdline)
-}
