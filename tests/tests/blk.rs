@@ -56,7 +56,9 @@ on_every_machine!(writethrough_write_survives_sigkill);
 on_every_machine!(malformed_descriptors_fail_requests_not_the_vmm);
 
 fn guest_patterns_land_at_the_right_offsets(machine: &str) {
-    if !kvm_or_skip(&format!("guest_patterns_land_at_the_right_offsets on {machine}")) {
+    if !kvm_or_skip(&format!(
+        "guest_patterns_land_at_the_right_offsets on {machine}"
+    )) {
         return;
     }
     let s = Scratch::new(&format!("{machine}-blk-raw"));
@@ -88,7 +90,9 @@ fn guest_patterns_land_at_the_right_offsets(machine: &str) {
 }
 
 fn read_only_and_snapshot_leave_the_image_byte_identical(machine: &str) {
-    if !kvm_or_skip(&format!("read_only_and_snapshot_leave_the_image_byte_identical on {machine}")) {
+    if !kvm_or_skip(&format!(
+        "read_only_and_snapshot_leave_the_image_byte_identical on {machine}"
+    )) {
         return;
     }
     let s = Scratch::new(&format!("{machine}-blk-ro"));
@@ -176,7 +180,9 @@ fn writethrough_write_survives_sigkill(machine: &str) {
 }
 
 fn malformed_descriptors_fail_requests_not_the_vmm(machine: &str) {
-    if !kvm_or_skip(&format!("malformed_descriptors_fail_requests_not_the_vmm on {machine}")) {
+    if !kvm_or_skip(&format!(
+        "malformed_descriptors_fail_requests_not_the_vmm on {machine}"
+    )) {
         return;
     }
     let s = Scratch::new(&format!("{machine}-blk-evil"));

@@ -352,12 +352,11 @@ impl Drives {
         let transport = match kv.get("driver").unwrap_or_default() {
             "virtio-blk-device" => Transport::Mmio,
             "virtio-blk-pci" => Transport::Pci,
-            d => {
-                return Err(CliError::NotYet {
-                    opt: format!("{opt} {d}"),
-                    why: "the block devices are virtio-blk-pci (pc, q35) and virtio-blk-device (microvm)",
-                })
-            }
+            d => return Err(CliError::NotYet {
+                opt: format!("{opt} {d}"),
+                why:
+                    "the block devices are virtio-blk-pci (pc, q35) and virtio-blk-device (microvm)",
+            }),
         };
         kv.only(opt, &["driver", "drive", "num-queues", "id", "serial"])?;
         let drive = kv
@@ -380,7 +379,11 @@ impl Drives {
                 return Err(bad("-device", drive, "no -drive has this id"));
             };
             if d.transport.is_some() {
-                return Err(bad("-device", drive, "this drive is already used by a device"));
+                return Err(bad(
+                    "-device",
+                    drive,
+                    "this drive is already used by a device",
+                ));
             }
             d.num_queues = *queues;
             d.transport = Some(*transport);

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 mod virtio_mmio;
 
-pub use virtio_mmio::{add_virtio_mmio_drives, VIRTIO_MMIO_BASE};
 use std::sync::{Arc, Mutex};
+pub use virtio_mmio::{add_virtio_mmio_drives, VIRTIO_MMIO_BASE};
 
 use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
 use casemate_devices::virtio::blk::CacheMode;
@@ -184,4 +184,3 @@ pub(crate) fn cache_mode(c: CacheConfig) -> CacheMode {
         CacheConfig::Unsafe => CacheMode::Unsafe,
     }
 }
-
