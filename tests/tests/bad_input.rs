@@ -131,3 +131,45 @@ fn missing_initrd() {
         );
     }
 }
+
+#[test]
+fn block_device_on_the_wrong_machine() {
+    let s = Scratch::new("wrongbus");
+    let d = s.file("d.raw", &[0u8; 4096]);
+    let drive = format!("file={d},format=raw,if=none,id=d0");
+    refuses(
+        &[
+            "-M",
+            "pc",
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-device,drive=d0",
+        ],
+        "drive d0: virtio-blk-device does not exist on -machine pc (use virtio-blk-pci)",
+    );
+    refuses(
+        &[
+            "-M",
+            "microvm",
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=d0",
+        ],
+        "drive d0: virtio-blk-pci does not exist on -machine microvm (use virtio-blk-device)",
+    );
+    refuses(
+        &[
+            "-M",
+            "q35",
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=d0",
+            "-device",
+            "virtio-blk-pci,drive=d0",
+        ],
+        "already used by a device",
+    );
+}
