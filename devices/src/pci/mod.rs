@@ -109,3 +109,7 @@ pub trait IoEvents: Send + Sync {
     fn register(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()>;
     fn unregister(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()>;
 }
+
+pub mod config;
+
+pub use config::{PciConfig, PciConfigError, PciIds};
