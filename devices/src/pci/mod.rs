@@ -17,9 +17,17 @@
 //! crates.io models a PCI function's configuration space for a VMM (Cloud
 //! Hypervisor's and crosvm's PCI code is not published for reuse).
 
+pub mod config;
+pub mod msix;
+#[cfg(test)]
+pub(crate) mod testing;
+
 use std::io;
 
 use vmm_sys_util::eventfd::EventFd;
+
+pub use config::{PciConfig, PciConfigError, PciIds};
+pub use msix::{MsixCap, MsixDelivery, MsixLayout, MsixState};
 
 /// Bus, device and function numbers on segment 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -109,7 +117,3 @@ pub trait IoEvents: Send + Sync {
     fn register(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()>;
     fn unregister(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()>;
 }
-
-pub mod config;
-
-pub use config::{PciConfig, PciConfigError, PciIds};
