@@ -290,7 +290,7 @@ impl MsixState {
 /// Call `f(index in data, offset)` for each dword of an aligned 4- or
 /// 8-byte access; other accesses call nothing.
 fn for_dwords(offset: u64, len: usize, mut f: impl FnMut(usize, u64)) {
-    if !matches!(len, 4 | 8) || offset % len as u64 != 0 {
+    if !matches!(len, 4 | 8) || !offset.is_multiple_of(len as u64) {
         return;
     }
     for i in (0..len).step_by(4) {

@@ -16,6 +16,7 @@
 pub mod blk;
 pub mod common;
 pub mod mmio;
+pub mod pci;
 #[cfg(test)]
 pub(crate) mod testing;
 

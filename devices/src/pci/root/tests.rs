@@ -2,14 +2,17 @@ use super::*;
 use crate::pci::config::{CMD_IO, CMD_MEMORY};
 use crate::pci::{BarKind, BarRange, PciConfig, PciIds};
 
+/// (BAR, offset, bytes) of every BAR write.
+type WriteLog = Arc<Mutex<Vec<(u8, u64, Vec<u8>)>>>;
+
 /// A function with a 4 KiB memory BAR 0 and a 32-byte I/O BAR 1 whose
 /// BAR reads return the BAR index and offset, and whose writes are logged.
 struct TestFn {
     cfg: PciConfig,
-    writes: Arc<Mutex<Vec<(u8, u64, Vec<u8>)>>>,
+    writes: WriteLog,
 }
 
-fn test_fn() -> (SharedPciDevice, Arc<Mutex<Vec<(u8, u64, Vec<u8>)>>>) {
+fn test_fn() -> (SharedPciDevice, WriteLog) {
     let mut cfg = PciConfig::new(&PciIds {
         vendor: 0x8086,
         device: 0x1237,
@@ -55,7 +58,7 @@ impl PciDevice for TestFn {
     }
 }
 
-fn root_with_slot(slot: u8) -> (Arc<PciRoot>, Arc<Mutex<Vec<(u8, u64, Vec<u8>)>>>) {
+fn root_with_slot(slot: u8) -> (Arc<PciRoot>, WriteLog) {
     let mut root = PciRoot::new();
     let (dev, writes) = test_fn();
     root.add(slot, dev).unwrap();
