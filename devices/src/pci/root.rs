@@ -176,7 +176,9 @@ pub struct ConfigIo {
     reset_control: u8,
 }
 
-/// Port range length of `ConfigIo`.
+/// Bytes of ECAM space per bus (32 devices x 8 functions x 4 KiB).
+pub const ECAM_BUS_LEN: u64 = 1 << 20;
+/// Port range length of `ConfigIo` (0xCF8..0xD00).
 pub const CONFIG_IO_LEN: u64 = 8;
 /// Bits of CONFIG_ADDRESS that exist: enable, bus, device, function and a
 /// dword-aligned register. Bits 30:24 (extended registers on some
