@@ -1,10 +1,14 @@
 //! Casemate device models.
 //!
-//! Owns the `Bus`/`BusDevice` dispatch contract and the legacy platform
-//! devices (COM1 serial, i8042, CMOS RTC, ACPI sleep registers, sinks).
+//! Owns the `Bus`/`BusDevice` dispatch contract, the legacy platform
+//! devices (COM1 serial, i8042, CMOS RTC, ACPI sleep registers, sinks), the
+//! PCI root complex with its configuration space and MSI-X models (`pci`),
+//! and the virtio devices with their MMIO and PCI transports (`virtio`).
 //! This crate never calls KVM: devices receive interrupts as trait objects
-//! (`IrqLine`) and report platform changes as returned values (`BusAction`),
-//! which the VMM applies. That keeps every device testable on any host.
+//! (`IrqLine`, `MsiVectors`, `IntxLine`), ask for ioeventfds through
+//! `IoEvents`, and report platform changes as returned values
+//! (`BusAction`), which the VMM applies. That keeps every device testable
+//! on any host.
 
 pub mod bus;
 pub mod irq;

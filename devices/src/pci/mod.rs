@@ -17,9 +17,23 @@
 //! crates.io models a PCI function's configuration space for a VMM (Cloud
 //! Hypervisor's and crosvm's PCI code is not published for reuse).
 
+pub mod bridge;
+pub mod config;
+pub mod msix;
+pub mod root;
+#[cfg(test)]
+pub(crate) mod testing;
+
 use std::io;
 
 use vmm_sys_util::eventfd::EventFd;
+
+pub use bridge::PlainFunction;
+pub use config::{PciConfig, PciConfigError, PciIds};
+pub use msix::{MsixCap, MsixDelivery, MsixLayout, MsixState};
+pub use root::{
+    ConfigIo, Ecam, PciError, PciRoot, PciWindow, SharedPciDevice, CONFIG_IO_LEN, ECAM_BUS_LEN,
+};
 
 /// Bus, device and function numbers on segment 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,9 +1,20 @@
 //! Transport-independent virtio state: the device-status machine, feature
-//! negotiation pages and per-queue configuration, written once and shared
-//! by the MMIO (and later PCI) transports.
+//! negotiation pages and per-queue configuration, and `Activation`, the
+//! DRIVER_OK/reset lifecycle of a device's worker. Written once and shared
+//! by the MMIO and PCI transports; runs on vCPU threads. Register layouts
+//! and interrupt delivery stay in the transports.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::status::*;
-use super::{VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{
+    ReadyQueue, StartContext, StartError, VirtioDevice, VirtioIrq, WorkerHost, VIRTIO_F_VERSION_1,
+};
 
 /// A queue as the driver configured it, before the device starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -138,10 +149,181 @@ impl VirtioCommonState {
     }
 }
 
+/// Why DRIVER_OK did not start the device; the transport then shows
+/// NEEDS_RESET.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("queue {queue}: invalid configuration")]
+    Queue {
+        queue: u16,
+        #[source]
+        source: virtio_queue::Error,
+    },
+    #[error("queue {queue}: rings lie outside guest memory")]
+    OutsideMemory { queue: u16 },
+    #[error("queue {queue}: no notification eventfd")]
+    NoNotify { queue: u16 },
+    #[error("queue {queue}: cloning its notification eventfd")]
+    EventFd {
+        queue: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("DRIVER_OK with no ready queue")]
+    NoReadyQueue,
+    #[error("the device refused to start")]
+    Device(#[source] StartError),
+    #[error("starting the worker")]
+    Host(#[source] std::io::Error),
+}
+
+/// Build the ready queues of `configs`, checked against `mem`, each with a
+/// clone of its notification eventfd.
+pub fn ready_queues(
+    configs: &[QueueConfig],
+    mem: &GuestMemoryMmap,
+    notify: &[EventFd],
+) -> Result<Vec<ReadyQueue>, ActivateError> {
+    let mut queues = Vec::new();
+    for (i, c) in configs.iter().enumerate().filter(|(_, c)| c.ready) {
+        // Queue counts come from the device model (a u16 in both
+        // transports), so the index fits.
+        let queue = i as u16;
+        let bad = |source| ActivateError::Queue { queue, source };
+        let mut q = Queue::new(c.max_size).map_err(bad)?;
+        q.try_set_size(c.size).map_err(bad)?;
+        q.try_set_desc_table_address(GuestAddress(c.desc))
+            .map_err(bad)?;
+        q.try_set_avail_ring_address(GuestAddress(c.avail))
+            .map_err(bad)?;
+        q.try_set_used_ring_address(GuestAddress(c.used))
+            .map_err(bad)?;
+        q.set_ready(true);
+        if !q.is_valid(mem) {
+            return Err(ActivateError::OutsideMemory { queue });
+        }
+        let notify = notify
+            .get(i)
+            .ok_or(ActivateError::NoNotify { queue })?
+            .try_clone()
+            .map_err(|source| ActivateError::EventFd { queue, source })?;
+        queues.push(ReadyQueue {
+            index: queue,
+            queue: q,
+            notify,
+        });
+    }
+    if queues.is_empty() {
+        return Err(ActivateError::NoReadyQueue);
+    }
+    Ok(queues)
+}
+
+/// A device's worker lifecycle as a transport drives it: started on
+/// DRIVER_OK through the `WorkerHost`, stopped on reset, and the
+/// NEEDS_RESET flag the worker (or a failed start) raises.
+pub struct Activation {
+    mem: GuestMemoryMmap,
+    notify: Vec<EventFd>,
+    host: Arc<dyn WorkerHost>,
+    worker: Option<u64>,
+    needs_reset: Arc<AtomicBool>,
+}
+
+impl Activation {
+    /// `notify` holds one eventfd per queue, in queue order.
+    pub fn new(mem: GuestMemoryMmap, notify: Vec<EventFd>, host: Arc<dyn WorkerHost>) -> Self {
+        Self {
+            mem,
+            notify,
+            host,
+            worker: None,
+            needs_reset: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn notify(&self) -> &[EventFd] {
+        &self.notify
+    }
+
+    /// Signal queue `q`'s eventfd, for a notification that reached the
+    /// transport instead of an ioeventfd; unknown queues are ignored.
+    pub fn kick(&self, q: u64) {
+        if let Some(e) = usize::try_from(q).ok().and_then(|q| self.notify.get(q)) {
+            let _ = e.write(1);
+        }
+    }
+
+    /// `status` with NEEDS_RESET added when the device needs it.
+    pub fn status(&self, status: u8) -> u8 {
+        let broken = self.needs_reset.load(Ordering::Acquire);
+        status | if broken { NEEDS_RESET } else { 0 }
+    }
+
+    /// DRIVER_OK: start `dev`'s worker on the ready queues of `queues`. A
+    /// failure is logged and shown to the driver as NEEDS_RESET.
+    pub fn start(
+        &mut self,
+        dev: &mut dyn VirtioDevice,
+        queues: &[QueueConfig],
+        irq: Arc<dyn VirtioIrq>,
+    ) {
+        if let Err(e) = self.try_start(dev, queues, irq) {
+            log::warn!("{}: cannot start: {}", dev.name(), ErrorChain(&e));
+            self.needs_reset.store(true, Ordering::Release);
+        }
+    }
+
+    fn try_start(
+        &mut self,
+        dev: &mut dyn VirtioDevice,
+        queues: &[QueueConfig],
+        irq: Arc<dyn VirtioIrq>,
+    ) -> Result<(), ActivateError> {
+        let ctx = StartContext {
+            mem: self.mem.clone(),
+            queues: ready_queues(queues, &self.mem, &self.notify)?,
+            irq,
+            needs_reset: self.needs_reset.clone(),
+        };
+        let worker = dev.activate(ctx).map_err(ActivateError::Device)?;
+        let id = self
+            .host
+            .start(dev.name().to_string(), worker)
+            .map_err(ActivateError::Host)?;
+        self.worker = Some(id);
+        Ok(())
+    }
+
+    /// Reset: stop the worker (if any) and clear NEEDS_RESET.
+    pub fn stop(&mut self) {
+        if let Some(id) = self.worker.take() {
+            self.host.stop(id);
+        }
+        self.needs_reset.store(false, Ordering::Release);
+    }
+}
+
+/// Formats an error with its sources, `a: b: c`, for one log line.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut src = self.0.source();
+        while let Some(e) = src {
+            write!(f, ": {e}")?;
+            src = e.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::virtio::testing::FakeDevice;
+    use virtio_queue::QueueT;
 
     #[test]
     fn negotiation_follows_the_spec_order() {
@@ -188,5 +370,48 @@ mod tests {
             StatusChange::None,
             "DRIVER_OK without FEATURES_OK starts nothing"
         );
+    }
+
+    fn ready(desc: u64, size: u16) -> QueueConfig {
+        QueueConfig {
+            max_size: 16,
+            size,
+            ready: true,
+            desc,
+            avail: 0x2000,
+            used: 0x3000,
+        }
+    }
+
+    #[test]
+    fn ready_queues_checks_every_queue() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let fds = vec![EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
+        let idle = QueueConfig::default();
+        let qs = ready_queues(&[idle, ready(0x1000, 8)], &mem, &fds).unwrap();
+        assert_eq!(qs.len(), 1);
+        assert_eq!(qs[0].index, 1);
+        assert_eq!(qs[0].queue.size(), 8);
+        let err = |c: &[QueueConfig], n: usize| match ready_queues(c, &mem, &fds[..n]) {
+            Err(e) => e,
+            Ok(_) => panic!("{c:?} accepted"),
+        };
+        assert!(matches!(err(&[idle], 2), ActivateError::NoReadyQueue));
+        assert!(matches!(
+            err(&[ready(0xffff_0000, 8)], 2),
+            ActivateError::OutsideMemory { queue: 0 }
+        ));
+        assert!(matches!(
+            err(&[ready(0x1000, 6)], 2),
+            ActivateError::Queue { queue: 0, .. }
+        ));
+        assert!(matches!(
+            err(&[ready(0x1000, 32)], 2),
+            ActivateError::Queue { queue: 0, .. }
+        ));
+        assert!(matches!(
+            err(&[ready(0x1000, 8)], 0),
+            ActivateError::NoNotify { queue: 0 }
+        ));
     }
 }

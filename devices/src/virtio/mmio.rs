@@ -6,16 +6,14 @@
 //! `QUEUE_NOTIFY`; a write that reaches this device anyway is forwarded to
 //! the same eventfd. Runs on vCPU threads.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::common::{StatusChange, VirtioCommonState};
-use super::status::NEEDS_RESET;
-use super::{ReadyQueue, StartContext, VirtioDevice, VirtioIrq, WorkerHost};
+use super::common::{Activation, StatusChange, VirtioCommonState};
+use super::{VirtioDevice, VirtioIrq, WorkerHost};
 use crate::bus::{BusAction, BusDevice};
 use crate::irq::IrqLine;
 
@@ -50,12 +48,8 @@ impl VirtioIrq for MmioIrq {
 pub struct MmioTransport {
     dev: Box<dyn VirtioDevice>,
     state: VirtioCommonState,
-    mem: GuestMemoryMmap,
-    notify: Vec<EventFd>,
     irq: Arc<MmioIrq>,
-    host: Arc<dyn WorkerHost>,
-    worker: Option<u64>,
-    needs_reset: Arc<AtomicBool>,
+    life: Activation,
 }
 
 impl MmioTransport {
@@ -71,21 +65,12 @@ impl MmioTransport {
         Self {
             dev,
             state,
-            mem,
-            notify,
             irq: Arc::new(MmioIrq {
                 status: AtomicU32::new(0),
                 line,
             }),
-            host,
-            worker: None,
-            needs_reset: Arc::new(AtomicBool::new(false)),
+            life: Activation::new(mem, notify, host),
         }
-    }
-
-    fn status(&self) -> u8 {
-        let broken = self.needs_reset.load(Ordering::Acquire);
-        self.state.status | if broken { NEEDS_RESET } else { 0 }
     }
 
     fn read_reg(&mut self, off: u64) -> u32 {
@@ -103,7 +88,7 @@ impl MmioTransport {
             0x34 => q.map_or(0, |q| q.max_size.into()),
             0x44 => q.map_or(0, |q| q.ready.into()),
             0x60 => self.irq.status.load(Ordering::SeqCst),
-            0x70 => self.status().into(),
+            0x70 => self.life.status(self.state.status).into(),
             0xfc => self.state.config_generation,
             _ => 0,
         }
@@ -118,11 +103,7 @@ impl MmioTransport {
             0x20 => self.state.set_driver_features_page(v),
             0x24 => self.state.driver_features_sel = v,
             0x30 => self.state.queue_sel = v,
-            QUEUE_NOTIFY => {
-                if let Some(e) = self.notify.get(v as usize) {
-                    let _ = e.write(1);
-                }
-            }
+            QUEUE_NOTIFY => self.life.kick(v.into()),
             0x64 => {
                 self.irq.status.fetch_and(!v, Ordering::SeqCst);
             }
@@ -153,72 +134,16 @@ impl MmioTransport {
     fn set_status(&mut self, v: u8) {
         match self.state.set_status(v, self.dev.as_mut()) {
             StatusChange::None => {}
-            StatusChange::Reset => self.reset(),
+            StatusChange::Reset => {
+                self.life.stop();
+                self.dev.reset();
+                self.irq.status.store(0, Ordering::SeqCst);
+            }
             StatusChange::Activate => {
-                if let Err(why) = self.activate() {
-                    log::warn!("{}: cannot start: {why}", self.dev.name());
-                    self.needs_reset.store(true, Ordering::Release);
-                }
+                self.life
+                    .start(self.dev.as_mut(), &self.state.queues, self.irq.clone());
             }
         }
-    }
-
-    fn reset(&mut self) {
-        if let Some(id) = self.worker.take() {
-            self.host.stop(id);
-        }
-        self.dev.reset();
-        self.irq.status.store(0, Ordering::SeqCst);
-        self.needs_reset.store(false, Ordering::Release);
-    }
-
-    fn activate(&mut self) -> Result<(), String> {
-        let mut queues = Vec::new();
-        for (i, c) in self
-            .state
-            .queues
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.ready)
-        {
-            let mut q = Queue::new(c.max_size).map_err(|e| format!("queue {i}: {e}"))?;
-            q.try_set_size(c.size)
-                .map_err(|e| format!("queue {i} size {}: {e}", c.size))?;
-            q.try_set_desc_table_address(GuestAddress(c.desc))
-                .map_err(|e| format!("queue {i}: {e}"))?;
-            q.try_set_avail_ring_address(GuestAddress(c.avail))
-                .map_err(|e| format!("queue {i}: {e}"))?;
-            q.try_set_used_ring_address(GuestAddress(c.used))
-                .map_err(|e| format!("queue {i}: {e}"))?;
-            q.set_ready(true);
-            if !q.is_valid(&self.mem) {
-                return Err(format!("queue {i} rings lie outside guest memory"));
-            }
-            let notify = self.notify[i]
-                .try_clone()
-                .map_err(|e| format!("queue {i} eventfd: {e}"))?;
-            queues.push(ReadyQueue {
-                index: i as u16,
-                queue: q,
-                notify,
-            });
-        }
-        if queues.is_empty() {
-            return Err("DRIVER_OK with no ready queue".into());
-        }
-        let ctx = StartContext {
-            mem: self.mem.clone(),
-            queues,
-            irq: self.irq.clone(),
-            needs_reset: self.needs_reset.clone(),
-        };
-        let worker = self.dev.activate(ctx).map_err(|e| e.to_string())?;
-        let id = self
-            .host
-            .start(self.dev.name().to_string(), worker)
-            .map_err(|e| e.to_string())?;
-        self.worker = Some(id);
-        Ok(())
     }
 }
 
@@ -249,9 +174,11 @@ impl BusDevice for MmioTransport {
 mod tests {
     use super::*;
     use crate::irq::testing::CountingIrq;
+    use crate::virtio::status::NEEDS_RESET;
     use crate::virtio::status::*;
     use crate::virtio::testing::{FakeDevice, RecordingHost};
     use crate::virtio::VIRTIO_F_VERSION_1;
+    use vm_memory::GuestAddress;
 
     fn transport() -> (MmioTransport, Arc<RecordingHost>) {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();

@@ -2,12 +2,12 @@
 //! the interrupt seam.
 //!
 //! ```text
-//!  guest ──MMIO──▶ MmioTransport ──┐            (vCPU thread: registers,
-//!                  (PCI later)     ├─▶ VirtioDevice   status machine)
-//!                                  │      │ activate(StartContext)
-//!  guest ─notify─▶ ioeventfd ──────┼──────▼
-//!                                  └─▶ Worker::on_event   (cm-<dev> thread:
-//!                                        │ VirtioIrq         queues, backend)
+//!  guest ──MMIO──▶ MmioTransport ─────┐        (vCPU thread: registers,
+//!  guest ──PCI───▶ VirtioPciTransport ┼─▶ VirtioDevice   status machine)
+//!                                     │      │ activate(StartContext)
+//!  guest ─notify─▶ ioeventfd ─────────┼──────▼
+//!                                     └─▶ Worker::on_event (cm-<dev> thread:
+//!                                           │ VirtioIrq       queues, backend)
 //! ```
 //! Devices never spawn threads or touch epoll: a transport hands the worker
 //! a device returns to a `WorkerHost` (implemented by the VMM), which runs
@@ -16,6 +16,7 @@
 pub mod blk;
 pub mod common;
 pub mod mmio;
+pub mod pci;
 #[cfg(test)]
 pub(crate) mod testing;
 
