@@ -118,7 +118,15 @@ fn boot_once(
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
     let mut buses = devmgr::build(&vm, config, console, &ram)?;
-    let extra_cmdline = devmgr::add_virtio_mmio_drives(&vm, config, mem, &workers, &mut buses)?;
+    let extra_cmdline = match config.machine {
+        MachineKind::Microvm => {
+            devmgr::add_virtio_mmio_drives(&vm, config, mem, &workers, &mut buses)?
+        }
+        MachineKind::Pc | MachineKind::Q35 => {
+            devmgr::add_pci(&vm, config, mem, &ram, &workers, &mut buses)?;
+            String::new()
+        }
+    };
     let buses = Arc::new(buses);
     let cmdline = format!("{}{extra_cmdline}", config.append);
     let entry = load_guest(config, &cmdline, probe, mem, &ram, &apic_ids)?;

@@ -9,8 +9,10 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 
+mod pci;
 mod virtio_mmio;
 
+pub use pci::add_pci;
 use std::sync::{Arc, Mutex};
 pub use virtio_mmio::{add_virtio_mmio_drives, VIRTIO_MMIO_BASE};
 
@@ -56,6 +58,18 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
+    #[error("placing a PCI device")]
+    Pci(#[from] casemate_devices::pci::PciError),
+    #[error("drive {id}: the 32-bit PCI window is full")]
+    PciSpace { id: String },
+    #[error("drive {id}: building its virtio-pci function")]
+    PciDevice {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the INTx resample thread")]
+    Thread(#[source] std::io::Error),
     #[error("drive {id}: registering a queue ioeventfd")]
     IoEvent {
         id: String,

@@ -9,9 +9,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use casemate_devices::pci::bridge::{HostBridge, IsaBridge};
-use casemate_devices::pci::root::{ConfigIo, Ecam, PciRoot, PciWindow};
-use casemate_devices::pci::{IoEvents, IoSpace, PciDevice};
+use casemate_devices::pci::{
+    ConfigIo, Ecam, IoEvents, IoSpace, PciDevice, PciRoot, PciWindow, PlainFunction, CONFIG_IO_LEN,
+};
 use casemate_devices::virtio::blk::{BlockConfig, BlockDevice};
 use casemate_devices::virtio::pci::{
     msix_vectors_for, VirtioPciParams, VirtioPciTransport, VIRTIO_PCI_BAR_SIZE,
@@ -35,7 +35,6 @@ use crate::workers::Workers;
 
 /// CONFIG_ADDRESS/CONFIG_DATA, plus the reset control register at 0xCF9.
 const CONFIG_PORT: u64 = 0xcf8;
-const CONFIG_PORT_LEN: u64 = 8;
 /// Where the ISA/LPC bridge sits: PIIX3 at 00:01.0, ICH9 LPC at 00:1f.0.
 const PIIX3_SLOT: u8 = 1;
 const ICH9_LPC_SLOT: u8 = 0x1f;
@@ -70,10 +69,14 @@ pub fn add_pci(
 ) -> Result<(), DevError> {
     let mut root = PciRoot::new();
     let q35 = config.machine == MachineKind::Q35;
-    let (host, isa, isa_slot): (HostBridge, IsaBridge, u8) = if q35 {
-        (HostBridge::q35(), IsaBridge::ich9_lpc(), ICH9_LPC_SLOT)
+    let (host, isa, isa_slot) = if q35 {
+        (
+            PlainFunction::q35_host(),
+            PlainFunction::ich9_lpc(),
+            ICH9_LPC_SLOT,
+        )
     } else {
-        (HostBridge::i440fx(), IsaBridge::piix3(), PIIX3_SLOT)
+        (PlainFunction::i440fx(), PlainFunction::piix3(), PIIX3_SLOT)
     };
     root.add(0, Arc::new(Mutex::new(host)))?;
     root.add(isa_slot, Arc::new(Mutex::new(isa)))?;
@@ -147,7 +150,7 @@ pub fn add_pci(
     buses.pio.insert(
         "pci-config",
         CONFIG_PORT,
-        CONFIG_PORT_LEN,
+        CONFIG_IO_LEN,
         Arc::new(Mutex::new(ConfigIo::new(root.clone()))),
     )?;
     buses.pio.insert(
