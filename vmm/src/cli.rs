@@ -812,14 +812,18 @@ mod tests {
         assert!(run(&["-device", "virtio-blk-device,drive=nope"]).is_err());
         assert!(run(&["-drive", "file=/a,cache=sometimes"]).is_err());
         assert!(run(&["-drive", "if=virtio"]).is_err(), "no file");
-        let e = run(&[
+        let c = run(&[
+            "-M",
+            "q35",
             "-drive",
             "file=/a,if=none,id=d",
             "-device",
             "virtio-blk-pci,drive=d",
         ])
-        .unwrap_err();
-        assert!(e.to_string().contains("virtio-blk-pci"), "{e}");
+        .unwrap();
+        assert_eq!(c.drives[0].transport, Some(Transport::Pci));
+        let e = run(&["-device", "virtio-net-pci"]).unwrap_err();
+        assert!(e.to_string().contains("virtio-net-pci"), "{e}");
     }
 
     #[test]
