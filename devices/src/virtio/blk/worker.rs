@@ -1,6 +1,7 @@
 //! The virtio-blk worker: pops descriptor chains when the guest notifies,
-//! parses them, hands valid requests to the engine, and publishes
-//! completions to the used ring and the guest's interrupt.
+//! parses them, hands valid requests to the engine (one kick per batch), and
+//! publishes completions to the used ring with at most one interrupt per
+//! queue per batch. It does not know which engine runs (`IoEngine`).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,26 +10,63 @@ use std::sync::Arc;
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
-use super::engine::{Done, Engine, Job};
+use super::engine::{Done, IoEngine, Job};
 use super::request::{parse, Reject};
-use crate::virtio::{ReadyQueue, VirtioIrq, Worker, WorkerError};
+use crate::virtio::{ReadyQueue, StartContext, VirtioIrq, Worker, WorkerError};
 
 /// Token for the engine's completion eventfd; queue tokens are their slot.
 pub const DONE_TOKEN: u32 = u32::MAX;
 
+/// Errors from the engine logged before going quiet.
+const MAX_ENGINE_ERRORS_LOGGED: u32 = 8;
+
 pub struct BlockWorker {
-    pub name: String,
-    pub mem: GuestMemoryMmap,
-    pub queues: Vec<ReadyQueue>,
-    pub irq: Arc<dyn VirtioIrq>,
-    pub needs_reset: Arc<AtomicBool>,
-    pub capacity: u64,
-    pub engine: Engine,
+    name: String,
+    mem: GuestMemoryMmap,
+    queues: Vec<ReadyQueue>,
+    irq: Arc<dyn VirtioIrq>,
+    needs_reset: Arc<AtomicBool>,
+    capacity: u64,
+    engine: IoEngine,
     /// Rate-limits logs of malformed requests from a misbehaving guest.
-    pub rejects_logged: u32,
+    rejects_logged: u32,
+    engine_errors_logged: u32,
+    /// Reused for every batch: completions, and the queues they touched.
+    done: Vec<Done>,
+    touched: Vec<bool>,
 }
 
 impl BlockWorker {
+    /// `capacity` is the disk size in bytes, as the guest was told.
+    pub fn new(name: String, ctx: StartContext, capacity: u64, engine: IoEngine) -> Self {
+        Self {
+            name,
+            mem: ctx.mem,
+            touched: vec![false; ctx.queues.len()],
+            queues: ctx.queues,
+            irq: ctx.irq,
+            needs_reset: ctx.needs_reset,
+            capacity,
+            engine,
+            rejects_logged: 0,
+            engine_errors_logged: 0,
+            done: Vec::new(),
+        }
+    }
+
+    /// The engine could not hand requests to the kernel: they would never
+    /// complete, so the device needs a reset.
+    fn engine_failed(&mut self, e: &std::io::Error) {
+        self.needs_reset.store(true, Ordering::Release);
+        if self.engine_errors_logged < MAX_ENGINE_ERRORS_LOGGED {
+            self.engine_errors_logged += 1;
+            log::error!(
+                "{}: block engine failed, device needs a reset: {e}",
+                self.name
+            );
+        }
+    }
+
     fn queue_err(&self, slot: usize, source: virtio_queue::Error) -> WorkerError {
         self.needs_reset.store(true, Ordering::Release);
         WorkerError::Queue {
@@ -46,7 +84,8 @@ impl BlockWorker {
     }
 
     fn pop_requests(&mut self, slot: usize) -> Result<(), WorkerError> {
-        let mut immediate = Vec::new();
+        let mut done = std::mem::take(&mut self.done);
+        done.clear();
         loop {
             let q = &mut self.queues[slot].queue;
             let Some(chain) = q.pop_descriptor_chain(&self.mem) else {
@@ -58,19 +97,42 @@ impl BlockWorker {
                 Err(Reject::Status { status, code, why }) => {
                     self.log_reject(why);
                     let len = u32::from(self.mem.write_obj(code, status).is_ok());
-                    immediate.push(Done { slot, head, len });
+                    done.push(Done { slot, head, len });
                 }
                 Err(Reject::Silent(why)) => {
                     self.log_reject(why);
-                    immediate.push(Done { slot, head, len: 0 });
+                    done.push(Done { slot, head, len: 0 });
                 }
             }
         }
-        self.complete(&immediate)
+        // One submission for the batch, then whatever finished meanwhile
+        // (page-cache hits complete inside io_uring's submit call).
+        if let Err(e) = self.engine.kick() {
+            self.engine_failed(&e);
+        }
+        self.finish_batch(done)
+    }
+
+    /// Collect the engine's completions into `done` and publish them.
+    fn finish_batch(&mut self, mut done: Vec<Done>) -> Result<(), WorkerError> {
+        if let Err(e) = self.engine.take_done(&mut done) {
+            self.engine_failed(&e);
+        }
+        let r = self.complete(&done);
+        self.done = done;
+        r
     }
 
     fn complete(&mut self, done: &[Done]) -> Result<(), WorkerError> {
-        let mut touched = vec![false; self.queues.len()];
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
+        touched.resize(self.queues.len(), false);
+        let r = self.publish(done, &mut touched);
+        self.touched = touched;
+        r
+    }
+
+    fn publish(&mut self, done: &[Done], touched: &mut [bool]) -> Result<(), WorkerError> {
         for d in done {
             let q = &mut self.queues[d.slot].queue;
             if let Err(e) = q.add_used(&self.mem, d.head, d.len) {
@@ -118,15 +180,16 @@ impl Worker for BlockWorker {
             .enumerate()
             .map(|(i, q)| (q.notify.as_raw_fd(), i as u32))
             .collect();
-        v.push((self.engine.done_evt.as_raw_fd(), DONE_TOKEN));
+        v.push((self.engine.done_evt().as_raw_fd(), DONE_TOKEN));
         v
     }
 
     fn on_event(&mut self, token: u32) -> Result<(), WorkerError> {
         if token == DONE_TOKEN {
-            drain(&self.engine.done_evt, &self.name)?;
-            let done = self.engine.take_done();
-            return self.complete(&done);
+            drain(self.engine.done_evt(), &self.name)?;
+            let mut done = std::mem::take(&mut self.done);
+            done.clear();
+            return self.finish_batch(done);
         }
         let slot = token as usize;
         if slot >= self.queues.len() {
