@@ -111,7 +111,8 @@ pub enum EngineKind {
 
 pub enum IoEngine {
     Threads(ThreadPool),
-    Uring(UringEngine),
+    /// Boxed: the ring and its slots are large, the pool is small.
+    Uring(Box<UringEngine>),
 }
 
 /// Sizing for `IoEngine::start`.
@@ -136,7 +137,7 @@ impl IoEngine {
                     match UringEngine::new(exec.clone(), file, evt.clone(), p.max_in_flight) {
                         Ok(u) => {
                             log::debug!("{name}: io_uring engine ({} entries)", u.entries());
-                            return Ok(IoEngine::Uring(u));
+                            return Ok(IoEngine::Uring(Box::new(u)));
                         }
                         Err(e) => error_chain(&e),
                     }

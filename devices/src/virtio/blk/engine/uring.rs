@@ -458,7 +458,7 @@ fn build_iov(
     offset: u64,
     out: &mut Vec<HostIov>,
 ) -> bool {
-    if direct.is_some_and(|a| offset % u64::from(a.offset) != 0) {
+    if direct.is_some_and(|a| !offset.is_multiple_of(u64::from(a.offset))) {
         return false;
     }
     for b in bufs {
@@ -468,8 +468,9 @@ fn build_iov(
                 base: s.ptr_guard_mut().as_ptr() as usize,
                 len: s.len(),
             };
-            let aligned =
-                |a: DirectAlign| iov.base % a.mem as usize == 0 && iov.len % a.offset as usize == 0;
+            let aligned = |a: DirectAlign| {
+                iov.base.is_multiple_of(a.mem as usize) && iov.len.is_multiple_of(a.offset as usize)
+            };
             if direct.is_some_and(|a| !aligned(a)) || out.len() == IOV_MAX {
                 return false;
             }
