@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use casemate_disk::{DirectAlign, RawFile};
 use io_uring::{opcode, squeue, types, IoUring};
-use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::exec::Executor;
@@ -462,12 +462,29 @@ fn build_iov(
         return false;
     }
     for b in bufs {
-        for s in GuestMemoryBackend::get_slices(mem, b.addr, b.len as usize) {
-            let Ok(s) = s else { return false };
-            let iov = HostIov {
-                base: s.ptr_guard_mut().as_ptr() as usize,
-                len: s.len(),
-            };
+        let len = b.len as usize;
+        let in_one_region = mem.to_region_addr(b.addr).and_then(|(r, off)| {
+            let fits = off.raw_value() + u64::from(b.len) <= r.len();
+            fits.then(|| r.get_host_address(off).ok()).flatten()
+        });
+        let pieces: &mut dyn Iterator<Item = Option<HostIov>> = match in_one_region {
+            // Nearly always: the buffer lies in one region.
+            Some(p) => &mut std::iter::once(Some(HostIov {
+                base: p as usize,
+                len,
+            })),
+            None => &mut GuestMemoryBackend::get_slices(mem, b.addr, len).map(|s| {
+                s.ok().map(|s| HostIov {
+                    base: s.ptr_guard_mut().as_ptr() as usize,
+                    len: s.len(),
+                })
+            }),
+        };
+        for iov in pieces {
+            let Some(iov) = iov else { return false };
+            if iov.len == 0 {
+                continue;
+            }
             let aligned = |a: DirectAlign| {
                 iov.base.is_multiple_of(a.mem as usize) && iov.len.is_multiple_of(a.offset as usize)
             };
