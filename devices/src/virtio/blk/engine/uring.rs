@@ -14,6 +14,12 @@
 //! aligned as the file requires (checked before submitting; an EINVAL that
 //! still comes back from an O_DIRECT file sends the request there too).
 //!
+//! Adjacent reads (or writes) started in one `kick` are merged into one
+//! transfer, as QEMU does: a sequential guest then costs one kernel request
+//! per batch rather than one per 4 KiB. A merged transfer that fails is
+//! split and each request retried alone, so one bad sector fails only its
+//! own request.
+//!
 //! Short transfers are resubmitted for the remainder; a write that makes no
 //! progress fails with IOERR; a read that hits the end of the file reads the
 //! rest as zeros, as `RawImage::read_at` does. Dropping the engine waits for
@@ -26,7 +32,7 @@ use std::sync::Arc;
 
 use casemate_disk::{DirectAlign, RawFile};
 use io_uring::{opcode, squeue, types, IoUring};
-use vm_memory::{Address, Bytes, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::Bytes;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::exec::Executor;
@@ -34,11 +40,15 @@ use super::pool::ThreadPool;
 use super::{CacheMode, Done, Job, MAX_REQUEST};
 use crate::virtio::blk::request::*;
 
+mod iov;
+use iov::{advance, build_iov, zero_fill, HostIov};
+
 /// Ring sizes: at least this many entries, at most that many.
 const MIN_ENTRIES: u32 = 64;
 const MAX_ENTRIES: u32 = 4096;
-/// The kernel's limit on iovecs per READV/WRITEV.
-const IOV_MAX: usize = 1024;
+/// Merged transfers stop growing at this size (a single larger request is
+/// still sent whole).
+const MAX_MERGE: u64 = 1 << 20;
 /// EINTR/EAGAIN completions resubmitted before the request fails.
 const MAX_RETRIES: u8 = 8;
 /// Submission attempts that find the kernel short of resources before
@@ -65,20 +75,6 @@ pub enum UringSetupError {
     },
 }
 
-/// One `struct iovec` as the kernel reads it. The host address is kept as
-/// an integer so that the engine stays `Send`; the layout is `iovec`'s.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct HostIov {
-    base: usize,
-    len: usize,
-}
-
-const _: () = assert!(
-    std::mem::size_of::<HostIov>() == std::mem::size_of::<libc::iovec>()
-        && std::mem::align_of::<HostIov>() == std::mem::align_of::<libc::iovec>()
-);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum OpKind {
     #[default]
@@ -87,13 +83,17 @@ enum OpKind {
     Flush,
 }
 
-/// One request in the ring. Slots are reused, iovec buffers with them.
+/// One transfer in the ring: one request, or several adjacent ones merged.
+/// Slots are reused, with their buffers.
 #[derive(Default)]
 struct Op {
-    /// `Some` while the kernel may hold an SQE of this slot.
-    job: Option<Job>,
+    /// Non-empty while the slot is in use (the kernel may hold its SQE).
+    jobs: Vec<Job>,
     kind: OpKind,
     iov: Vec<HostIov>,
+    /// File offset of the first byte, and bytes in all.
+    offset: u64,
+    total: u64,
     /// First iovec not fully transferred yet.
     first: usize,
     /// Bytes transferred so far.
@@ -112,11 +112,15 @@ pub struct UringEngine {
     evt: Arc<EventFd>,
     ops: Vec<Op>,
     free: Vec<usize>,
+    /// Slots in use.
     in_flight: usize,
+    /// The slot still taking adjacent requests; its SQE goes out at `kick`.
+    open: Option<usize>,
     /// Completions not yet handed to the worker.
     ready: Vec<Done>,
     cqes: Vec<(u64, i32)>,
     bounced: u64,
+    transfers: u64,
     fallback: ThreadPool,
 }
 
@@ -153,9 +157,11 @@ impl UringEngine {
             ops: (0..entries).map(|_| Op::default()).collect(),
             free: (0..entries as usize).rev().collect(),
             in_flight: 0,
+            open: None,
             ready: Vec::new(),
             cqes: Vec::new(),
             bounced: 0,
+            transfers: 0,
             fallback,
         })
     }
@@ -169,12 +175,18 @@ impl UringEngine {
         self.bounced
     }
 
+    /// Transfers (slots) started so far; merged requests share one.
+    pub fn transfers(&self) -> u64 {
+        self.transfers
+    }
+
     pub fn done_evt(&self) -> &EventFd {
         &self.evt
     }
 
-    /// Queue `job`: as an SQE (started by `kick`), on the fallback thread,
-    /// or completed at once (FLUSH with cache=unsafe).
+    /// Queue `job`: into a transfer started by `kick` (merged with the
+    /// previous request where adjacent), on the fallback thread, or
+    /// completed at once (FLUSH with cache=unsafe).
     pub fn submit(&mut self, job: Job) {
         let kind = match job.req.kind {
             T_IN => OpKind::Read,
@@ -184,35 +196,94 @@ impl UringEngine {
             T_FLUSH if !self.exec.disk.is_read_only() => OpKind::Flush,
             _ => return self.bounce(job),
         };
-        let Some(idx) = self.free.pop() else {
+        if kind == OpKind::Flush {
+            self.close_open();
+            if let Some(idx) = self.new_op(kind, job) {
+                self.push(idx);
+            }
+            return;
+        }
+        if job.req.data_len == 0 || job.req.data_len > MAX_REQUEST {
             return self.bounce(job);
+        }
+        let job = match self.try_merge(kind, job) {
+            Ok(()) => return,
+            Err(job) => job,
+        };
+        self.close_open();
+        self.open = self.new_op(kind, job);
+    }
+
+    /// Append `job` to the open transfer if it continues it; gives the job
+    /// back otherwise.
+    fn try_merge(&mut self, kind: OpKind, job: Job) -> Result<(), Job> {
+        let Some(idx) = self.open else {
+            return Err(job);
+        };
+        let op = &mut self.ops[idx];
+        let offset = job.req.sector.wrapping_mul(SECTOR);
+        let fits = op.kind == kind
+            && op.offset.checked_add(op.total) == Some(offset)
+            && op.total + job.req.data_len <= MAX_MERGE;
+        if !fits {
+            return Err(job);
+        }
+        let before = op.iov.len();
+        if !build_iov(
+            &self.exec.mem,
+            &job.req.data,
+            self.direct,
+            offset,
+            &mut op.iov,
+        ) {
+            op.iov.truncate(before);
+            return Err(job);
+        }
+        op.total += job.req.data_len;
+        op.jobs.push(job);
+        Ok(())
+    }
+
+    /// A slot for `job` alone, its iovecs built; `None` when the job went
+    /// to the fallback thread instead.
+    fn new_op(&mut self, kind: OpKind, job: Job) -> Option<usize> {
+        let Some(idx) = self.free.pop() else {
+            self.bounce(job);
+            return None;
         };
         let op = &mut self.ops[idx];
         op.iov.clear();
-        (op.kind, op.first, op.done, op.retries) = (kind, 0, 0, 0);
-        if kind != OpKind::Flush {
-            let r = &job.req;
-            let usable = r.data_len > 0
-                && r.data_len <= MAX_REQUEST
-                && build_iov(
-                    &self.exec.mem,
-                    &r.data,
-                    self.direct,
-                    r.sector.wrapping_mul(SECTOR),
-                    &mut op.iov,
-                );
-            if !usable {
-                self.free.push(idx);
-                return self.bounce(job);
-            }
+        let offset = job.req.sector.wrapping_mul(SECTOR);
+        (op.kind, op.offset, op.total) = (kind, offset, job.req.data_len);
+        (op.first, op.done, op.retries) = (0, 0, 0);
+        if kind != OpKind::Flush
+            && !build_iov(
+                &self.exec.mem,
+                &job.req.data,
+                self.direct,
+                offset,
+                &mut op.iov,
+            )
+        {
+            self.free.push(idx);
+            self.bounce(job);
+            return None;
         }
-        op.job = Some(job);
+        op.jobs.push(job);
         self.in_flight += 1;
-        self.push(idx);
+        self.transfers += 1;
+        Some(idx)
     }
 
-    /// Hand every queued SQE to the kernel in one `io_uring_enter`.
+    fn close_open(&mut self) {
+        if let Some(idx) = self.open.take() {
+            self.push(idx);
+        }
+    }
+
+    /// Hand every queued transfer to the kernel in one `io_uring_enter`.
     pub fn kick(&mut self) -> io::Result<()> {
+        self.close_open();
         if !self.ready.is_empty() {
             // Completed without the ring: make sure the worker looks.
             let _ = self.evt.write(1);
@@ -228,8 +299,8 @@ impl UringEngine {
             if !self.reap() {
                 break;
             }
-            // Resubmissions (short transfers, retries) go out at once;
-            // buffered I/O often completes inside the submit call.
+            // Resubmissions (short transfers, retries, split merges) go out
+            // at once; buffered I/O often completes inside the submit call.
             if let Err(e) = self.submit_pending() {
                 r = Err(e);
                 break;
@@ -240,13 +311,12 @@ impl UringEngine {
         r
     }
 
-    fn sqe(&self, idx: usize) -> Option<squeue::Entry> {
+    fn sqe(&self, idx: usize) -> squeue::Entry {
         let op = &self.ops[idx];
-        let job = op.job.as_ref()?;
         let fd = types::Fd(self.fd);
         // Parsing bounded `sector * 512 + data_len` by the capacity for
-        // reads and writes; a FLUSH's sector is unused.
-        let offset = job.req.sector.wrapping_mul(SECTOR).wrapping_add(op.done);
+        // reads and writes; a FLUSH's offset is unused.
+        let offset = op.offset.wrapping_add(op.done);
         let iov = op.iov[op.first..].as_ptr().cast::<libc::iovec>();
         let n = (op.iov.len() - op.first) as u32;
         let e = match op.kind {
@@ -259,12 +329,12 @@ impl UringEngine {
                 .rw_flags(self.write_flags)
                 .build(),
         };
-        Some(e.user_data(idx as u64))
+        e.user_data(idx as u64)
     }
 
     /// Queue the SQE for slot `idx` (new, or the remainder of a short one).
     fn push(&mut self, idx: usize) {
-        let Some(entry) = self.sqe(idx) else { return };
+        let entry = self.sqe(idx);
         for _ in 0..2 {
             // SAFETY: the SQE points at `self.ops[idx].iov`, whose heap buffer
             // is neither touched nor freed until this slot's completion is
@@ -282,7 +352,7 @@ impl UringEngine {
                 log::debug!("{}: io_uring submit failed: {e}", self.exec.name);
             }
         }
-        self.complete(idx, S_IOERR, 0, -libc::EBUSY);
+        self.complete(idx, S_IOERR, -libc::EBUSY);
     }
 
     fn submit_pending(&mut self) -> io::Result<()> {
@@ -323,11 +393,12 @@ impl UringEngine {
         let Some(op) = self.ops.get_mut(idx) else {
             return;
         };
-        let Some(job) = op.job.as_ref() else { return };
-        let total = job.req.data_len;
+        if op.jobs.is_empty() {
+            return;
+        }
         if op.kind == OpKind::Flush {
             let status = if res >= 0 { S_OK } else { S_IOERR };
-            return self.complete(idx, status, 0, res);
+            return self.complete(idx, status, res);
         }
         if res < 0 {
             let errno = -res;
@@ -335,59 +406,89 @@ impl UringEngine {
                 op.retries += 1;
                 return self.push(idx);
             }
+            if op.jobs.len() > 1 {
+                // Retry each request alone: the error may be one sector's.
+                return self.split(idx);
+            }
             if errno == libc::EINVAL && self.direct.is_some() {
                 // O_DIRECT refused our alignment guess: bounce it instead.
-                if let Some(job) = self.release(idx) {
+                for job in self.release(idx) {
                     self.bounce(job);
                 }
                 return;
             }
-            return self.complete(idx, S_IOERR, 0, res);
+            return self.complete(idx, S_IOERR, res);
         }
-        let n = (res as u64).min(total - op.done);
+        let n = (res as u64).min(op.total - op.done);
         if n == 0 {
             if op.kind == OpKind::Write {
-                return self.complete(idx, S_IOERR, 0, -libc::EIO);
+                return self.complete(idx, S_IOERR, -libc::EIO);
             }
             // End of file: the rest reads as zeros, as in RawImage::read_at.
-            let ok = zero_fill(&self.exec.mem, &job.req.data, op.done);
+            let bufs = op.jobs.iter().flat_map(|j| j.req.data.iter());
+            let ok = zero_fill(&self.exec.mem, bufs, op.done);
             let status = if ok { S_OK } else { S_IOERR };
-            return self.complete(idx, status, total as u32, res);
+            return self.complete(idx, status, res);
         }
         op.done += n;
-        if op.done == total {
-            let written = if op.kind == OpKind::Read {
-                total as u32
-            } else {
-                0
-            };
-            return self.complete(idx, S_OK, written, res);
+        if op.done == op.total {
+            return self.complete(idx, S_OK, res);
         }
         advance(&mut op.iov, &mut op.first, n);
         op.retries = 0;
         self.push(idx);
     }
 
-    /// Free slot `idx`; its job, if it had one.
-    fn release(&mut self, idx: usize) -> Option<Job> {
-        let job = self.ops.get_mut(idx)?.job.take()?;
-        self.free.push(idx);
-        self.in_flight -= 1;
-        Some(job)
+    /// Resubmit each request of merged slot `idx` on its own.
+    fn split(&mut self, idx: usize) {
+        let kind = self.ops[idx].kind;
+        for job in self.release(idx) {
+            if let Some(i) = self.new_op(kind, job) {
+                self.push(i);
+            }
+        }
     }
 
-    fn complete(&mut self, idx: usize, status: u8, written: u32, res: i32) {
-        let Some(job) = self.release(idx) else { return };
-        if status != S_OK {
-            log::debug!(
-                "{}: request type {} at sector {} failed: {}",
-                self.exec.name,
-                job.req.kind,
-                job.req.sector,
-                io::Error::from_raw_os_error(-res)
-            );
+    /// Free slot `idx`; its requests.
+    fn release(&mut self, idx: usize) -> Vec<Job> {
+        let Some(op) = self.ops.get_mut(idx) else {
+            return Vec::new();
+        };
+        if op.jobs.is_empty() {
+            return Vec::new();
         }
-        self.finish(job, status, written);
+        self.free.push(idx);
+        self.in_flight -= 1;
+        std::mem::take(&mut op.jobs)
+    }
+
+    /// Finish every request of slot `idx` with `status` (`res` for the log).
+    fn complete(&mut self, idx: usize, status: u8, res: i32) {
+        let read = self.ops.get(idx).is_some_and(|op| op.kind == OpKind::Read);
+        let mut jobs = self.release(idx);
+        for job in jobs.drain(..) {
+            if status != S_OK {
+                log::debug!(
+                    "{}: request type {} at sector {} failed: {}",
+                    self.exec.name,
+                    job.req.kind,
+                    job.req.sector,
+                    io::Error::from_raw_os_error(-res)
+                );
+            }
+            let written = if read && status == S_OK {
+                job.req.data_len as u32
+            } else {
+                0
+            };
+            self.finish(job, status, written);
+        }
+        // Keep the allocation for the slot's next use.
+        if let Some(op) = self.ops.get_mut(idx) {
+            if op.jobs.is_empty() {
+                op.jobs = jobs;
+            }
+        }
     }
 
     /// Write the status byte and queue the completion for the worker.
@@ -413,7 +514,11 @@ impl Drop for UringEngine {
     fn drop(&mut self) {
         // Wait (no cancel: reads and writes of regular files run to the end
         // anyway) until the kernel has returned every slot. Short transfers
-        // are not resubmitted: the device is going away.
+        // are not resubmitted: the device is going away. A slot still open
+        // was never handed to the kernel.
+        if let Some(idx) = self.open.take() {
+            self.release(idx);
+        }
         let mut warned = false;
         while self.in_flight > 0 {
             if let Err(e) = self.ring.submit_and_wait(1) {
@@ -446,93 +551,6 @@ fn write_flags(cache: CacheMode) -> i32 {
     } else {
         0
     }
-}
-
-/// The host iovecs for `bufs` (parsed, so inside guest RAM), split where a
-/// buffer crosses memory regions. False when they cannot go to the kernel
-/// as they are: not mapped, too many, or not aligned as O_DIRECT needs.
-fn build_iov(
-    mem: &GuestMemoryMmap,
-    bufs: &[Buf],
-    direct: Option<DirectAlign>,
-    offset: u64,
-    out: &mut Vec<HostIov>,
-) -> bool {
-    if direct.is_some_and(|a| !offset.is_multiple_of(u64::from(a.offset))) {
-        return false;
-    }
-    for b in bufs {
-        let len = b.len as usize;
-        let in_one_region = mem.to_region_addr(b.addr).and_then(|(r, off)| {
-            let fits = off.raw_value() + u64::from(b.len) <= r.len();
-            fits.then(|| r.get_host_address(off).ok()).flatten()
-        });
-        let pieces: &mut dyn Iterator<Item = Option<HostIov>> = match in_one_region {
-            // Nearly always: the buffer lies in one region.
-            Some(p) => &mut std::iter::once(Some(HostIov {
-                base: p as usize,
-                len,
-            })),
-            None => &mut GuestMemoryBackend::get_slices(mem, b.addr, len).map(|s| {
-                s.ok().map(|s| HostIov {
-                    base: s.ptr_guard_mut().as_ptr() as usize,
-                    len: s.len(),
-                })
-            }),
-        };
-        for iov in pieces {
-            let Some(iov) = iov else { return false };
-            if iov.len == 0 {
-                continue;
-            }
-            let aligned = |a: DirectAlign| {
-                iov.base.is_multiple_of(a.mem as usize) && iov.len.is_multiple_of(a.offset as usize)
-            };
-            if direct.is_some_and(|a| !aligned(a)) || out.len() == IOV_MAX {
-                return false;
-            }
-            out.push(iov);
-        }
-    }
-    true
-}
-
-/// Drop the first `n` bytes (fewer than the total) from `iov[*first..]`.
-fn advance(iov: &mut [HostIov], first: &mut usize, mut n: u64) {
-    while let Some(v) = iov.get_mut(*first) {
-        if n < v.len as u64 {
-            v.base += n as usize;
-            v.len -= n as usize;
-            return;
-        }
-        n -= v.len as u64;
-        *first += 1;
-    }
-}
-
-/// Zero the guest buffers from byte `from` of the request's data on.
-fn zero_fill(mem: &GuestMemoryMmap, bufs: &[Buf], mut from: u64) -> bool {
-    const ZEROS: [u8; 4096] = [0; 4096];
-    for b in bufs {
-        let len = u64::from(b.len);
-        if from >= len {
-            from -= len;
-            continue;
-        }
-        let (mut at, end) = (b.addr.0 + from, b.addr.0 + len);
-        from = 0;
-        while at < end {
-            let n = (end - at).min(ZEROS.len() as u64) as usize;
-            if mem
-                .write_slice(&ZEROS[..n], vm_memory::GuestAddress(at))
-                .is_err()
-            {
-                return false;
-            }
-            at += n as u64;
-        }
-    }
-    true
 }
 
 #[cfg(test)]

@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use casemate_disk::{open_image, DiskError, DiskImage, Format, OpenOptions};
-use vm_memory::GuestAddress;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
+use super::iov::*;
 use super::*;
 use crate::virtio::blk::engine::{EngineChoice, EngineKind, EngineParams, IoEngine};
 
@@ -470,5 +471,77 @@ fn the_engine_choice_follows_disk_and_override() {
             max_in_flight: 256,
         };
         assert_eq!(IoEngine::start(x, &p).unwrap().kind(), want, "{choice:?}");
+    }
+}
+
+#[test]
+fn adjacent_requests_share_one_transfer_and_others_do_not() {
+    let data = pattern(64 << 10, 5);
+    let t = Tmp::new("merge", &data);
+    let m = mem();
+    let mut e = engine(exec(
+        t.open(false, false).unwrap(),
+        &m,
+        CacheMode::Writeback,
+        false,
+    ));
+    // Four adjacent reads (one of two segments), then one elsewhere, then a
+    // write adjacent to the last read (another kind: not merged).
+    e.submit(job(T_IN, 0, &[(0x20000, 512)], 0x100));
+    e.submit(job(T_IN, 1, &[(0x21000, 256), (0x22000, 256)], 0x101));
+    e.submit(job(T_IN, 2, &[(0x23000, 1024)], 0x102));
+    e.submit(job(T_IN, 4, &[(0x24000, 512)], 0x103));
+    e.submit(job(T_IN, 40, &[(0x25000, 512)], 0x104));
+    m.write_slice(&[0xc3; 512], GuestAddress(0x26000)).unwrap();
+    e.submit(job(T_OUT, 41, &[(0x26000, 512)], 0x105));
+    let d = wait(&mut e, 6);
+    assert_eq!(
+        e.transfers(),
+        3,
+        "sectors 0-4 in one read, 40, and the write"
+    );
+    for st in 0x100..=0x105 {
+        assert_eq!(status(&m, st), S_OK, "status {st:#x}");
+    }
+    let len_of = |h: u16| d.iter().find(|d| d.head == h).unwrap().len;
+    assert_eq!(
+        (len_of(0x100), len_of(0x102), len_of(0x105)),
+        (513, 1025, 1)
+    );
+    let read = |a: u64, n: usize| {
+        let mut v = vec![0u8; n];
+        m.read_slice(&mut v, GuestAddress(a)).unwrap();
+        v
+    };
+    assert!(read(0x20000, 512) == data[..512]);
+    assert!(read(0x21000, 256) == data[512..768]);
+    assert!(read(0x22000, 256) == data[768..1024]);
+    assert!(read(0x23000, 1024) == data[1024..2048]);
+    assert!(read(0x24000, 512) == data[2048..2560]);
+    assert!(read(0x25000, 512) == data[40 * 512..41 * 512]);
+    let f = std::fs::read(&t.0).unwrap();
+    assert!(f[41 * 512..42 * 512].iter().all(|&b| b == 0xc3));
+}
+
+/// A merged transfer that fails is split and each request retried alone;
+/// here every write fails (the fd is read-only), each with its own IOERR.
+#[test]
+fn a_failed_merged_transfer_is_retried_request_by_request() {
+    let t = Tmp::new("split", &vec![0u8; 1 << 16]);
+    let m = mem();
+    let mut e = engine(exec(
+        t.open(true, false).unwrap(),
+        &m,
+        CacheMode::Writeback,
+        false,
+    ));
+    for i in 0..3u64 {
+        e.submit(job(T_OUT, i, &[(0x20000 + i * 0x1000, 512)], 0x100 + i));
+    }
+    let d = wait(&mut e, 3);
+    assert_eq!(e.transfers(), 1 + 3);
+    assert_eq!(d.len(), 3);
+    for i in 0..3 {
+        assert_eq!(status(&m, 0x100 + i), S_IOERR);
     }
 }
