@@ -160,10 +160,15 @@ impl IoEngine {
         }
     }
 
-    /// Queue `job`; it may not start before `kick`.
-    pub fn submit(&mut self, job: Job) {
+    /// Queue `job`; it may not start before `kick`. True when it joined a
+    /// transfer that the next adjacent request would join too (worth
+    /// waiting for before kicking).
+    pub fn submit(&mut self, job: Job) -> bool {
         match self {
-            IoEngine::Threads(p) => p.submit(job),
+            IoEngine::Threads(p) => {
+                p.submit(job);
+                false
+            }
             IoEngine::Uring(u) => u.submit(job),
         }
     }

@@ -186,32 +186,41 @@ impl UringEngine {
 
     /// Queue `job`: into a transfer started by `kick` (merged with the
     /// previous request where adjacent), on the fallback thread, or
-    /// completed at once (FLUSH with cache=unsafe).
-    pub fn submit(&mut self, job: Job) {
+    /// completed at once (FLUSH with cache=unsafe). True when it was merged
+    /// into a transfer that is still open.
+    pub fn submit(&mut self, job: Job) -> bool {
         let kind = match job.req.kind {
             T_IN => OpKind::Read,
             T_OUT if !self.exec.read_only => OpKind::Write,
-            T_FLUSH if self.exec.cache == CacheMode::Unsafe => return self.finish(job, S_OK, 0),
+            T_FLUSH if self.exec.cache == CacheMode::Unsafe => {
+                self.finish(job, S_OK, 0);
+                return false;
+            }
             // A read-only image's flush is a no-op in `DiskImage::flush`.
             T_FLUSH if !self.exec.disk.is_read_only() => OpKind::Flush,
-            _ => return self.bounce(job),
+            _ => {
+                self.bounce(job);
+                return false;
+            }
         };
         if kind == OpKind::Flush {
             self.close_open();
             if let Some(idx) = self.new_op(kind, job) {
                 self.push(idx);
             }
-            return;
+            return false;
         }
         if job.req.data_len == 0 || job.req.data_len > MAX_REQUEST {
-            return self.bounce(job);
+            self.bounce(job);
+            return false;
         }
         let job = match self.try_merge(kind, job) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(job) => job,
         };
         self.close_open();
         self.open = self.new_op(kind, job);
+        false
     }
 
     /// Append `job` to the open transfer if it continues it; gives the job
