@@ -271,12 +271,10 @@ fn o_direct_sends_aligned_requests_to_the_ring_and_bounces_the_rest() {
     assert_eq!(f[1023], 0x63);
 }
 
+/// Writethrough: a write completes only after an fdatasync that started
+/// after it finished; writes that finish together share one fdatasync.
 #[test]
-fn writethrough_writes_are_dsync_and_other_modes_are_not() {
-    assert_eq!(write_flags(CacheMode::Writethrough), libc::RWF_DSYNC);
-    for c in [CacheMode::Writeback, CacheMode::None, CacheMode::Unsafe] {
-        assert_eq!(write_flags(c), 0);
-    }
+fn writethrough_writes_complete_after_a_shared_fdatasync() {
     let t = Tmp::new("wt", &vec![0u8; 1 << 20]);
     let m = mem();
     let mut e = engine(exec(
@@ -287,10 +285,33 @@ fn writethrough_writes_are_dsync_and_other_modes_are_not() {
     ));
     m.write_slice(&[0x77; 1024], GuestAddress(0x20000)).unwrap();
     e.submit(job(T_OUT, 2, &[(0x20000, 1024)], 0x100));
-    wait(&mut e, 1);
-    assert_eq!((status(&m, 0x100), e.bounced()), (S_OK, 0));
+    let d = wait(&mut e, 1);
+    assert_eq!((status(&m, 0x100), d[0].len), (S_OK, 1));
+    assert_eq!(e.transfers(), 2, "the write, then its fdatasync");
     let f = std::fs::read(&t.0).unwrap();
     assert!(f[1024..2048].iter().all(|&b| b == 0x77));
+    // Eight writes far apart (no merging): each needs a sync after it, but
+    // not one each.
+    for i in 0..8u64 {
+        e.submit(job(
+            T_OUT,
+            100 + 10 * i,
+            &[(0x30000 + i * 0x1000, 512)],
+            0x200 + i,
+        ));
+    }
+    let d = wait(&mut e, 8);
+    assert_eq!(d.len(), 8);
+    let syncs = e.transfers() - 2 - 8;
+    assert!((1..=8).contains(&syncs), "{syncs} fdatasyncs for 8 writes");
+    for i in 0..8 {
+        assert_eq!(status(&m, 0x200 + i), S_OK);
+    }
+    // A read in writethrough mode needs no sync.
+    let before = e.transfers();
+    e.submit(job(T_IN, 2, &[(0x40000, 1024)], 0x300));
+    wait(&mut e, 1);
+    assert_eq!(e.transfers(), before + 1);
 }
 
 #[test]
