@@ -22,6 +22,17 @@
 //! aligned as the file requires (checked before submitting; an EINVAL that
 //! still comes back from an O_DIRECT file sends the request there too).
 //!
+//! Buffered writes run inline, as `pwritev` on the worker thread. ext4 and
+//! most file systems cannot do a buffered write without blocking
+//! (`RWF_NOWAIT` is refused), so io_uring would hand each to one of its
+//! io-wq threads, one at a time per file, and wake us on completion: two
+//! thread hops for a copy into the page cache (measured here: 4 KiB
+//! sequential writes at 0.37 M IOPS through io-wq against 0.61 M inline,
+//! QEMU 0.49 M). A write that blocks for long (dirty-page throttling) turns
+//! inline writes off for a while, doubling that while it keeps happening, so
+//! a host that cannot keep up does not stall reads behind writes for good.
+//! O_DIRECT writes, which the kernel runs asynchronously, stay in the ring.
+//!
 //! Adjacent reads (or writes) started in one `kick` are merged into one
 //! transfer, as QEMU does: a sequential guest then costs one kernel request
 //! per batch rather than one per 4 KiB. A merged transfer that fails is
@@ -37,6 +48,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use casemate_disk::{DirectAlign, RawFile};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -57,6 +69,12 @@ const MAX_ENTRIES: u32 = 4096;
 /// Merged transfers stop growing at this size (a single larger request is
 /// still sent whole).
 const MAX_MERGE: u64 = 1 << 20;
+/// An inline write slower than this was throttled (or hit the disk):
+/// further writes go through the ring for `INLINE_PAUSE`, doubled each time
+/// that happens again within the pause, up to `INLINE_PAUSE_MAX`.
+const INLINE_SLOW: Duration = Duration::from_millis(2);
+const INLINE_PAUSE: Duration = Duration::from_millis(100);
+const INLINE_PAUSE_MAX: Duration = Duration::from_secs(5);
 /// EINTR/EAGAIN completions resubmitted before the request fails.
 const MAX_RETRIES: u8 = 8;
 /// Submission attempts that find the kernel short of resources before
@@ -120,6 +138,11 @@ pub struct UringEngine {
     fd: RawFd,
     direct: Option<DirectAlign>,
     writethrough: bool,
+    /// Buffered file: writes may run inline (see the module docs).
+    inline_writes: bool,
+    /// Inline writes are off until then; the pause that set it.
+    inline_off_until: Option<Instant>,
+    inline_pause: Duration,
     /// Writethrough writes done and waiting for an fdatasync to start.
     unsynced: Vec<Job>,
     /// The slot of the fdatasync in flight for writethrough, if any.
@@ -167,6 +190,9 @@ impl UringEngine {
             fd: file.fd,
             direct: file.direct,
             writethrough: exec.cache == CacheMode::Writethrough,
+            inline_writes: file.direct.is_none(),
+            inline_off_until: None,
+            inline_pause: INLINE_PAUSE,
             unsynced: Vec::new(),
             syncing: None,
             exec,
@@ -356,8 +382,12 @@ impl UringEngine {
         e.user_data(idx as u64)
     }
 
-    /// Queue the SQE for slot `idx` (new, or the remainder of a short one).
+    /// Start slot `idx` (new, or the remainder of a short transfer): queue
+    /// its SQE, or run a buffered write inline.
     fn push(&mut self, idx: usize) {
+        if self.ops[idx].kind == OpKind::Write && self.inline_ok() {
+            return self.write_inline(idx);
+        }
         let entry = self.sqe(idx);
         for _ in 0..2 {
             // SAFETY: the SQE points at `self.ops[idx].iov`, whose heap buffer
@@ -377,6 +407,61 @@ impl UringEngine {
             }
         }
         self.complete(idx, S_IOERR, -libc::EBUSY);
+    }
+
+    fn inline_ok(&self) -> bool {
+        self.inline_writes && !matches!(self.inline_off_until, Some(t) if Instant::now() < t)
+    }
+
+    /// `pwritev` slot `idx` now and handle the result as its completion.
+    fn write_inline(&mut self, idx: usize) {
+        let op = &self.ops[idx];
+        let iov = &op.iov[op.first..];
+        let offset = op.offset.wrapping_add(op.done) as libc::off_t;
+        let start = Instant::now();
+        // SAFETY: `iov` is a live slice of `HostIov`, laid out as `iovec`,
+        // of at most IOV_MAX entries; each points into guest memory that
+        // `self.exec.mem` keeps mapped, and the kernel only reads it during
+        // this call. The fd belongs to `self.exec.disk`, open while `exec`
+        // lives.
+        let n = unsafe { libc::pwritev(self.fd, iov.as_ptr().cast(), iov.len() as i32, offset) };
+        let res = if n < 0 {
+            -io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        } else {
+            // At most MAX_REQUEST (32 MiB) bytes were asked for.
+            i32::try_from(n).unwrap_or(i32::MAX)
+        };
+        self.note_inline_time(start.elapsed());
+        self.on_cqe(idx, res);
+    }
+
+    fn note_inline_time(&mut self, took: Duration) {
+        if took < INLINE_SLOW {
+            return;
+        }
+        let now = Instant::now();
+        // Slow again soon after a pause: the host is still behind.
+        let again = self
+            .inline_off_until
+            .is_some_and(|t| now < t + self.inline_pause);
+        self.inline_pause = if again {
+            (self.inline_pause * 2).min(INLINE_PAUSE_MAX)
+        } else {
+            INLINE_PAUSE
+        };
+        self.inline_off_until = Some(now + self.inline_pause);
+        log::debug!(
+            "{}: an inline write took {took:?}; writes go through io_uring for {:?}",
+            self.exec.name,
+            self.inline_pause
+        );
+    }
+
+    #[cfg(test)]
+    fn pause_inline_writes(&mut self) {
+        self.inline_off_until = Some(Instant::now() + Duration::from_secs(3600));
     }
 
     fn submit_pending(&mut self) -> io::Result<()> {

@@ -566,3 +566,57 @@ fn a_failed_merged_transfer_is_retried_request_by_request() {
         assert_eq!(status(&m, 0x100 + i), S_IOERR);
     }
 }
+
+/// With inline writes paused (as after a throttled write), writes go
+/// through the ring (io-wq) and land the same, merged, short or not.
+#[test]
+fn writes_through_the_ring_land_like_inline_ones() {
+    for cache in [CacheMode::Writeback, CacheMode::Writethrough] {
+        let t = Tmp::new("ringw", &vec![0u8; 1 << 20]);
+        let m = mem();
+        let mut e = engine(exec(t.open(false, false).unwrap(), &m, cache, false));
+        e.pause_inline_writes();
+        let data = pattern(8192, 11);
+        m.write_slice(&data[..4096], GuestAddress((1 << 20) - 1024))
+            .unwrap();
+        m.write_slice(&data[4096..], GuestAddress(0x50000)).unwrap();
+        e.submit(job(T_OUT, 20, &[((1 << 20) - 1024, 4096)], 0x100));
+        e.submit(job(T_OUT, 28, &[(0x50000, 4096)], 0x101));
+        wait(&mut e, 2);
+        assert_eq!((status(&m, 0x100), status(&m, 0x101)), (S_OK, S_OK));
+        let syncs = u64::from(cache == CacheMode::Writethrough);
+        assert_eq!(e.transfers(), 1 + syncs, "{cache:?}: one merged write");
+        let f = std::fs::read(&t.0).unwrap();
+        assert!(f[20 * 512..20 * 512 + 8192] == data[..], "{cache:?}");
+    }
+}
+
+#[test]
+fn a_slow_inline_write_pauses_inline_writes_with_backoff() {
+    let t = Tmp::new("backoff", &vec![0u8; 1 << 16]);
+    let m = mem();
+    let mut e = engine(exec(
+        t.open(false, false).unwrap(),
+        &m,
+        CacheMode::Writeback,
+        false,
+    ));
+    assert!(e.inline_ok());
+    e.note_inline_time(Duration::from_micros(100));
+    assert!(e.inline_ok(), "a fast write changes nothing");
+    e.note_inline_time(Duration::from_millis(30));
+    assert!(!e.inline_ok());
+    assert_eq!(e.inline_pause, INLINE_PAUSE);
+    e.note_inline_time(Duration::from_millis(30));
+    assert_eq!(e.inline_pause, INLINE_PAUSE * 2, "slow again: longer pause");
+    for _ in 0..10 {
+        e.note_inline_time(Duration::from_millis(30));
+    }
+    assert_eq!(e.inline_pause, INLINE_PAUSE_MAX);
+    // O_DIRECT files never write inline.
+    let d = Tmp::new("backoff-d", &vec![0u8; 1 << 16]);
+    if let Ok(disk) = d.open(false, true) {
+        let e = engine(exec(disk, &m, CacheMode::None, false));
+        assert!(!e.inline_ok());
+    }
+}
