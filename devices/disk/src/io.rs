@@ -33,6 +33,44 @@ impl ImageFile {
         &self.path
     }
 
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
+
+    /// For an O_DIRECT file, the alignment the kernel reports through
+    /// statx(STATX_DIOALIGN), or `DIRECT_ALIGN` for both where it reports
+    /// none (older kernels, some file systems); `None` for a buffered file.
+    pub fn direct_align(&self) -> Option<crate::DirectAlign> {
+        if !self.direct {
+            return None;
+        }
+        let fallback = crate::DirectAlign {
+            mem: DIRECT_ALIGN as u32,
+            offset: DIRECT_ALIGN as u32,
+        };
+        // SAFETY: statx is plain old data; all-zero is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: the fd is owned by `self.file` and open; the empty path is
+        // a valid C string with AT_EMPTY_PATH; `stx` is a writable statx
+        // that lives across the call.
+        let rc = unsafe {
+            libc::statx(
+                self.raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_DIOALIGN,
+                &mut stx,
+            )
+        };
+        let (mem, offset) = (stx.stx_dio_mem_align, stx.stx_dio_offset_align);
+        let usable = |a: u32| a.is_power_of_two() && a as usize <= DIRECT_ALIGN;
+        if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 || !usable(mem) || !usable(offset) {
+            return Some(fallback);
+        }
+        Some(crate::DirectAlign { mem, offset })
+    }
+
     pub fn err(&self, action: &'static str, e: std::io::Error) -> IoError {
         IoError::new(action, &self.path, e)
     }

@@ -68,6 +68,21 @@ pub trait DiskImage: Send + Sync + std::fmt::Debug {
     /// Changes the virtual size. Shrinking drops the data past the new end
     /// (callers that want qemu-img's `--shrink` guard check it first).
     fn resize(&self, new_size: u64) -> Result<(), DiskError>;
+    /// The file behind the image, for callers that run their own I/O on it
+    /// (virtio-blk's io_uring engine). `Some` only when byte `N` of the disk
+    /// is byte `N` of this file for every `N < virtual_size()`: a raw image.
+    /// Formats with metadata (qcow2) return `None` and are served through
+    /// `read_at`/`write_at` only.
+    ///
+    /// Contract: the fd stays open and keeps naming the same file for as long
+    /// as this image object lives (hold the `Arc`); the caller must not close
+    /// it, change its status flags, or write through it when `is_read_only()`
+    /// (it was then opened `O_RDONLY`), and must bound every access by
+    /// `virtual_size()` itself. I/O through the fd and through the methods
+    /// above may be mixed freely: neither caches anything.
+    fn raw_file(&self) -> Option<RawFile> {
+        None
+    }
     /// Facts for `info`.
     fn info(&self) -> ImageInfo {
         ImageInfo {
@@ -76,6 +91,24 @@ pub trait DiskImage: Send + Sync + std::fmt::Debug {
             ..ImageInfo::default()
         }
     }
+}
+
+/// See `DiskImage::raw_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFile {
+    pub fd: std::os::fd::RawFd,
+    /// `Some` when the file was opened `O_DIRECT`: what buffers, offsets and
+    /// lengths must then be aligned to.
+    pub direct: Option<DirectAlign>,
+}
+
+/// O_DIRECT alignment of one file, each a power of two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectAlign {
+    /// Alignment of user buffers in memory.
+    pub mem: u32,
+    /// Alignment of file offsets and of transfer lengths.
+    pub offset: u32,
 }
 
 /// What `casemate-img info` shows about an image.

@@ -110,6 +110,13 @@ impl DiskImage for RawImage {
         self.read_only
     }
 
+    fn raw_file(&self) -> Option<crate::RawFile> {
+        Some(crate::RawFile {
+            fd: self.file.raw_fd(),
+            direct: self.file.direct_align(),
+        })
+    }
+
     fn format(&self) -> crate::Format {
         crate::Format::Raw
     }
@@ -119,5 +126,85 @@ impl DiskImage for RawImage {
         self.file.set_len(new_size)?;
         self.size.store(new_size, Ordering::Release);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+    use std::path::PathBuf;
+
+    use crate::{open_image, qcow2, OpenOptions};
+
+    struct Tmp(PathBuf);
+
+    impl Tmp {
+        fn new(tag: &str) -> Self {
+            Tmp(std::env::temp_dir().join(format!("casemate-raw-{tag}-{}.img", std::process::id())))
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// The fd `raw_file` hands out addresses the same bytes as `read_at`.
+    #[test]
+    fn raw_file_is_the_image_at_identical_offsets() {
+        let t = Tmp::new("fd");
+        std::fs::write(
+            &t.0,
+            (0..8192u32).map(|i| (i / 7) as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let img = open_image(&t.0, &OpenOptions::default()).unwrap();
+        let raw = img.raw_file().expect("a raw image exposes its file");
+        assert_eq!(raw.direct, None);
+        // Read and write through a dup of the fd, so that dropping the
+        // File leaves the image's own fd open.
+        // SAFETY: the fd is open for as long as `img` lives, which is
+        // longer than this borrow.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw.fd) };
+        let f = std::fs::File::from(borrowed.try_clone_to_owned().unwrap());
+        let (mut a, mut b) = ([0u8; 300], [0u8; 300]);
+        f.read_at(&mut a, 5000).unwrap();
+        img.read_at(&mut b, 5000).unwrap();
+        assert_eq!(a, b);
+        f.write_at(&[0xee; 16], 100).unwrap();
+        let mut c = [0u8; 16];
+        img.read_at(&mut c, 100).unwrap();
+        assert_eq!(c, [0xee; 16]);
+    }
+
+    #[test]
+    fn direct_raw_reports_alignment_and_qcow2_has_no_raw_file() {
+        let t = Tmp::new("direct");
+        std::fs::write(&t.0, vec![0u8; 1 << 16]).unwrap();
+        let opts = OpenOptions {
+            direct: true,
+            ..OpenOptions::default()
+        };
+        // Some file systems (tmpfs before 6.6) refuse O_DIRECT: nothing to check there.
+        if let Ok(img) = open_image(&t.0, &opts) {
+            let d = img
+                .raw_file()
+                .and_then(|r| r.direct)
+                .expect("O_DIRECT reported");
+            assert!(d.mem.is_power_of_two() && d.offset.is_power_of_two());
+            assert!(d.mem <= 4096 && d.offset <= 4096);
+        }
+        let q = Tmp::new("q");
+        qcow2::create(
+            &q.0,
+            &qcow2::CreateOptions {
+                size: 1 << 20,
+                ..qcow2::CreateOptions::default()
+            },
+        )
+        .unwrap();
+        let img = open_image(&q.0, &OpenOptions::default()).unwrap();
+        assert_eq!(img.raw_file(), None);
     }
 }

@@ -1,6 +1,15 @@
 //! virtio-blk: the guest-visible block device (features, config space) over
 //! a `casemate_disk::DiskImage` backend. Request parsing is `request`, the
-//! parallel I/O engine `engine`, the queue loop `worker`.
+//! parallel I/O engines `engine`, the queue loop `worker`.
+//!
+//! Engines: at each activation the device picks io_uring when the image is
+//! raw (`DiskImage::raw_file`) and the kernel sets up a ring, and a pool of
+//! `IO_THREADS` threads otherwise (qcow2, old kernels, io_uring forbidden);
+//! a debug log line names the one chosen. The environment variable
+//! `CASEMATE_BLK_ENGINE=threads|uring|auto`, read at each activation,
+//! overrides that for benchmarks and tests (`uring` on a disk that cannot
+//! do it warns and uses the pool); `BlockDevice::set_engine` does the same
+//! from code and wins over the variable.
 
 pub mod engine;
 pub mod request;
@@ -11,7 +20,8 @@ use std::sync::Arc;
 use casemate_disk::DiskImage;
 
 pub use engine::CacheMode;
-use engine::{Engine, Executor, MAX_REQUEST};
+pub use engine::{EngineChoice, EngineKind};
+use engine::{EngineParams, Executor, IoEngine, MAX_REQUEST};
 use request::{ID_LEN, SECTOR};
 use worker::BlockWorker;
 
@@ -19,6 +29,7 @@ use super::{
     read_config_bytes, StartContext, StartError, VirtioDevice, Worker, TYPE_BLOCK,
     VIRTIO_F_VERSION_1,
 };
+use virtio_queue::QueueT;
 
 pub const F_SIZE_MAX: u64 = 1 << 1;
 pub const F_SEG_MAX: u64 = 1 << 2;
@@ -58,6 +69,9 @@ pub struct BlockDevice {
     cfg: BlockConfig,
     max_sizes: Vec<u16>,
     acked: u64,
+    /// Set from code; `None` reads `CASEMATE_BLK_ENGINE` at activation.
+    engine_choice: Option<EngineChoice>,
+    engine_kind: Option<EngineKind>,
 }
 
 impl BlockDevice {
@@ -67,7 +81,20 @@ impl BlockDevice {
             max_sizes: vec![QUEUE_SIZE; n.into()],
             cfg,
             acked: 0,
+            engine_choice: None,
+            engine_kind: None,
         }
+    }
+
+    /// Force an engine for the next activations (tests, benchmarks); this
+    /// wins over `CASEMATE_BLK_ENGINE`.
+    pub fn set_engine(&mut self, choice: EngineChoice) {
+        self.engine_choice = Some(choice);
+    }
+
+    /// The engine the last activation started.
+    pub fn engine_kind(&self) -> Option<EngineKind> {
+        self.engine_kind
     }
 
     fn config_space(&self) -> Vec<u8> {
@@ -145,20 +172,23 @@ impl VirtioDevice for BlockDevice {
             id,
             name: self.cfg.name.clone(),
         });
-        let engine = Engine::new(exec, IO_THREADS).map_err(|source| StartError::EventFd {
+        let params = EngineParams {
+            choice: self.engine_choice.unwrap_or_else(EngineChoice::from_env),
+            threads: IO_THREADS,
+            max_in_flight: ctx.queues.iter().map(|q| usize::from(q.queue.size())).sum(),
+        };
+        let engine = IoEngine::start(exec, &params).map_err(|source| StartError::EventFd {
             device: self.cfg.name.clone(),
             source,
         })?;
-        Ok(Box::new(BlockWorker {
-            name: self.cfg.name.clone(),
-            mem: ctx.mem,
-            queues: ctx.queues,
-            irq: ctx.irq,
-            needs_reset: ctx.needs_reset,
-            capacity: self.cfg.disk.virtual_size(),
+        self.engine_kind = Some(engine.kind());
+        let capacity = self.cfg.disk.virtual_size();
+        Ok(Box::new(BlockWorker::new(
+            self.cfg.name.clone(),
+            ctx,
+            capacity,
             engine,
-            rejects_logged: 0,
-        }))
+        )))
     }
 
     fn reset(&mut self) {
