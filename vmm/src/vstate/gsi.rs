@@ -110,6 +110,14 @@ impl GsiRouter {
 
     /// Route `gsi` to `msg`, or remove its route; pushes the whole table.
     fn set(&self, gsi: u32, msg: Option<MsiMessage>) -> io::Result<()> {
+        match msg {
+            Some(m) => log::debug!(
+                "MSI route: GSI {gsi} -> address {:#x} data {:#x}",
+                m.addr,
+                m.data
+            ),
+            None => log::debug!("MSI route: GSI {gsi} removed"),
+        }
         let mut t = self.lock();
         t.msi.retain(|(g, _)| *g != gsi);
         if let Some(m) = msg {
