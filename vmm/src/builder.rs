@@ -116,10 +116,13 @@ fn boot_once(
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
     let mut buses = devmgr::build(&vm, config, console, &ram)?;
-    let extra_cmdline = devmgr::add_virtio_mmio_drives(&vm, config, mem, &workers, &mut buses)?;
+    let virtio_mmio = devmgr::add_virtio_mmio_drives(&vm, config, mem, &workers, &mut buses)?;
     let buses = Arc::new(buses);
-    let cmdline = format!("{}{extra_cmdline}", config.append);
-    let entry = load_guest(config, &cmdline, probe, mem, &ram, &apic_ids)?;
+    let guest = GuestTables {
+        apic_ids: &apic_ids,
+        virtio_mmio: &virtio_mmio,
+    };
+    let entry = load_guest(config, probe, mem, &ram, &guest)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<VcpuStop>();
@@ -201,23 +204,30 @@ fn boot_once(
     })
 }
 
+/// What the firmware tables describe besides memory.
+struct GuestTables<'a> {
+    apic_ids: &'a [u32],
+    virtio_mmio: &'a [acpi::VirtioMmioSlot],
+}
+
 /// Kernel, initrd, firmware tables and boot info into guest memory; returns
 /// how the boot vCPU enters.
 fn load_guest(
     config: &VmConfig,
-    cmdline: &str,
     probe: &[u8],
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
-    apic_ids: &[u32],
+    guest: &GuestTables<'_>,
 ) -> Result<Entry, BuildError> {
+    let cmdline = config.append.as_str();
+    let apic_ids = guest.apic_ids;
     let (path, image) = match &config.kernel {
         Some(p) => (p.clone(), None),
         None => ("<embedded probe>".into(), Some(probe)),
     };
     let kernel = loader::load_kernel(mem, ram, &path, image)?;
 
-    let tables = acpi::build(ACPI_START, apic_ids);
+    let tables = acpi::build(ACPI_START, apic_ids, guest.virtio_mmio);
     mem.write_slice(&tables.bytes, GuestAddress(tables.base))
         .map_err(|e| BuildError::Tables("ACPI tables", e))?;
     let mp = mptable::build(MPTABLE, apic_ids);

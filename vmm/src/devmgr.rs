@@ -19,6 +19,7 @@ use kvm_ioctls::IoEventAddress;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::arch::acpi::VirtioMmioSlot;
 use crate::arch::layout::{RamLayout, ACPI_SLEEP_PORT};
 use crate::config::{CacheConfig, DriveConfig, RtcConfig, SerialConfig, VmConfig};
 use crate::vstate::exit::Buses;
@@ -183,15 +184,16 @@ fn cache_mode(c: CacheConfig) -> CacheMode {
 }
 
 /// One virtio-mmio block device per drive on the MMIO bus; returns the
-/// kernel command-line words that announce them (`virtio_mmio.device=`).
+/// transports for the DSDT to announce (see `acpi::VirtioMmioSlot` for why
+/// not the kernel command line).
 pub fn add_virtio_mmio_drives(
     vm: &Vm,
     config: &VmConfig,
     mem: &GuestMemoryMmap,
     workers: &Arc<Workers>,
     buses: &mut Buses,
-) -> Result<String, DevError> {
-    let mut cmdline = String::new();
+) -> Result<Vec<VirtioMmioSlot>, DevError> {
+    let mut slots = Vec::new();
     for (i, (d, gsi)) in config.drives.iter().zip(VIRTIO_GSIS).enumerate() {
         let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_LEN;
         let disk = open_disk(d)?;
@@ -229,7 +231,11 @@ pub fn add_virtio_mmio_drives(
             MMIO_LEN,
             Arc::new(Mutex::new(t)),
         )?;
-        cmdline.push_str(&format!(" virtio_mmio.device={MMIO_LEN}@{base:#x}:{gsi}"));
+        slots.push(VirtioMmioSlot {
+            base,
+            len: MMIO_LEN,
+            gsi,
+        });
     }
-    Ok(cmdline)
+    Ok(slots)
 }

@@ -1,6 +1,8 @@
 //! ACPI tables for the microvm machine: RSDP, XSDT, FADT (hardware-reduced,
-//! with sleep and reset registers), DSDT (`\_S5` and COM1) and MADT (one
-//! LAPIC per vCPU, the IOAPIC, the IRQ 0 override and the LINT1 NMI).
+//! with sleep and reset registers), DSDT (`\_S5`, COM1 and one `LNRO0005`
+//! device per virtio-mmio transport, as QEMU's microvm describes them) and
+//! MADT (one LAPIC per vCPU, the IOAPIC, the IRQ 0 override and the LINT1
+//! NMI).
 //! Built with the acpi_tables crate; MADT entries the crate lacks for x86
 //! (overrides, NMI) are appended as bytes.
 
@@ -23,6 +25,21 @@ const OEM_TABLE: [u8; 8] = *b"MICROVM ";
 const IAPC_LEGACY_DEVICES: u16 = 1 << 0;
 const IAPC_8042: u16 = 1 << 1;
 const IAPC_NO_VGA: u16 = 1 << 2;
+
+/// A virtio-mmio transport the DSDT announces: its register window and the
+/// IOAPIC pin (GSI) its irqfd drives.
+///
+/// With a hardware-reduced FADT Linux has no legacy PIC, so its IRQ numbers
+/// are not GSIs: a `virtio_mmio.device=...:5` command-line word names a
+/// Linux IRQ 5 that does not exist and the driver's probe fails (-EINVAL).
+/// The DSDT's GSI is mapped properly, which is why QEMU's microvm (with
+/// ACPI) announces its transports there and not on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioSlot {
+    pub base: u64,
+    pub len: u64,
+    pub gsi: u32,
+}
 
 /// Laid-out tables: bytes to copy to `base`, and the RSDP's address.
 pub struct AcpiTables {
@@ -53,7 +70,21 @@ fn bytes_of(t: &dyn Aml) -> Vec<u8> {
     v
 }
 
-fn dsdt() -> Vec<u8> {
+/// `Device (_SB.VRnn)`: `_HID "LNRO0005"` (Linux's virtio_mmio ACPI id),
+/// the register window and an edge-triggered, active-high interrupt (the
+/// transport's irqfd pulses its GSI).
+fn virtio_mmio_device(index: usize, slot: &VirtioMmioSlot) -> Vec<u8> {
+    let mem = aml::Memory32Fixed::new(true, slot.base as u32, slot.len as u32);
+    let irq = aml::Interrupt::new(true, true, false, false, slot.gsi);
+    let crs = aml::ResourceTemplate::new(vec![&mem, &irq]);
+    let hid = aml::Name::new("_HID".into(), &"LNRO0005");
+    let uid = aml::Name::new("_UID".into(), &(index as u32));
+    let crs = aml::Name::new("_CRS".into(), &crs);
+    let path = format!("_SB_.VR{index:02X}");
+    bytes_of(&aml::Device::new(path.as_str().into(), vec![&hid, &uid, &crs]))
+}
+
+fn dsdt(virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
     let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE, 1);
     let s5 = aml::Name::new(
         "_S5_".into(),
@@ -68,6 +99,9 @@ fn dsdt() -> Vec<u8> {
     let com1 = aml::Device::new("_SB_.COM1".into(), vec![&hid, &uid, &crs]);
     s5.to_aml_bytes(&mut dsdt);
     com1.to_aml_bytes(&mut dsdt);
+    for (i, slot) in virtio_mmio.iter().enumerate() {
+        dsdt.append_slice(&virtio_mmio_device(i, slot));
+    }
     dsdt.update_checksum();
     dsdt.as_slice().to_vec()
 }
@@ -119,14 +153,14 @@ fn madt(apic_ids: &[u32]) -> Vec<u8> {
 
 /// Lay the tables out from `base`; the RSDP comes first so a guest scanning
 /// the BIOS area finds it at a 16-byte boundary.
-pub fn build(base: u64, apic_ids: &[u32]) -> AcpiTables {
+pub fn build(base: u64, apic_ids: &[u32], virtio_mmio: &[VirtioMmioSlot]) -> AcpiTables {
     let mut p = Placer {
         base,
         bytes: Vec::new(),
     };
     let rsdp_len = Rsdp::len();
     p.bytes.resize(rsdp_len, 0);
-    let dsdt_addr = p.put(&dsdt());
+    let dsdt_addr = p.put(&dsdt(virtio_mmio));
     let fadt_addr = p.put(&fadt(dsdt_addr));
     let madt_addr = p.put(&madt(apic_ids));
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE, 1);
@@ -158,7 +192,7 @@ mod tests {
 
     #[test]
     fn tables_chain_and_checksum() {
-        let t = build(0xe0000, &[0, 1]);
+        let t = build(0xe0000, &[0, 1], &[]);
         assert_eq!(&t.bytes[..8], b"RSD PTR ");
         assert_eq!(sum(&t.bytes[..20]), 0);
         assert_eq!(sum(&t.bytes[..36]), 0);
@@ -186,5 +220,41 @@ mod tests {
         assert_eq!(sum(dsdt), 0);
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
         assert!(t.bytes.len() as u64 <= super::super::layout::ACPI_END - 0xe0000);
+    }
+
+    fn dsdt_of(t: &AcpiTables) -> &[u8] {
+        let xsdt_addr = u64::from_le_bytes(t.bytes[24..32].try_into().unwrap());
+        let fadt = u64::from_le_bytes(table_at(t, xsdt_addr)[36..44].try_into().unwrap());
+        let dsdt = u64::from_le_bytes(table_at(t, fadt)[140..148].try_into().unwrap());
+        table_at(t, dsdt)
+    }
+
+    #[test]
+    fn dsdt_announces_each_virtio_mmio_transport_with_its_gsi() {
+        let slots = [
+            VirtioMmioSlot { base: 0xfeb0_0000, len: 0x200, gsi: 5 },
+            VirtioMmioSlot { base: 0xfeb0_0200, len: 0x200, gsi: 6 },
+        ];
+        let t = build(0xe0000, &[0], &slots);
+        let dsdt = dsdt_of(&t);
+        assert_eq!(sum(dsdt), 0);
+        let hid = b"\x0dLNRO0005\x00";
+        let at: Vec<usize> = (0..dsdt.len() - hid.len())
+            .filter(|&i| &dsdt[i..i + hid.len()] == hid)
+            .collect();
+        assert_eq!(at.len(), 2, "one LNRO0005 device per transport");
+        for (slot, &from) in slots.iter().zip(&at) {
+            let rest = &dsdt[from..];
+            // Memory32Fixed: 0x86, length 9, read-write, base, length.
+            let mut mem = vec![0x86, 9, 0, 1];
+            mem.extend_from_slice(&(slot.base as u32).to_le_bytes());
+            mem.extend_from_slice(&(slot.len as u32).to_le_bytes());
+            assert!(rest.windows(mem.len()).any(|w| w == mem), "window {slot:?}");
+            // Extended IRQ: 0x89, length 6, consumer + edge, one GSI.
+            let mut irq = vec![0x89, 6, 0, 0b11, 1];
+            irq.extend_from_slice(&slot.gsi.to_le_bytes());
+            assert!(rest.windows(irq.len()).any(|w| w == irq), "gsi {slot:?}");
+        }
+        assert!(build(0xe0000, &[0], &[]).bytes.windows(8).all(|w| w != b"LNRO0005"));
     }
 }
