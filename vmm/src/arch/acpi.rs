@@ -81,7 +81,10 @@ fn virtio_mmio_device(index: usize, slot: &VirtioMmioSlot) -> Vec<u8> {
     let uid = aml::Name::new("_UID".into(), &(index as u32));
     let crs = aml::Name::new("_CRS".into(), &crs);
     let path = format!("_SB_.VR{index:02X}");
-    bytes_of(&aml::Device::new(path.as_str().into(), vec![&hid, &uid, &crs]))
+    bytes_of(&aml::Device::new(
+        path.as_str().into(),
+        vec![&hid, &uid, &crs],
+    ))
 }
 
 fn dsdt(virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
@@ -232,8 +235,16 @@ mod tests {
     #[test]
     fn dsdt_announces_each_virtio_mmio_transport_with_its_gsi() {
         let slots = [
-            VirtioMmioSlot { base: 0xfeb0_0000, len: 0x200, gsi: 5 },
-            VirtioMmioSlot { base: 0xfeb0_0200, len: 0x200, gsi: 6 },
+            VirtioMmioSlot {
+                base: 0xfeb0_0000,
+                len: 0x200,
+                gsi: 5,
+            },
+            VirtioMmioSlot {
+                base: 0xfeb0_0200,
+                len: 0x200,
+                gsi: 6,
+            },
         ];
         let t = build(0xe0000, &[0], &slots);
         let dsdt = dsdt_of(&t);
@@ -255,6 +266,9 @@ mod tests {
             irq.extend_from_slice(&slot.gsi.to_le_bytes());
             assert!(rest.windows(irq.len()).any(|w| w == irq), "gsi {slot:?}");
         }
-        assert!(build(0xe0000, &[0], &[]).bytes.windows(8).all(|w| w != b"LNRO0005"));
+        assert!(build(0xe0000, &[0], &[])
+            .bytes
+            .windows(8)
+            .all(|w| w != b"LNRO0005"));
     }
 }
