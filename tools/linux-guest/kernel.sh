@@ -52,7 +52,7 @@ if [ -n "$missing" ]; then
     exit 1
 fi
 
-make -j"$(nproc)" vmlinux bzImage >>"$log" 2>&1 || fail "make vmlinux bzImage"
+make -j"$(($(nproc) + 1))" vmlinux bzImage >>"$log" 2>&1 || fail "make vmlinux bzImage"
 
 stage=$work/out
 mkdir "$stage"
