@@ -95,10 +95,19 @@ fn main() -> Result<()> {
         .init_arg("casemate.mode=hello");
     let (mut cm, mut q) = (Vec::new(), Vec::new());
     for i in 0..runs {
-        eprintln!("run {}/{runs}", i + 1);
         // Casemate: the i8042 reset ends it with 0; QEMU: isa-debug-exit 1.
-        cm.push(time_boot(boot.casemate_at(&casemate), 0)?);
-        q.push(time_boot(boot.qemu(), 1)?);
+        let c = time_boot(boot.casemate_at(&casemate), 0)?;
+        let o = time_boot(boot.qemu(), 1)?;
+        eprintln!(
+            "run {}/{runs}: casemate {:.2} s / {:.2} s, qemu {:.2} s / {:.2} s (first line / exit)",
+            i + 1,
+            c.first_line.as_secs_f64(),
+            c.exit.as_secs_f64(),
+            o.first_line.as_secs_f64(),
+            o.exit.as_secs_f64()
+        );
+        cm.push(c);
+        q.push(o);
     }
     let med = |v: &[Times], f: Pick| median(v.iter().map(f).collect());
     println!("Linux guest, -M microvm, -smp {smp}, -m {mem}M, medians of {runs} alternating runs");
