@@ -219,17 +219,32 @@ fn load_guest(
     ram: &RamLayout,
     guest: &GuestTables<'_>,
 ) -> Result<Entry, BuildError> {
-    let cmdline = config.append.as_str();
     let apic_ids = guest.apic_ids;
+    // Without ACPI (as QEMU's microvm,acpi=off) the transports go on the
+    // command line; Linux then has its legacy PIC, so IRQ n is GSI n.
+    let cmdline = if config.acpi {
+        config.append.clone()
+    } else {
+        format!(
+            "{}{}",
+            config.append,
+            devmgr::virtio_mmio_cmdline(guest.virtio_mmio)
+        )
+    };
+    let cmdline = cmdline.as_str();
     let (path, image) = match &config.kernel {
         Some(p) => (p.clone(), None),
         None => ("<embedded probe>".into(), Some(probe)),
     };
     let kernel = loader::load_kernel(mem, ram, &path, image)?;
 
-    let tables = acpi::build(ACPI_START, apic_ids, guest.virtio_mmio);
-    mem.write_slice(&tables.bytes, GuestAddress(tables.base))
-        .map_err(|e| BuildError::Tables("ACPI tables", e))?;
+    let mut rsdp = 0;
+    if config.acpi {
+        let tables = acpi::build(ACPI_START, apic_ids, guest.virtio_mmio);
+        mem.write_slice(&tables.bytes, GuestAddress(tables.base))
+            .map_err(|e| BuildError::Tables("ACPI tables", e))?;
+        rsdp = tables.rsdp;
+    }
     let mp = mptable::build(MPTABLE, apic_ids);
     mem.write_slice(&mp, GuestAddress(MPTABLE))
         .map_err(|e| BuildError::Tables("MP table", e))?;
@@ -261,14 +276,14 @@ fn load_guest(
             ..
         } => Entry::Pvh {
             entry,
-            start_info: boot::write_pvh(mem, &e820, tables.rsdp, initrd)?,
+            start_info: boot::write_pvh(mem, &e820, rsdp, initrd)?,
         },
         KernelKind::Elf {
             entry,
             pvh_entry: None,
         } => Entry::Linux64 {
             entry,
-            zero_page: boot::write_zero_page(mem, None, &e820, tables.rsdp, cmdline_len, initrd)?,
+            zero_page: boot::write_zero_page(mem, None, &e820, rsdp, cmdline_len, initrd)?,
         },
         KernelKind::BzImage { load, header } => {
             if header.xloadflags & XLF_KERNEL_64 == 0 {
@@ -280,7 +295,7 @@ fn load_guest(
                     mem,
                     Some(header),
                     &e820,
-                    tables.rsdp,
+                    rsdp,
                     cmdline_len,
                     initrd,
                 )?,

@@ -183,6 +183,16 @@ fn cache_mode(c: CacheConfig) -> CacheMode {
     }
 }
 
+/// The kernel command-line words that announce `slots` to a guest without
+/// ACPI (`-machine acpi=off`), each with a leading space, as Linux parses
+/// them: `virtio_mmio.device=<size>@<base>:<irq>`.
+pub fn virtio_mmio_cmdline(slots: &[VirtioMmioSlot]) -> String {
+    slots
+        .iter()
+        .map(|s| format!(" virtio_mmio.device={}@{:#x}:{}", s.len, s.base, s.gsi))
+        .collect()
+}
+
 /// One virtio-mmio block device per drive on the MMIO bus; returns the
 /// transports for the DSDT to announce (see `acpi::VirtioMmioSlot` for why
 /// not the kernel command line).
@@ -238,4 +248,30 @@ pub fn add_virtio_mmio_drives(
         });
     }
     Ok(slots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_words_for_guests_without_acpi() {
+        let slots = [
+            VirtioMmioSlot {
+                base: 0xfeb0_0000,
+                len: 0x200,
+                gsi: 5,
+            },
+            VirtioMmioSlot {
+                base: 0xfeb0_0200,
+                len: 0x200,
+                gsi: 6,
+            },
+        ];
+        assert_eq!(
+            virtio_mmio_cmdline(&slots),
+            " virtio_mmio.device=512@0xfeb00000:5 virtio_mmio.device=512@0xfeb00200:6"
+        );
+        assert_eq!(virtio_mmio_cmdline(&[]), "");
+    }
 }
