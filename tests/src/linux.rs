@@ -20,7 +20,7 @@ pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 /// What this host's nested KVM needs on top (tools/linux-guest/README.md):
 /// no XSAVE and none of the instructions its CPL0 emulator lacks, no
 /// calibration loops, the kernel patch's `pvm_quirks=all`, and less CPL0
-/// work where it is only a cost here (`rodata=off` skips ~3 s of page
+/// work where it is only a cost here (`rodata=off` skips 3-7 s of page
 /// attribute changes, `percpu_alloc=page` ~1 s of zeroing 2 MiB per-CPU
 /// units). An ordinary KVM host needs none of it.
 pub const HOST_CMDLINE: &str = "noxsave \
