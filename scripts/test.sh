@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds every binary the
-# process-level tests run, then runs the whole suite (unit, integration,
-# QEMU interop) and ends with one `N passed, N failed` line. Needs root and
-# /dev/kvm; under CI=true a missing KVM fails.
+# process-level tests run and the Linux guest tier's kernel and init
+# (cached under target/linux-guest: minutes the first time, nothing after),
+# then runs the whole suite (unit, integration, QEMU interop, Linux guests)
+# and ends with one `N passed, N failed` line. Needs root and /dev/kvm;
+# under CI=true a missing KVM or guest kernel fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+tools/linux-guest/build.sh
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

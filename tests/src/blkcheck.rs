@@ -14,13 +14,19 @@ enum Expect {
     Any,
 }
 
-/// Compare `disk` (a raw image) with the console log; returns the number of
-/// sectors checked, or a description of the first mismatches.
+/// Compare `disk` (a raw image) with the probe's console log; returns the
+/// number of sectors checked, or a description of the first mismatches.
 pub fn check(console: &str, disk: &[u8]) -> Result<usize, String> {
+    check_lines(console, disk, "probe: blk ")
+}
+
+/// As `check`, for any guest that writes the same `blk wrote` lines after
+/// `prefix` (the Linux guest's init: `init: blk `).
+pub fn check_lines(console: &str, disk: &[u8], prefix: &str) -> Result<usize, String> {
     let mut want: BTreeMap<u64, Expect> = BTreeMap::new();
     for line in console
         .lines()
-        .filter_map(|l| l.trim_end().strip_prefix("probe: blk "))
+        .filter_map(|l| l.trim_end().strip_prefix(prefix))
     {
         let kv = parse_pairs(line);
         let num = |k: &str| kv.get(k).and_then(|v| v.parse::<u64>().ok());

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod blkcheck;
 pub mod elf;
+pub mod linux;
 
 /// The workspace's target directory, found from this test executable
 /// (target/<profile>/deps/<test>).
@@ -129,10 +130,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// The probe's lines (`probe: `).
     pub fn parse(console: &str) -> Self {
+        Self::with_prefix(console, "probe: ")
+    }
+
+    /// Lines that start with `prefix` (`init: ` for the Linux guest's init);
+    /// other console output (kernel messages) is kept only in `raw`.
+    pub fn with_prefix(console: &str, prefix: &str) -> Self {
         let lines = console
             .lines()
-            .filter_map(|l| l.strip_prefix("probe: "))
+            .filter_map(|l| l.trim_end().strip_prefix(prefix))
             .map(parse_pairs)
             .collect();
         Self {
@@ -152,7 +160,7 @@ impl Report {
 
     pub fn want(&self, key: &str) -> &str {
         self.get(key)
-            .unwrap_or_else(|| panic!("probe report has no {key}=\n{}", self.raw))
+            .unwrap_or_else(|| panic!("report has no {key}=\n{}", self.raw))
     }
 
     /// Panics unless the last line is `done status=ok`.
@@ -160,10 +168,10 @@ impl Report {
         let last = self
             .lines
             .last()
-            .unwrap_or_else(|| panic!("no probe lines at all:\n{}", self.raw));
+            .unwrap_or_else(|| panic!("no report lines at all:\n{}", self.raw));
         assert!(
             last.contains_key("done") && last.get("status").map(String::as_str) == Some("ok"),
-            "probe did not finish with status=ok:\n{}",
+            "guest did not finish with status=ok:\n{}",
             self.raw
         );
     }

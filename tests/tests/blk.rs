@@ -82,6 +82,9 @@ fn guest_patterns_land_at_the_right_offsets(machine: &str) {
     };
     if let Some(a) = access {
         assert!(console.contains(a), "expected PCI {a}:\n{console}");
+    } else {
+        // Announced in the DSDT (LNRO0005), as QEMU's microvm does with ACPI.
+        assert_eq!(r.want("src"), "dsdt", "{}", r.raw);
     }
     let image = std::fs::read(&d).unwrap();
     assert_eq!(image.len(), DISK, "image size unchanged");
@@ -210,6 +213,31 @@ fn malformed_descriptors_fail_requests_not_the_vmm(machine: &str) {
         DISK as u64,
         "nothing written past the disk end"
     );
+}
+
+#[test]
+fn acpi_off_announces_the_disk_on_the_command_line() {
+    if !kvm_or_skip("acpi_off_announces_the_disk_on_the_command_line") {
+        return;
+    }
+    let s = Scratch::new("blk-acpi-off");
+    let d = raw_disk(&s, "d.raw");
+    // No ACPI: the probe ends the VM through the i8042 (-no-reboot).
+    let (r, out) = boot_probe(&[
+        "-M",
+        "microvm,acpi=off",
+        "-no-reboot",
+        "-drive",
+        &drive(&d, ",format=raw"),
+        "-append",
+        "probe=blk",
+    ]);
+    r.assert_ok();
+    assert_eq!(r.want("src"), "cmdline", "{}", r.raw);
+    let console = String::from_utf8_lossy(&out.stdout);
+    let n =
+        check(&console, &std::fs::read(&d).unwrap()).unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert!(n >= 19, "only {n} sectors checked");
 }
 
 #[test]

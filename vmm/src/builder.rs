@@ -118,18 +118,21 @@ fn boot_once(
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
     let mut buses = devmgr::build(&vm, config, console, &ram)?;
-    let extra_cmdline = match config.machine {
+    let virtio_mmio = match config.machine {
         MachineKind::Microvm => {
             devmgr::add_virtio_mmio_drives(&vm, config, mem, &workers, &mut buses)?
         }
         MachineKind::Pc | MachineKind::Q35 => {
             devmgr::add_pci(&vm, config, mem, &ram, &workers, &mut buses)?;
-            String::new()
+            Vec::new()
         }
     };
     let buses = Arc::new(buses);
-    let cmdline = format!("{}{extra_cmdline}", config.append);
-    let entry = load_guest(config, &cmdline, probe, mem, &ram, &apic_ids)?;
+    let guest = GuestTables {
+        apic_ids: &apic_ids,
+        virtio_mmio: &virtio_mmio,
+    };
+    let entry = load_guest(config, probe, mem, &ram, &guest)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<VcpuStop>();
@@ -211,16 +214,34 @@ fn boot_once(
     })
 }
 
+/// What the firmware tables describe besides memory.
+struct GuestTables<'a> {
+    apic_ids: &'a [u32],
+    virtio_mmio: &'a [acpi::VirtioMmioSlot],
+}
+
 /// Kernel, initrd, firmware tables and boot info into guest memory; returns
 /// how the boot vCPU enters.
 fn load_guest(
     config: &VmConfig,
-    cmdline: &str,
     probe: &[u8],
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
-    apic_ids: &[u32],
+    guest: &GuestTables<'_>,
 ) -> Result<Entry, BuildError> {
+    let apic_ids = guest.apic_ids;
+    // Without ACPI (as QEMU's microvm,acpi=off) the transports go on the
+    // command line; Linux then has its legacy PIC, so IRQ n is GSI n.
+    let cmdline = if config.acpi {
+        config.append.clone()
+    } else {
+        format!(
+            "{}{}",
+            config.append,
+            devmgr::virtio_mmio_cmdline(guest.virtio_mmio)
+        )
+    };
+    let cmdline = cmdline.as_str();
     let (path, image) = match &config.kernel {
         Some(p) => (p.clone(), None),
         None => ("<embedded probe>".into(), Some(probe)),
@@ -243,9 +264,13 @@ fn load_guest(
             Some((PCI_ECAM, PCI_ECAM_SIZE)),
         ),
     };
-    let tables = acpi::build(ACPI_START, apic_ids, platform);
-    mem.write_slice(&tables.bytes, GuestAddress(tables.base))
-        .map_err(|e| BuildError::Tables("ACPI tables", e))?;
+    let mut rsdp = 0;
+    if config.acpi {
+        let tables = acpi::build(ACPI_START, apic_ids, platform, guest.virtio_mmio);
+        mem.write_slice(&tables.bytes, GuestAddress(tables.base))
+            .map_err(|e| BuildError::Tables("ACPI tables", e))?;
+        rsdp = tables.rsdp;
+    }
     let mp = mptable::build(MPTABLE, apic_ids);
     mem.write_slice(&mp, GuestAddress(MPTABLE))
         .map_err(|e| BuildError::Tables("MP table", e))?;
@@ -277,14 +302,14 @@ fn load_guest(
             ..
         } => Entry::Pvh {
             entry,
-            start_info: boot::write_pvh(mem, &e820, tables.rsdp, initrd)?,
+            start_info: boot::write_pvh(mem, &e820, rsdp, initrd)?,
         },
         KernelKind::Elf {
             entry,
             pvh_entry: None,
         } => Entry::Linux64 {
             entry,
-            zero_page: boot::write_zero_page(mem, None, &e820, tables.rsdp, cmdline_len, initrd)?,
+            zero_page: boot::write_zero_page(mem, None, &e820, rsdp, cmdline_len, initrd)?,
         },
         KernelKind::BzImage { load, header } => {
             if header.xloadflags & XLF_KERNEL_64 == 0 {
@@ -296,7 +321,7 @@ fn load_guest(
                     mem,
                     Some(header),
                     &e820,
-                    tables.rsdp,
+                    rsdp,
                     cmdline_len,
                     initrd,
                 )?,

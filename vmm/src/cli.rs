@@ -55,10 +55,12 @@ usage: casemate [options]
 Boots a KVM microVM. With no -kernel it boots the embedded probe guest.
 
 QEMU-compatible options:
-  -machine|-M TYPE[,accel=kvm][,memory-backend=ID]
+  -machine|-M TYPE[,accel=kvm][,memory-backend=ID][,acpi=on|off]
                                 machine type: microvm (default; virtio-mmio),
                                 pc (i440FX + PIIX3) or q35 (PCIe + ICH9, ECAM);
-                                guest RAM from the memory backend object ID
+                                guest RAM from the memory backend object ID;
+                                microvm,acpi=off: no ACPI tables, virtio-mmio
+                                devices announced on the kernel command line
   -cpu host|kvm64|qemu64        CPUID template (default host)
   -smp [cpus=]N[,sockets=S][,cores=C][,threads=T][,maxcpus=N]
   -m [size=]SIZE                guest RAM; no suffix means MiB (default 128M)
@@ -141,9 +143,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
             "config" => config_file = Some(PathBuf::from(val(&mut it)?)),
             "log" => log = Some(val(&mut it)?),
             "M" | "machine" => {
-                let (kind, id) = machine(&raw, &val(&mut it)?)?;
-                c.machine = kind;
-                backend_id = id.or(backend_id);
+                let m = machine(&raw, &val(&mut it)?)?;
+                c.machine = m.kind;
+                c.acpi = m.acpi.unwrap_or(c.acpi);
+                backend_id = m.memory_backend.or(backend_id);
             }
             "object" => backends.push(object(&raw, &val(&mut it)?)?),
             "overcommit" => c.mem_lock = overcommit(&raw, &val(&mut it)?)?,
@@ -405,9 +408,17 @@ impl Drives {
     }
 }
 
-fn machine(opt: &str, v: &str) -> Result<(MachineKind, Option<String>), CliError> {
+/// What `-machine` sets.
+struct MachineOpts {
+    kind: MachineKind,
+    memory_backend: Option<String>,
+    /// `acpi=on|off|auto` (auto: on); None when not given.
+    acpi: Option<bool>,
+}
+
+fn machine(opt: &str, v: &str) -> Result<MachineOpts, CliError> {
     let kv = KeyVals::parse(opt, v, "type")?;
-    kv.only(opt, &["type", "accel", "memory-backend"])?;
+    kv.only(opt, &["type", "accel", "memory-backend", "acpi"])?;
     if let Some(a) = kv.get("accel") {
         if a != "kvm" {
             return Err(bad(opt, a, "only accel=kvm is supported"));
@@ -419,7 +430,17 @@ fn machine(opt: &str, v: &str) -> Result<(MachineKind, Option<String>), CliError
         "q35" | "pc-q35" => MachineKind::Q35,
         t => return Err(bad(opt, t, "machine types are microvm, pc, q35")),
     };
-    Ok((kind, kv.get("memory-backend").map(str::to_string)))
+    let acpi = match kv.get("acpi") {
+        None => None,
+        Some("on" | "auto") => Some(true),
+        Some("off") => Some(false),
+        Some(a) => return Err(bad(opt, a, "acpi is on, off or auto")),
+    };
+    Ok(MachineOpts {
+        kind,
+        memory_backend: kv.get("memory-backend").map(str::to_string),
+        acpi,
+    })
 }
 
 fn cpu(opt: &str, v: &str) -> Result<CpuModel, CliError> {
@@ -725,6 +746,7 @@ mod tests {
         assert_eq!(c.append, "console=ttyS0 a=b");
         assert!(c.no_reboot);
         assert_eq!(c.serial, SerialConfig::File("/tmp/x".into()));
+        assert!(c.acpi, "ACPI tables by default, as QEMU's microvm");
     }
 
     #[test]
@@ -824,6 +846,16 @@ mod tests {
         assert_eq!(c.drives[0].transport, Some(Transport::Pci));
         let e = run(&["-device", "virtio-net-pci"]).unwrap_err();
         assert!(e.to_string().contains("virtio-net-pci"), "{e}");
+    }
+
+    #[test]
+    fn machine_acpi_switch() {
+        assert!(!run(&["-M", "microvm,acpi=off"]).unwrap().acpi);
+        assert!(run(&["-M", "microvm,acpi=auto"]).unwrap().acpi);
+        // A later -machine without acpi= keeps the earlier choice.
+        assert!(!run(&["-M", "acpi=off", "-M", "microvm"]).unwrap().acpi);
+        let e = run(&["-M", "microvm,acpi=maybe"]).unwrap_err().to_string();
+        assert!(e.contains("acpi") && e.contains("maybe"), "{e}");
     }
 
     #[test]

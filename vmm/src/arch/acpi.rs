@@ -1,7 +1,9 @@
 //! ACPI tables: RSDP, XSDT, FADT, DSDT and MADT for every machine, plus
 //! FACS on pc/q35 and MCFG on q35.
 //!
-//! microvm's FADT is hardware-reduced (sleep and reset registers); pc and
+//! microvm's FADT is hardware-reduced (sleep and reset registers) and its
+//! DSDT has one `LNRO0005` device per virtio-mmio transport, as QEMU's
+//! microvm describes them; pc and
 //! q35 get fixed-hardware PM1 blocks, the 0xCF9 reset register and a DSDT
 //! that describes the PCI root (`PNP0A03`, or `PNP0A08` on q35): its bus,
 //! I/O and memory windows and a `_PRT` routing every slot's INTx to IOAPIC
@@ -34,6 +36,21 @@ pub enum Platform {
     /// A PCI root on mechanism #1, with the 64-bit window `[start, end)`;
     /// `ecam` adds the q35 PCIe root with its MCFG.
     Pci { ecam: bool, mmio64: (u64, u64) },
+}
+
+/// A virtio-mmio transport the DSDT announces: its register window and the
+/// IOAPIC pin (GSI) its irqfd drives.
+///
+/// With a hardware-reduced FADT Linux has no legacy PIC, so its IRQ numbers
+/// are not GSIs: a `virtio_mmio.device=...:5` command-line word names a
+/// Linux IRQ 5 that does not exist and the driver's probe fails (-EINVAL).
+/// The DSDT's GSI is mapped properly, which is why QEMU's microvm (with
+/// ACPI) announces its transports there and not on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioSlot {
+    pub base: u64,
+    pub len: u64,
+    pub gsi: u32,
 }
 
 /// The PIIX/ICH reset control register and the value that resets.
@@ -164,7 +181,24 @@ fn pci_root(ecam: bool, mmio64: (u64, u64)) -> Vec<u8> {
     out
 }
 
-fn dsdt(platform: Platform) -> Vec<u8> {
+/// `Device (_SB.VRnn)`: `_HID "LNRO0005"` (Linux's virtio_mmio ACPI id),
+/// the register window and an edge-triggered, active-high interrupt (the
+/// transport's irqfd pulses its GSI).
+fn virtio_mmio_device(index: usize, slot: &VirtioMmioSlot) -> Vec<u8> {
+    let mem = aml::Memory32Fixed::new(true, slot.base as u32, slot.len as u32);
+    let irq = aml::Interrupt::new(true, true, false, false, slot.gsi);
+    let crs = aml::ResourceTemplate::new(vec![&mem, &irq]);
+    let hid = aml::Name::new("_HID".into(), &"LNRO0005");
+    let uid = aml::Name::new("_UID".into(), &(index as u32));
+    let crs = aml::Name::new("_CRS".into(), &crs);
+    let path = format!("_SB_.VR{index:02X}");
+    bytes_of(&aml::Device::new(
+        path.as_str().into(),
+        vec![&hid, &uid, &crs],
+    ))
+}
+
+fn dsdt(platform: Platform, virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
     let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE, 1);
     let s5 = aml::Name::new(
         "_S5_".into(),
@@ -181,6 +215,9 @@ fn dsdt(platform: Platform) -> Vec<u8> {
     com1.to_aml_bytes(&mut dsdt);
     if let Platform::Pci { ecam, mmio64 } = platform {
         dsdt.append_slice(&pci_root(ecam, mmio64));
+    }
+    for (i, slot) in virtio_mmio.iter().enumerate() {
+        dsdt.append_slice(&virtio_mmio_device(i, slot));
     }
     dsdt.update_checksum();
     dsdt.as_slice().to_vec()
@@ -266,14 +303,19 @@ fn madt(apic_ids: &[u32], sci_override: bool) -> Vec<u8> {
 
 /// Lay the tables out from `base`; the RSDP comes first so a guest scanning
 /// the BIOS area finds it at a 16-byte boundary.
-pub fn build(base: u64, apic_ids: &[u32], platform: Platform) -> AcpiTables {
+pub fn build(
+    base: u64,
+    apic_ids: &[u32],
+    platform: Platform,
+    virtio_mmio: &[VirtioMmioSlot],
+) -> AcpiTables {
     let mut p = Placer {
         base,
         bytes: Vec::new(),
     };
     let rsdp_len = Rsdp::len();
     p.bytes.resize(rsdp_len, 0);
-    let dsdt_addr = p.put(&dsdt(platform));
+    let dsdt_addr = p.put(&dsdt(platform, virtio_mmio));
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE, 1);
     match platform {
         Platform::Microvm => {
@@ -317,7 +359,7 @@ mod tests {
 
     #[test]
     fn tables_chain_and_checksum() {
-        let t = build(0xe0000, &[0, 1], Platform::Microvm);
+        let t = build(0xe0000, &[0, 1], Platform::Microvm, &[]);
         assert_eq!(&t.bytes[..8], b"RSD PTR ");
         assert_eq!(sum(&t.bytes[..20]), 0);
         assert_eq!(sum(&t.bytes[..36]), 0);
@@ -345,5 +387,52 @@ mod tests {
         assert_eq!(sum(dsdt), 0);
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
         assert!(t.bytes.len() as u64 <= super::super::layout::ACPI_END - 0xe0000);
+    }
+
+    fn dsdt_of(t: &AcpiTables) -> &[u8] {
+        let xsdt_addr = u64::from_le_bytes(t.bytes[24..32].try_into().unwrap());
+        let fadt = u64::from_le_bytes(table_at(t, xsdt_addr)[36..44].try_into().unwrap());
+        let dsdt = u64::from_le_bytes(table_at(t, fadt)[140..148].try_into().unwrap());
+        table_at(t, dsdt)
+    }
+
+    #[test]
+    fn dsdt_announces_each_virtio_mmio_transport_with_its_gsi() {
+        let slots = [
+            VirtioMmioSlot {
+                base: 0xfeb0_0000,
+                len: 0x200,
+                gsi: 5,
+            },
+            VirtioMmioSlot {
+                base: 0xfeb0_0200,
+                len: 0x200,
+                gsi: 6,
+            },
+        ];
+        let t = build(0xe0000, &[0], Platform::Microvm, &slots);
+        let dsdt = dsdt_of(&t);
+        assert_eq!(sum(dsdt), 0);
+        let hid = b"\x0dLNRO0005\x00";
+        let at: Vec<usize> = (0..dsdt.len() - hid.len())
+            .filter(|&i| &dsdt[i..i + hid.len()] == hid)
+            .collect();
+        assert_eq!(at.len(), 2, "one LNRO0005 device per transport");
+        for (slot, &from) in slots.iter().zip(&at) {
+            let rest = &dsdt[from..];
+            // Memory32Fixed: 0x86, length 9, read-write, base, length.
+            let mut mem = vec![0x86, 9, 0, 1];
+            mem.extend_from_slice(&(slot.base as u32).to_le_bytes());
+            mem.extend_from_slice(&(slot.len as u32).to_le_bytes());
+            assert!(rest.windows(mem.len()).any(|w| w == mem), "window {slot:?}");
+            // Extended IRQ: 0x89, length 6, consumer + edge, one GSI.
+            let mut irq = vec![0x89, 6, 0, 0b11, 1];
+            irq.extend_from_slice(&slot.gsi.to_le_bytes());
+            assert!(rest.windows(irq.len()).any(|w| w == irq), "gsi {slot:?}");
+        }
+        assert!(build(0xe0000, &[0], Platform::Microvm, &[])
+            .bytes
+            .windows(8)
+            .all(|w| w != b"LNRO0005"));
     }
 }

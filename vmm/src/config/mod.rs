@@ -41,6 +41,11 @@ pub struct VmConfig {
     pub no_reboot: bool,
     /// Block devices, in the order their transports are created.
     pub drives: Vec<DriveConfig>,
+    /// ACPI tables for the guest (`-machine acpi=on|off`, on by default as
+    /// on QEMU's microvm). Off, as QEMU does: only the MP table, and the
+    /// virtio-mmio transports announced on the kernel command line
+    /// (`virtio_mmio.device=`) instead of in the DSDT; no ACPI power-off.
+    pub acpi: bool,
 }
 
 /// One virtio-blk disk (`-drive` plus its `-device`).
@@ -116,6 +121,7 @@ impl Default for VmConfig {
             rtc: RtcConfig::default(),
             no_reboot: false,
             drives: Vec::new(),
+            acpi: true,
         }
     }
 }

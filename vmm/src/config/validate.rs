@@ -45,6 +45,8 @@ pub enum ConfigError {
     },
     #[error("memory backend '{id}': {why}")]
     Backend { id: String, why: String },
+    #[error("-machine {0},acpi=off: {0} needs its ACPI tables (PCI interrupt routing, power-off); only microvm runs without")]
+    AcpiRequired(&'static str),
     #[error("drive {id}: {device} does not exist on -machine {machine} (use {instead})")]
     DriveTransport {
         id: String,
@@ -130,6 +132,9 @@ impl VmConfig {
                     p.push(ConfigError::ApicIdsTooLarge(top));
                 }
             }
+        }
+        if !self.acpi && self.machine != MachineKind::Microvm {
+            p.push(ConfigError::AcpiRequired(self.machine.name()));
         }
         let mut ids = std::collections::BTreeSet::new();
         for d in &self.drives {

@@ -14,7 +14,7 @@ mod virtio_mmio;
 
 pub use pci::add_pci;
 use std::sync::{Arc, Mutex};
-pub use virtio_mmio::{add_virtio_mmio_drives, VIRTIO_MMIO_BASE};
+pub use virtio_mmio::{add_virtio_mmio_drives, virtio_mmio_cmdline, VIRTIO_MMIO_BASE};
 
 use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
 use casemate_devices::virtio::blk::CacheMode;
