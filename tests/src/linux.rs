@@ -92,6 +92,15 @@ pub fn microvm(a: &Artifacts) -> MachineBoot {
     }
 }
 
+/// `-M pc` or `-M q35` with the bzImage through the Linux boot protocol;
+/// disks are virtio-blk-pci there.
+pub fn pci_machine(a: &Artifacts, machine: &'static str) -> MachineBoot {
+    MachineBoot {
+        machine,
+        kernel: a.bzimage.clone(),
+    }
+}
+
 /// One Linux boot: machine, size, disks and the init's `casemate.*` words.
 #[derive(Debug, Clone)]
 pub struct LinuxBoot {

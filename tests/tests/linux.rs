@@ -1,11 +1,12 @@
 //! Linux guest tier: the kernel and init from tools/linux-guest (built and
 //! cached by `tools/linux-guest/build.sh`, which the test command runs)
-//! boot on Casemate's microvm (vmlinux through PVH, -initrd, -append) and,
+//! boot on Casemate's microvm (vmlinux through PVH, -initrd, -append), on
+//! pc and q35 (bzImage through the Linux boot protocol, virtio-blk-pci) and,
 //! as the reference, on QEMU 7.2's microvm. A boot takes 20-30 s here, so
 //! each test is one boot with all its assertions.
 
 use casemate_tests::blkcheck::check_lines;
-use casemate_tests::linux::{artifacts_or_skip, microvm, run, LinuxBoot};
+use casemate_tests::linux::{artifacts_or_skip, microvm, pci_machine, run, LinuxBoot};
 use casemate_tests::{have, in_ci, kvm_or_skip, Report, Scratch};
 
 fn console(out: &std::process::Output) -> String {
@@ -149,4 +150,84 @@ fn qemu_microvm_boots_the_same_kernel_and_init() {
     assert_eq!(r.want("cpus"), "2", "{log}");
     // isa-debug-exit: (0 << 1) | 1 when the init reported ok.
     assert_eq!(out.status.code(), Some(1), "{log}");
+}
+
+/// The host pattern the init reads back before writing its own.
+fn disk_with_host_pattern(s: &Scratch, size: usize) -> String {
+    let mut image = vec![0u8; size];
+    for (k, sector) in image[HOST_LBA * 512..(HOST_LBA + 8) * 512]
+        .chunks_mut(512)
+        .enumerate()
+    {
+        let lba = HOST_LBA + k;
+        for (i, b) in sector.iter_mut().enumerate() {
+            *b = ((lba * 7 + HOST_PASS + i) & 0xff) as u8;
+        }
+    }
+    s.file("disk.raw", &image)
+}
+
+/// pc and q35: the bzImage through the Linux boot protocol, both modes in
+/// one boot (a boot costs 20-50 s here): CPUs, MemTotal, and a virtio-blk-pci
+/// disk whose guest writes land in the host file. `extra` goes on the
+/// kernel command line; `msi` says whether Linux must have programmed MSI-X
+/// routes (seen in the VMM's debug log) or stayed on INTx.
+fn pci_machine_boot(machine: &'static str, smp: u32, extra: Option<&str>, msi: bool) {
+    let test = format!("{machine}_linux_boot");
+    if !kvm_or_skip(&test) {
+        return;
+    }
+    let Some(a) = artifacts_or_skip(&test) else {
+        return;
+    };
+    let s = Scratch::new(&format!("linux-{machine}"));
+    let size = 16usize << 20;
+    let disk = disk_with_host_pattern(&s, size);
+    let mem_mib = 256;
+    let mut boot = LinuxBoot::new(pci_machine(&a, machine), &a)
+        .smp(smp)
+        .mem_mib(mem_mib)
+        .init_arg("casemate.mode=hello,blk")
+        .disk(&disk);
+    if let Some(w) = extra {
+        boot = boot.init_arg(w);
+    }
+    let mut cmd = boot.casemate();
+    cmd.args(["--log", "debug"]);
+    let (r, out) = run(cmd);
+    let log = console(&out);
+    r.assert_ok();
+    assert!(out.status.success(), "exit {:?}\n{log}", out.status);
+    assert_eq!(r.want("cpus"), smp.to_string(), "{log}");
+    let total = num(&r, "mem_total_kib");
+    let m = mem_mib * 1024;
+    assert!(
+        total <= m && total >= m - 24 * 1024,
+        "MemTotal {total} KiB for -m {mem_mib}M\n{log}"
+    );
+    assert_eq!(num(&r, "size_bytes"), size as u64, "{log}");
+    assert_eq!(r.want("match"), "1", "host pattern not seen\n{log}");
+    assert_eq!(r.want("mismatches"), "0", "{log}");
+    let after = std::fs::read(&disk).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let n = check_lines(&stdout, &after, "init: blk ").unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(n >= 35, "only {n} sectors checked\n{log}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.contains("MSI route: GSI"),
+        msi,
+        "MSI-X expected: {msi}\n{stderr}"
+    );
+}
+
+#[test]
+fn q35_bzimage_smp2_virtio_blk_pci_with_msix() {
+    pci_machine_boot("q35", 2, None, true);
+}
+
+#[test]
+fn pc_bzimage_virtio_blk_pci_on_intx() {
+    // pci=nomsi: the driver falls back to INTx, routed by the DSDT's _PRT
+    // and re-raised after EOI through KVM's resample eventfd.
+    pci_machine_boot("pc", 1, Some("pci=nomsi"), false);
 }
