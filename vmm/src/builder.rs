@@ -98,7 +98,10 @@ fn boot_once(
 ) -> Result<VmEnd, BuildError> {
     let kvm = Vm::open_kvm()?;
     let ram = RamLayout::new(config.memory);
-    let guest_ram = memory::build(
+    // With prealloc=on the pages are populated in the background while the
+    // VM, its devices and vCPUs are created; guest RAM is written only
+    // after `populated` (the population may write zeros over it).
+    let mut guest_ram = memory::build(
         &config.ram_backend(),
         &ram.ranges(),
         RamOptions {
@@ -107,19 +110,17 @@ fn boot_once(
             sysfs: Path::new(memory::hugetlb::SYSFS),
         },
     )?;
-    let mem = &guest_ram.mem;
     let vm = Vm::new(kvm)?;
-    vm.map_memory(mem)?;
+    vm.map_memory(&guest_ram.mem)?;
     vm.create_irqchip()?;
 
     let topo = Topology::new(&config.smp);
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
     let mut buses = devmgr::build(&vm, config, console, &ram)?;
-    let extra_cmdline = devmgr::add_virtio_mmio_drives(&vm, config, mem, &workers, &mut buses)?;
+    let extra_cmdline =
+        devmgr::add_virtio_mmio_drives(&vm, config, &guest_ram.mem, &workers, &mut buses)?;
     let buses = Arc::new(buses);
-    let cmdline = format!("{}{extra_cmdline}", config.append);
-    let entry = load_guest(config, &cmdline, probe, mem, &ram, &apic_ids)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<VcpuStop>();
@@ -152,9 +153,6 @@ fn boot_once(
         regs::setup_msrs(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_fpu(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_lapic(&fd, index).map_err(|e| err(e.into()))?;
-        if index == 0 {
-            regs::setup_boot_vcpu(&fd, index, mem, entry).map_err(|e| err(e.into()))?;
-        }
         runners.push(VcpuRunner {
             fd,
             index,
@@ -162,6 +160,15 @@ fn boot_once(
             stop: stop.clone(),
             events: tx.clone(),
         });
+    }
+
+    guest_ram.populated()?;
+    let mem = &guest_ram.mem;
+    let cmdline = format!("{}{extra_cmdline}", config.append);
+    let entry = load_guest(config, &cmdline, probe, mem, &ram, &apic_ids)?;
+    if let Some(boot) = runners.first() {
+        regs::setup_boot_vcpu(&boot.fd, boot.index, mem, entry)
+            .map_err(|e| vcpu_err(boot.index)(e.into()))?;
     }
     drop(tx);
     let mut handles = Vec::new();
