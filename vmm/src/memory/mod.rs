@@ -172,11 +172,8 @@ pub fn build(
         .prealloc_threads
         .map_or_else(prealloc::default_threads, |n| n as usize);
     let hugetlb = back.hugepage.is_some();
-    let target = prealloc::Target {
-        anon_private: back.file.is_none() && !b.share,
-        thp: !hugetlb && opts.thp,
-    };
-    let method = prealloc::choose(target, prealloc::populate_write_supported(), threads);
+    let anon_private = back.file.is_none() && !b.share;
+    let method = prealloc::choose(anon_private, prealloc::populate_write_supported(), threads);
     let flags = MapFlags {
         share: b.share,
         hugetlb,

@@ -1,30 +1,30 @@
 //! Populating guest RAM before the guest runs (`prealloc=on`): picks a
 //! method per kind of mapping, splits the work into chunks taken by N
 //! threads, and draws a progress line on a terminal for sizes above 1 GiB.
-//! Population starts in the background (`Population::start`) so the caller
-//! can create the VM meanwhile; nothing may write guest RAM until `finish`
-//! returns. Owns no mappings: the caller keeps them alive until then.
+//! Population starts in the background (`Population::start`, on N - 1
+//! threads) so the caller can create the VM meanwhile, then becomes the
+//! N-th thread in `finish`; nothing may write guest RAM until `finish`
+//! returns. N defaults to the CPUs this process may run on. Owns no
+//! mappings: the caller keeps them alive until then.
 //!
-//! Which method, and why (4 GiB, 2 host CPUs, medians, ms; warm = memory
-//! the outer host still backs, see tools/membench):
-//! - Private anonymous RAM with THP (the default `memory-backend-ram`):
-//!   `TouchZero`, one zero byte written per 4 KiB page from user space.
-//!   The first write to each 2 MiB faults in a whole huge page; the other
-//!   511 writes land on mapped memory. Warm x2: touch 190-200 against
-//!   MADV_POPULATE_WRITE 200-250 (64 MiB chunks; 360+ with one 2 GiB
-//!   call per thread). Writing zeros is exact here because fresh private
-//!   anonymous memory reads as zeros; a failure is the OOM killer, as it
-//!   is for MADV_POPULATE_WRITE's allocations (no SIGBUS on anonymous
-//!   private memory).
-//! - Everything else, when the kernel has it (5.14+): MADV_POPULATE_WRITE.
-//!   Small pages: warm x2 720 against touch 996 (one user fault per 4 KiB
-//!   costs more than the kernel's loop). hugetlb and file or shared
-//!   mappings: a touch could SIGBUS (pool exhausted, file hole on a full
-//!   filesystem); the advice returns an error instead, reported with the
-//!   offset, and it keeps the contents of file-backed RAM.
-//! - Without MADV_POPULATE_WRITE: MAP_POPULATE for one thread; several
-//!   threads touch (zeros on private anonymous RAM, rewriting each page's
-//!   first byte elsewhere to keep its contents).
+//! Which method, and why (4 GiB, 2 host CPUs, warm memory, see
+//! tools/membench; this host is shared, so medians of 20 alternating runs):
+//! - MADV_POPULATE_WRITE wherever the kernel has it (5.14+), for every kind
+//!   of mapping. With THP, 64 MiB chunks on 2 threads: 424 ms wall and
+//!   396 ms CPU, against 446 ms and 419 ms for touching each 4 KiB page
+//!   from user space (the first write to each 2 MiB faults in a huge page,
+//!   the other 511 cost a little) and no better for one write per 2 MiB.
+//!   Without THP: 720 ms against 996 ms for touching (a user fault per
+//!   4 KiB costs more than the kernel's loop). One 2 GiB call per thread
+//!   instead of chunks was slower (360-1500 ms against 200-300 ms in one
+//!   run), hence the chunks. It also fails cleanly: hugetlb, file and
+//!   shared mappings could SIGBUS on a touch (pool exhausted, a hole on a
+//!   full filesystem), where the advice returns an error, reported with
+//!   the offset; and it keeps the contents of file-backed RAM.
+//! - Without it: MAP_POPULATE for one thread; several threads touch:
+//!   writing zeros on fresh private anonymous RAM (one fault per page; it
+//!   reads as zeros already), rewriting each page's first byte elsewhere to
+//!   keep its contents.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -61,18 +61,14 @@ impl Method {
     }
 }
 
-/// What kind of mapping guest RAM is, as far as the method is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
-    /// MAP_PRIVATE | MAP_ANONYMOUS, freshly mapped (all zeros).
-    pub anon_private: bool,
-    /// MADV_HUGEPAGE applied (transparent huge pages).
-    pub thp: bool,
-}
-
 /// Work per chunk: small enough for progress and load balance, large enough
-/// that syscall cost vanishes; a multiple of every hugepage size up to 64 MiB.
-const CHUNK: usize = 64 << 20;
+/// that syscall cost vanishes (512 calls for 4 GiB); a multiple of 2, 4 and
+/// 8 MiB hugepages (1 GiB pages make one chunk each). MADV_POPULATE_WRITE
+/// holds mmap_lock for reading through a call, and every mmap the VM set-up
+/// running alongside makes (vCPU run areas, thread stacks) waits for it and
+/// then blocks the next readers: with 64 MiB chunks that set-up took 21 ms
+/// instead of 9 ms (median of 10, same load).
+const CHUNK: usize = 8 << 20;
 /// Progress is drawn for preallocations larger than this.
 const PROGRESS_ABOVE: u64 = 1 << 30;
 /// How often the progress line is redrawn at most.
@@ -102,16 +98,15 @@ pub fn populate_write_supported() -> bool {
     ok
 }
 
-/// The method for `target` with `threads` threads (see the module doc for
-/// the measurements behind the order).
-pub fn choose(target: Target, populate_write: bool, threads: usize) -> Method {
-    if target.anon_private && target.thp {
-        Method::TouchZero
-    } else if populate_write {
+/// The method for `threads` threads; `anon_private`: the mapping is fresh
+/// MAP_PRIVATE | MAP_ANONYMOUS memory (all zeros). See the module doc for
+/// the measurements behind the order.
+pub fn choose(anon_private: bool, populate_write: bool, threads: usize) -> Method {
+    if populate_write {
         Method::PopulateWrite
     } else if threads <= 1 {
         Method::MapPopulate
-    } else if target.anon_private {
+    } else if anon_private {
         Method::TouchZero
     } else {
         Method::Touch
@@ -377,14 +372,15 @@ mod tests {
 
     #[test]
     fn chunks_cover_every_byte_once() {
-        let maps = [(0x1000_0000, 200 << 20), (0x9000_0000, 3 << 20)];
+        let first = 3 * CHUNK + CHUNK / 2;
+        let maps = [(0x1000_0000, first), (0x9000_0000, 3 << 20)];
         let c = chunks(&maps, 2 << 20);
         assert_eq!(c.len(), 5);
-        assert_eq!(c.iter().map(|x| x.len).sum::<usize>(), (203 << 20));
-        assert_eq!(c[3].addr, 0x1000_0000 + (192 << 20));
-        assert_eq!(c[3].len, 8 << 20);
+        assert_eq!(c.iter().map(|x| x.len).sum::<usize>(), first + (3 << 20));
+        assert_eq!(c[3].addr, 0x1000_0000 + 3 * CHUNK);
+        assert_eq!(c[3].len, CHUNK / 2);
         assert_eq!(c[4].addr, 0x9000_0000);
-        assert_eq!(c[4].offset, 200 << 20, "offsets count across mappings");
+        assert_eq!(c[4].offset, first as u64, "offsets count across mappings");
         assert_eq!(
             chunks(&maps[..1], 1 << 30).len(),
             1,
@@ -394,24 +390,12 @@ mod tests {
 
     #[test]
     fn method_per_mapping() {
-        let anon_thp = Target {
-            anon_private: true,
-            thp: true,
-        };
-        let anon = Target {
-            anon_private: true,
-            thp: false,
-        };
-        let file = Target {
-            anon_private: false,
-            thp: false,
-        };
-        assert_eq!(choose(anon_thp, true, 2), Method::TouchZero);
-        assert_eq!(choose(anon, true, 2), Method::PopulateWrite);
-        assert_eq!(choose(file, true, 1), Method::PopulateWrite);
-        assert_eq!(choose(file, false, 1), Method::MapPopulate);
-        assert_eq!(choose(anon, false, 4), Method::TouchZero);
-        assert_eq!(choose(file, false, 4), Method::Touch);
+        assert_eq!(choose(true, true, 2), Method::PopulateWrite);
+        assert_eq!(choose(false, true, 1), Method::PopulateWrite);
+        assert_eq!(choose(false, false, 1), Method::MapPopulate);
+        assert_eq!(choose(true, false, 1), Method::MapPopulate);
+        assert_eq!(choose(true, false, 4), Method::TouchZero);
+        assert_eq!(choose(false, false, 4), Method::Touch);
     }
 
     /// A private anonymous mapping of `len` bytes, unmapped on drop.
