@@ -212,6 +212,15 @@ fn spread(v: &[f64]) -> String {
     }
 }
 
+/// Which raw candidates a "fastest raw" comparison draws from.
+#[derive(Clone, Copy)]
+enum Pages {
+    /// Every raw method except hugetlb (the goal's comparison).
+    Any,
+    Thp,
+    Small,
+}
+
 fn report(cands: &[Cand], samples: &[Vec<Vec<f64>>], n: usize, runs: usize) {
     println!("\n4 GiB prealloc, medians of {runs} runs (ms; min-max), N={n} threads");
     println!(
@@ -232,67 +241,63 @@ fn report(cands: &[Cand], samples: &[Vec<Vec<f64>>], n: usize, runs: usize) {
         );
     }
     let find = |name: &str| cands.iter().position(|c| c.name() == name);
-    let ratio = |a: usize, b: usize, s: usize| med[a][s] / med[b][s];
-    let verdict = |r: f64, goal: f64| {
-        if r.is_nan() {
-            "-"
-        } else if r <= goal {
-            "met"
-        } else {
-            "NOT met"
-        }
-    };
-    let line = |label: &str, goal: f64, a: usize, b: [usize; 2]| {
-        let (w, c) = (ratio(a, b[0], 0), ratio(a, b[1], 1));
-        println!(
-            "{label:42} {w:>6.2} {:>8} {c:>6.2} {:>8}",
-            verdict(w, goal),
-            verdict(c, goal)
-        );
-    };
-    println!("\n{:42} {:>15} {:>15}", "ratios (goal)", "warm", "cold");
-    let best_raw = |s: usize, thp_only: bool| {
+    let fastest = |s: usize, pages: Pages| {
         (0..cands.len())
-            .filter(|&i| matches!(&cands[i], Cand::Raw(r) if !r.hugetlb && (r.thp || !thp_only)))
+            .filter(|&i| match (&cands[i], pages) {
+                (Cand::Raw(r), Pages::Any) => !r.hugetlb,
+                (Cand::Raw(r), Pages::Thp) => !r.hugetlb && r.thp,
+                (Cand::Raw(r), Pages::Small) => !r.hugetlb && !r.thp,
+                _ => false,
+            })
             .filter(|&i| !med[i][s].is_nan())
             .min_by(|&a, &b| med[a][s].total_cmp(&med[b][s]))
     };
+    // One ratio line: candidate `a` against `b(state)` in each state.
+    let line = |label: &str, goal: f64, a: Option<usize>, b: &dyn Fn(usize) -> Option<usize>| {
+        let Some(a) = a else { return };
+        let mut cols = String::new();
+        let mut against = Vec::new();
+        for s in 0..2 {
+            match b(s).map(|b| (b, med[a][s] / med[b][s])) {
+                Some((b, r)) if !r.is_nan() => {
+                    let v = if r <= goal { "met" } else { "NOT met" };
+                    cols.push_str(&format!(" {r:>6.2} {v:>8}"));
+                    against.push(format!("{} {}", STATES[s], cands[b].name()));
+                }
+                _ => cols.push_str(&format!(" {:>6} {:>8}", "-", "")),
+            }
+        }
+        if !against.is_empty() {
+            println!("{label:42}{cols}");
+            println!("  against: {}", against.join("; "));
+        }
+    };
+    println!("\n{:42} {:>15} {:>15}", "ratios (goal)", "warm", "cold");
     let cm = find(Peer::Casemate.name());
-    if let (Some(cm), Some(q)) = (cm, find(Peer::Qemu.name())) {
-        line("casemate / qemu (<= 0.70)", 0.70, cm, [q, q]);
-    }
-    if let (Some(cm), Some(w), Some(c)) = (cm, best_raw(0, false), best_raw(1, false)) {
-        line("casemate / fastest raw (<= 1.25)", 1.25, cm, [w, c]);
-        println!(
-            "  fastest raw: warm {}, cold {}",
-            cands[w].name(),
-            cands[c].name()
-        );
-    }
+    let qemu = find(Peer::Qemu.name());
+    line("casemate / qemu (<= 0.70)", 0.70, cm, &|_| qemu);
+    line("casemate / fastest raw (<= 1.25)", 1.25, cm, &|s| {
+        fastest(s, Pages::Any)
+    });
     let hr = cands
         .iter()
         .position(|c| matches!(c, Cand::Raw(r) if r.hugetlb));
-    if let (Some(ch), Some(hr)) = (find(Peer::CasemateHugetlb.name()), hr) {
-        line("casemate hugetlb / raw hugetlb (<= 1.5)", 1.5, ch, [hr, hr]);
-    }
+    line(
+        "casemate hugetlb / raw hugetlb (<= 1.5)",
+        1.5,
+        find(Peer::CasemateHugetlb.name()),
+        &|_| hr,
+    );
     // Like for like, not goals: THP-backed Casemate against THP-backed raw
-    // methods, and small-page Casemate against the small-page ones.
-    println!("\ninformational (same page kind)");
-    if let (Some(cm), Some(w), Some(c)) = (cm, best_raw(0, true), best_raw(1, true)) {
-        line("casemate / fastest raw +THP", 1.25, cm, [w, c]);
-        println!(
-            "  fastest raw +THP: warm {}, cold {}",
-            cands[w].name(),
-            cands[c].name()
-        );
-    }
-    let small = |s: usize| {
-        (0..cands.len())
-            .filter(|&i| matches!(&cands[i], Cand::Raw(r) if !r.hugetlb && !r.thp))
-            .filter(|&i| !med[i][s].is_nan())
-            .min_by(|&a, &b| med[a][s].total_cmp(&med[b][s]))
-    };
-    if let (Some(nt), Some(w), Some(c)) = (find(Peer::CasemateNoThp.name()), small(0), small(1)) {
-        line("casemate --thp off / fastest raw no THP", 1.25, nt, [w, c]);
-    }
+    // methods, small-page Casemate against the small-page ones.
+    println!("\ninformational, same page kind (<= 1.25)");
+    line("casemate / fastest raw +THP", 1.25, cm, &|s| {
+        fastest(s, Pages::Thp)
+    });
+    line(
+        "casemate --thp off / fastest raw no THP",
+        1.25,
+        find(Peer::CasemateNoThp.name()),
+        &|s| fastest(s, Pages::Small),
+    );
 }
