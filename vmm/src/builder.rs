@@ -100,7 +100,10 @@ fn boot_once(
 ) -> Result<VmEnd, BuildError> {
     let kvm = Vm::open_kvm()?;
     let ram = RamLayout::new(config.memory);
-    let guest_ram = memory::build(
+    // With prealloc=on the pages are populated in the background while the
+    // VM, its devices and vCPUs are created; guest RAM is written only
+    // after `populated` (the population may write zeros over it).
+    let mut guest_ram = memory::build(
         &config.ram_backend(),
         &ram.ranges(),
         RamOptions {
@@ -109,9 +112,8 @@ fn boot_once(
             sysfs: Path::new(memory::hugetlb::SYSFS),
         },
     )?;
-    let mem = &guest_ram.mem;
     let vm = Vm::new(kvm)?;
-    vm.map_memory(mem)?;
+    vm.map_memory(&guest_ram.mem)?;
     vm.create_irqchip()?;
 
     let topo = Topology::new(&config.smp);
@@ -120,19 +122,14 @@ fn boot_once(
     let mut buses = devmgr::build(&vm, config, console, &ram)?;
     let virtio_mmio = match config.machine {
         MachineKind::Microvm => {
-            devmgr::add_virtio_mmio_drives(&vm, config, mem, &workers, &mut buses)?
+            devmgr::add_virtio_mmio_drives(&vm, config, &guest_ram.mem, &workers, &mut buses)?
         }
         MachineKind::Pc | MachineKind::Q35 => {
-            devmgr::add_pci(&vm, config, mem, &ram, &workers, &mut buses)?;
+            devmgr::add_pci(&vm, config, &guest_ram.mem, &ram, &workers, &mut buses)?;
             Vec::new()
         }
     };
     let buses = Arc::new(buses);
-    let guest = GuestTables {
-        apic_ids: &apic_ids,
-        virtio_mmio: &virtio_mmio,
-    };
-    let entry = load_guest(config, probe, mem, &ram, &guest)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<VcpuStop>();
@@ -165,9 +162,6 @@ fn boot_once(
         regs::setup_msrs(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_fpu(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_lapic(&fd, index).map_err(|e| err(e.into()))?;
-        if index == 0 {
-            regs::setup_boot_vcpu(&fd, index, mem, entry).map_err(|e| err(e.into()))?;
-        }
         runners.push(VcpuRunner {
             fd,
             index,
@@ -175,6 +169,18 @@ fn boot_once(
             stop: stop.clone(),
             events: tx.clone(),
         });
+    }
+
+    guest_ram.populated()?;
+    let mem = &guest_ram.mem;
+    let guest = GuestTables {
+        apic_ids: &apic_ids,
+        virtio_mmio: &virtio_mmio,
+    };
+    let entry = load_guest(config, probe, mem, &ram, &guest)?;
+    if let Some(boot) = runners.first() {
+        regs::setup_boot_vcpu(&boot.fd, boot.index, mem, entry)
+            .map_err(|e| vcpu_err(boot.index)(e.into()))?;
     }
     drop(tx);
     let mut handles = Vec::new();

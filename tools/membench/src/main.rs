@@ -33,13 +33,26 @@ struct Opts {
     runs: usize,
     cold_idle: Duration,
     casemate: std::path::PathBuf,
+    /// Substrings: run only candidates whose name contains one.
+    only: Vec<String>,
+    /// Indexes into STATES.
+    states: Vec<usize>,
 }
+
+const STATES: [&str; 2] = ["warm", "cold"];
+
+const USAGE: &str = "usage: casemate-membench [--runs N (5)] [--cold-idle SECONDS (15)] \
+[--casemate PATH] [--states warm,cold] [--only SUBSTR,SUBSTR...]
+  --only keeps the candidates whose name contains one of the substrings
+  (e.g. --only casemate,+THP); the goal ratios need casemate, qemu and the raw ones.";
 
 fn opts() -> anyhow::Result<Opts> {
     let mut o = Opts {
         runs: 5,
         cold_idle: Duration::from_secs(15),
         casemate: peers::find_casemate()?,
+        only: Vec::new(),
+        states: vec![0, 1],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -48,8 +61,20 @@ fn opts() -> anyhow::Result<Opts> {
             "--runs" => o.runs = v()?.parse()?,
             "--cold-idle" => o.cold_idle = Duration::from_secs(v()?.parse()?),
             "--casemate" => o.casemate = v()?.into(),
+            "--only" => o.only = v()?.split(',').map(str::to_string).collect(),
+            "--states" => {
+                o.states = v()?
+                    .split(',')
+                    .map(|s| {
+                        STATES
+                            .iter()
+                            .position(|x| *x == s)
+                            .with_context(|| format!("--states: unknown state {s}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
             "-h" | "--help" => {
-                println!("usage: casemate-membench [--runs N (5)] [--cold-idle SECONDS (15)] [--casemate PATH]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             _ => anyhow::bail!("unknown argument {a}"),
@@ -70,12 +95,15 @@ fn candidates(n: usize, huge: bool) -> Vec<Cand> {
     let mut c = vec![
         Cand::Peer(Peer::Casemate),
         Cand::Peer(Peer::Qemu),
+        Cand::Peer(Peer::CasemateNoThp),
         r(How::Touch, 1, false),
         r(How::Touch, n, false),
         r(How::MapPopulate, 1, false),
         r(How::PopulateWrite, 1, false),
         r(How::PopulateWrite, n, false),
+        r(How::Touch, 1, true),
         r(How::Touch, n, true),
+        r(How::TouchHuge, n, true),
         r(How::PopulateWrite, 1, true),
         r(How::PopulateWrite, n, true),
     ];
@@ -120,11 +148,22 @@ fn median(v: &[f64]) -> f64 {
 fn main() -> anyhow::Result<()> {
     let o = opts()?;
     let n = std::thread::available_parallelism().map_or(1, |x| x.get());
-    let pool = peers::HugePool::reserve(SIZE as u64 / (2 << 20));
+    let want = |c: &Cand| o.only.is_empty() || o.only.iter().any(|s| c.name().contains(s.as_str()));
+    let huge_wanted = candidates(n, true)
+        .iter()
+        .any(|c| want(c) && c.name().contains("hugetlb"));
+    let pool = if huge_wanted {
+        peers::HugePool::reserve(SIZE as u64 / (2 << 20))
+    } else {
+        Err(anyhow::anyhow!("not selected"))
+    };
     if let Err(e) = &pool {
         eprintln!("membench: hugetlb candidates skipped: {e}");
     }
-    let cands = candidates(n, pool.is_ok());
+    let cands: Vec<Cand> = candidates(n, pool.is_ok())
+        .into_iter()
+        .filter(|c| want(c))
+        .collect();
     if pool.is_ok() {
         // The pool's pages come straight from the (cold) buddy allocator:
         // touch them once so the first hugetlb run is not an outlier.
@@ -139,7 +178,8 @@ fn main() -> anyhow::Result<()> {
     // samples[state][candidate], ms
     let mut samples = vec![vec![Vec::new(); cands.len()]; 2];
     for run in 0..o.runs {
-        for (si, state) in ["warm", "cold"].iter().enumerate() {
+        for &si in &o.states {
+            let state = STATES[si];
             for (ci, c) in cands.iter().enumerate() {
                 if si == 0 {
                     warm_up(n)?;
@@ -151,7 +191,7 @@ fn main() -> anyhow::Result<()> {
                     Cand::Raw(r) => r.run(SIZE)?,
                 };
                 let ms = t.as_secs_f64() * 1000.0;
-                eprintln!("run {} {state:4} {:32} {ms:8.1} ms", run + 1, c.name());
+                eprintln!("run {} {state:4} {:34} {ms:8.1} ms", run + 1, c.name());
                 samples[si][ci].push(ms);
             }
         }
@@ -161,57 +201,103 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// "min-max" of one candidate's samples: the noise seen.
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        "-".into()
+    } else {
+        format!("{lo:.0}-{hi:.0}")
+    }
+}
+
+/// Which raw candidates a "fastest raw" comparison draws from.
+#[derive(Clone, Copy)]
+enum Pages {
+    /// Every raw method except hugetlb (the goal's comparison).
+    Any,
+    Thp,
+    Small,
+}
+
 fn report(cands: &[Cand], samples: &[Vec<Vec<f64>>], n: usize, runs: usize) {
-    println!("\n4 GiB prealloc, medians of {runs} runs (ms), N={n} threads");
-    println!("{:34} {:>10} {:>10}", "candidate", "warm", "cold");
+    println!("\n4 GiB prealloc, medians of {runs} runs (ms; min-max), N={n} threads");
+    println!(
+        "{:36} {:>8} {:>13} {:>8} {:>13}",
+        "candidate", "warm", "", "cold", ""
+    );
     let med: Vec<[f64; 2]> = (0..cands.len())
         .map(|i| [median(&samples[0][i]), median(&samples[1][i])])
         .collect();
-    for (c, m) in cands.iter().zip(&med) {
-        println!("{:34} {:>10.1} {:>10.1}", c.name(), m[0], m[1]);
+    for (i, (c, m)) in cands.iter().zip(&med).enumerate() {
+        println!(
+            "{:36} {:>8.1} {:>13} {:>8.1} {:>13}",
+            c.name(),
+            m[0],
+            spread(&samples[0][i]),
+            m[1],
+            spread(&samples[1][i])
+        );
     }
     let find = |name: &str| cands.iter().position(|c| c.name() == name);
-    let (Some(cm), Some(q)) = (find(Peer::Casemate.name()), find(Peer::Qemu.name())) else {
-        return;
-    };
-    println!(
-        "\nratios (goal)                      {:>10} {:>10}",
-        "warm", "cold"
-    );
-    let ratio = |a: usize, b: usize, s: usize| med[a][s] / med[b][s];
-    println!(
-        "{:34} {:>10.2} {:>10.2}",
-        "casemate / qemu (<= 0.70)",
-        ratio(cm, q, 0),
-        ratio(cm, q, 1)
-    );
-    let best_raw = |s: usize| {
+    let fastest = |s: usize, pages: Pages| {
         (0..cands.len())
-            .filter(|&i| matches!(&cands[i], Cand::Raw(r) if !r.hugetlb))
+            .filter(|&i| match (&cands[i], pages) {
+                (Cand::Raw(r), Pages::Any) => !r.hugetlb,
+                (Cand::Raw(r), Pages::Thp) => !r.hugetlb && r.thp,
+                (Cand::Raw(r), Pages::Small) => !r.hugetlb && !r.thp,
+                _ => false,
+            })
+            .filter(|&i| !med[i][s].is_nan())
             .min_by(|&a, &b| med[a][s].total_cmp(&med[b][s]))
     };
-    if let (Some(w), Some(c)) = (best_raw(0), best_raw(1)) {
-        println!(
-            "{:34} {:>10.2} {:>10.2}",
-            "casemate / fastest raw (<= 1.25)",
-            ratio(cm, w, 0),
-            ratio(cm, c, 1)
-        );
-        println!(
-            "  fastest raw: warm {}, cold {}",
-            cands[w].name(),
-            cands[c].name()
-        );
-    }
+    // One ratio line: candidate `a` against `b(state)` in each state.
+    let line = |label: &str, goal: f64, a: Option<usize>, b: &dyn Fn(usize) -> Option<usize>| {
+        let Some(a) = a else { return };
+        let mut cols = String::new();
+        let mut against = Vec::new();
+        for s in 0..2 {
+            match b(s).map(|b| (b, med[a][s] / med[b][s])) {
+                Some((b, r)) if !r.is_nan() => {
+                    let v = if r <= goal { "met" } else { "NOT met" };
+                    cols.push_str(&format!(" {r:>6.2} {v:>8}"));
+                    against.push(format!("{} {}", STATES[s], cands[b].name()));
+                }
+                _ => cols.push_str(&format!(" {:>6} {:>8}", "-", "")),
+            }
+        }
+        if !against.is_empty() {
+            println!("{label:42}{cols}");
+            println!("  against: {}", against.join("; "));
+        }
+    };
+    println!("\n{:42} {:>15} {:>15}", "ratios (goal)", "warm", "cold");
+    let cm = find(Peer::Casemate.name());
+    let qemu = find(Peer::Qemu.name());
+    line("casemate / qemu (<= 0.70)", 0.70, cm, &|_| qemu);
+    line("casemate / fastest raw (<= 1.25)", 1.25, cm, &|s| {
+        fastest(s, Pages::Any)
+    });
     let hr = cands
         .iter()
         .position(|c| matches!(c, Cand::Raw(r) if r.hugetlb));
-    if let (Some(ch), Some(hr)) = (find(Peer::CasemateHugetlb.name()), hr) {
-        println!(
-            "{:34} {:>10.2} {:>10.2}",
-            "casemate hugetlb / raw hugetlb (<= 1.5)",
-            ratio(ch, hr, 0),
-            ratio(ch, hr, 1)
-        );
-    }
+    line(
+        "casemate hugetlb / raw hugetlb (<= 1.5)",
+        1.5,
+        find(Peer::CasemateHugetlb.name()),
+        &|_| hr,
+    );
+    // Like for like, not goals: THP-backed Casemate against THP-backed raw
+    // methods, small-page Casemate against the small-page ones.
+    println!("\ninformational, same page kind (<= 1.25)");
+    line("casemate / fastest raw +THP", 1.25, cm, &|s| {
+        fastest(s, Pages::Thp)
+    });
+    line(
+        "casemate --thp off / fastest raw no THP",
+        1.25,
+        find(Peer::CasemateNoThp.name()),
+        &|s| fastest(s, Pages::Small),
+    );
 }

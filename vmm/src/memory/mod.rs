@@ -2,7 +2,9 @@
 //! (`backing`), vm-memory regions (`mapping`), kernel advice (`advice`),
 //! population (`prealloc`) and hugepage pool checks (`hugetlb`). The result
 //! is a plain `GuestMemoryMmap`, so every device works with every backend.
-//! Runs on the main thread before the VM exists; knows nothing of KVM.
+//! Runs on the main thread before the VM exists; `prealloc=on` goes on in
+//! background threads while the builder creates the VM, until
+//! `GuestRam::populated`. Knows nothing of KVM.
 
 pub mod advice;
 pub mod backing;
@@ -96,15 +98,52 @@ pub enum MemoryError {
     },
 }
 
-/// Guest RAM, built and ready for KVM memory slots.
+/// Guest RAM, mapped and ready for KVM memory slots. With `prealloc=on`
+/// it may still be being populated: call `populated` before anything
+/// writes it.
 #[derive(Debug)]
 pub struct GuestRam {
+    /// Population still under way; dropped (workers joined) before `mem`
+    /// unmaps, since fields drop in declaration order.
+    population: Option<Pending>,
     pub mem: GuestMemoryMmap,
     /// The memfd or file behind guest RAM, kept open so it can be handed to
     /// other processes (share=on); None for anonymous memory.
     pub file: Option<File>,
     /// The page size backing RAM (hugepage size on hugetlb).
     pub page_size: u64,
+}
+
+/// A background population and what the log line says about it.
+struct Pending {
+    run: prealloc::Population,
+    summary: String,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl GuestRam {
+    /// Wait until `prealloc=on` has populated every page, helping on this
+    /// thread. Until this returns Ok nothing may write guest RAM: the
+    /// population may write zeros over it. A no-op without prealloc.
+    pub fn populated(&mut self) -> Result<(), MemoryError> {
+        if let Some(p) = self.population.take() {
+            let waited = Instant::now();
+            p.run.finish()?;
+            log::info!(
+                "{}, populated in {:?} (the last {:?} waited for)",
+                p.summary,
+                p.started.elapsed(),
+                waited.elapsed()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Host-side switches that are not backend properties.
@@ -119,6 +158,9 @@ pub struct RamOptions<'a> {
 }
 
 /// Build guest RAM for `ranges` (guest address, length) from backend `b`.
+/// With `prealloc=on` population starts on background threads and the
+/// caller must call `GuestRam::populated` before writing guest RAM (with
+/// `mem_lock` it is done here, before mlock).
 pub fn build(
     b: &MemoryBackendConfig,
     ranges: &[(u64, u64)],
@@ -129,10 +171,12 @@ pub fn build(
     let threads = b
         .prealloc_threads
         .map_or_else(prealloc::default_threads, |n| n as usize);
-    let method = prealloc::choose(prealloc::populate_write_supported(), threads);
+    let hugetlb = back.hugepage.is_some();
+    let anon_private = back.file.is_none() && !b.share;
+    let method = prealloc::choose(anon_private, prealloc::populate_write_supported(), threads);
     let flags = MapFlags {
         share: b.share,
-        hugetlb: back.hugepage.is_some(),
+        hugetlb,
         populate: b.prealloc && method == prealloc::Method::MapPopulate,
     };
     let mem = mapping::map(ranges, back.file.as_ref(), flags)?;
@@ -141,7 +185,7 @@ pub fn build(
         .map(|r| (r.as_ptr() as usize, r.len() as usize))
         .collect();
     let adv = Advice {
-        thp: back.hugepage.is_none().then_some(opts.thp),
+        thp: (!hugetlb).then_some(opts.thp),
         merge: b.merge,
         dump: b.dump,
     };
@@ -149,16 +193,8 @@ pub fn build(
         advice::apply(addr as *mut u8, len, adv)?;
     }
     let page_size = back.hugepage.unwrap_or(4096);
-    if b.prealloc {
-        prealloc::run(&maps, page_size as usize, method, threads)?;
-    }
-    if opts.mem_lock {
-        for &(addr, len) in &maps {
-            advice::lock(addr as *mut u8, len)?;
-        }
-    }
-    log::info!(
-        "guest RAM: {} from {} '{}' ({}{}), prealloc {} in {:?}",
+    let summary = format!(
+        "guest RAM: {} from {} '{}' ({}{}), prealloc {}",
         human_size(b.size),
         b.kind.qom_type(),
         b.id,
@@ -171,11 +207,25 @@ pub fn build(
         } else {
             "off".into()
         },
-        t0.elapsed()
     );
-    Ok(GuestRam {
+    let mut ram = GuestRam {
+        population: b.prealloc.then(|| Pending {
+            run: prealloc::Population::start(&maps, page_size as usize, method, threads),
+            summary: summary.clone(),
+            started: t0,
+        }),
         mem,
         file: back.file,
         page_size,
-    })
+    };
+    if opts.mem_lock {
+        ram.populated()?;
+        for &(addr, len) in &maps {
+            advice::lock(addr as *mut u8, len)?;
+        }
+    }
+    if !b.prealloc {
+        log::info!("{summary}, mapped in {:?}", t0.elapsed());
+    }
+    Ok(ram)
 }
