@@ -242,8 +242,13 @@ pub fn boot_probe(extra: &[&str]) -> (Report, Output) {
 /// `append`, ended through isa-debug-exit: exit status 1 means the probe
 /// passed (`(0 << 1) | 1`).
 pub fn qemu_microvm_probe(probe: &str, smp: &str, append: &str) -> Command {
+    qemu_probe("microvm", probe, smp, append)
+}
+
+/// QEMU 7.2 on `machine` booting the probe with isa-debug-exit to end it.
+pub fn qemu_probe(machine: &str, probe: &str, smp: &str, append: &str) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-enable-kvm", "-M", "microvm", "-m", "128M", "-smp", smp])
+    c.args(["-enable-kvm", "-M", machine, "-m", "128M", "-smp", smp])
         .args([
             "-nodefaults",
             "-nographic",

@@ -2,12 +2,11 @@
 //! (`-M microvm` and `-M q35`, isa-debug-exit to end it) and report
 //! `done status=ok`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use casemate_tests::blkcheck::check;
 use casemate_tests::{
-    have, in_ci, kvm_or_skip, qemu_microvm_probe, run_with_limit, Report, Scratch,
+    have, in_ci, kvm_or_skip, qemu_microvm_probe, qemu_probe, run_with_limit, Report, Scratch,
 };
 
 #[test]
@@ -65,23 +64,8 @@ fn blk_probes_pass_under_qemu_q35() {
         "probe=blk",
         "probe=blk-bench mode=randwrite bs=4096 qd=32 n=2000",
     ] {
-        let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-enable-kvm", "-M", "q35", "-m", "128M"])
-            .args([
-                "-nodefaults",
-                "-nographic",
-                "-serial",
-                "stdio",
-                "-no-reboot",
-            ])
-            .args([
-                "-kernel",
-                &probe,
-                "-append",
-                &format!("{append} exit=debug"),
-            ])
-            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
-            .args(["-drive", &format!("file={disk},format=raw,if=virtio")]);
+        let mut c = qemu_probe("q35", &probe, "1", append);
+        c.args(["-drive", &format!("file={disk},format=raw,if=virtio")]);
         let out = run_with_limit(c, Duration::from_secs(180));
         let console = String::from_utf8_lossy(&out.stdout);
         let r = Report::parse(&console);

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 pub use virtio_mmio::{add_virtio_mmio_drives, virtio_mmio_cmdline, VIRTIO_MMIO_BASE};
 
 use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
-use casemate_devices::virtio::blk::CacheMode;
+use casemate_devices::virtio::blk::{BlockConfig, BlockDevice, CacheMode};
 use casemate_devices::{Bus, BusError};
 use casemate_disk::{create_overlay, open_image, DiskError, DiskImage, Format, OpenOptions};
 
@@ -169,7 +169,7 @@ pub fn build(
 
 /// Open a drive's image as its config asks: format, read-only, O_DIRECT for
 /// cache=none, and a discarded qcow2 overlay for snapshot mode.
-pub(crate) fn open_disk(d: &DriveConfig) -> Result<Arc<dyn DiskImage>, DevError> {
+fn open_disk(d: &DriveConfig) -> Result<Arc<dyn DiskImage>, DevError> {
     let err = |source| DevError::Disk {
         id: d.id.clone(),
         path: d.file.clone(),
@@ -190,7 +190,19 @@ pub(crate) fn open_disk(d: &DriveConfig) -> Result<Arc<dyn DiskImage>, DevError>
     Ok(Arc::from(image))
 }
 
-pub(crate) fn cache_mode(c: CacheConfig) -> CacheMode {
+/// The virtio-blk device model for drive `index`, its image opened.
+pub(crate) fn block_device(index: usize, d: &DriveConfig) -> Result<BlockDevice, DevError> {
+    Ok(BlockDevice::new(BlockConfig {
+        name: format!("blk{index}"),
+        serial: d.id.clone(),
+        disk: open_disk(d)?,
+        read_only: d.read_only,
+        cache: cache_mode(d.cache),
+        num_queues: d.num_queues,
+    }))
+}
+
+fn cache_mode(c: CacheConfig) -> CacheMode {
     match c {
         CacheConfig::Writeback => CacheMode::Writeback,
         CacheConfig::None => CacheMode::None,

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use casemate_devices::pci::{
     ConfigIo, Ecam, IoEvents, IoSpace, PciDevice, PciRoot, PciWindow, PlainFunction, CONFIG_IO_LEN,
 };
-use casemate_devices::virtio::blk::{BlockConfig, BlockDevice};
 use casemate_devices::virtio::pci::{
     msix_vectors_for, VirtioPciParams, VirtioPciTransport, VIRTIO_PCI_BAR_SIZE,
 };
@@ -20,7 +19,7 @@ use casemate_devices::virtio::WorkerHost;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{cache_mode, open_disk, DevError};
+use super::{block_device, DevError};
 use crate::arch::layout::{
     pci_intx_gsi, pci_mmio64_start, RamLayout, PCI_ECAM, PCI_ECAM_SIZE, PCI_IO_END, PCI_IO_START,
     PCI_MMIO32_END, PCI_MMIO32_START, PCI_MMIO64_SIZE,
@@ -89,15 +88,7 @@ pub fn add_pci(
     let mut intx_lines = Vec::new();
     let free_slots = (FIRST_DEVICE_SLOT..32).filter(|&s| s != isa_slot);
     for (i, (d, slot)) in config.drives.iter().zip(free_slots).enumerate() {
-        let disk = open_disk(d)?;
-        let dev = BlockDevice::new(BlockConfig {
-            name: format!("blk{i}"),
-            serial: d.id.clone(),
-            disk,
-            read_only: d.read_only,
-            cache: cache_mode(d.cache),
-            num_queues: d.num_queues,
-        });
+        let dev = block_device(i, d)?;
         let queues = usize::from(d.num_queues.max(1));
         let notify = (0..queues)
             .map(|_| EventFd::new(EFD_NONBLOCK))

@@ -5,14 +5,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use casemate_devices::virtio::blk::{BlockConfig, BlockDevice};
 use casemate_devices::virtio::mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY};
 use casemate_devices::virtio::WorkerHost;
 use kvm_ioctls::IoEventAddress;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{cache_mode, open_disk, DevError};
+use super::{block_device, DevError};
 use crate::arch::acpi::VirtioMmioSlot;
 use crate::config::VmConfig;
 use crate::vstate::exit::Buses;
@@ -47,15 +46,7 @@ pub fn add_virtio_mmio_drives(
     let mut slots = Vec::new();
     for (i, (d, gsi)) in config.drives.iter().zip(VIRTIO_GSIS).enumerate() {
         let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_LEN;
-        let disk = open_disk(d)?;
-        let dev = BlockDevice::new(BlockConfig {
-            name: format!("blk{i}"),
-            serial: d.id.clone(),
-            disk,
-            read_only: d.read_only,
-            cache: cache_mode(d.cache),
-            num_queues: d.num_queues,
-        });
+        let dev = block_device(i, d)?;
         let mut notify = Vec::new();
         for q in 0..u32::from(d.num_queues.max(1)) {
             let evt = EventFd::new(EFD_NONBLOCK).map_err(|source| DevError::EventFd {
