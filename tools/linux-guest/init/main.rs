@@ -129,6 +129,8 @@ fn finish(outcome: Outcome, exit_debug: bool) -> ! {
         Ok(()) => line.word("status", "ok").emit(),
         Err(reason) => line.word("status", "fail").word("reason", reason).emit(),
     }
+    // The report must be on the host before the VM ends.
+    let _ = sys::drain(1);
     if exit_debug && sys::ioperm(0xf4, 4).is_ok() {
         // QEMU's isa-debug-exit ends with (value << 1) | 1: 1 ok, 3 fail.
         sys::outl(0xf4, u32::from(outcome.is_err()));

@@ -9,6 +9,8 @@ pub const O_RDWR: usize = 2;
 pub const O_DIRECT: usize = 0o40000;
 pub const O_CLOEXEC: usize = 0o2000000;
 const SEEK_END: usize = 2;
+/// ioctl TCSBRK with a non-zero argument: tcdrain(3), no break.
+const TCSBRK: usize = 0x5409;
 const CLOCK_BOOTTIME: usize = 7;
 const LINUX_REBOOT_MAGIC1: usize = 0xfee1_dead;
 const LINUX_REBOOT_MAGIC2: usize = 0x2812_1969;
@@ -19,6 +21,7 @@ mod nr {
     pub const WRITE: usize = 1;
     pub const OPEN: usize = 2;
     pub const CLOSE: usize = 3;
+    pub const IOCTL: usize = 16;
     pub const LSEEK: usize = 8;
     pub const PREAD64: usize = 17;
     pub const PWRITE64: usize = 18;
@@ -78,6 +81,13 @@ pub fn read(fd: usize, b: &mut [u8]) -> Result<usize> {
 
 pub fn open(path: Path, flags: usize) -> Result<usize> {
     sys(nr::OPEN, path.as_ptr() as usize, flags | O_CLOEXEC, 0, 0)
+}
+
+/// Waits until everything written to the terminal `fd` has left the UART:
+/// the serial driver sends in the background, and a VM ended right after
+/// write(2) returns would lose the tail of the console output.
+pub fn drain(fd: usize) -> Result<usize> {
+    sys(nr::IOCTL, fd, TCSBRK, 1, 0)
 }
 
 pub fn close(fd: usize) -> Result<usize> {
