@@ -102,7 +102,8 @@ fn boot_once(
     let ram = RamLayout::new(config.memory);
     // With prealloc=on the pages are populated in the background while the
     // VM, its devices and vCPUs are created; guest RAM is written only
-    // after `populated` (the population may write zeros over it).
+    // after `populated` (on kernels without MADV_POPULATE_WRITE the
+    // population writes zeros over it).
     let mut guest_ram = memory::build(
         &config.ram_backend(),
         &ram.ranges(),

@@ -1,8 +1,28 @@
 //! `casemate-membench`: 4 GiB guest RAM with prealloc, from process start to
 //! "ready", for Casemate (to the probe's power-off), QEMU 7.2 (to its monitor
 //! prompt after `-S` prealloc; then `quit`) and the raw kernel methods, in
-//! both memory states (warm: right after a 4 GiB populate-and-free; cold:
-//! after idling), candidates alternating, and prints medians and ratios.
+//! both memory states (warm: right after a 4 GiB populate-and-free, itself
+//! after the previous run's memory settled; cold: after idling), candidates
+//! alternating, and prints medians (with the
+//! min-max spread), ratios and whether each goal is met.
+//!
+//! Reading the results on this host (a guest whose freed memory the outer
+//! host reclaims; its page reporting sends free blocks of 2 MiB and up):
+//! - Cold, THP memory needs free 2 MiB blocks, all of them reclaimed, so
+//!   every 4 KiB of it refaults in the outer host while the kernel zeroes
+//!   it (~10 us of CPU each; 98% of samples in `clear_page_erms`). Small
+//!   pages come first from free fragments under 2 MiB, which are never
+//!   reported: they are nearly as fast cold as warm. So raw methods without
+//!   THP are the fastest cold by several times, and no THP-backed VMM
+//!   (Casemate's default, QEMU's) gets near them; the "same page kind"
+//!   lines compare like with like.
+//! - Warmth decays within tens of ms of the free: populating 0 ms after it
+//!   took 558-581 ms, 20 ms after 532-4178 ms, 3 s after 3895-6494 ms (THP,
+//!   2 threads, 4 runs each). Raw methods start at once, Casemate ~1.3 ms
+//!   after exec, QEMU tens of ms later; a lost race shows as a warm sample
+//!   several times the median.
+//! - Every candidate shares the 2 CPUs with whatever else runs: read the
+//!   spreads before the medians.
 
 mod peers;
 mod raw;
@@ -32,6 +52,8 @@ impl Cand {
 struct Opts {
     runs: usize,
     cold_idle: Duration,
+    /// Warm runs: idle time after the previous candidate, before the warm-up.
+    settle: Duration,
     casemate: std::path::PathBuf,
     /// Substrings: run only candidates whose name contains one.
     only: Vec<String>,
@@ -42,7 +64,7 @@ struct Opts {
 const STATES: [&str; 2] = ["warm", "cold"];
 
 const USAGE: &str = "usage: casemate-membench [--runs N (5)] [--cold-idle SECONDS (15)] \
-[--casemate PATH] [--states warm,cold] [--only SUBSTR,SUBSTR...]
+[--settle SECONDS (3)] [--casemate PATH] [--states warm,cold] [--only SUBSTR,SUBSTR...]
   --only keeps the candidates whose name contains one of the substrings
   (e.g. --only casemate,+THP); the goal ratios need casemate, qemu and the raw ones.";
 
@@ -50,6 +72,7 @@ fn opts() -> anyhow::Result<Opts> {
     let mut o = Opts {
         runs: 5,
         cold_idle: Duration::from_secs(15),
+        settle: Duration::from_secs(3),
         casemate: peers::find_casemate()?,
         only: Vec::new(),
         states: vec![0, 1],
@@ -60,6 +83,7 @@ fn opts() -> anyhow::Result<Opts> {
         match a.as_str() {
             "--runs" => o.runs = v()?.parse()?,
             "--cold-idle" => o.cold_idle = Duration::from_secs(v()?.parse()?),
+            "--settle" => o.settle = Duration::from_secs(v()?.parse()?),
             "--casemate" => o.casemate = v()?.into(),
             "--only" => o.only = v()?.split(',').map(str::to_string).collect(),
             "--states" => {
@@ -182,6 +206,12 @@ fn main() -> anyhow::Result<()> {
             let state = STATES[si];
             for (ci, c) in cands.iter().enumerate() {
                 if si == 0 {
+                    // The previous candidate's freed memory is still being
+                    // handed back to the outer host for a few seconds, which
+                    // slowed the next run by up to a third (hugetlb after a
+                    // THP run): let it finish, so every candidate starts from
+                    // the same state.
+                    std::thread::sleep(o.settle);
                     warm_up(n)?;
                 } else {
                     std::thread::sleep(o.cold_idle);

@@ -128,9 +128,10 @@ impl std::fmt::Debug for Pending {
 }
 
 impl GuestRam {
-    /// Wait until `prealloc=on` has populated every page, helping on this
-    /// thread. Until this returns Ok nothing may write guest RAM: the
-    /// population may write zeros over it. A no-op without prealloc.
+    /// Wait until `prealloc=on` has populated every page, this thread
+    /// taking chunks too. Until this returns Ok nothing may write guest
+    /// RAM: without MADV_POPULATE_WRITE the population writes zeros over
+    /// it. A no-op without prealloc.
     pub fn populated(&mut self) -> Result<(), MemoryError> {
         if let Some(p) = self.population.take() {
             let waited = Instant::now();
