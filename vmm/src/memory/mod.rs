@@ -8,9 +8,11 @@
 
 pub mod advice;
 pub mod backing;
+pub mod collapse;
 pub mod hugetlb;
 pub mod mapping;
 pub mod prealloc;
+pub mod steer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -106,6 +108,9 @@ pub struct GuestRam {
     /// Population still under way; dropped (workers joined) before `mem`
     /// unmaps, since fields drop in declaration order.
     population: Option<Pending>,
+    /// Collapsing what prealloc filled with small pages back into huge
+    /// ones; joined before `mem` unmaps, like `population`.
+    collapse: Option<collapse::Collapser>,
     pub mem: GuestMemoryMmap,
     /// The memfd or file behind guest RAM, kept open so it can be handed to
     /// other processes (share=on); None for anonymous memory.
@@ -135,17 +140,27 @@ impl GuestRam {
     pub fn populated(&mut self) -> Result<(), MemoryError> {
         if let Some(p) = self.population.take() {
             let waited = Instant::now();
-            p.run.finish()?;
+            let small = p.run.finish()?;
             log::info!(
-                "{}, populated in {:?} (the last {:?} waited for)",
+                "{}, populated in {:?} (the last {:?} waited for; {} with small pages first)",
                 p.summary,
                 p.started.elapsed(),
-                waited.elapsed()
+                waited.elapsed(),
+                human_size(small.iter().map(|r| r.1 as u64).sum())
             );
+            self.collapse = collapse::Collapser::start(&small);
         }
         Ok(())
     }
 }
+
+/// Tests that flip or depend on the process-wide THP switch take this, so
+/// the steering test cannot turn THP off under the collapse test.
+#[cfg(test)]
+pub(crate) static THP_SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Guest RAM from which prealloc steers between huge and small pages.
+const STEER_FROM: u64 = 1 << 30;
 
 /// Host-side switches that are not backend properties.
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +209,17 @@ pub fn build(
         advice::apply(addr as *mut u8, len, adv)?;
     }
     let page_size = back.hugepage.unwrap_or(4096);
+    // Steering trades huge-page backing for speed until the collapse
+    // catches up: worth it only where population takes long, and not with
+    // mem-lock, which wants the pages it locks to stay put.
+    let steer = b.prealloc
+        && anon_private
+        && !hugetlb
+        && opts.thp
+        && !opts.mem_lock
+        && method == prealloc::Method::PopulateWrite
+        && b.size >= STEER_FROM
+        && !steer::thp_disabled_already();
     let summary = format!(
         "guest RAM: {} from {} '{}' ({}{}), prealloc {}",
         human_size(b.size),
@@ -211,10 +237,11 @@ pub fn build(
     );
     let mut ram = GuestRam {
         population: b.prealloc.then(|| Pending {
-            run: prealloc::Population::start(&maps, page_size as usize, method, threads),
+            run: prealloc::Population::start(&maps, page_size as usize, method, threads, steer),
             summary: summary.clone(),
             started: t0,
         }),
+        collapse: None,
         mem,
         file: back.file,
         page_size,

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::steer::Steer;
 use super::MemoryError;
 use crate::config::validate::human_size;
 
@@ -203,6 +204,8 @@ struct Shared {
     next: AtomicUsize,
     done: AtomicU64,
     failed: Mutex<Option<MemoryError>>,
+    /// Huge or small pages per chunk (THP-advised anonymous RAM only).
+    steer: Option<Steer>,
 }
 
 impl Shared {
@@ -210,7 +213,12 @@ impl Shared {
     /// each chunk (the progress line on the finishing thread).
     fn work(&self, mut tick: impl FnMut()) {
         while let Some(&c) = self.work.get(self.next.fetch_add(1, Ordering::Relaxed)) {
-            if let Err(source) = populate_chunk(self.method, c, self.page) {
+            let ticket = self.steer.as_ref().map(|s| (s.begin(), Instant::now()));
+            let res = populate_chunk(self.method, c, self.page);
+            if let (Some(s), Some((t, at))) = (&self.steer, ticket) {
+                s.end(t, c.addr, c.len, at.elapsed());
+            }
+            if let Err(source) = res {
                 let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
                 f.get_or_insert(MemoryError::Prealloc {
                     method: self.method.name(),
@@ -244,11 +252,20 @@ pub struct Population {
 
 impl Population {
     /// Start populating `maps` with `threads` threads in all. `page` is
-    /// the backing page size (a chunk never splits a hugepage).
-    pub fn start(maps: &[(usize, usize)], page: usize, method: Method, threads: usize) -> Self {
+    /// the backing page size (a chunk never splits a hugepage). `steer`:
+    /// choose huge or small pages per chunk by speed (see `steer`); only
+    /// for THP-advised private anonymous RAM.
+    pub fn start(
+        maps: &[(usize, usize)],
+        page: usize,
+        method: Method,
+        threads: usize,
+        steer: bool,
+    ) -> Self {
         let work = chunks(maps, page);
         let threads = threads.clamp(1, work.len().max(1));
         let shared = Arc::new(Shared {
+            steer: steer.then(|| Steer::new(2 * threads)),
             total: maps.iter().map(|m| m.1 as u64).sum(),
             work,
             page,
@@ -278,8 +295,9 @@ impl Population {
     }
 
     /// Populate the rest on this thread, wait for the workers, and return
-    /// the first failure. Guest RAM is fully populated when this is Ok.
-    pub fn finish(mut self) -> Result<(), MemoryError> {
+    /// the first failure. Guest RAM is fully populated when this is Ok,
+    /// which holds the ranges steering filled with small pages.
+    pub fn finish(mut self) -> Result<Vec<(usize, usize)>, MemoryError> {
         let s = self.shared.clone();
         let show = s.total > PROGRESS_ABOVE && std::io::stderr().is_terminal();
         let mut progress = Progress::new(s.total, show);
@@ -289,17 +307,19 @@ impl Population {
             let _ = h.join();
         }
         progress.end();
+        let small = s.steer.as_ref().map(Steer::finish).unwrap_or_default();
         if let Some(e) = s.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
         log::debug!(
-            "prealloc: {} with {} x{} in {:?}",
+            "prealloc: {} with {} x{} in {:?}; {} in ranges that may hold small pages",
             human_size(s.total),
             s.method.name(),
             self.threads,
-            self.started.elapsed()
+            self.started.elapsed(),
+            human_size(small.iter().map(|r| r.1 as u64).sum())
         );
-        Ok(())
+        Ok(small)
     }
 }
 
@@ -308,6 +328,10 @@ impl Drop for Population {
         self.shared.stop();
         for h in self.workers.drain(..) {
             let _ = h.join();
+        }
+        // THP back on for the process, whatever phase steering was in.
+        if let Some(s) = &self.shared.steer {
+            s.finish();
         }
     }
 }
@@ -363,7 +387,9 @@ pub fn run(
     method: Method,
     threads: usize,
 ) -> Result<(), MemoryError> {
-    Population::start(maps, page, method, threads).finish()
+    Population::start(maps, page, method, threads, false)
+        .finish()
+        .map(drop)
 }
 
 #[cfg(test)]
@@ -496,7 +522,7 @@ mod tests {
     fn dropping_a_population_joins_its_workers() {
         let len = 256 << 20;
         let m = Anon::new(len, true);
-        let p = Population::start(&[(m.0, len)], 4096, Method::TouchZero, 3);
+        let p = Population::start(&[(m.0, len)], 4096, Method::TouchZero, 3, false);
         drop(p);
         // Workers are gone: unmapping now cannot fault one of them.
         drop(m);

@@ -1,0 +1,199 @@
+//! Giving guest RAM its huge pages back after `steer` populated some of it
+//! with small ones: one background thread at the lowest priority runs
+//! MADV_COLLAPSE (Linux 6.1+) over those ranges, 2 MiB at a time, while
+//! the guest runs. Owns that thread; not the mappings, which must outlive
+//! it (dropping a `Collapser` stops and joins it after the current call).
+//!
+//! Without this the ranges still carry MADV_HUGEPAGE and khugepaged would
+//! collapse them, but at its default pace (16 MiB every 10 s) that takes
+//! most of an hour for a few GiB. A collapse copies 2 MiB under the
+//! kernel's locks, which KVM follows through its MMU notifier, exactly as
+//! it does for khugepaged; nice 19 keeps it out of the guest's way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+const HUGE: usize = 2 << 20;
+
+/// The background collapse; stops and joins on drop.
+#[derive(Debug)]
+pub struct Collapser {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Outcome>>,
+}
+
+/// What a finished (or stopped) collapse did, in 2 MiB pieces.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Outcome {
+    done: usize,
+    refused: usize,
+    /// The kernel has no MADV_COLLAPSE.
+    unsupported: bool,
+}
+
+/// The 2 MiB-aligned pieces of `ranges`, in order.
+fn pieces(ranges: &[(usize, usize)]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for &(addr, len) in ranges {
+        let mut a = addr.next_multiple_of(HUGE);
+        while a + HUGE <= addr + len {
+            out.push(a);
+            a += HUGE;
+        }
+    }
+    out
+}
+
+fn run(pieces: Vec<usize>, stop: &AtomicBool) -> Outcome {
+    // SAFETY: lowers this thread's own priority; no memory involved.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    let t0 = Instant::now();
+    let mut o = Outcome::default();
+    for a in &pieces {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        // SAFETY: `a..a+2MiB` lies in guest RAM, which outlives this thread
+        // (the owner joins it before unmapping); collapsing keeps the
+        // contents and only changes how they are mapped.
+        let rc = unsafe { libc::madvise(*a as *mut _, HUGE, libc::MADV_COLLAPSE) };
+        if rc == 0 {
+            o.done += 1;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            log::debug!("THP collapse: MADV_COLLAPSE not supported ({e}); khugepaged will do it");
+            o.unsupported = true;
+            return o;
+        }
+        // EAGAIN/ENOMEM: no free huge page now; khugepaged may do it later.
+        o.refused += 1;
+    }
+    log::info!(
+        "THP collapse: {} MiB of {} MiB of small-page guest RAM in huge pages after {:?} \
+         ({} pieces refused)",
+        o.done * 2,
+        pieces.len() * 2,
+        t0.elapsed(),
+        o.refused
+    );
+    o
+}
+
+impl Collapser {
+    /// Start collapsing `ranges` (addr, len) of live guest RAM; None when
+    /// there is nothing to do or the thread cannot start.
+    pub fn start(ranges: &[(usize, usize)]) -> Option<Self> {
+        let work = pieces(ranges);
+        if work.is_empty() {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        match std::thread::Builder::new()
+            .name("cm-thp-collapse".into())
+            .spawn(move || run(work, &s))
+        {
+            Ok(h) => Some(Self {
+                stop,
+                thread: Some(h),
+            }),
+            Err(e) => {
+                log::warn!("THP collapse thread did not start ({e}); khugepaged will do it");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Collapser {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_whole_aligned_huge_pages() {
+        let p = pieces(&[(HUGE + 4096, 3 * HUGE), (10 * HUGE, 2 * HUGE)]);
+        assert_eq!(p, vec![2 * HUGE, 3 * HUGE, 10 * HUGE, 11 * HUGE]);
+        assert!(pieces(&[(4096, HUGE)]).is_empty());
+    }
+
+    /// AnonHugePages of the mapping holding `addr`, from /proc/self/smaps
+    /// (other tests in this process map THP too, so not the rollup).
+    fn anon_huge_kib(addr: usize) -> u64 {
+        let s = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for l in s.lines() {
+            if let Some((range, _)) = l.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        inside = (lo..hi).contains(&addr);
+                        continue;
+                    }
+                }
+            }
+            if let Some(v) = l.strip_prefix("AnonHugePages:").filter(|_| inside) {
+                return v.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        panic!("no mapping holds {addr:#x}")
+    }
+
+    #[test]
+    fn small_pages_become_huge_ones() {
+        let _only = crate::memory::THP_SWITCH
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let len = 16 << 20;
+        // SAFETY: a fresh anonymous mapping only this test uses, unmapped
+        // at the end after the collapser is joined.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len + HUGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let a = (p as usize).next_multiple_of(HUGE);
+        // SAFETY: `a..a+len` lies in the mapping above. NOHUGEPAGE then
+        // HUGEPAGE: populated with small pages, eligible for collapse.
+        unsafe {
+            libc::madvise(a as *mut _, len, libc::MADV_NOHUGEPAGE);
+            std::ptr::write_bytes(a as *mut u8, 0x5a, len);
+            libc::madvise(a as *mut _, len, libc::MADV_HUGEPAGE);
+        }
+        assert_eq!(anon_huge_kib(a), 0, "populated with small pages");
+        let mut c = Collapser::start(&[(a, len)]).expect("work to do");
+        let o = c.thread.take().unwrap().join().unwrap();
+        let huge = anon_huge_kib(a);
+        // SAFETY: reading the test's own mapping, now idle.
+        let kept = unsafe { std::slice::from_raw_parts(a as *const u8, len) };
+        assert!(kept.iter().all(|&b| b == 0x5a), "contents survive");
+        // SAFETY: unmapping the mapping made above; no thread uses it now.
+        unsafe { libc::munmap(p, len + HUGE) };
+        if o.unsupported {
+            eprintln!("SKIP collapse check: this kernel has no MADV_COLLAPSE (Linux < 6.1)");
+            return;
+        }
+        assert_eq!(o.done + o.refused, 8, "{o:?}");
+        assert_eq!(huge, o.done as u64 * 2048, "{o:?}");
+        assert!(o.done > 0, "no piece collapsed: {o:?}");
+    }
+}
