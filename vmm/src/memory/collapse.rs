@@ -1,26 +1,32 @@
 //! Giving guest RAM its huge pages back after `steer` populated some of it
 //! with small ones: one background thread at the lowest priority runs
 //! MADV_COLLAPSE (Linux 6.1+) over those ranges, 2 MiB at a time, while
-//! the guest runs. Owns that thread; not the mappings, which must outlive
+//! the guest runs, starting `DELAY` after population. Owns that thread; not the mappings, which must outlive
 //! it (dropping a `Collapser` stops and joins it after the current call).
 //!
 //! Without this the ranges still carry MADV_HUGEPAGE and khugepaged would
 //! collapse them, but at its default pace (16 MiB every 10 s) that takes
 //! most of an hour for a few GiB. A collapse copies 2 MiB under the
 //! kernel's locks, which KVM follows through its MMU notifier, exactly as
-//! it does for khugepaged; nice 19 keeps it out of the guest's way.
+//! it does for khugepaged; nice 19 keeps it out of the guest's way. Each
+//! one holds mmap_lock for writing for a few ms, and while it ran from the
+//! start the VMM's own start-up (guest load, vCPU set-up) took 31 ms
+//! instead of 2 ms: hence the delay, which lets the guest start first.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const HUGE: usize = 2 << 20;
+
+/// How long after population the collapse starts.
+const DELAY: Duration = Duration::from_secs(1);
 
 /// The background collapse; stops and joins on drop.
 #[derive(Debug)]
 pub struct Collapser {
-    stop: Arc<AtomicBool>,
+    /// Dropping it (disconnecting) stops the thread, even mid-delay.
+    stop: Option<Sender<()>>,
     thread: Option<JoinHandle<Outcome>>,
 }
 
@@ -46,13 +52,16 @@ fn pieces(ranges: &[(usize, usize)]) -> Vec<usize> {
     out
 }
 
-fn run(pieces: Vec<usize>, stop: &AtomicBool) -> Outcome {
+fn run(pieces: Vec<usize>, stop: &Receiver<()>, delay: Duration) -> Outcome {
+    let mut o = Outcome::default();
+    if stop.recv_timeout(delay) != Err(RecvTimeoutError::Timeout) {
+        return o;
+    }
     // SAFETY: lowers this thread's own priority; no memory involved.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     let t0 = Instant::now();
-    let mut o = Outcome::default();
     for a in &pieces {
-        if stop.load(Ordering::Relaxed) {
+        if stop.try_recv() != Err(TryRecvError::Empty) {
             break;
         }
         // SAFETY: `a..a+2MiB` lies in guest RAM, which outlives this thread
@@ -87,18 +96,21 @@ impl Collapser {
     /// Start collapsing `ranges` (addr, len) of live guest RAM; None when
     /// there is nothing to do or the thread cannot start.
     pub fn start(ranges: &[(usize, usize)]) -> Option<Self> {
+        Self::start_after(ranges, DELAY)
+    }
+
+    fn start_after(ranges: &[(usize, usize)], delay: Duration) -> Option<Self> {
         let work = pieces(ranges);
         if work.is_empty() {
             return None;
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let (stop, rx) = mpsc::channel();
         match std::thread::Builder::new()
             .name("cm-thp-collapse".into())
-            .spawn(move || run(work, &s))
+            .spawn(move || run(work, &rx, delay))
         {
             Ok(h) => Some(Self {
-                stop,
+                stop: Some(stop),
                 thread: Some(h),
             }),
             Err(e) => {
@@ -111,7 +123,7 @@ impl Collapser {
 
 impl Drop for Collapser {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.thread.take() {
             let _ = h.join();
         }
@@ -153,6 +165,17 @@ mod tests {
     }
 
     #[test]
+    fn dropping_stops_it_during_the_delay() {
+        let t = Instant::now();
+        let c = Collapser::start_after(&[(0, 4 * HUGE)], Duration::from_secs(600));
+        drop(c);
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "drop waited out the delay"
+        );
+    }
+
+    #[test]
     fn small_pages_become_huge_ones() {
         let _only = crate::memory::THP_SWITCH
             .lock()
@@ -180,7 +203,7 @@ mod tests {
             libc::madvise(a as *mut _, len, libc::MADV_HUGEPAGE);
         }
         assert_eq!(anon_huge_kib(a), 0, "populated with small pages");
-        let mut c = Collapser::start(&[(a, len)]).expect("work to do");
+        let mut c = Collapser::start_after(&[(a, len)], Duration::ZERO).expect("work to do");
         let o = c.thread.take().unwrap().join().unwrap();
         let huge = anon_huge_kib(a);
         // SAFETY: reading the test's own mapping, now idle.

@@ -1,6 +1,8 @@
 //! Guest RAM from a validated `MemoryBackendConfig`: backing object
 //! (`backing`), vm-memory regions (`mapping`), kernel advice (`advice`),
-//! population (`prealloc`) and hugepage pool checks (`hugetlb`). The result
+//! population (`prealloc`, with `steer` picking huge or small pages and
+//! `collapse` restoring huge ones afterwards) and hugepage pool checks
+//! (`hugetlb`). The result
 //! is a plain `GuestMemoryMmap`, so every device works with every backend.
 //! Runs on the main thread before the VM exists; `prealloc=on` goes on in
 //! background threads while the builder creates the VM, until

@@ -5,7 +5,8 @@
 //! threads) so the caller can create the VM meanwhile, then becomes the
 //! N-th thread in `finish`; nothing may write guest RAM until `finish`
 //! returns. N defaults to the CPUs this process may run on. Owns no
-//! mappings: the caller keeps them alive until then.
+//! mappings: the caller keeps them alive until then. Which page size each
+//! chunk gets is `steer`'s decision; this module only times the chunks.
 //!
 //! Which method, and why (4 GiB, 2 host CPUs, warm memory, see
 //! tools/membench; this host is shared, so medians of 20 alternating runs):
