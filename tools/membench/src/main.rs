@@ -3,7 +3,7 @@
 //! prompt after `-S` prealloc; then `quit`) and the raw kernel methods, in
 //! both memory states (warm: right after a 4 GiB populate-and-free, itself
 //! after the previous run's memory settled; cold: after idling), candidates
-//! alternating, and prints medians (with the
+//! alternating in a new shuffled order each pass, and prints medians (with the
 //! min-max spread), ratios and whether each goal is met.
 //!
 //! Reading the results on this host (a guest whose freed memory the outer
@@ -12,10 +12,12 @@
 //!   every 4 KiB of it refaults in the outer host while the kernel zeroes
 //!   it (~10 us of CPU each; 98% of samples in `clear_page_erms`). Small
 //!   pages come first from free fragments under 2 MiB, which are never
-//!   reported: they are nearly as fast cold as warm. So raw methods without
-//!   THP are the fastest cold by several times, and no THP-backed VMM
-//!   (Casemate's default, QEMU's) gets near them; the "same page kind"
-//!   lines compare like with like.
+//!   reported: they are several times faster cold until those run out
+//!   (1.3-2.2 GiB of them between runs here), then a little slower than
+//!   huge pages. So raw methods without THP are the fastest cold, plain
+//!   THP-backed population (QEMU's) is ~2x slower, and Casemate steers
+//!   between the two kinds as it goes (vmm/src/memory/steer.rs); the
+//!   "same page kind" lines compare like with like.
 //! - Warmth decays within tens of ms of the free: populating 0 ms after it
 //!   took 558-581 ms, 20 ms after 532-4178 ms, 3 s after 3895-6494 ms (THP,
 //!   2 threads, 4 runs each). Raw methods start at once, Casemate ~1.3 ms
@@ -155,6 +157,27 @@ fn warm_up(n: usize) -> anyhow::Result<()> {
     .map(drop)
 }
 
+/// The candidates' order for one pass: shuffled, seeded by the pass, so
+/// the same list every time the bench runs but a different predecessor for
+/// each candidate in every pass. A fixed order gave each candidate a fixed
+/// predecessor, and what that one freed shows in the next run: Casemate's
+/// hugetlb, always after a raw 4 GiB THP run, measured 1.64x the raw
+/// hugetlb run that always followed it, and 1.0x when the two were run
+/// alone, alternating.
+fn order(n: usize, pass: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    // xorshift64*, enough to shuffle a few candidates.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (pass as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    for i in (1..n).rev() {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let j = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -204,7 +227,8 @@ fn main() -> anyhow::Result<()> {
     for run in 0..o.runs {
         for &si in &o.states {
             let state = STATES[si];
-            for (ci, c) in cands.iter().enumerate() {
+            for ci in order(cands.len(), run * STATES.len() + si) {
+                let c = &cands[ci];
                 if si == 0 {
                     // The previous candidate's freed memory is still being
                     // handed back to the outer host for a few seconds, which
@@ -330,4 +354,19 @@ fn report(cands: &[Cand], samples: &[Vec<Vec<f64>>], n: usize, runs: usize) {
         find(Peer::CasemateNoThp.name()),
         &|s| fastest(s, Pages::Small),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order;
+
+    #[test]
+    fn every_pass_is_a_permutation_and_passes_differ() {
+        let a = order(15, 0);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..15).collect::<Vec<_>>());
+        assert_ne!(a, order(15, 1));
+        assert_eq!(a, order(15, 0), "the same pass, the same order");
+    }
 }
