@@ -266,7 +266,9 @@ impl Population {
         let work = chunks(maps, page);
         let threads = threads.clamp(1, work.len().max(1));
         let shared = Arc::new(Shared {
-            steer: steer.then(|| Steer::new(2 * threads)),
+            // The window: two chunks per thread, and at least 3 so that
+            // its upper median ignores one spike.
+            steer: steer.then(|| Steer::new((2 * threads).max(3))),
             total: maps.iter().map(|m| m.1 as u64).sum(),
             work,
             page,

@@ -73,8 +73,8 @@ impl Window {
         self.rates.len() == self.cap
     }
 
-    /// The upper median: one slow chunk in a window (a spike on a shared
-    /// host) does not move it.
+    /// The upper median: in a window of 3 or more, one slow chunk (a spike
+    /// on a shared host) does not move it.
     fn estimate(&self) -> Option<f64> {
         let mut v = self.rates.clone();
         v.sort_by(f64::total_cmp);
@@ -215,8 +215,10 @@ pub struct Ticket {
 struct State {
     policy: Policy,
     generation: u64,
-    /// The switch failed: stay with huge pages, stop measuring.
+    /// Steering has stopped (a switch failed, or population is over).
     off: bool,
+    /// The process's THP switch is off now (the last successful prctl).
+    thp_off: bool,
     /// `(addr, len)` of chunks that may hold small pages.
     small: Vec<(usize, usize)>,
 }
@@ -234,6 +236,7 @@ impl Steer {
                 policy: Policy::new(probe),
                 generation: 0,
                 off: false,
+                thp_off: false,
                 small: Vec::new(),
             }),
         }
@@ -273,10 +276,15 @@ impl Steer {
                 rates.0,
                 rates.1,
             );
-            if let Err(e) = apply(next) {
-                log::warn!("prealloc: PR_SET_THP_DISABLE refused ({e}); huge pages only");
-                s.off = true;
-                let _ = apply(Kind::Huge);
+            match apply(next) {
+                Ok(()) => s.thp_off = next == Kind::Small,
+                Err(e) => {
+                    log::warn!("prealloc: PR_SET_THP_DISABLE refused ({e}); huge pages only");
+                    s.off = true;
+                    if s.thp_off && apply(Kind::Huge).is_ok() {
+                        s.thp_off = false;
+                    }
+                }
             }
             s.generation += 1;
         }
@@ -286,9 +294,10 @@ impl Steer {
     /// small pages.
     pub fn finish(&self) -> Vec<(usize, usize)> {
         let mut s = self.lock();
-        if s.policy.kind() == Kind::Small && !s.off {
-            if let Err(e) = apply(Kind::Huge) {
-                log::warn!("prealloc: THP could not be turned back on ({e})");
+        if s.thp_off {
+            match apply(Kind::Huge) {
+                Ok(()) => s.thp_off = false,
+                Err(e) => log::warn!("prealloc: THP could not be turned back on ({e})"),
             }
         }
         s.off = true;
