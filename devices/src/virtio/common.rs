@@ -295,6 +295,29 @@ impl Activation {
         Ok(())
     }
 
+    /// Carry out what a status write changed, the same for every
+    /// transport: on reset stop the worker, reset `dev`, then the
+    /// transport's interrupt state (`reset_irq`); on DRIVER_OK start the
+    /// worker on `queues`.
+    pub fn apply(
+        &mut self,
+        change: StatusChange,
+        dev: &mut dyn VirtioDevice,
+        queues: &[QueueConfig],
+        irq: Arc<dyn VirtioIrq>,
+        reset_irq: impl FnOnce(),
+    ) {
+        match change {
+            StatusChange::None => {}
+            StatusChange::Reset => {
+                self.stop();
+                dev.reset();
+                reset_irq();
+            }
+            StatusChange::Activate => self.start(dev, queues, irq),
+        }
+    }
+
     /// Reset: stop the worker (if any) and clear NEEDS_RESET.
     pub fn stop(&mut self) {
         if let Some(id) = self.worker.take() {

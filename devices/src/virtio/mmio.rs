@@ -12,7 +12,7 @@ use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::common::{Activation, StatusChange, VirtioCommonState};
+use super::common::{Activation, VirtioCommonState};
 use super::{VirtioDevice, VirtioIrq, WorkerHost};
 use crate::bus::{BusAction, BusDevice};
 use crate::irq::IrqLine;
@@ -132,18 +132,12 @@ impl MmioTransport {
     }
 
     fn set_status(&mut self, v: u8) {
-        match self.state.set_status(v, self.dev.as_mut()) {
-            StatusChange::None => {}
-            StatusChange::Reset => {
-                self.life.stop();
-                self.dev.reset();
-                self.irq.status.store(0, Ordering::SeqCst);
-            }
-            StatusChange::Activate => {
-                self.life
-                    .start(self.dev.as_mut(), &self.state.queues, self.irq.clone());
-            }
-        }
+        let change = self.state.set_status(v, self.dev.as_mut());
+        let irq = self.irq.clone();
+        self.life
+            .apply(change, self.dev.as_mut(), &self.state.queues, irq, || {
+                self.irq.status.store(0, Ordering::SeqCst)
+            });
     }
 }
 

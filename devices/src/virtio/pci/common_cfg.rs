@@ -6,7 +6,6 @@
 //! drivers must use. The status machine itself is `VirtioCommonState`.
 
 use super::VirtioPciTransport;
-use crate::virtio::common::StatusChange;
 
 const DEVICE_FEATURE_SELECT: u64 = 0x00;
 const DEVICE_FEATURE: u64 = 0x04;
@@ -136,17 +135,11 @@ impl VirtioPciTransport {
     }
 
     fn set_status(&mut self, v: u8) {
-        match self.state.set_status(v, self.dev.as_mut()) {
-            StatusChange::None => {}
-            StatusChange::Reset => {
-                self.life.stop();
-                self.dev.reset();
-                self.irq.reset();
-            }
-            StatusChange::Activate => {
-                self.life
-                    .start(self.dev.as_mut(), &self.state.queues, self.irq.clone());
-            }
-        }
+        let change = self.state.set_status(v, self.dev.as_mut());
+        let irq = self.irq.clone();
+        self.life
+            .apply(change, self.dev.as_mut(), &self.state.queues, irq, || {
+                self.irq.reset()
+            });
     }
 }
