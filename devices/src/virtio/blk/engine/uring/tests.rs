@@ -28,6 +28,12 @@ impl Tmp {
         Tmp(p)
     }
 
+    /// An engine on this file opened read-write and buffered, for a
+    /// writable device: what most tests need.
+    fn engine(&self, m: &GuestMemoryMmap, cache: CacheMode) -> UringEngine {
+        engine(exec(self.open(false, false).unwrap(), m, cache, false))
+    }
+
     fn open(&self, read_only: bool, direct: bool) -> Result<Arc<dyn DiskImage>, DiskError> {
         let o = OpenOptions {
             read_only,
@@ -161,12 +167,7 @@ fn iovecs_split_where_a_buffer_crosses_regions() {
 fn a_write_and_a_read_across_regions_land_at_their_offsets() {
     let t = Tmp::new("regions", &vec![0u8; 1 << 20]);
     let m = mem();
-    let mut e = engine(exec(
-        t.open(false, false).unwrap(),
-        &m,
-        CacheMode::Writeback,
-        false,
-    ));
+    let mut e = t.engine(&m, CacheMode::Writeback);
     let data = pattern(4096 + 512, 3);
     m.write_slice(&data[..4096], GuestAddress((1 << 20) - 1024))
         .unwrap();
@@ -277,12 +278,7 @@ fn o_direct_sends_aligned_requests_to_the_ring_and_bounces_the_rest() {
 fn writethrough_writes_complete_after_a_shared_fdatasync() {
     let t = Tmp::new("wt", &vec![0u8; 1 << 20]);
     let m = mem();
-    let mut e = engine(exec(
-        t.open(false, false).unwrap(),
-        &m,
-        CacheMode::Writethrough,
-        false,
-    ));
+    let mut e = t.engine(&m, CacheMode::Writethrough);
     m.write_slice(&[0x77; 1024], GuestAddress(0x20000)).unwrap();
     e.submit(job(T_OUT, 2, &[(0x20000, 1024)], 0x100));
     let d = wait(&mut e, 1);
@@ -318,22 +314,12 @@ fn writethrough_writes_complete_after_a_shared_fdatasync() {
 fn flush_uses_the_ring_and_an_unsafe_flush_completes_at_once() {
     let t = Tmp::new("flush", &vec![0u8; 1 << 16]);
     let m = mem();
-    let mut e = engine(exec(
-        t.open(false, false).unwrap(),
-        &m,
-        CacheMode::Writeback,
-        false,
-    ));
+    let mut e = t.engine(&m, CacheMode::Writeback);
     e.submit(job(T_FLUSH, 0, &[], 0x100));
     wait(&mut e, 1);
     assert_eq!((status(&m, 0x100), e.bounced()), (S_OK, 0));
 
-    let mut e = engine(exec(
-        t.open(false, false).unwrap(),
-        &m,
-        CacheMode::Unsafe,
-        false,
-    ));
+    let mut e = t.engine(&m, CacheMode::Unsafe);
     m.write_obj(0xffu8, GuestAddress(0x101)).unwrap();
     e.submit(job(T_FLUSH, 0, &[], 0x101));
     let mut out = Vec::new();
@@ -500,12 +486,7 @@ fn adjacent_requests_share_one_transfer_and_others_do_not() {
     let data = pattern(64 << 10, 5);
     let t = Tmp::new("merge", &data);
     let m = mem();
-    let mut e = engine(exec(
-        t.open(false, false).unwrap(),
-        &m,
-        CacheMode::Writeback,
-        false,
-    ));
+    let mut e = t.engine(&m, CacheMode::Writeback);
     // Four adjacent reads (one of two segments), then one elsewhere, then a
     // write adjacent to the last read (another kind: not merged).
     e.submit(job(T_IN, 0, &[(0x20000, 512)], 0x100));
@@ -574,7 +555,7 @@ fn writes_through_the_ring_land_like_inline_ones() {
     for cache in [CacheMode::Writeback, CacheMode::Writethrough] {
         let t = Tmp::new("ringw", &vec![0u8; 1 << 20]);
         let m = mem();
-        let mut e = engine(exec(t.open(false, false).unwrap(), &m, cache, false));
+        let mut e = t.engine(&m, cache);
         e.pause_inline_writes();
         let data = pattern(8192, 11);
         m.write_slice(&data[..4096], GuestAddress((1 << 20) - 1024))
@@ -595,12 +576,7 @@ fn writes_through_the_ring_land_like_inline_ones() {
 fn a_slow_inline_write_pauses_inline_writes_with_backoff() {
     let t = Tmp::new("backoff", &vec![0u8; 1 << 16]);
     let m = mem();
-    let mut e = engine(exec(
-        t.open(false, false).unwrap(),
-        &m,
-        CacheMode::Writeback,
-        false,
-    ));
+    let mut e = t.engine(&m, CacheMode::Writeback);
     assert!(e.inline_ok());
     e.note_inline_time(Duration::from_micros(100));
     assert!(e.inline_ok(), "a fast write changes nothing");
