@@ -1,12 +1,39 @@
-//! Address-range dispatch from a guest access to the device that owns it.
+//! Address-range dispatch from a guest access to the device that owns it:
+//! hop two of the exit path (vCPU -> bus -> transport -> device).
 //!
-//! A `Bus` is an immutable, sorted list of ranges built before the vCPUs run
-//! and shared read-only between vCPU threads, so a lookup takes no lock; each
-//! device sits behind its own mutex. Platform changes a write causes (reset,
-//! power-off) come back as a `BusAction` for the caller to act on; devices
-//! never reach into VM state.
+//! A `Bus` holds an immutable, sorted snapshot of ranges behind an
+//! `ArcSwap`: a vCPU's lookup takes no lock, and the control thread swaps
+//! in a new snapshot when the platform changes (a guest moving a PCI BAR).
+//! Each range points either at a `BusDevice` or straight at one BAR of a
+//! PCI function, so a BAR access takes exactly one lock, the function's.
+//! Platform changes a write causes come back as a `BusAction` value for
+//! the caller to act on; devices never reach into VM state.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+
+use crate::pci::{Bdf, SharedPciDevice};
+use crate::virtio::common::StatusChange;
+
+/// The registry's name for a device, handed to devices that report
+/// lifecycle requests so the control thread can find them again.
+pub type DeviceKey = u32;
+
+/// Work a write asks of the control thread; the vCPU that made the write
+/// hands it over and waits for it before running the guest again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformRequest {
+    /// A virtio status write: start the device's worker (DRIVER_OK) or
+    /// stop it and finish the reset.
+    Virtio {
+        device: DeviceKey,
+        change: StatusChange,
+    },
+    /// PCI function `bdf` decodes other BAR ranges now (moved, enabled or
+    /// disabled): re-place its ranges on the buses.
+    BarsMoved { bdf: Bdf },
+}
 
 /// What a device write asks the platform to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +44,8 @@ pub enum BusAction {
     Reset,
     /// The guest entered ACPI S5.
     PowerOff,
+    /// See `PlatformRequest`.
+    Platform(PlatformRequest),
 }
 
 /// A device that answers reads and writes at offsets within its range.
@@ -29,6 +58,14 @@ pub trait BusDevice: Send {
 
 /// A shared, individually locked device.
 pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
+
+/// What a range leads to.
+#[derive(Clone)]
+pub enum Target {
+    Device(SharedDevice),
+    /// BAR `bar` of a PCI function; offsets are relative to the BAR.
+    Bar { dev: SharedPciDevice, bar: u8 },
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BusError {
@@ -43,17 +80,47 @@ pub enum BusError {
     },
 }
 
-struct Entry {
-    base: u64,
-    len: u64,
-    name: String,
-    dev: SharedDevice,
+/// A range to place: `owner` groups the ranges one `set_owned` call
+/// replaces (a PCI function's BARs), `name` is for messages.
+#[derive(Clone)]
+pub struct Range {
+    pub base: u64,
+    pub len: u64,
+    pub name: String,
+    pub owner: Option<Bdf>,
+    pub target: Target,
 }
 
-/// Sorted, non-overlapping ranges; see the module doc.
+/// See the module doc.
 #[derive(Default)]
 pub struct Bus {
-    entries: Vec<Entry>,
+    snap: ArcSwap<Vec<Range>>,
+    /// Serialises editors (setup, control thread); readers never take it.
+    edit: Mutex<()>,
+}
+
+fn check(list: &[Range], r: &Range) -> Result<usize, BusError> {
+    if r.len == 0 || r.base.checked_add(r.len).is_none() {
+        return Err(BusError::BadRange {
+            name: r.name.clone(),
+            base: r.base,
+            len: r.len,
+        });
+    }
+    let pos = list.partition_point(|e| e.base < r.base);
+    let clash = |e: &Range| r.base < e.base + e.len && e.base < r.base + r.len;
+    let neighbours = [pos.checked_sub(1), Some(pos)];
+    for e in neighbours.into_iter().flatten().filter_map(|i| list.get(i)) {
+        if clash(e) {
+            return Err(BusError::Overlap {
+                name: r.name.clone(),
+                other: e.name.clone(),
+                base: r.base,
+                len: r.len,
+            });
+        }
+    }
+    Ok(pos)
 }
 
 impl Bus {
@@ -61,82 +128,105 @@ impl Bus {
         Self::default()
     }
 
+    fn editing(&self) -> MutexGuard<'_, ()> {
+        self.edit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Map `dev` at `[base, base + len)`.
-    pub fn insert(
-        &mut self,
-        name: &str,
-        base: u64,
-        len: u64,
-        dev: SharedDevice,
-    ) -> Result<(), BusError> {
-        if len == 0 || base.checked_add(len).is_none() {
-            return Err(BusError::BadRange {
-                name: name.into(),
-                base,
-                len,
-            });
-        }
-        let pos = self.entries.partition_point(|e| e.base < base);
-        let clash = |e: &Entry| base < e.base + e.len && e.base < base + len;
-        let neighbours = [pos.checked_sub(1), Some(pos)];
-        for e in neighbours
-            .into_iter()
-            .flatten()
-            .filter_map(|i| self.entries.get(i))
-        {
-            if clash(e) {
-                return Err(BusError::Overlap {
-                    name: name.into(),
-                    other: e.name.clone(),
-                    base,
-                    len,
-                });
-            }
-        }
-        self.entries.insert(
-            pos,
-            Entry {
-                base,
-                len,
-                name: name.into(),
-                dev,
-            },
-        );
+    pub fn insert(&self, name: &str, base: u64, len: u64, dev: SharedDevice) -> Result<(), BusError> {
+        self.insert_range(Range {
+            base,
+            len,
+            name: name.into(),
+            owner: None,
+            target: Target::Device(dev),
+        })
+    }
+
+    /// Map one range (a device or a BAR).
+    pub fn insert_range(&self, r: Range) -> Result<(), BusError> {
+        let _g = self.editing();
+        let mut list = Vec::clone(&self.snap.load());
+        let pos = check(&list, &r)?;
+        list.insert(pos, r);
+        self.snap.store(Arc::new(list));
         Ok(())
     }
 
-    /// The device covering `addr` and the offset of `addr` inside it.
-    fn find(&self, addr: u64) -> Option<(&Entry, u64)> {
-        let pos = self.entries.partition_point(|e| e.base <= addr);
-        let e = self.entries.get(pos.checked_sub(1)?)?;
-        let off = addr - e.base;
-        (off < e.len).then_some((e, off))
+    /// Replace every range `owner` holds by `ranges`, in one snapshot swap.
+    /// A range that would overlap another is left out and reported; the
+    /// others are placed (a guest that moves a BAR onto another device
+    /// gets a BAR that does not answer, not a broken bus).
+    pub fn set_owned(&self, owner: Bdf, ranges: Vec<Range>) -> Vec<BusError> {
+        let _g = self.editing();
+        let mut list: Vec<Range> = self
+            .snap
+            .load()
+            .iter()
+            .filter(|e| e.owner != Some(owner))
+            .cloned()
+            .collect();
+        let mut errors = Vec::new();
+        for r in ranges {
+            match check(&list, &r) {
+                Ok(pos) => list.insert(pos, Range { owner: Some(owner), ..r }),
+                Err(e) => errors.push(e),
+            }
+        }
+        self.snap.store(Arc::new(list));
+        errors
+    }
+
+    /// The ranges mapped now, for tests and debug logs: (name, base, len).
+    pub fn ranges(&self) -> Vec<(String, u64, u64)> {
+        self.snap
+            .load()
+            .iter()
+            .map(|e| (e.name.clone(), e.base, e.len))
+            .collect()
     }
 
     /// Dispatch a read; returns false when no device covers `addr` (the
     /// caller decides what an unassigned read returns).
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        match self.find(addr) {
-            Some((e, off)) => {
-                lock(&e.dev).read(off, data);
-                true
-            }
-            None => false,
+        let snap = self.snap.load();
+        let Some((e, off)) = find(&snap, addr) else {
+            return false;
+        };
+        match &e.target {
+            Target::Device(d) => lock(d).read(off, data),
+            Target::Bar { dev, bar } => lock_pci(dev).bar_read(*bar, off, data),
         }
+        true
     }
 
     /// Dispatch a write; `None` when no device covers `addr`.
     pub fn write(&self, addr: u64, data: &[u8]) -> Option<BusAction> {
-        let (e, off) = self.find(addr)?;
-        let action = lock(&e.dev).write(off, data);
-        Some(action)
+        let snap = self.snap.load();
+        let (e, off) = find(&snap, addr)?;
+        Some(match &e.target {
+            Target::Device(d) => lock(d).write(off, data),
+            Target::Bar { dev, bar } => lock_pci(dev).bar_write(*bar, off, data),
+        })
     }
 }
 
+/// The range covering `addr` and the offset of `addr` inside it.
+fn find(list: &[Range], addr: u64) -> Option<(&Range, u64)> {
+    let pos = list.partition_point(|e| e.base <= addr);
+    let e = list.get(pos.checked_sub(1)?)?;
+    let off = addr - e.base;
+    (off < e.len).then_some((e, off))
+}
+
 /// A device whose mutex was poisoned by a panic in another vCPU thread is
-/// still in a consistent-enough state for a legacy register model; taking
-/// the guard keeps the VM running instead of cascading the panic.
-fn lock(dev: &SharedDevice) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
+/// still in a consistent-enough state for a register model; taking the
+/// guard keeps the VM running instead of cascading the panic.
+fn lock(dev: &SharedDevice) -> MutexGuard<'_, dyn BusDevice + 'static> {
+    dev.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock_pci(dev: &SharedPciDevice) -> MutexGuard<'_, dyn crate::pci::PciDevice + 'static> {
     dev.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -163,9 +253,19 @@ mod tests {
         Arc::new(Mutex::new(Echo(v)))
     }
 
+    fn owned(base: u64, len: u64, v: u8) -> Range {
+        Range {
+            base,
+            len,
+            name: format!("r{base:#x}"),
+            owner: None,
+            target: Target::Device(dev(v)),
+        }
+    }
+
     #[test]
     fn dispatches_by_range_with_offsets() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert("a", 0x10, 0x8, dev(1)).unwrap();
         bus.insert("b", 0x20, 0x2, dev(100)).unwrap();
         let mut b = [0u8; 1];
@@ -182,7 +282,7 @@ mod tests {
 
     #[test]
     fn rejects_overlaps_and_bad_ranges() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert("a", 0x10, 0x10, dev(0)).unwrap();
         for (base, len) in [(0x8, 0x9), (0x1f, 1), (0x12, 2), (0x0, 0x100)] {
             assert!(matches!(
@@ -200,5 +300,32 @@ mod tests {
             bus.insert("w", u64::MAX, 2, dev(0)),
             Err(BusError::BadRange { .. })
         ));
+    }
+
+    #[test]
+    fn owned_ranges_move_in_one_swap_and_old_ones_stop_answering() {
+        let bus = Bus::new();
+        bus.insert("fixed", 0x100, 0x10, dev(7)).unwrap();
+        let f = Bdf {
+            bus: 0,
+            dev: 2,
+            func: 0,
+        };
+        assert!(bus.set_owned(f, vec![owned(0x1000, 0x100, 1)]).is_empty());
+        let before = bus.snap.load_full();
+        let mut b = [0u8; 1];
+        assert!(bus.read(0x1000, &mut b));
+        // Move it: the old range is gone, the new one answers, and a
+        // reader still holding the old snapshot is unaffected.
+        assert!(bus.set_owned(f, vec![owned(0x2000, 0x100, 1)]).is_empty());
+        assert!(!bus.read(0x1000, &mut b));
+        assert!(bus.read(0x2000, &mut b));
+        assert!(find(&before, 0x1000).is_some());
+        // A move onto another device is refused and reported; the
+        // function then has no range at all.
+        let errs = bus.set_owned(f, vec![owned(0x108, 0x10, 1)]);
+        assert!(matches!(errs.as_slice(), [BusError::Overlap { other, .. }] if other == "fixed"));
+        assert!(!bus.read(0x2000, &mut b));
+        assert_eq!(bus.ranges().len(), 1);
     }
 }

@@ -14,7 +14,8 @@ pub mod bus;
 pub mod irq;
 pub mod legacy;
 pub mod pci;
+pub mod threads;
 pub mod virtio;
 
-pub use bus::{Bus, BusAction, BusDevice, BusError};
+pub use bus::{Bus, BusAction, BusDevice, BusError, DeviceKey, PlatformRequest};
 pub use irq::IrqLine;

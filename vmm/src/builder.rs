@@ -1,36 +1,48 @@
-//! Validated config -> a running VM -> how it ended. Set-up steps read top to
-//! bottom; a reset that should reboot the guest builds the VM afresh.
+//! Validated config -> a running VM -> how it ended. `run` opens the
+//! process's resources once, then each boot (the first, and one per guest
+//! reset unless `-no-reboot`) runs on a fresh control thread (`cm-ctl`):
+//! VM, devices and vCPUs are rebuilt from those resources, set-up steps
+//! read top to bottom, and the control loop serves the vCPUs until one
+//! stops.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::cpuid::{self, VcpuIdentity};
-use crate::arch::layout::{
-    self, RamLayout, ACPI_START, CMDLINE_ROOM, MPTABLE, PCI_ECAM, PCI_ECAM_SIZE, PCI_MMIO64_SIZE,
-};
+use crate::arch::layout::{self, RamLayout, ACPI_START, CMDLINE_ROOM, MPTABLE};
 use crate::arch::regs::{self, Entry};
 use crate::arch::topology::Topology;
 use crate::arch::{acpi, mptable};
 use crate::boot::{self, BootError};
-use crate::config::{MachineKind, VmConfig};
-use crate::devmgr::{self, DevError};
+use crate::config::ValidConfig;
+use crate::control::{self, CtlMsg};
+use crate::devmgr::kinds::blk::block_device;
+use crate::devmgr::{self, DevError, DeviceManager, Wiring};
 use crate::loader::{self, KernelKind, LoadError};
-use crate::memory::{self, MemoryError, RamOptions};
+use crate::machine::{self, MachineModel};
+use crate::memory::MemoryError;
+use crate::resources::{ResourceError, Resources};
+use crate::threads::{self, spawn_with_role, Role};
 use crate::vstate::exit::Outcome;
+use crate::vstate::intx::ResampleWorker;
 use crate::vstate::kick;
+use crate::vstate::platform::KvmHypervisor;
 use crate::vstate::vcpu::{VcpuRunner, VcpuStop};
 use crate::vstate::vm::{Vm, VmError};
 use crate::workers::Workers;
+use casemate_devices::virtio::WorkerHost;
 
 /// bzImage `xloadflags` bit: the kernel has a 64-bit entry at +0x200.
 const XLF_KERNEL_64: u16 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error(transparent)]
@@ -53,6 +65,15 @@ pub enum BuildError {
     },
     #[error("starting vCPU thread {0}")]
     Thread(u32, #[source] std::io::Error),
+    #[error("starting the {0} thread")]
+    Service(&'static str, #[source] std::io::Error),
+    #[error("reading {what} {path}")]
+    Read {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("installing the vCPU kick signal handler")]
     Signal(#[source] vmm_sys_util::errno::Error),
     #[error("every vCPU thread ended without reporting why")]
@@ -78,11 +99,20 @@ pub enum VmEnd {
 
 /// Run the VM until it powers off or fails, rebooting on reset unless the
 /// config says not to. `probe` is the embedded guest, used without -kernel.
-pub fn run(config: &VmConfig, probe: &[u8]) -> Result<VmEnd, BuildError> {
+pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildError> {
+    threads::install();
     kick::install().map_err(BuildError::Signal)?;
-    let console = devmgr::Console::open(&config.serial)?;
+    let res = Arc::new(Resources::open(&config)?);
+    let config = Arc::new(config);
     loop {
-        match boot_once(config, &console, probe)? {
+        let (c, r) = (config.clone(), res.clone());
+        let ctl = spawn_with_role(Role::Ctl, "cm-ctl".into(), move || {
+            boot_once(&c, &r, probe)
+        })
+        .map_err(|e| BuildError::Service("control", e))?;
+        // A panicking thread aborts the process (panic = abort).
+        let end = ctl.join().map_err(|_| BuildError::NoVcpuReport)??;
+        match end {
             VmEnd::Reset if !config.no_reboot => log::info!("guest reset: rebooting"),
             end => return Ok(end),
         }
@@ -93,48 +123,56 @@ fn vcpu_err(index: u32) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> 
     move |source| BuildError::Vcpu { index, source }
 }
 
+/// The devices of this boot, placed by the device manager.
+fn place_devices(
+    config: &ValidConfig,
+    res: &Resources,
+    hv: &KvmHypervisor<'_>,
+    machine: &'static MachineModel,
+) -> Result<DeviceManager, BuildError> {
+    let mut dm = DeviceManager::new(machine, &res.layout);
+    dm.add_legacy(hv, &res.console, config.rtc, &res.layout)?;
+    let w = Wiring { hv, mem: &res.mem };
+    for (i, (d, disk)) in config.drives.iter().zip(&res.disks).enumerate() {
+        dm.add_virtio(&w, &d.id, Box::new(block_device(i, d, disk)), d.transport)?;
+    }
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (d, f) in config.devices.iter().zip(&res.devices) {
+        let n = count.entry(f.kind()).or_default();
+        let name = format!("{}{n}", f.kind());
+        *n += 1;
+        let k = d.kind();
+        dm.add_virtio(&w, k.id(), f.build(name), k.transport())?;
+    }
+    dm.finish()?;
+    Ok(dm)
+}
+
 fn boot_once(
-    config: &VmConfig,
-    console: &devmgr::Console,
+    config: &ValidConfig,
+    res: &Resources,
     probe: &[u8],
 ) -> Result<VmEnd, BuildError> {
-    let kvm = Vm::open_kvm()?;
-    let ram = RamLayout::new(config.memory);
-    // With prealloc=on the pages are populated in the background while the
-    // VM, its devices and vCPUs are created; guest RAM is written only
-    // after `populated` (on kernels without MADV_POPULATE_WRITE the
-    // population writes zeros over it).
-    let mut guest_ram = memory::build(
-        &config.ram_backend(),
-        &ram.ranges(),
-        RamOptions {
-            thp: config.thp,
-            mem_lock: config.mem_lock,
-            sysfs: Path::new(memory::hugetlb::SYSFS),
-        },
-    )?;
-    let vm = Vm::new(kvm)?;
-    vm.map_memory(&guest_ram.mem)?;
+    let machine = machine::model(config.machine);
+    let vm = Vm::new(&res.kvm)?;
+    vm.map_memory(&res.mem)?;
     vm.create_irqchip()?;
 
     let topo = Topology::new(&config.smp);
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
-    let mut buses = devmgr::build(&vm, config, console, &ram)?;
-    let virtio_mmio = match config.machine {
-        MachineKind::Microvm => {
-            devmgr::add_virtio_mmio_drives(&vm, config, &guest_ram.mem, &workers, &mut buses)?
-        }
-        MachineKind::Pc | MachineKind::Q35 => {
-            devmgr::add_pci(&vm, config, &guest_ram.mem, &ram, &workers, &mut buses)?;
-            Vec::new()
-        }
-    };
-    let buses = Arc::new(buses);
+    let hv = KvmHypervisor::new(&vm);
+    let dm = place_devices(config, res, &hv, machine)?;
+    let intx = hv.take_intx();
+    if !intx.is_empty() {
+        workers
+            .start("intx".into(), Box::new(ResampleWorker { lines: intx }))
+            .map_err(|e| BuildError::Service("INTx resample", e))?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<VcpuStop>();
-    let supported = vm
+    let (tx, rx) = mpsc::channel::<CtlMsg>();
+    let supported = res
         .kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| BuildError::Vm(VmError::Kvm("get_supported_cpuid", e)))?;
@@ -166,19 +204,23 @@ fn boot_once(
         runners.push(VcpuRunner {
             fd,
             index,
-            buses: buses.clone(),
+            buses: dm.buses.clone(),
             stop: stop.clone(),
-            events: tx.clone(),
+            ctl: tx.clone(),
         });
     }
 
-    guest_ram.populated()?;
-    let mem = &guest_ram.mem;
+    res.ram
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .populated()?;
+    let mem = &res.mem;
     let guest = GuestTables {
         apic_ids: &apic_ids,
-        virtio_mmio: &virtio_mmio,
+        virtio_mmio: &dm.mmio_slots(),
+        machine,
     };
-    let entry = load_guest(config, probe, mem, &ram, &guest)?;
+    let entry = load_guest(config, probe, res, &guest)?;
     if let Some(boot) = runners.first() {
         regs::setup_boot_vcpu(&boot.fd, boot.index, mem, entry)
             .map_err(|e| vcpu_err(boot.index)(e.into()))?;
@@ -189,20 +231,14 @@ fn boot_once(
         let index = r.index;
         handles.push(r.spawn().map_err(|e| BuildError::Thread(index, e))?);
     }
-    let first = rx.recv();
-    stop.store(true, Ordering::Release);
-    handles.iter().for_each(kick::kick);
-    for h in handles {
-        // A panicking vCPU thread aborts the process (panic = abort).
-        let _ = h.join();
-    }
+    let first = control::run(&rx, &dm, workers.as_ref(), &stop, handles);
     // In-flight requests finish before the VM is torn down.
     workers.stop_all();
     let VcpuStop {
         index,
         outcome,
         regs,
-    } = first.map_err(|_| BuildError::NoVcpuReport)?;
+    } = first.ok_or(BuildError::NoVcpuReport)?;
     let regs = regs.unwrap_or_default();
     Ok(match outcome {
         Outcome::PowerOff => VmEnd::PowerOff,
@@ -213,7 +249,7 @@ fn boot_once(
             why,
             regs,
         },
-        Outcome::Continue => VmEnd::Fatal {
+        Outcome::Continue | Outcome::Platform(_) => VmEnd::Fatal {
             vcpu: index,
             why: "vCPU stopped without a reason".into(),
             regs,
@@ -225,21 +261,23 @@ fn boot_once(
 struct GuestTables<'a> {
     apic_ids: &'a [u32],
     virtio_mmio: &'a [acpi::VirtioMmioSlot],
+    machine: &'static MachineModel,
 }
 
 /// Kernel, initrd, firmware tables and boot info into guest memory; returns
 /// how the boot vCPU enters.
 fn load_guest(
-    config: &VmConfig,
+    config: &ValidConfig,
     probe: &[u8],
-    mem: &GuestMemoryMmap,
-    ram: &RamLayout,
+    res: &Resources,
     guest: &GuestTables<'_>,
 ) -> Result<Entry, BuildError> {
+    let (mem, ram): (&GuestMemoryMmap, &RamLayout) = (&res.mem, &res.layout);
     let apic_ids = guest.apic_ids;
+    let acpi_on = config.acpi_on();
     // Without ACPI (as QEMU's microvm,acpi=off) the transports go on the
     // command line; Linux then has its legacy PIC, so IRQ n is GSI n.
-    let cmdline = if config.acpi {
+    let cmdline = if acpi_on {
         config.append.clone()
     } else {
         format!(
@@ -249,36 +287,33 @@ fn load_guest(
         )
     };
     let cmdline = cmdline.as_str();
-    let (path, image) = match &config.kernel {
-        Some(p) => (p.clone(), None),
-        None => ("<embedded probe>".into(), Some(probe)),
+    let read = |f: &crate::resources::OpenedFile, what| {
+        f.read_all().map_err(|source| BuildError::Read {
+            what,
+            path: f.path.display().to_string(),
+            source,
+        })
     };
-    let kernel = loader::load_kernel(mem, ram, &path, image)?;
+    let owned;
+    let (path, image) = match &res.kernel {
+        Some(f) => {
+            owned = read(f, "kernel")?;
+            (f.path.clone(), &owned[..])
+        }
+        None => ("<embedded probe>".into(), probe),
+    };
+    let kernel = loader::load_kernel(mem, ram, &path, Some(image))?;
 
-    let mmio64_start = layout::pci_mmio64_start(ram);
-    let mmio64 = (mmio64_start, mmio64_start + PCI_MMIO64_SIZE);
-    let (platform, ecam) = match config.machine {
-        MachineKind::Microvm => (acpi::Platform::Microvm, None),
-        MachineKind::Pc => (
-            acpi::Platform::Pci {
-                ecam: false,
-                mmio64,
-            },
-            None,
-        ),
-        MachineKind::Q35 => (
-            acpi::Platform::Pci { ecam: true, mmio64 },
-            Some((PCI_ECAM, PCI_ECAM_SIZE)),
-        ),
-    };
+    let platform = guest.machine.acpi_platform(ram);
+    let ecam = guest.machine.ecam();
     let mut rsdp = 0;
-    if config.acpi {
+    if acpi_on {
         let tables = acpi::build(ACPI_START, apic_ids, platform, guest.virtio_mmio);
         mem.write_slice(&tables.bytes, GuestAddress(tables.base))
             .map_err(|e| BuildError::Tables("ACPI tables", e))?;
         rsdp = tables.rsdp;
     }
-    let mp = mptable::build(MPTABLE, apic_ids);
+    let mp = mptable::build(MPTABLE, apic_ids, guest.machine.pci.is_some());
     mem.write_slice(&mp, GuestAddress(MPTABLE))
         .map_err(|e| BuildError::Tables("MP table", e))?;
     let e820 = layout::e820(ram, ecam);
@@ -298,8 +333,18 @@ fn load_guest(
         KernelKind::Elf { .. } => (boot::ELF_CMDLINE_MAX, layout::MMIO_HOLE_START),
     };
     boot::write_cmdline(mem, cmdline, cmdline_max)?;
-    let initrd = match &config.initrd {
-        Some(p) => Some(loader::load_initrd(mem, ram, p, kernel.end, initrd_limit)?),
+    let initrd = match &res.initrd {
+        Some(f) => {
+            let data = read(f, "initrd")?;
+            Some(loader::load_initrd(
+                mem,
+                ram,
+                &f.path,
+                &data,
+                kernel.end,
+                initrd_limit,
+            )?)
+        }
         None => None,
     };
     let cmdline_len = cmdline.len() + 1;

@@ -7,9 +7,13 @@ pub mod boot;
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod devmgr;
 pub mod loader;
+pub mod machine;
 pub mod memory;
+pub mod resources;
+pub mod threads;
 pub mod vstate;
 pub mod workers;
 

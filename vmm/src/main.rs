@@ -9,7 +9,7 @@ use casemate_vmm::builder::{self, VmEnd};
 use casemate_vmm::cli::{self, Command, HELP};
 use casemate_vmm::config::validate::HostLimits;
 use casemate_vmm::config::VmConfig;
-use casemate_vmm::vstate::vm::{host_memory, Vm};
+use casemate_vmm::vstate::vm::host_memory;
 use casemate_vmm::PROBE_ELF;
 
 fn init_log(level: Option<&str>) -> anyhow::Result<()> {
@@ -56,14 +56,14 @@ fn run() -> anyhow::Result<ExitCode> {
     if config.kernel.is_none() && PROBE_ELF.is_empty() {
         anyhow::bail!("no -kernel given and this build has no embedded probe guest");
     }
-    let kvm = Vm::open_kvm()?;
+    // Every config problem is reported before /dev/kvm is opened; KVM's
+    // vCPU limit is checked when the builder opens it.
     let host = HostLimits {
         memory: host_memory(),
-        max_vcpus: kvm.get_max_vcpus() as u32,
+        max_vcpus: None,
     };
-    drop(kvm);
-    config.validate(&host)?;
-    Ok(match builder::run(&config, PROBE_ELF)? {
+    let config = config.validate(&host)?;
+    Ok(match builder::run(config, PROBE_ELF)? {
         VmEnd::PowerOff | VmEnd::Reset => ExitCode::SUCCESS,
         VmEnd::TripleFault { vcpu, regs } => {
             eprintln!("casemate: guest triple fault on vCPU {vcpu}; registers:\n{regs}");

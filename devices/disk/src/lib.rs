@@ -142,6 +142,37 @@ pub fn open_image(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>,
     open_chain(path, opts, &mut Vec::new())
 }
 
+/// Opens an image from an already-open `file` (an inherited fd, `-add-fd`);
+/// `name` is what messages call it and what a qcow2 backing file name is
+/// resolved against. O_DIRECT is set on the descriptor when asked.
+pub fn open_image_file(
+    file: std::fs::File,
+    name: &Path,
+    opts: &OpenOptions,
+) -> Result<Box<dyn DiskImage>, DiskError> {
+    use std::os::fd::AsRawFd;
+    if opts.direct {
+        // SAFETY: F_GETFL/F_SETFL only read and set the descriptor's
+        // status flags.
+        let ok = unsafe {
+            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            fl >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT) == 0
+        };
+        if !ok {
+            return Err(IoError::new("set O_DIRECT on", name, std::io::Error::last_os_error()).into());
+        }
+    }
+    let file = io::ImageFile::new(file, name, opts.direct);
+    let format = match opts.format {
+        Some(f) => f,
+        None => probe(&file)?,
+    };
+    match format {
+        Format::Raw => Ok(Box::new(RawImage::new(file, opts.read_only)?)),
+        Format::Qcow2 => Ok(Box::new(Qcow2Image::open(file, opts, &mut Vec::new())?)),
+    }
+}
+
 pub(crate) fn open_chain(
     path: &Path,
     opts: &OpenOptions,

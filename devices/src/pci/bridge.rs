@@ -6,6 +6,7 @@
 //! Runs on vCPU threads.
 
 use super::{BarRange, PciConfig, PciDevice, PciIds};
+use crate::bus::BusAction;
 
 const INTEL: u16 = 0x8086;
 /// QEMU's subsystem ids for its chipset functions; guests key quirks on
@@ -68,8 +69,9 @@ impl PciDevice for PlainFunction {
     fn config_read(&mut self, offset: u16, data: &mut [u8]) {
         self.cfg.read(offset, data);
     }
-    fn config_write(&mut self, offset: u16, data: &[u8]) {
+    fn config_write(&mut self, offset: u16, data: &[u8]) -> BusAction {
         self.cfg.write(offset, data);
+        BusAction::None
     }
     fn active_bars(&self) -> Vec<BarRange> {
         Vec::new()
@@ -77,7 +79,9 @@ impl PciDevice for PlainFunction {
     fn bar_read(&mut self, _bar: u8, _offset: u64, data: &mut [u8]) {
         data.fill(0xff);
     }
-    fn bar_write(&mut self, _bar: u8, _offset: u64, _data: &[u8]) {}
+    fn bar_write(&mut self, _bar: u8, _offset: u64, _data: &[u8]) -> BusAction {
+        BusAction::None
+    }
 }
 
 #[cfg(test)]

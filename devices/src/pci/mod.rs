@@ -3,9 +3,9 @@
 //!
 //! ```text
 //!  0xCF8/0xCFC ─▶ ConfigIo ─┐
-//!  ECAM window ─▶ Ecam ─────┼─▶ PciRoot ──▶ PciDevice::config_read/write
-//!  PCI windows ─▶ PciWindow ┘      │ (routes rebuilt after config writes)
-//!                                  └──────▶ PciDevice::bar_read/write
+//!  ECAM window ─▶ Ecam ─────┴─▶ PciRoot ──▶ PciDevice::config_read/write
+//!                                 (BarsMoved when decoding ranges change)
+//!  BAR range on the MMIO/port bus ───────▶ PciDevice::bar_read/write
 //! ```
 //! The VMM pre-assigns every BAR (as firmware would), so a guest booted
 //! without firmware finds its devices ready; a guest may still move BARs,
@@ -21,18 +21,20 @@ pub mod bridge;
 pub mod config;
 pub mod msix;
 pub mod root;
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 use std::io;
 
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::bus::BusAction;
+
 pub use bridge::PlainFunction;
 pub use config::{PciConfig, PciConfigError, PciIds};
 pub use msix::{MsixCap, MsixDelivery, MsixLayout, MsixState};
 pub use root::{
-    ConfigIo, Ecam, PciError, PciRoot, PciWindow, SharedPciDevice, CONFIG_IO_LEN, ECAM_BUS_LEN,
+    ConfigIo, Ecam, PciError, PciRoot, SharedPciDevice, CONFIG_IO_LEN, ECAM_BUS_LEN,
 };
 
 /// Bus, device and function numbers on segment 0.
@@ -41,6 +43,12 @@ pub struct Bdf {
     pub bus: u8,
     pub dev: u8,
     pub func: u8,
+}
+
+impl std::fmt::Display for Bdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.dev, self.func)
+    }
 }
 
 /// What a BAR decodes.
@@ -74,12 +82,15 @@ pub trait PciDevice: Send {
     /// A short name for logs, e.g. `virtio-blk-pci0`.
     fn name(&self) -> &str;
     fn config_read(&mut self, offset: u16, data: &mut [u8]);
-    fn config_write(&mut self, offset: u16, data: &[u8]);
+    /// A configuration write; the answer carries what the platform must do
+    /// (a virtio status write through the PCI_CFG window can start a
+    /// device). The root adds `BarsMoved` itself when decoding changed.
+    fn config_write(&mut self, offset: u16, data: &[u8]) -> BusAction;
     /// The BARs that decode right now; the root rebuilds its routes from
     /// this after every configuration write.
     fn active_bars(&self) -> Vec<BarRange>;
     fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]);
-    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]);
+    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) -> BusAction;
 }
 
 /// An MSI message: the address/data pair a vector's table entry holds.
@@ -121,5 +132,14 @@ pub enum IoSpace {
 /// KVM_IOEVENTFD (any access length, no data match).
 pub trait IoEvents: Send + Sync {
     fn register(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()>;
+    /// Like `register`, but only 32-bit writes of `data` signal `evt`
+    /// (virtio-mmio's one QueueNotify register for every queue).
+    fn register_datamatch(
+        &self,
+        evt: &EventFd,
+        space: IoSpace,
+        addr: u64,
+        data: u32,
+    ) -> io::Result<()>;
     fn unregister(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()>;
 }

@@ -1,23 +1,25 @@
-//! The root complex of bus 0: 32 slots, function 0 each, and the three
-//! ways in: configuration mechanism #1 (`ConfigIo`, with the 0xCF9 reset
-//! register), ECAM (`Ecam`), and the PCI address windows (`PciWindow`)
-//! that route BAR accesses.
+//! The root complex of bus 0: 32 slots of up to 8 functions each, and the
+//! two ways into their configuration space: mechanism #1 (`ConfigIo`,
+//! with the 0xCF9 reset register) and ECAM (`Ecam`).
 //!
-//! Owns the slot table and the BAR routes. The routes are rebuilt from a
-//! device's `active_bars()` after each configuration write to it, so a
-//! guest that moves a BAR or turns decoding off is followed at once. It
-//! does not allocate addresses (the VMM does) and does not model bridges:
-//! anything on another bus, or any function other than 0, is absent and
-//! reads all-ones. Runs on vCPU threads.
+//! Owns the function table. It does not route BAR accesses: each decoding
+//! BAR is its own range on the MMIO or port bus, pointing straight at its
+//! function (see `bus`). A configuration write that changes which ranges a
+//! function decodes returns `PlatformRequest::BarsMoved`, and the VMM's
+//! control thread re-places that function's ranges. It does not allocate
+//! addresses (the VMM does) and does not model bridges: other buses are
+//! absent and read all-ones. Runs on vCPU threads.
 
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::config::CONFIG_SPACE_SIZE;
-use super::{Bdf, IoSpace, PciDevice};
-use crate::bus::{BusAction, BusDevice};
+use super::{Bdf, PciDevice};
+use crate::bus::{BusAction, BusDevice, PlatformRequest};
 
 /// Slots on bus 0.
 pub const SLOTS: u8 = 32;
+/// Functions per slot.
+pub const FUNCTIONS: u8 = 8;
 
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 
@@ -25,24 +27,19 @@ pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 pub enum PciError {
     #[error("PCI slot {slot} does not exist (bus 0 has slots 0 to 31)")]
     NoSuchSlot { slot: u8 },
-    #[error("PCI slot {slot} already holds {existing}")]
-    SlotTaken { slot: u8, existing: String },
-}
-
-/// One decoding BAR: which device and BAR answers `[base, base + size)`.
-#[derive(Debug, Clone, Copy)]
-struct Route {
-    space: IoSpace,
-    base: u64,
-    size: u64,
-    slot: u8,
-    bar: u8,
+    #[error("PCI function {slot:02x}.{func} does not exist (functions 0 to 7)")]
+    NoSuchFunction { slot: u8, func: u8 },
+    #[error("PCI function {slot:02x}.{func} already holds {existing}")]
+    SlotTaken {
+        slot: u8,
+        func: u8,
+        existing: String,
+    },
 }
 
 /// See the module doc.
 pub struct PciRoot {
-    slots: Vec<Option<SharedPciDevice>>,
-    routes: RwLock<Vec<Route>>,
+    functions: Vec<Option<SharedPciDevice>>,
 }
 
 impl Default for PciRoot {
@@ -53,38 +50,71 @@ impl Default for PciRoot {
 
 /// A device whose lock was poisoned by a panic on another vCPU is still a
 /// register model in a usable state; keep the VM running (as `bus` does).
-fn lock(dev: &SharedPciDevice) -> MutexGuard<'_, dyn PciDevice + 'static> {
+pub fn lock(dev: &SharedPciDevice) -> MutexGuard<'_, dyn PciDevice + 'static> {
     dev.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PciRoot {
     pub fn new() -> Self {
         Self {
-            slots: vec![None; SLOTS.into()],
-            routes: RwLock::new(Vec::new()),
+            functions: vec![None; usize::from(SLOTS) * usize::from(FUNCTIONS)],
         }
     }
 
-    /// Plug `dev` in as function 0 of `slot`; its BARs route at once.
+    /// Plug `dev` in as function 0 of `slot`.
     pub fn add(&mut self, slot: u8, dev: SharedPciDevice) -> Result<(), PciError> {
-        let entry = self
-            .slots
-            .get_mut(usize::from(slot))
-            .ok_or(PciError::NoSuchSlot { slot })?;
+        self.add_function(slot, 0, dev)
+    }
+
+    /// Plug `dev` in as function `func` of `slot`. A function other than 0
+    /// is found by guests only when function 0 says it is multi-function.
+    pub fn add_function(
+        &mut self,
+        slot: u8,
+        func: u8,
+        dev: SharedPciDevice,
+    ) -> Result<(), PciError> {
+        if slot >= SLOTS {
+            return Err(PciError::NoSuchSlot { slot });
+        }
+        if func >= FUNCTIONS {
+            return Err(PciError::NoSuchFunction { slot, func });
+        }
+        let entry = &mut self.functions[usize::from(slot) * 8 + usize::from(func)];
         if let Some(existing) = entry {
             let existing = lock(existing).name().to_string();
-            return Err(PciError::SlotTaken { slot, existing });
+            return Err(PciError::SlotTaken {
+                slot,
+                func,
+                existing,
+            });
         }
-        *entry = Some(dev.clone());
-        self.refresh_routes(slot, &*lock(&dev));
+        *entry = Some(dev);
         Ok(())
     }
 
-    fn device(&self, bdf: Bdf) -> Option<&SharedPciDevice> {
-        if bdf.bus != 0 || bdf.func != 0 {
+    /// The function at `bdf`, if one is plugged in.
+    pub fn function(&self, bdf: Bdf) -> Option<&SharedPciDevice> {
+        if bdf.bus != 0 || bdf.dev >= SLOTS || bdf.func >= FUNCTIONS {
             return None;
         }
-        self.slots.get(usize::from(bdf.dev))?.as_ref()
+        self.functions[usize::from(bdf.dev) * 8 + usize::from(bdf.func)].as_ref()
+    }
+
+    /// Every function plugged in, in BDF order.
+    pub fn functions(&self) -> Vec<(Bdf, SharedPciDevice)> {
+        self.functions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let bdf = Bdf {
+                    bus: 0,
+                    dev: (i / 8) as u8,
+                    func: (i % 8) as u8,
+                };
+                Some((bdf, f.clone()?))
+            })
+            .collect()
     }
 
     /// Whether `[offset, offset + len)` lies inside one function's space.
@@ -94,76 +124,28 @@ impl PciRoot {
 
     /// A configuration read; absent functions read all-ones.
     pub fn config_read(&self, bdf: Bdf, offset: u16, data: &mut [u8]) {
-        match self.device(bdf) {
+        match self.function(bdf) {
             Some(dev) if Self::in_space(offset, data.len()) => lock(dev).config_read(offset, data),
             _ => data.fill(0xff),
         }
     }
 
-    /// A configuration write, then the device's BAR routes are refreshed.
-    pub fn config_write(&self, bdf: Bdf, offset: u16, data: &[u8]) {
-        let Some(dev) = self.device(bdf) else {
-            return;
+    /// A configuration write. When it changed the BAR ranges the function
+    /// decodes, the answer asks the platform to move them.
+    pub fn config_write(&self, bdf: Bdf, offset: u16, data: &[u8]) -> BusAction {
+        let Some(dev) = self.function(bdf) else {
+            return BusAction::None;
         };
         if !Self::in_space(offset, data.len()) {
-            return;
+            return BusAction::None;
         }
         let mut d = lock(dev);
-        d.config_write(offset, data);
-        self.refresh_routes(bdf.dev, &*d);
-    }
-
-    fn refresh_routes(&self, slot: u8, dev: &dyn PciDevice) {
-        let fresh = dev.active_bars().into_iter().map(|b| Route {
-            space: if b.kind.is_io() {
-                IoSpace::Pio
-            } else {
-                IoSpace::Mmio
-            },
-            base: b.addr,
-            size: b.size,
-            slot,
-            bar: b.index,
-        });
-        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        routes.retain(|r| r.slot != slot);
-        routes.extend(fresh);
-    }
-
-    /// The device, BAR and offset answering an access of `len` bytes at
-    /// `addr`; the whole access must fit inside one BAR.
-    fn route(&self, space: IoSpace, addr: u64, len: usize) -> Option<(SharedPciDevice, u8, u64)> {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let r = routes.iter().find(|r| {
-            r.space == space
-                && addr >= r.base
-                && (addr - r.base)
-                    .checked_add(len as u64)
-                    .is_some_and(|end| end <= r.size)
-        })?;
-        let dev = self.slots.get(usize::from(r.slot))?.clone()?;
-        Some((dev, r.bar, addr - r.base))
-    }
-
-    /// A BAR read at absolute `addr`; false when no BAR claims it.
-    pub fn bar_read(&self, space: IoSpace, addr: u64, data: &mut [u8]) -> bool {
-        // The route lock is dropped before the device lock is taken, so a
-        // configuration write (device lock, then route lock) cannot deadlock
-        // against this path.
-        let Some((dev, bar, off)) = self.route(space, addr, data.len()) else {
-            return false;
-        };
-        lock(&dev).bar_read(bar, off, data);
-        true
-    }
-
-    /// A BAR write at absolute `addr`; false when no BAR claims it.
-    pub fn bar_write(&self, space: IoSpace, addr: u64, data: &[u8]) -> bool {
-        let Some((dev, bar, off)) = self.route(space, addr, data.len()) else {
-            return false;
-        };
-        lock(&dev).bar_write(bar, off, data);
-        true
+        let before = d.active_bars();
+        let action = d.config_write(offset, data);
+        if d.active_bars() != before {
+            return BusAction::Platform(PlatformRequest::BarsMoved { bdf });
+        }
+        action
     }
 }
 
@@ -237,7 +219,7 @@ impl BusDevice for ConfigIo {
             }
             (4..=7, _) => {
                 if let Some((bdf, reg)) = self.target(offset - 4, data.len()) {
-                    self.root.config_write(bdf, reg, data);
+                    return self.root.config_write(bdf, reg, data);
                 }
             }
             _ => {}
@@ -280,44 +262,10 @@ impl BusDevice for Ecam {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> BusAction {
-        if let Some((bdf, reg)) = Self::decode(offset, data.len()) {
-            self.root.config_write(bdf, reg, data);
+        match Self::decode(offset, data.len()) {
+            Some((bdf, reg)) => self.root.config_write(bdf, reg, data),
+            None => BusAction::None,
         }
-        BusAction::None
-    }
-}
-
-/// A whole PCI address window (32-bit MMIO, 64-bit MMIO or I/O) mapped at
-/// `base`: accesses go to whichever active BAR holds the address.
-pub struct PciWindow {
-    root: Arc<PciRoot>,
-    space: IoSpace,
-    base: u64,
-}
-
-impl PciWindow {
-    pub fn new(root: Arc<PciRoot>, space: IoSpace, base: u64) -> Self {
-        Self { root, space, base }
-    }
-}
-
-impl BusDevice for PciWindow {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let hit = self
-            .base
-            .checked_add(offset)
-            .is_some_and(|addr| self.root.bar_read(self.space, addr, data));
-        if !hit {
-            // Master abort: nothing claimed the cycle.
-            data.fill(0xff);
-        }
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) -> BusAction {
-        if let Some(addr) = self.base.checked_add(offset) {
-            self.root.bar_write(self.space, addr, data);
-        }
-        BusAction::None
     }
 }
 

@@ -110,6 +110,20 @@ impl IoEvents for FakeIoEvents {
         regs.push((space, addr, evt.as_raw_fd()));
         Ok(())
     }
+    fn register_datamatch(
+        &self,
+        evt: &EventFd,
+        space: IoSpace,
+        addr: u64,
+        _data: u32,
+    ) -> io::Result<()> {
+        // Tests see one registration per address and queue; record the
+        // first like `register` does, and accept the others.
+        use std::os::fd::AsRawFd;
+        let mut regs = self.regs.lock().unwrap();
+        regs.push((space, addr, evt.as_raw_fd()));
+        Ok(())
+    }
     fn unregister(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let mut regs = self.regs.lock().unwrap();

@@ -1,8 +1,11 @@
 //! Transport-independent virtio state: the device-status machine, feature
 //! negotiation pages and per-queue configuration, and `Activation`, the
 //! DRIVER_OK/reset lifecycle of a device's worker. Written once and shared
-//! by the MMIO and PCI transports; runs on vCPU threads. Register layouts
-//! and interrupt delivery stay in the transports.
+//! by the MMIO and PCI transports. The status machine runs on vCPU
+//! threads and only returns a `StatusChange`; the worker is started and
+//! stopped by the control thread (`VirtioLifecycle`), which alone spawns
+//! and joins threads. Register layouts and interrupt delivery stay in the
+//! transports.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -225,18 +228,23 @@ pub fn ready_queues(
 pub struct Activation {
     mem: GuestMemoryMmap,
     notify: Vec<EventFd>,
-    host: Arc<dyn WorkerHost>,
     worker: Option<u64>,
     needs_reset: Arc<AtomicBool>,
 }
 
+/// What the control thread calls on a transport after one of its status
+/// writes returned `PlatformRequest::Virtio`: start or stop the worker
+/// through `host`. Implemented by both transports.
+pub trait VirtioLifecycle: Send {
+    fn lifecycle(&mut self, change: StatusChange, host: &dyn WorkerHost);
+}
+
 impl Activation {
     /// `notify` holds one eventfd per queue, in queue order.
-    pub fn new(mem: GuestMemoryMmap, notify: Vec<EventFd>, host: Arc<dyn WorkerHost>) -> Self {
+    pub fn new(mem: GuestMemoryMmap, notify: Vec<EventFd>) -> Self {
         Self {
             mem,
             notify,
-            host,
             worker: None,
             needs_reset: Arc::new(AtomicBool::new(false)),
         }
@@ -267,8 +275,14 @@ impl Activation {
         dev: &mut dyn VirtioDevice,
         queues: &[QueueConfig],
         irq: Arc<dyn VirtioIrq>,
+        host: &dyn WorkerHost,
     ) {
-        if let Err(e) = self.try_start(dev, queues, irq) {
+        if self.worker.is_some() {
+            // A second DRIVER_OK without a reset in between: the running
+            // worker already serves the queues.
+            return;
+        }
+        if let Err(e) = self.try_start(dev, queues, irq, host) {
             log::warn!("{}: cannot start: {}", dev.name(), ErrorChain(&e));
             self.needs_reset.store(true, Ordering::Release);
         }
@@ -279,6 +293,7 @@ impl Activation {
         dev: &mut dyn VirtioDevice,
         queues: &[QueueConfig],
         irq: Arc<dyn VirtioIrq>,
+        host: &dyn WorkerHost,
     ) -> Result<(), ActivateError> {
         let ctx = StartContext {
             mem: self.mem.clone(),
@@ -287,8 +302,7 @@ impl Activation {
             needs_reset: self.needs_reset.clone(),
         };
         let worker = dev.activate(ctx).map_err(ActivateError::Device)?;
-        let id = self
-            .host
+        let id = host
             .start(dev.name().to_string(), worker)
             .map_err(ActivateError::Host)?;
         self.worker = Some(id);
@@ -296,34 +310,40 @@ impl Activation {
     }
 
     /// Carry out what a status write changed, the same for every
-    /// transport: on reset stop the worker, reset `dev`, then the
-    /// transport's interrupt state (`reset_irq`); on DRIVER_OK start the
-    /// worker on `queues`.
+    /// transport (on the control thread): on reset stop the worker, reset
+    /// `dev`, then the transport's interrupt state (`reset_irq`); on
+    /// DRIVER_OK start the worker on `queues`.
     pub fn apply(
         &mut self,
         change: StatusChange,
         dev: &mut dyn VirtioDevice,
         queues: &[QueueConfig],
         irq: Arc<dyn VirtioIrq>,
+        host: &dyn WorkerHost,
         reset_irq: impl FnOnce(),
     ) {
         match change {
             StatusChange::None => {}
             StatusChange::Reset => {
-                self.stop();
+                self.stop(host);
                 dev.reset();
                 reset_irq();
             }
-            StatusChange::Activate => self.start(dev, queues, irq),
+            StatusChange::Activate => self.start(dev, queues, irq, host),
         }
     }
 
     /// Reset: stop the worker (if any) and clear NEEDS_RESET.
-    pub fn stop(&mut self) {
+    pub fn stop(&mut self, host: &dyn WorkerHost) {
         if let Some(id) = self.worker.take() {
-            self.host.stop(id);
+            host.stop(id);
         }
         self.needs_reset.store(false, Ordering::Release);
+    }
+
+    /// Whether a worker runs now.
+    pub fn running(&self) -> bool {
+        self.worker.is_some()
     }
 }
 

@@ -1,7 +1,9 @@
 //! The virtio-mmio transport (version 2, modern only) as a `BusDevice`.
 //!
-//! Owns the register layout, queue selection, interrupt status and the
-//! activation/reset of its device's worker through the `WorkerHost`. Queue
+//! Owns the register layout, queue selection and interrupt status. A
+//! status write that starts or resets the device returns
+//! `PlatformRequest::Virtio` with this transport's registry key; the
+//! control thread then calls `VirtioLifecycle::lifecycle`. Queue
 //! notifications normally arrive as ioeventfds the VMM registered on
 //! `QUEUE_NOTIFY`; a write that reaches this device anyway is forwarded to
 //! the same eventfd. Runs on vCPU threads.
@@ -9,24 +11,25 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use virtio_bindings::virtio_mmio as mm;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::common::{Activation, VirtioCommonState};
+use super::common::{Activation, StatusChange, VirtioCommonState, VirtioLifecycle};
 use super::{VirtioDevice, VirtioIrq, WorkerHost};
-use crate::bus::{BusAction, BusDevice};
+use crate::bus::{BusAction, BusDevice, DeviceKey, PlatformRequest};
 use crate::irq::IrqLine;
 
 /// Bytes of MMIO space per device (registers + config), as QEMU uses.
 pub const MMIO_LEN: u64 = 0x200;
 /// Offset of QueueNotify, where the VMM registers queue ioeventfds.
-pub const QUEUE_NOTIFY: u64 = 0x50;
+pub const QUEUE_NOTIFY: u64 = mm::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
 const VERSION: u32 = 2;
 const VENDOR: u32 = 0x4d53_4143; // "CASM"
-const INT_USED: u32 = 1;
-const INT_CONFIG: u32 = 2;
+const INT_USED: u32 = mm::VIRTIO_MMIO_INT_VRING;
+const INT_CONFIG: u32 = mm::VIRTIO_MMIO_INT_CONFIG;
 
 /// ISR bits plus the line they raise.
 pub struct MmioIrq {
@@ -46,6 +49,7 @@ impl VirtioIrq for MmioIrq {
 }
 
 pub struct MmioTransport {
+    key: DeviceKey,
     dev: Box<dyn VirtioDevice>,
     state: VirtioCommonState,
     irq: Arc<MmioIrq>,
@@ -53,23 +57,25 @@ pub struct MmioTransport {
 }
 
 impl MmioTransport {
-    /// `notify` holds one eventfd per queue, in queue order.
+    /// `notify` holds one eventfd per queue, in queue order; `key` names
+    /// this transport in the lifecycle requests it returns.
     pub fn new(
         dev: Box<dyn VirtioDevice>,
         mem: GuestMemoryMmap,
         notify: Vec<EventFd>,
         line: Arc<dyn IrqLine>,
-        host: Arc<dyn WorkerHost>,
+        key: DeviceKey,
     ) -> Self {
         let state = VirtioCommonState::new(dev.as_ref());
         Self {
+            key,
             dev,
             state,
             irq: Arc::new(MmioIrq {
                 status: AtomicU32::new(0),
                 line,
             }),
-            life: Activation::new(mem, notify, host),
+            life: Activation::new(mem, notify),
         }
     }
 
@@ -79,65 +85,88 @@ impl MmioTransport {
             .queues
             .get(self.state.queue_sel as usize)
             .copied();
+        let Ok(off) = u32::try_from(off) else {
+            return 0;
+        };
         match off {
-            0x00 => MAGIC,
-            0x04 => VERSION,
-            0x08 => self.dev.device_type(),
-            0x0c => VENDOR,
-            0x10 => self.state.device_features_page(self.dev.as_ref()),
-            0x34 => q.map_or(0, |q| q.max_size.into()),
-            0x44 => q.map_or(0, |q| q.ready.into()),
-            0x60 => self.irq.status.load(Ordering::SeqCst),
-            0x70 => self.life.status(self.state.status).into(),
-            0xfc => self.state.config_generation,
+            mm::VIRTIO_MMIO_MAGIC_VALUE => MAGIC,
+            mm::VIRTIO_MMIO_VERSION => VERSION,
+            mm::VIRTIO_MMIO_DEVICE_ID => self.dev.device_type(),
+            mm::VIRTIO_MMIO_VENDOR_ID => VENDOR,
+            mm::VIRTIO_MMIO_DEVICE_FEATURES => self.state.device_features_page(self.dev.as_ref()),
+            mm::VIRTIO_MMIO_QUEUE_NUM_MAX => q.map_or(0, |q| q.max_size.into()),
+            mm::VIRTIO_MMIO_QUEUE_READY => q.map_or(0, |q| q.ready.into()),
+            mm::VIRTIO_MMIO_INTERRUPT_STATUS => self.irq.status.load(Ordering::SeqCst),
+            mm::VIRTIO_MMIO_STATUS => self.life.status(self.state.status).into(),
+            mm::VIRTIO_MMIO_CONFIG_GENERATION => self.state.config_generation,
             _ => 0,
         }
     }
 
-    fn write_reg(&mut self, off: u64, v: u32) {
+    fn write_reg(&mut self, off: u64, v: u32) -> BusAction {
         let writable = self.state.queue_writable();
         let lo = |x: u64| (x & !0xffff_ffff) | u64::from(v);
         let hi = |x: u64| (x & 0xffff_ffff) | (u64::from(v) << 32);
+        let Ok(off) = u32::try_from(off) else {
+            return BusAction::None;
+        };
         match off {
-            0x14 => self.state.device_features_sel = v,
-            0x20 => self.state.set_driver_features_page(v),
-            0x24 => self.state.driver_features_sel = v,
-            0x30 => self.state.queue_sel = v,
-            QUEUE_NOTIFY => self.life.kick(v.into()),
-            0x64 => {
+            mm::VIRTIO_MMIO_DEVICE_FEATURES_SEL => self.state.device_features_sel = v,
+            mm::VIRTIO_MMIO_DRIVER_FEATURES => self.state.set_driver_features_page(v),
+            mm::VIRTIO_MMIO_DRIVER_FEATURES_SEL => self.state.driver_features_sel = v,
+            mm::VIRTIO_MMIO_QUEUE_SEL => self.state.queue_sel = v,
+            mm::VIRTIO_MMIO_QUEUE_NOTIFY => self.life.kick(v.into()),
+            mm::VIRTIO_MMIO_INTERRUPT_ACK => {
                 self.irq.status.fetch_and(!v, Ordering::SeqCst);
             }
-            0x70 => self.set_status(v as u8),
+            mm::VIRTIO_MMIO_STATUS => return self.set_status(v as u8),
             _ if !writable => log::debug!(
                 "{}: queue register {off:#x} written after DRIVER_OK",
                 self.dev.name()
             ),
             _ => {
                 let Some(q) = self.state.selected_queue() else {
-                    return;
+                    return BusAction::None;
                 };
                 match off {
-                    0x38 => q.size = v as u16,
-                    0x44 => q.ready = v == 1,
-                    0x80 => q.desc = lo(q.desc),
-                    0x84 => q.desc = hi(q.desc),
-                    0x90 => q.avail = lo(q.avail),
-                    0x94 => q.avail = hi(q.avail),
-                    0xa0 => q.used = lo(q.used),
-                    0xa4 => q.used = hi(q.used),
+                    mm::VIRTIO_MMIO_QUEUE_NUM => q.size = v as u16,
+                    mm::VIRTIO_MMIO_QUEUE_READY => q.ready = v == 1,
+                    mm::VIRTIO_MMIO_QUEUE_DESC_LOW => q.desc = lo(q.desc),
+                    mm::VIRTIO_MMIO_QUEUE_DESC_HIGH => q.desc = hi(q.desc),
+                    mm::VIRTIO_MMIO_QUEUE_AVAIL_LOW => q.avail = lo(q.avail),
+                    mm::VIRTIO_MMIO_QUEUE_AVAIL_HIGH => q.avail = hi(q.avail),
+                    mm::VIRTIO_MMIO_QUEUE_USED_LOW => q.used = lo(q.used),
+                    mm::VIRTIO_MMIO_QUEUE_USED_HIGH => q.used = hi(q.used),
                     _ => {}
                 }
             }
         }
+        BusAction::None
     }
 
-    fn set_status(&mut self, v: u8) {
-        let change = self.state.set_status(v, self.dev.as_mut());
+    fn set_status(&mut self, v: u8) -> BusAction {
+        match self.state.set_status(v, self.dev.as_mut()) {
+            StatusChange::None => BusAction::None,
+            change => BusAction::Platform(PlatformRequest::Virtio {
+                device: self.key,
+                change,
+            }),
+        }
+    }
+}
+
+impl VirtioLifecycle for MmioTransport {
+    fn lifecycle(&mut self, change: StatusChange, host: &dyn WorkerHost) {
         let irq = self.irq.clone();
-        self.life
-            .apply(change, self.dev.as_mut(), &self.state.queues, irq, || {
-                self.irq.status.store(0, Ordering::SeqCst)
-            });
+        let status = &self.irq.status;
+        self.life.apply(
+            change,
+            self.dev.as_mut(),
+            &self.state.queues,
+            irq,
+            host,
+            || status.store(0, Ordering::SeqCst),
+        );
     }
 }
 
@@ -158,7 +187,7 @@ impl BusDevice for MmioTransport {
         if offset >= 0x100 {
             self.dev.write_config(offset - 0x100, data);
         } else if let (Ok(b), true) = (<[u8; 4]>::try_from(data), offset.is_multiple_of(4)) {
-            self.write_reg(offset, u32::from_le_bytes(b));
+            return self.write_reg(offset, u32::from_le_bytes(b));
         }
         BusAction::None
     }
@@ -184,13 +213,27 @@ mod tests {
             mem,
             notify,
             Arc::new(CountingIrq::default()),
-            host.clone(),
+            7,
         );
         (t, host)
     }
 
+    /// A register write, with the control thread's part played by the
+    /// test: a lifecycle request is carried out on `host` at once.
+    fn w_with(t: &mut MmioTransport, host: &RecordingHost, off: u64, v: u32) -> BusAction {
+        let a = t.write(off, &v.to_le_bytes());
+        if let BusAction::Platform(PlatformRequest::Virtio { change, .. }) = a {
+            t.lifecycle(change, host);
+        }
+        a
+    }
+
     fn w(t: &mut MmioTransport, off: u64, v: u32) {
-        t.write(off, &v.to_le_bytes());
+        let a = t.write(off, &v.to_le_bytes());
+        assert!(
+            !matches!(a, BusAction::Platform(_)),
+            "unexpected request {a:?}"
+        );
     }
 
     fn r(t: &mut MmioTransport, off: u64) -> u32 {
@@ -199,7 +242,7 @@ mod tests {
         u32::from_le_bytes(b)
     }
 
-    fn bring_up(t: &mut MmioTransport, desc: u64) {
+    fn bring_up(t: &mut MmioTransport, host: &RecordingHost, desc: u64) -> BusAction {
         w(t, 0x70, (ACKNOWLEDGE | DRIVER).into());
         w(t, 0x24, 1);
         w(t, 0x20, 1);
@@ -210,11 +253,12 @@ mod tests {
         w(t, 0x90, 0x2000);
         w(t, 0xa0, 0x3000);
         w(t, 0x44, 1);
-        w(
+        w_with(
             t,
+            host,
             0x70,
             (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
-        );
+        )
     }
 
     #[test]
@@ -225,10 +269,18 @@ mod tests {
         assert_eq!(r(&mut t, 0x34), 16);
         w(&mut t, 0x14, 1);
         assert_eq!(r(&mut t, 0x10), 1, "VERSION_1 in the high page");
-        bring_up(&mut t, 0x1000);
+        let start = PlatformRequest::Virtio {
+            device: 7,
+            change: StatusChange::Activate,
+        };
+        assert_eq!(bring_up(&mut t, &host, 0x1000), BusAction::Platform(start));
         assert_eq!(host.started(), 1);
         assert_eq!(r(&mut t, 0x70) as u8 & NEEDS_RESET, 0);
-        w(&mut t, 0x70, 0);
+        let reset = PlatformRequest::Virtio {
+            device: 7,
+            change: StatusChange::Reset,
+        };
+        assert_eq!(w_with(&mut t, &host, 0x70, 0), BusAction::Platform(reset));
         assert_eq!(host.stopped(), 1);
         assert_eq!(r(&mut t, 0x70), 0);
     }
@@ -236,10 +288,10 @@ mod tests {
     #[test]
     fn rings_outside_memory_mean_needs_reset_not_a_start() {
         let (mut t, host) = transport();
-        bring_up(&mut t, 0xffff_0000);
+        bring_up(&mut t, &host, 0xffff_0000);
         assert_eq!(host.started(), 0);
         assert_ne!(r(&mut t, 0x70) as u8 & NEEDS_RESET, 0);
-        w(&mut t, 0x70, 0);
+        w_with(&mut t, &host, 0x70, 0);
         assert_eq!(r(&mut t, 0x70), 0, "reset clears NEEDS_RESET");
     }
 

@@ -9,16 +9,20 @@
 //!                                     └─▶ Worker::on_event (cm-<dev> thread:
 //!                                           │ VirtioIrq       queues, backend)
 //! ```
-//! Devices never spawn threads or touch epoll: a transport hands the worker
-//! a device returns to a `WorkerHost` (implemented by the VMM), which runs
-//! it on its own thread and stops it again on reset.
+//! Devices never spawn threads or touch epoll. A status write that starts
+//! or resets a device comes back from the transport as a
+//! `PlatformRequest::Virtio`; the VMM's control thread then calls the
+//! transport's `VirtioLifecycle`, which hands the worker the device built
+//! to a `WorkerHost` (the VMM's), which runs it on its own thread and
+//! stops it again on reset.
 
 pub mod blk;
 pub mod common;
 pub mod mmio;
 pub mod pci;
-#[cfg(test)]
-pub(crate) mod testing;
+pub mod rng;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::AtomicBool;
@@ -29,21 +33,23 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub use common::QueueConfig;
 
-/// Device status bits (virtio 1.x, 2.1).
+/// Device status bits (virtio 1.x, 2.1), as the status register's byte.
 pub mod status {
-    pub const ACKNOWLEDGE: u8 = 1;
-    pub const DRIVER: u8 = 2;
-    pub const DRIVER_OK: u8 = 4;
-    pub const FEATURES_OK: u8 = 8;
-    pub const NEEDS_RESET: u8 = 0x40;
-    pub const FAILED: u8 = 0x80;
+    use virtio_bindings::virtio_config as c;
+    pub const ACKNOWLEDGE: u8 = c::VIRTIO_CONFIG_S_ACKNOWLEDGE as u8;
+    pub const DRIVER: u8 = c::VIRTIO_CONFIG_S_DRIVER as u8;
+    pub const DRIVER_OK: u8 = c::VIRTIO_CONFIG_S_DRIVER_OK as u8;
+    pub const FEATURES_OK: u8 = c::VIRTIO_CONFIG_S_FEATURES_OK as u8;
+    pub const NEEDS_RESET: u8 = c::VIRTIO_CONFIG_S_NEEDS_RESET as u8;
+    pub const FAILED: u8 = c::VIRTIO_CONFIG_S_FAILED as u8;
 }
 
 /// Transport-level feature bits every device offers.
-pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 
 /// Device ids (virtio 1.x, 5).
-pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_BLOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+pub const TYPE_RNG: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 
 /// Signals the guest. MMIO: ISR bit + irqfd; PCI: the queue's MSI-X vector.
 pub trait VirtioIrq: Send + Sync {

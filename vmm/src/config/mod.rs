@@ -4,15 +4,21 @@
 //! `validate()`, which reports every problem at once. No I/O, no KVM: the CLI
 //! and the JSON loader produce a `VmConfig`; the builder consumes it.
 
+pub mod device;
+pub mod fdset;
 pub mod memory;
+pub mod rng;
 pub mod validate;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use device::DeviceConfig;
+pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
-pub use validate::{ConfigError, Problems};
+pub use rng::{RngBackendConfig, RngConfig};
+pub use validate::{ConfigError, Problems, ValidConfig};
 
 /// A whole VM, as `casemate` or `--config FILE` describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,11 +47,17 @@ pub struct VmConfig {
     pub no_reboot: bool,
     /// Block devices, in the order their transports are created.
     pub drives: Vec<DriveConfig>,
-    /// ACPI tables for the guest (`-machine acpi=on|off`, on by default as
-    /// on QEMU's microvm). Off, as QEMU does: only the MP table, and the
+    /// Every other device, in the order they are created (after drives).
+    pub devices: Vec<DeviceConfig>,
+    /// Already-open files handed to the VMM (`-add-fd`), used wherever a
+    /// path may be `/dev/fdset/N`.
+    pub fdsets: Vec<FdSetConfig>,
+    /// ACPI tables for the guest (`-machine acpi=on|off`); None takes the
+    /// machine's default (on, but off for isapc). Off, as QEMU does: only
+    /// the MP table (with PCI interrupt routing on pc and q35), and
     /// virtio-mmio transports announced on the kernel command line
     /// (`virtio_mmio.device=`) instead of in the DSDT; no ACPI power-off.
-    pub acpi: bool,
+    pub acpi: Option<bool>,
 }
 
 /// One virtio-blk disk (`-drive` plus its `-device`).
@@ -121,7 +133,9 @@ impl Default for VmConfig {
             rtc: RtcConfig::default(),
             no_reboot: false,
             drives: Vec::new(),
-            acpi: true,
+            devices: Vec::new(),
+            fdsets: Vec::new(),
+            acpi: None,
         }
     }
 }
@@ -132,6 +146,7 @@ pub enum MachineKind {
     Microvm,
     Pc,
     Q35,
+    Isapc,
 }
 
 impl VmConfig {
@@ -143,21 +158,12 @@ impl VmConfig {
     }
 }
 
-impl MachineKind {
-    /// The transport virtio devices use on this machine.
-    pub fn virtio_transport(self) -> Transport {
-        match self {
-            Self::Microvm => Transport::Mmio,
-            Self::Pc | Self::Q35 => Transport::Pci,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Microvm => "microvm",
-            Self::Pc => "pc",
-            Self::Q35 => "q35",
-        }
+impl VmConfig {
+    /// Whether the guest gets ACPI tables: as asked, else the machine's
+    /// default.
+    pub fn acpi_on(&self) -> bool {
+        self.acpi
+            .unwrap_or_else(|| crate::machine::model(self.machine).acpi_default)
     }
 }
 

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use super::{MachineKind, VmConfig};
+use super::{DeviceConfig, Transport, VmConfig};
+use crate::machine::{self, MachineModel};
 
 /// Largest `-m` accepted regardless of host size: 1 TiB is past every
 /// memory slot layout this VMM builds.
@@ -11,10 +12,6 @@ pub const MAX_MEMORY: u64 = 1 << 40;
 pub const MIN_MEMORY: u64 = 2 << 20;
 /// xAPIC ids are 8 bits and 0xff is broadcast.
 pub const MAX_APIC_ID: u32 = 254;
-/// virtio-mmio slots on microvm (one free IOAPIC pin each).
-pub const MAX_DRIVES: usize = 16;
-/// PCI slots on bus 0 left after the host bridge and the ISA/LPC bridge.
-pub const MAX_PCI_DRIVES: usize = 29;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,23 +42,27 @@ pub enum ConfigError {
     },
     #[error("memory backend '{id}': {why}")]
     Backend { id: String, why: String },
-    #[error("-machine {0},acpi=off: {0} needs its ACPI tables (PCI interrupt routing, power-off); only microvm runs without")]
-    AcpiRequired(&'static str),
-    #[error("drive {id}: {device} does not exist on -machine {machine} (use {instead})")]
-    DriveTransport {
+    #[error("machine {0} has no ACPI (acpi=on is not possible there)")]
+    NoAcpi(&'static str),
+    #[error("device {id}: {device} does not exist on machine {machine} (use {instead})")]
+    DeviceTransport {
         id: String,
-        device: &'static str,
+        device: String,
         machine: &'static str,
-        instead: &'static str,
+        instead: String,
     },
+    #[error("device {id}: {why}")]
+    Device { id: String, why: String },
+    #[error("device id '{0}' is used twice")]
+    DeviceIdTwice(String),
     #[error("drive {id}: format '{format}' is not supported (raw, qcow2)")]
     DriveFormat { id: String, format: String },
     #[error("drive {id}: num-queues must be 1 to 16")]
     DriveQueues { id: String },
     #[error("drive id '{0}' is used twice")]
     DriveIdTwice(String),
-    #[error("{count} drives: -machine {machine} has room for at most {max}")]
-    TooManyDrives {
+    #[error("{count} devices: machine {machine} has room for at most {max} (disks and other devices together)")]
+    TooManyDevices {
         count: usize,
         machine: &'static str,
         max: usize,
@@ -87,14 +88,38 @@ impl fmt::Display for Problems {
 impl std::error::Error for Problems {}
 
 /// Host facts validation depends on, passed in so tests can vary them.
+/// `max_vcpus` is KVM's and known only once /dev/kvm is open: `validate`
+/// runs before that with `None`, and the builder checks it again.
 #[derive(Debug, Clone, Copy)]
 pub struct HostLimits {
     pub memory: u64,
-    pub max_vcpus: u32,
+    pub max_vcpus: Option<u32>,
+}
+
+/// A config that passed `validate`: the only kind the builder accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig(VmConfig);
+
+impl std::ops::Deref for ValidConfig {
+    type Target = VmConfig;
+    fn deref(&self) -> &VmConfig {
+        &self.0
+    }
 }
 
 impl VmConfig {
-    pub fn validate(&self, host: &HostLimits) -> Result<(), Problems> {
+    /// Check everything at once; the answer is the config the builder
+    /// takes, or every problem found.
+    pub fn validate(self, host: &HostLimits) -> Result<ValidConfig, Problems> {
+        let p = self.problems(host);
+        if p.is_empty() {
+            Ok(ValidConfig(self))
+        } else {
+            Err(Problems(p))
+        }
+    }
+
+    fn problems(&self, host: &HostLimits) -> Vec<ConfigError> {
         let mut p = Vec::new();
         if self.memory < MIN_MEMORY {
             p.push(ConfigError::MemoryTooSmall(human_size(self.memory)));
@@ -121,11 +146,8 @@ impl VmConfig {
                     cores: s.cores,
                     threads: s.threads,
                 });
-            } else if s.cpus > host.max_vcpus {
-                p.push(ConfigError::TooManyCpus {
-                    cpus: s.cpus,
-                    max: host.max_vcpus,
-                });
+            } else if let Some(max) = host.max_vcpus.filter(|&m| s.cpus > m) {
+                p.push(ConfigError::TooManyCpus { cpus: s.cpus, max });
             } else {
                 let top = crate::arch::topology::Topology::new(s).apic_id(s.cpus - 1);
                 if top > MAX_APIC_ID {
@@ -133,8 +155,9 @@ impl VmConfig {
                 }
             }
         }
-        if !self.acpi && self.machine != MachineKind::Microvm {
-            p.push(ConfigError::AcpiRequired(self.machine.name()));
+        let m = machine::model(self.machine);
+        if self.acpi == Some(true) && !m.acpi_default && m.pci.is_none() {
+            p.push(ConfigError::NoAcpi(m.name));
         }
         let mut ids = std::collections::BTreeSet::new();
         for d in &self.drives {
@@ -152,33 +175,52 @@ impl VmConfig {
             if !ids.insert(d.id.as_str()) {
                 p.push(ConfigError::DriveIdTwice(d.id.clone()));
             }
-            let native = self.machine.virtio_transport();
-            if let Some(t) = d.transport.filter(|&t| t != native) {
-                p.push(ConfigError::DriveTransport {
-                    id: d.id.clone(),
-                    device: t.blk_device(),
-                    machine: self.machine.name(),
-                    instead: native.blk_device(),
+            p.extend(transport_problem(m, &d.id, d.transport, |t| {
+                t.blk_device().to_string()
+            }));
+        }
+        let mut dev_ids = std::collections::BTreeSet::new();
+        for d in self.devices.iter().map(DeviceConfig::kind) {
+            if !dev_ids.insert(d.id()) {
+                p.push(ConfigError::DeviceIdTwice(d.id().to_string()));
+            }
+            if let Err(why) = d.check() {
+                p.push(ConfigError::Device {
+                    id: d.id().to_string(),
+                    why,
                 });
             }
+            p.extend(transport_problem(m, d.id(), d.transport(), |t| {
+                d.qemu_name(t).to_string()
+            }));
         }
-        let max = match self.machine {
-            MachineKind::Microvm => MAX_DRIVES,
-            MachineKind::Pc | MachineKind::Q35 => MAX_PCI_DRIVES,
-        };
-        if self.drives.len() > max {
-            p.push(ConfigError::TooManyDrives {
-                count: self.drives.len(),
-                machine: self.machine.name(),
-                max,
+        let count = self.drives.len() + self.devices.len();
+        if count > m.device_limit() {
+            p.push(ConfigError::TooManyDevices {
+                count,
+                machine: m.name,
+                max: m.device_limit(),
             });
         }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(Problems(p))
-        }
+        p
     }
+}
+
+/// A device asked on a transport the machine does not have.
+fn transport_problem(
+    m: &MachineModel,
+    id: &str,
+    asked: Option<Transport>,
+    name: impl Fn(Transport) -> String,
+) -> Option<ConfigError> {
+    let native = m.virtio_transport();
+    let t = asked.filter(|&t| !m.has_transport(t))?;
+    Some(ConfigError::DeviceTransport {
+        id: id.to_string(),
+        device: name(t),
+        machine: m.name,
+        instead: name(native),
+    })
 }
 
 /// `1.5 GiB`-style rendering for messages.
@@ -204,7 +246,7 @@ mod tests {
 
     const HOST: HostLimits = HostLimits {
         memory: 24 << 30,
-        max_vcpus: 1024,
+        max_vcpus: Some(1024),
     };
 
     #[test]
@@ -222,7 +264,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let e = c.validate(&HOST).unwrap_err();
+        let e = c.clone().validate(&HOST).unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         let text = e.to_string();
         assert!(text.contains("at least 2 MiB"), "{text}");
@@ -235,7 +277,7 @@ mod tests {
             memory: 1 << 40,
             ..Default::default()
         };
-        let t = c.validate(&HOST).unwrap_err().to_string();
+        let t = c.clone().validate(&HOST).unwrap_err().to_string();
         assert!(t.contains("1 TiB") && t.contains("24 GiB"), "{t}");
     }
 
@@ -250,12 +292,12 @@ mod tests {
             },
             ..Default::default()
         };
-        assert!(c.validate(&HOST).is_err());
+        assert!(c.clone().validate(&HOST).is_err());
         c.smp.sockets = 2;
-        c.validate(&HOST).unwrap();
+        c.clone().validate(&HOST).unwrap();
         c.smp.cpus = 300;
         c.smp.cores = 200;
-        let t = c.validate(&HOST).unwrap_err().to_string();
+        let t = c.clone().validate(&HOST).unwrap_err().to_string();
         assert!(t.contains("254"), "{t}");
     }
 }

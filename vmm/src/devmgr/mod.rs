@@ -1,37 +1,45 @@
-//! The one owner of the buses and the devices on them.
+//! The device manager: the one owner of the port and MMIO buses, every
+//! allocator (`alloc`), the PCI root, and the registry of devices placed
+//! this boot. Built per boot from the process's `Resources`; afterwards
+//! only the control thread calls it (`handle`), for what vCPU writes
+//! return as `PlatformRequest`s.
 //!
-//! Builds the legacy platform for a machine: COM1, the i8042, the CMOS RTC,
-//! the ACPI sleep registers (microvm) or PM1 blocks (pc, q35) and the
-//! POST-code sink, each wired to its interrupt through an irqfd; then the
-//! machine's disks on virtio-mmio (microvm) or virtio-pci (pc, q35).
+//! A device kind reaches the guest through one path: `add_virtio` puts any
+//! `VirtioDevice` on the transport the machine (or the command line)
+//! chooses, allocating its window, interrupt and slot here. Legacy
+//! chipset devices are `legacy`; the machine's differences come from its
+//! `MachineModel`, never from tests on the machine type.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::PathBuf;
-
+pub mod alloc;
+mod console;
+mod hv;
+pub mod kinds;
+mod legacy;
 mod pci;
 mod virtio_mmio;
 
-pub use pci::add_pci;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-pub use virtio_mmio::{add_virtio_mmio_drives, virtio_mmio_cmdline, VIRTIO_MMIO_BASE};
 
-use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
-use casemate_devices::virtio::blk::{BlockConfig, BlockDevice, CacheMode};
-use casemate_devices::{Bus, BusError};
-use casemate_disk::{create_overlay, open_image, DiskError, DiskImage, Format, OpenOptions};
+use casemate_devices::pci::{Bdf, PciRoot};
+use casemate_devices::virtio::common::VirtioLifecycle;
+use casemate_devices::virtio::{VirtioDevice, WorkerHost};
+use casemate_devices::{Bus, BusError, DeviceKey, PlatformRequest};
+use casemate_disk::DiskError;
+use vm_memory::GuestMemoryMmap;
 
-use crate::arch::layout::{RamLayout, ACPI_PM_PORT, ACPI_SLEEP_PORT};
-use crate::config::{CacheConfig, DriveConfig, MachineKind, RtcConfig, SerialConfig, VmConfig};
+pub use console::Console;
+pub use virtio_mmio::virtio_mmio_cmdline;
+
+use crate::arch::acpi::VirtioMmioSlot;
+use crate::arch::layout::RamLayout;
+use crate::config::Transport;
+use crate::machine::MachineModel;
 use crate::vstate::exit::Buses;
-use crate::vstate::vm::{Vm, VmError};
-
-const COM1: u64 = 0x3f8;
-const COM1_IRQ: u32 = 4;
-const I8042_BASE: u64 = 0x60;
-const I8042_IRQ: u32 = 1;
-const CMOS_BASE: u64 = 0x70;
-const POST_PORT: u64 = 0x80;
+use crate::vstate::vm::VmError;
+use alloc::AllocError;
+pub use hv::Hypervisor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -52,161 +60,166 @@ pub enum DevError {
         #[source]
         source: DiskError,
     },
-    #[error("drive {id}: creating its queue eventfds")]
+    #[error("{device}: creating its queue eventfds")]
     EventFd {
-        id: String,
+        device: String,
         #[source]
         source: std::io::Error,
     },
     #[error("placing a PCI device")]
     Pci(#[from] casemate_devices::pci::PciError),
-    #[error("drive {id}: the 32-bit PCI window is full")]
-    PciSpace { id: String },
-    #[error("drive {id}: building its virtio-pci function")]
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    #[error("{device}: machine {machine} has no {transport} transport")]
+    NoTransport {
+        device: String,
+        machine: &'static str,
+        transport: &'static str,
+    },
+    #[error("{device}: building its virtio-pci function")]
     PciDevice {
-        id: String,
+        device: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("starting the INTx resample thread")]
-    Thread(#[source] std::io::Error),
-    #[error("drive {id}: registering a queue ioeventfd")]
+    #[error("{device}: registering a queue ioeventfd")]
     IoEvent {
-        id: String,
+        device: String,
         #[source]
-        source: kvm_ioctls::Error,
+        source: std::io::Error,
     },
 }
 
-/// Where COM1's bytes go, opened once per `casemate` run so that a guest
-/// reboot keeps appending to the same file instead of truncating it.
-pub enum Console {
-    Stdout,
-    File(PathBuf, File),
-    None,
+/// Where a placed device sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Mmio { base: u64, gsi: u32 },
+    Pci { bdf: Bdf },
 }
 
-impl Console {
-    pub fn open(c: &SerialConfig) -> Result<Self, DevError> {
-        Ok(match c {
-            SerialConfig::Stdio => Console::Stdout,
-            SerialConfig::None => Console::None,
-            SerialConfig::File(path) => {
-                let f = File::create(path).map_err(|source| DevError::SerialFile {
-                    path: path.clone(),
-                    source,
-                })?;
-                Console::File(path.clone(), f)
-            }
-        })
-    }
-
-    fn writer(&self) -> Result<Box<dyn Write + Send>, DevError> {
-        Ok(match self {
-            Console::Stdout => Box::new(std::io::stdout()),
-            Console::None => Box::new(std::io::sink()),
-            Console::File(path, f) => {
-                Box::new(f.try_clone().map_err(|source| DevError::SerialFile {
-                    path: path.clone(),
-                    source,
-                })?)
-            }
-        })
-    }
+/// One registry entry: a typed handle to what was placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub key: DeviceKey,
+    /// The id the user gave (drive id, device id).
+    pub id: String,
+    /// The device's name (`blk0`, `rng0`).
+    pub name: String,
+    pub placement: Placement,
 }
 
-/// The legacy devices of every machine type, on a fresh port-I/O bus.
-pub fn build(
-    vm: &Vm,
-    config: &VmConfig,
-    console: &Console,
-    ram: &RamLayout,
-) -> Result<Buses, DevError> {
-    let mut pio = Bus::new();
-    let com1_irq = Arc::new(vm.irqfd("COM1", COM1_IRQ)?);
-    let serial = Serial::new(com1_irq, console.writer()?);
-    pio.insert("com1", COM1, 8, Arc::new(Mutex::new(serial)))?;
-    let kbd_irq = Arc::new(vm.irqfd("i8042", I8042_IRQ)?);
-    pio.insert(
-        "i8042",
-        I8042_BASE,
-        legacy::i8042::LEN,
-        Arc::new(Mutex::new(I8042::new(kbd_irq))),
-    )?;
-    let base = match config.rtc {
-        RtcConfig::Utc => RtcBase::Utc,
-        RtcConfig::Localtime => RtcBase::LocalTime,
-        RtcConfig::At(t) => RtcBase::At(t),
-    };
-    let cmos = Cmos::new(base, ram.low_end, ram.high_size);
-    pio.insert(
-        "cmos",
-        CMOS_BASE,
-        legacy::cmos::LEN,
-        Arc::new(Mutex::new(cmos)),
-    )?;
-    if config.machine == MachineKind::Microvm {
-        pio.insert(
-            "acpi-sleep",
-            ACPI_SLEEP_PORT.into(),
-            legacy::acpi_sleep::LEN,
-            Arc::new(Mutex::new(AcpiSleep)),
-        )?;
-    } else {
-        pio.insert(
-            "acpi-pm",
-            ACPI_PM_PORT.into(),
-            legacy::acpi_pm::LEN,
-            Arc::new(Mutex::new(AcpiPm::default())),
-        )?;
-    }
-    pio.insert("post", POST_PORT, 1, Arc::new(Mutex::new(Sink)))?;
-    Ok(Buses {
-        pio,
-        mmio: Bus::new(),
-    })
+/// See the module doc.
+pub struct DeviceManager {
+    pub buses: Arc<Buses>,
+    machine: &'static MachineModel,
+    pci: Option<pci::PciPlatform>,
+    mmio: Option<virtio_mmio::MmioPlatform>,
+    lifecycles: HashMap<DeviceKey, Arc<Mutex<dyn VirtioLifecycle>>>,
+    devices: Vec<DeviceInfo>,
 }
 
-/// Open a drive's image as its config asks: format, read-only, O_DIRECT for
-/// cache=none, and a discarded qcow2 overlay for snapshot mode.
-fn open_disk(d: &DriveConfig) -> Result<Arc<dyn DiskImage>, DevError> {
-    let err = |source| DevError::Disk {
-        id: d.id.clone(),
-        path: d.file.clone(),
-        source,
-    };
-    let format = d.format.as_deref().and_then(Format::from_name);
-    let image = if d.snapshot {
-        create_overlay(&d.file, format, None).map_err(err)?
-    } else {
-        let opts = OpenOptions {
-            format,
-            read_only: d.read_only,
-            direct: d.cache == CacheConfig::None,
-            ..Default::default()
+/// What placing a virtio device needs from the boot being built.
+pub struct Wiring<'a> {
+    pub hv: &'a dyn Hypervisor,
+    pub mem: &'a GuestMemoryMmap,
+}
+
+impl DeviceManager {
+    /// Empty buses and the allocators of `machine`.
+    pub fn new(machine: &'static MachineModel, ram: &RamLayout) -> Self {
+        Self {
+            buses: Arc::new(Buses {
+                pio: Bus::new(),
+                mmio: Bus::new(),
+            }),
+            machine,
+            pci: machine.pci.map(|h| pci::PciPlatform::new(h, ram)),
+            mmio: machine.mmio.map(virtio_mmio::MmioPlatform::new),
+            lifecycles: HashMap::new(),
+            devices: Vec::new(),
+        }
+    }
+
+    /// The devices placed so far, in order.
+    pub fn devices(&self) -> &[DeviceInfo] {
+        &self.devices
+    }
+
+    /// The virtio-mmio windows to announce (DSDT or command line).
+    pub fn mmio_slots(&self) -> Vec<VirtioMmioSlot> {
+        self.mmio.as_ref().map(|m| m.slots()).unwrap_or_default()
+    }
+
+    /// Place `dev` on `transport` (None: the machine's own).
+    pub fn add_virtio(
+        &mut self,
+        w: &Wiring<'_>,
+        id: &str,
+        dev: Box<dyn VirtioDevice>,
+        transport: Option<Transport>,
+    ) -> Result<(), DevError> {
+        let key = self.devices.len() as DeviceKey;
+        let name = dev.name().to_string();
+        let transport = transport.unwrap_or_else(|| self.machine.virtio_transport());
+        let no_transport = || DevError::NoTransport {
+            device: name.clone(),
+            machine: self.machine.name,
+            transport: match transport {
+                Transport::Mmio => "virtio-mmio",
+                Transport::Pci => "PCI",
+            },
         };
-        open_image(&d.file, &opts).map_err(err)?
-    };
-    Ok(Arc::from(image))
-}
+        let (placement, life) = match transport {
+            Transport::Mmio => {
+                let m = self.mmio.as_mut().ok_or_else(no_transport)?;
+                m.add(w, &self.buses, key, dev)?
+            }
+            Transport::Pci => {
+                let p = self.pci.as_mut().ok_or_else(no_transport)?;
+                p.add(w, key, dev)?
+            }
+        };
+        self.lifecycles.insert(key, life);
+        self.devices.push(DeviceInfo {
+            key,
+            id: id.to_string(),
+            name,
+            placement,
+        });
+        Ok(())
+    }
 
-/// The virtio-blk device model for drive `index`, its image opened.
-pub(crate) fn block_device(index: usize, d: &DriveConfig) -> Result<BlockDevice, DevError> {
-    Ok(BlockDevice::new(BlockConfig {
-        name: format!("blk{index}"),
-        serial: d.id.clone(),
-        disk: open_disk(d)?,
-        read_only: d.read_only,
-        cache: cache_mode(d.cache),
-        num_queues: d.num_queues,
-    }))
-}
+    /// After the last device: map the PCI configuration mechanisms and
+    /// every function's BARs.
+    pub fn finish(&mut self) -> Result<(), DevError> {
+        if let Some(p) = self.pci.as_mut() {
+            p.finish(&self.buses)?;
+        }
+        Ok(())
+    }
 
-fn cache_mode(c: CacheConfig) -> CacheMode {
-    match c {
-        CacheConfig::Writeback => CacheMode::Writeback,
-        CacheConfig::None => CacheMode::None,
-        CacheConfig::Writethrough => CacheMode::Writethrough,
-        CacheConfig::Unsafe => CacheMode::Unsafe,
+    /// Carry out one request a vCPU handed over (control thread only).
+    pub fn handle(&self, req: PlatformRequest, host: &dyn WorkerHost) {
+        match req {
+            PlatformRequest::Virtio { device, change } => match self.lifecycles.get(&device) {
+                Some(t) => t
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .lifecycle(change, host),
+                None => log::warn!("lifecycle request for unknown device {device}"),
+            },
+            PlatformRequest::BarsMoved { bdf } => match &self.pci {
+                Some(p) => p.place_bars(&self.buses, bdf),
+                None => log::warn!("BAR move of {bdf} on a machine without PCI"),
+            },
+        }
+    }
+
+    /// The PCI root, once `finish` ran (tests, QMP later).
+    pub fn pci_root(&self) -> Option<&Arc<PciRoot>> {
+        self.pci.as_ref().and_then(|p| p.root())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,205 +1,195 @@
-//! The PCI side of the pc and q35 machines: the root complex with its host
-//! bridge and ISA/LPC bridge, one virtio-blk-pci function per drive, and
-//! the windows, configuration ports and ECAM that route guest accesses.
+//! The PCI side of machines with PCI: the root complex with the machine's
+//! host and ISA/LPC bridges, virtio devices as virtio-pci functions, the
+//! configuration mechanisms (0xCF8 ports, ECAM), and each function's BARs
+//! as ranges on the buses pointing straight at it.
 //!
 //! Casemate plays firmware here: every BAR gets an address in the 32-bit
-//! window before the guest runs (64-bit BARs too, as SeaBIOS does when they
-//! fit), decoding and bus mastering are on, and each function's Interrupt
-//! Line holds the GSI its INTA# is routed to in the DSDT's `_PRT`.
+//! window before the guest runs, decoding and bus mastering are on, and
+//! each function's Interrupt Line holds the GSI its INTA# is routed to in
+//! the DSDT's `_PRT` and the MP table. When the guest moves a BAR, the
+//! control thread calls `place_bars` and the function's ranges move in
+//! one bus snapshot swap.
 
 use std::sync::{Arc, Mutex};
 
-use casemate_devices::pci::{
-    ConfigIo, Ecam, IoEvents, IoSpace, PciDevice, PciRoot, PciWindow, PlainFunction, CONFIG_IO_LEN,
-};
+use casemate_devices::bus::{Range, Target};
+use casemate_devices::pci::{root, Bdf, ConfigIo, Ecam, IoSpace, PciRoot, CONFIG_IO_LEN};
+use casemate_devices::virtio::common::VirtioLifecycle;
 use casemate_devices::virtio::pci::{
     msix_vectors_for, VirtioPciParams, VirtioPciTransport, VIRTIO_PCI_BAR_SIZE,
 };
-use casemate_devices::virtio::WorkerHost;
-use vm_memory::GuestMemoryMmap;
+use casemate_devices::virtio::VirtioDevice;
+use casemate_devices::DeviceKey;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{block_device, DevError};
+use super::alloc::{FreeList, Window};
+use super::{DevError, Placement, Wiring};
 use crate::arch::layout::{
-    pci_intx_gsi, pci_mmio64_start, RamLayout, PCI_ECAM, PCI_ECAM_SIZE, PCI_IO_END, PCI_IO_START,
-    PCI_MMIO32_END, PCI_MMIO32_START, PCI_MMIO64_SIZE,
+    pci_intx_gsi, pci_mmio64_start, RamLayout, PCI_ECAM, PCI_ECAM_SIZE, PCI_MMIO32_END,
+    PCI_MMIO32_START, PCI_MMIO64_SIZE,
 };
-use crate::config::{MachineKind, VmConfig};
+use crate::machine::PciHost;
 use crate::vstate::exit::Buses;
-use crate::vstate::gsi::{GsiRouter, KvmMsiVectors};
-use crate::vstate::intx::{KvmIntx, ResampleWorker};
-use crate::vstate::ioevents::KvmIoEvents;
-use crate::vstate::vm::Vm;
-use crate::workers::Workers;
 
 /// CONFIG_ADDRESS/CONFIG_DATA, plus the reset control register at 0xCF9.
 const CONFIG_PORT: u64 = 0xcf8;
-/// Where the ISA/LPC bridge sits: PIIX3 at 00:01.0, ICH9 LPC at 00:1f.0.
-const PIIX3_SLOT: u8 = 1;
-const ICH9_LPC_SLOT: u8 = 0x1f;
 /// The first slot for devices given on the command line.
 const FIRST_DEVICE_SLOT: u8 = 2;
 
-/// Bump allocator for BARs in the 32-bit window.
-struct BarSpace {
-    next: u64,
+/// The root while devices are being added, then shared with the buses.
+enum RootState {
+    Building(PciRoot),
+    Running(Arc<PciRoot>),
 }
 
-impl BarSpace {
-    fn take(&mut self, size: u64) -> Option<u64> {
-        let at = self.next.next_multiple_of(size);
-        let end = at.checked_add(size)?;
-        (end <= PCI_MMIO32_END).then(|| {
-            self.next = end;
-            at
-        })
+pub struct PciPlatform {
+    host: PciHost,
+    root: RootState,
+    mmio32: Window,
+    /// Kept for 64-bit BARs too large for the 32-bit window (VFIO).
+    #[allow(dead_code)]
+    mmio64: Window,
+    slots: FreeList<u8>,
+}
+
+impl PciPlatform {
+    pub fn new(host: PciHost, ram: &RamLayout) -> Self {
+        let mut r = PciRoot::new();
+        // Slots 0 and isa_slot are free on a fresh root.
+        let _ = r.add(0, Arc::new(Mutex::new((host.host_bridge)())));
+        let _ = r.add(host.isa_slot, Arc::new(Mutex::new((host.isa_bridge)())));
+        let slots = (FIRST_DEVICE_SLOT..root::SLOTS).filter(|&s| s != host.isa_slot);
+        Self {
+            host,
+            root: RootState::Building(r),
+            mmio32: Window::new(
+                "32-bit PCI memory",
+                PCI_MMIO32_START,
+                PCI_MMIO32_END - PCI_MMIO32_START,
+            ),
+            mmio64: Window::new("64-bit PCI memory", pci_mmio64_start(ram), PCI_MMIO64_SIZE),
+            slots: FreeList::new("PCI slot", slots),
+        }
     }
-}
 
-/// Build the PCI root for `config.machine` (pc or q35) with its drives, and
-/// map its windows onto the buses.
-pub fn add_pci(
-    vm: &Vm,
-    config: &VmConfig,
-    mem: &GuestMemoryMmap,
-    ram: &RamLayout,
-    workers: &Arc<Workers>,
-    buses: &mut Buses,
-) -> Result<(), DevError> {
-    let mut root = PciRoot::new();
-    let q35 = config.machine == MachineKind::Q35;
-    let (host, isa, isa_slot) = if q35 {
-        (
-            PlainFunction::q35_host(),
-            PlainFunction::ich9_lpc(),
-            ICH9_LPC_SLOT,
-        )
-    } else {
-        (PlainFunction::i440fx(), PlainFunction::piix3(), PIIX3_SLOT)
-    };
-    root.add(0, Arc::new(Mutex::new(host)))?;
-    root.add(isa_slot, Arc::new(Mutex::new(isa)))?;
+    pub fn root(&self) -> Option<&Arc<PciRoot>> {
+        match &self.root {
+            RootState::Running(r) => Some(r),
+            RootState::Building(_) => None,
+        }
+    }
 
-    let router = Arc::new(GsiRouter::new(vm.fd.clone()));
-    let ioevents: Arc<dyn IoEvents> = Arc::new(KvmIoEvents(vm.fd.clone()));
-    let mut bars = BarSpace {
-        next: PCI_MMIO32_START,
-    };
-    let mut intx_lines = Vec::new();
-    let free_slots = (FIRST_DEVICE_SLOT..32).filter(|&s| s != isa_slot);
-    for (i, (d, slot)) in config.drives.iter().zip(free_slots).enumerate() {
-        let dev = block_device(i, d)?;
-        let queues = usize::from(d.num_queues.max(1));
+    /// `dev` as a virtio-pci function in the next free slot.
+    pub fn add(
+        &mut self,
+        w: &Wiring<'_>,
+        key: DeviceKey,
+        dev: Box<dyn VirtioDevice>,
+    ) -> Result<(Placement, Arc<Mutex<dyn VirtioLifecycle>>), DevError> {
+        let name = dev.name().to_string();
+        let RootState::Building(root) = &mut self.root else {
+            unreachable!("devices are added before finish()");
+        };
+        let slot = self.slots.take(&name)?;
+        let queues = dev.queue_max_sizes().len();
         let notify = (0..queues)
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| DevError::EventFd {
-                id: d.id.clone(),
+                device: name.clone(),
                 source,
             })?;
-        let msix = Arc::new(KvmMsiVectors::new(
-            router.clone(),
-            &vm.fd,
-            msix_vectors_for(queues),
-        )?);
         let gsi = pci_intx_gsi(slot, 0);
-        let intx = KvmIntx::new(&vm.fd, gsi)?;
-        intx_lines.push(intx.clone());
-        let bar_addr = bars
-            .take(VIRTIO_PCI_BAR_SIZE)
-            .ok_or_else(|| DevError::PciSpace { id: d.id.clone() })?;
-        let host: Arc<dyn WorkerHost> = workers.clone();
+        let bar_addr = self
+            .mmio32
+            .take(&name, VIRTIO_PCI_BAR_SIZE, VIRTIO_PCI_BAR_SIZE)?;
         let t = VirtioPciTransport::new(VirtioPciParams {
-            dev: Box::new(dev),
-            mem: mem.clone(),
+            dev,
+            mem: w.mem.clone(),
             notify,
-            msix,
-            intx,
+            msix: w.hv.msi_vectors(msix_vectors_for(queues))?,
+            intx: w.hv.intx(gsi)?,
             intx_line: gsi as u8,
             intx_pin: 1,
-            ioevents: ioevents.clone(),
-            host,
+            ioevents: w.hv.ioevents(),
+            key,
             bar_addr,
         })
         .map_err(|source| DevError::PciDevice {
-            id: d.id.clone(),
+            device: name.clone(),
             source,
         })?;
-        let t: Arc<Mutex<dyn PciDevice>> = Arc::new(Mutex::new(t));
-        root.add(slot, t)?;
-    }
-    if !intx_lines.is_empty() {
-        workers
-            .start(
-                "intx".into(),
-                Box::new(ResampleWorker { lines: intx_lines }),
-            )
-            .map_err(DevError::Thread)?;
-    }
-
-    let root = Arc::new(root);
-    buses.pio.insert(
-        "pci-config",
-        CONFIG_PORT,
-        CONFIG_IO_LEN,
-        Arc::new(Mutex::new(ConfigIo::new(root.clone()))),
-    )?;
-    buses.pio.insert(
-        "pci-io",
-        PCI_IO_START,
-        PCI_IO_END - PCI_IO_START,
-        Arc::new(Mutex::new(PciWindow::new(
-            root.clone(),
-            IoSpace::Pio,
-            PCI_IO_START,
-        ))),
-    )?;
-    buses.mmio.insert(
-        "pci-mmio32",
-        PCI_MMIO32_START,
-        PCI_MMIO32_END - PCI_MMIO32_START,
-        Arc::new(Mutex::new(PciWindow::new(
-            root.clone(),
-            IoSpace::Mmio,
-            PCI_MMIO32_START,
-        ))),
-    )?;
-    let mmio64 = pci_mmio64_start(ram);
-    buses.mmio.insert(
-        "pci-mmio64",
-        mmio64,
-        PCI_MMIO64_SIZE,
-        Arc::new(Mutex::new(PciWindow::new(
-            root.clone(),
-            IoSpace::Mmio,
-            mmio64,
-        ))),
-    )?;
-    if q35 {
-        buses.mmio.insert(
-            "pci-ecam",
-            PCI_ECAM,
-            PCI_ECAM_SIZE,
-            Arc::new(Mutex::new(Ecam::new(root))),
-        )?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bars_are_naturally_aligned_and_stay_in_the_window() {
-        let mut s = BarSpace {
-            next: PCI_MMIO32_START + 0x1000,
+        let t = Arc::new(Mutex::new(t));
+        root.add(slot, t.clone())?;
+        let bdf = Bdf {
+            bus: 0,
+            dev: slot,
+            func: 0,
         };
-        let a = s.take(0x8000).unwrap();
-        assert_eq!(a % 0x8000, 0);
-        assert!(a >= PCI_MMIO32_START + 0x1000);
-        let b = s.take(0x8000).unwrap();
-        assert_eq!(b, a + 0x8000);
-        assert!(s.take(PCI_MMIO32_END).is_none());
+        Ok((Placement::Pci { bdf }, t))
+    }
+
+    /// Map the configuration mechanisms and every function's BARs.
+    pub fn finish(&mut self, buses: &Buses) -> Result<(), DevError> {
+        let root = match std::mem::replace(&mut self.root, RootState::Building(PciRoot::new())) {
+            RootState::Building(r) => Arc::new(r),
+            RootState::Running(r) => r,
+        };
+        self.root = RootState::Running(root.clone());
+        buses.pio.insert(
+            "pci-config",
+            CONFIG_PORT,
+            CONFIG_IO_LEN,
+            Arc::new(Mutex::new(ConfigIo::new(root.clone()))),
+        )?;
+        if self.host.ecam {
+            buses.mmio.insert(
+                "pci-ecam",
+                PCI_ECAM,
+                PCI_ECAM_SIZE,
+                Arc::new(Mutex::new(Ecam::new(root.clone()))),
+            )?;
+        }
+        for (bdf, _) in root.functions() {
+            self.place_bars(buses, bdf);
+        }
+        Ok(())
+    }
+
+    /// Put function `bdf`'s decoding BARs on the buses, replacing where
+    /// they were. A BAR the guest moved onto another device's range does
+    /// not answer (logged), as on hardware where the result is undefined.
+    pub fn place_bars(&self, buses: &Buses, bdf: Bdf) {
+        let Some(dev) = self.root().and_then(|r| r.function(bdf)).cloned() else {
+            return;
+        };
+        let bars = root::lock(&dev).active_bars();
+        let (mut mem, mut io) = (Vec::new(), Vec::new());
+        for b in bars {
+            let r = Range {
+                base: b.addr,
+                len: b.size,
+                name: format!("{bdf} BAR{}", b.index),
+                owner: Some(bdf),
+                target: Target::Bar {
+                    dev: dev.clone(),
+                    bar: b.index,
+                },
+            };
+            if b.kind.is_io() {
+                io.push(r);
+            } else {
+                mem.push(r);
+            }
+        }
+        for (bus, ranges, space) in [
+            (&buses.mmio, mem, IoSpace::Mmio),
+            (&buses.pio, io, IoSpace::Pio),
+        ] {
+            for e in bus.set_owned(bdf, ranges) {
+                log::warn!("{bdf}: {space:?} BAR not mapped: {e}");
+            }
+        }
+        log::debug!("{bdf}: BARs placed");
     }
 }

@@ -1,28 +1,23 @@
-//! Disks on virtio-mmio for the microvm machine: one 512-byte window per
-//! device from 0xfeb00000, one IOAPIC pin each, announced to the guest in
-//! the DSDT (`acpi::VirtioMmioSlot` says why) or, with `acpi=off`, on its
-//! kernel command line (`virtio_mmio.device=`) as Firecracker does.
+//! virtio-mmio placement for machines without PCI: one 512-byte window
+//! per device from the machine's base, one IOAPIC pin each, announced to
+//! the guest in the DSDT (`acpi::VirtioMmioSlot` says why) or, without
+//! ACPI, on its kernel command line (`virtio_mmio.device=`) as
+//! Firecracker does. Queue notifications are ioeventfds on QueueNotify.
 
 use std::sync::{Arc, Mutex};
 
+use casemate_devices::pci::IoSpace;
+use casemate_devices::virtio::common::VirtioLifecycle;
 use casemate_devices::virtio::mmio::{MmioTransport, MMIO_LEN, QUEUE_NOTIFY};
-use casemate_devices::virtio::WorkerHost;
-use kvm_ioctls::IoEventAddress;
-use vm_memory::GuestMemoryMmap;
+use casemate_devices::virtio::VirtioDevice;
+use casemate_devices::DeviceKey;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{block_device, DevError};
+use super::alloc::{FreeList, Window};
+use super::{DevError, Placement, Wiring};
 use crate::arch::acpi::VirtioMmioSlot;
-use crate::config::VmConfig;
+use crate::machine::MmioSlots;
 use crate::vstate::exit::Buses;
-use crate::vstate::vm::Vm;
-use crate::workers::Workers;
-
-/// virtio-mmio windows, as on QEMU's microvm: 512 bytes each from here.
-pub const VIRTIO_MMIO_BASE: u64 = 0xfeb0_0000;
-/// IOAPIC pins for virtio-mmio devices: everything the legacy devices and
-/// the RTC's conventional IRQ 8 leave free.
-const VIRTIO_GSIS: [u32; 16] = [5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21];
 
 /// The kernel command-line words that announce `slots` to a guest without
 /// ACPI (`-machine acpi=off`), each with a leading space, as Linux parses
@@ -34,52 +29,75 @@ pub fn virtio_mmio_cmdline(slots: &[VirtioMmioSlot]) -> String {
         .collect()
 }
 
-/// One virtio-mmio block device per drive on the MMIO bus; returns the
-/// transports for the DSDT or the command line to announce.
-pub fn add_virtio_mmio_drives(
-    vm: &Vm,
-    config: &VmConfig,
-    mem: &GuestMemoryMmap,
-    workers: &Arc<Workers>,
-    buses: &mut Buses,
-) -> Result<Vec<VirtioMmioSlot>, DevError> {
-    let mut slots = Vec::new();
-    for (i, (d, gsi)) in config.drives.iter().zip(VIRTIO_GSIS).enumerate() {
-        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_LEN;
-        let dev = block_device(i, d)?;
+pub struct MmioPlatform {
+    windows: Window,
+    gsis: FreeList<u32>,
+    slots: Vec<VirtioMmioSlot>,
+}
+
+impl MmioPlatform {
+    pub fn new(m: MmioSlots) -> Self {
+        Self {
+            windows: Window::new(
+                "virtio-mmio window",
+                m.base,
+                MMIO_LEN * m.gsis.len() as u64,
+            ),
+            gsis: FreeList::new("virtio-mmio interrupt pin", m.gsis.iter().copied()),
+            slots: Vec::new(),
+        }
+    }
+
+    pub fn slots(&self) -> Vec<VirtioMmioSlot> {
+        self.slots.clone()
+    }
+
+    pub fn add(
+        &mut self,
+        w: &Wiring<'_>,
+        buses: &Buses,
+        key: DeviceKey,
+        dev: Box<dyn VirtioDevice>,
+    ) -> Result<(Placement, Arc<Mutex<dyn VirtioLifecycle>>), DevError> {
+        let name = dev.name().to_string();
+        let gsi = self.gsis.take(&name)?;
+        let base = self.windows.take(&name, MMIO_LEN, MMIO_LEN)?;
+        let ioevents = w.hv.ioevents();
         let mut notify = Vec::new();
-        for q in 0..u32::from(d.num_queues.max(1)) {
+        for _ in dev.queue_max_sizes() {
             let evt = EventFd::new(EFD_NONBLOCK).map_err(|source| DevError::EventFd {
-                id: d.id.clone(),
+                device: name.clone(),
                 source,
             })?;
-            // Notifications never reach the exit loop: KVM signals the
-            // worker's eventfd directly when the guest writes this queue's
-            // index to QueueNotify.
-            vm.fd
-                .register_ioevent(&evt, &IoEventAddress::Mmio(base + QUEUE_NOTIFY), q)
-                .map_err(|source| DevError::IoEvent {
-                    id: d.id.clone(),
-                    source,
-                })?;
             notify.push(evt);
         }
-        let line = Arc::new(vm.irqfd("virtio-mmio", gsi)?);
-        let host: Arc<dyn WorkerHost> = workers.clone();
-        let t = MmioTransport::new(Box::new(dev), mem.clone(), notify, line, host);
-        buses.mmio.insert(
-            &format!("virtio-mmio-{i}"),
-            base,
-            MMIO_LEN,
-            Arc::new(Mutex::new(t)),
-        )?;
-        slots.push(VirtioMmioSlot {
+        // Notifications never reach the exit loop: KVM signals the
+        // worker's eventfd directly when the guest writes QueueNotify. One
+        // address serves every queue, so each eventfd matches its index.
+        for (q, evt) in notify.iter().enumerate() {
+            ioevents
+                .register_datamatch(evt, IoSpace::Mmio, base + QUEUE_NOTIFY, q as u32)
+                .map_err(|source| DevError::IoEvent {
+                    device: name.clone(),
+                    source,
+                })?;
+        }
+        let line = w.hv.irq_line("virtio-mmio", gsi)?;
+        let t = Arc::new(Mutex::new(MmioTransport::new(
+            dev,
+            w.mem.clone(),
+            notify,
+            line,
+            key,
+        )));
+        buses.mmio.insert(&format!("virtio-mmio {name}"), base, MMIO_LEN, t.clone())?;
+        self.slots.push(VirtioMmioSlot {
             base,
             len: MMIO_LEN,
             gsi,
         });
+        Ok((Placement::Mmio { base, gsi }, t))
     }
-    Ok(slots)
 }
 
 #[cfg(test)]

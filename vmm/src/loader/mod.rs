@@ -156,11 +156,11 @@ pub fn load_initrd(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
     path: &Path,
+    data: &[u8],
     kernel_end: u64,
     limit: u64,
 ) -> Result<LoadedInitrd, LoadError> {
     use vm_memory::Bytes;
-    let data = read_all("initrd", path)?;
     let size = data.len() as u64;
     let top = ram.low_end.min(limit);
     let addr = top.checked_sub(size).map(|a| a & !0xfff);
@@ -175,7 +175,7 @@ pub fn load_initrd(
             })
         }
     };
-    mem.write_slice(&data, GuestAddress(addr))
+    mem.write_slice(data, GuestAddress(addr))
         .map_err(|source| LoadError::Memory {
             what: "initrd",
             source,

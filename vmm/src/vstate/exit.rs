@@ -4,7 +4,7 @@
 //! `dispatch` is a free function over plain data so tests drive it with
 //! synthetic exits and no vCPU. It knows no device addresses.
 
-use casemate_devices::{Bus, BusAction};
+use casemate_devices::{Bus, BusAction, PlatformRequest};
 
 /// The two address spaces a vCPU exit can target.
 pub struct Buses {
@@ -48,6 +48,8 @@ pub enum Exit<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Continue,
+    /// Hand this to the control thread and wait for it, then continue.
+    Platform(PlatformRequest),
     Reset,
     PowerOff,
     TripleFault,
@@ -60,6 +62,7 @@ impl From<BusAction> for Outcome {
             BusAction::None => Outcome::Continue,
             BusAction::Reset => Outcome::Reset,
             BusAction::PowerOff => Outcome::PowerOff,
+            BusAction::Platform(r) => Outcome::Platform(r),
         }
     }
 }
@@ -103,7 +106,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn buses() -> Buses {
-        let mut pio = Bus::new();
+        let pio = Bus::new();
         pio.insert("acpi", 0x600, 3, Arc::new(Mutex::new(AcpiSleep)))
             .unwrap();
         pio.insert("post", 0x80, 1, Arc::new(Mutex::new(Sink)))

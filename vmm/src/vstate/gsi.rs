@@ -24,7 +24,8 @@ use crate::arch::layout::IOAPIC_PINS;
 const MAX_ROUTES: usize = 4096;
 
 struct Table {
-    next_gsi: u32,
+    /// GSIs above the IOAPIC pins, for MSI routes.
+    ids: vm_allocator::IdAllocator,
     msi: Vec<(u32, MsiMessage)>,
 }
 
@@ -84,7 +85,9 @@ impl GsiRouter {
         Self {
             vm,
             table: Mutex::new(Table {
-                next_gsi: u32::from(IOAPIC_PINS),
+                // The range is valid by construction (24 < 4095).
+                ids: vm_allocator::IdAllocator::new(u32::from(IOAPIC_PINS), MAX_ROUTES as u32 - 1)
+                    .expect("static GSI range"),
                 msi: Vec::new(),
             }),
         }
@@ -96,16 +99,19 @@ impl GsiRouter {
 
     fn alloc(&self, n: u16) -> Result<Vec<u32>, VmError> {
         let mut t = self.lock();
-        let start = t.next_gsi;
-        let end = start + u32::from(n);
-        if end as usize > MAX_ROUTES {
-            return Err(VmError::Kvm(
-                "allocating MSI GSIs",
-                kvm_ioctls::Error::new(libc::ENOSPC),
-            ));
+        let mut got = Vec::with_capacity(n.into());
+        for _ in 0..n {
+            match t.ids.allocate_id() {
+                Ok(g) => got.push(g),
+                Err(_) => {
+                    for g in got {
+                        let _ = t.ids.free_id(g);
+                    }
+                    return Err(VmError::GsisExhausted { wanted: n });
+                }
+            }
         }
-        t.next_gsi = end;
-        Ok((start..end).collect())
+        Ok(got)
     }
 
     /// Route `gsi` to `msg`, or remove its route; pushes the whole table.

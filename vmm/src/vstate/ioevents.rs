@@ -25,6 +25,18 @@ impl IoEvents for KvmIoEvents {
             .map_err(|e| io::Error::from_raw_os_error(e.errno()))
     }
 
+    fn register_datamatch(
+        &self,
+        evt: &EventFd,
+        space: IoSpace,
+        addr: u64,
+        data: u32,
+    ) -> io::Result<()> {
+        self.0
+            .register_ioevent(evt, &address(space, addr), data)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))
+    }
+
     fn unregister(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()> {
         self.0
             .unregister_ioevent(evt, &address(space, addr), NoDatamatch)

@@ -7,5 +7,6 @@ pub mod gsi;
 pub mod intx;
 pub mod ioevents;
 pub mod kick;
+pub mod platform;
 pub mod vcpu;
 pub mod vm;

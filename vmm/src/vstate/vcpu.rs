@@ -1,12 +1,16 @@
 //! vCPU creation, boot configuration and the run loop each vCPU thread
 //! (`cm-vcpuN`) executes until the VM stops.
 //!
-//! The loop decodes exits and hands them to `exit::dispatch`; a reset,
-//! power-off or fatal exit is reported to the control thread over a channel
-//! and ends the loop. The control thread stops the others with `kick`.
+//! The loop decodes exits and hands them to `exit::dispatch`. A write
+//! that needs the platform changed (a device starting, a BAR moving)
+//! comes back as `Outcome::Platform`: the vCPU sends it to the control
+//! thread and waits for the reply, the only place a vCPU waits on another
+//! thread. A reset, power-off or fatal exit is reported to the control
+//! thread and ends the loop; the control thread stops the others with
+//! `kick`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -15,6 +19,8 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::exit::{dispatch, Buses, Exit, Outcome};
 use super::kick;
+use crate::control::CtlMsg;
+use crate::threads::{spawn_with_role, Role};
 
 /// Why a vCPU thread stopped, as reported to the control thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +107,7 @@ pub struct VcpuRunner {
     pub index: u32,
     pub buses: Arc<Buses>,
     pub stop: Arc<AtomicBool>,
-    pub events: Sender<VcpuStop>,
+    pub ctl: Sender<CtlMsg>,
 }
 
 impl VcpuRunner {
@@ -110,9 +116,9 @@ impl VcpuRunner {
     }
 
     pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name(format!("cm-vcpu{}", self.index))
-            .spawn(move || self.run())
+        spawn_with_role(Role::Vcpu, format!("cm-vcpu{}", self.index), move || {
+            self.run()
+        })
     }
 
     fn run(mut self) {
@@ -124,6 +130,16 @@ impl VcpuRunner {
             match self.fd.run() {
                 Ok(exit) => match dispatch(decode(exit), &self.buses) {
                     Outcome::Continue => {}
+                    Outcome::Platform(req) => {
+                        let (done, wait) = mpsc::sync_channel(1);
+                        if self.ctl.send(CtlMsg::Request { req, done }).is_err() {
+                            break None;
+                        }
+                        // Nothing to learn from the reply but that the
+                        // platform change is in place; a closed channel
+                        // means the VM is stopping, seen at the loop top.
+                        let _ = wait.recv();
+                    }
                     other => break Some(other),
                 },
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -136,12 +152,12 @@ impl VcpuRunner {
         if let Some(outcome) = outcome {
             let regs = matches!(outcome, Outcome::Fatal(_) | Outcome::TripleFault)
                 .then(|| dump_regs(&self.fd));
-            // The control thread may already be gone if another vCPU won.
-            let _ = self.events.send(VcpuStop {
+            let _ = self.ctl.send(CtlMsg::Stopped(VcpuStop {
                 index: self.index,
                 outcome,
                 regs,
-            });
+            }));
         }
+        let _ = self.ctl.send(CtlMsg::Exited(self.index));
     }
 }

@@ -24,10 +24,11 @@ pub enum VmError {
     Kvm(&'static str, #[source] kvm_ioctls::Error),
     #[error("creating an eventfd for {0}")]
     EventFd(&'static str, #[source] std::io::Error),
+    #[error("no {wanted} GSIs left for MSI routes (KVM allows 4096 routes)")]
+    GsisExhausted { wanted: u16 },
 }
 
 pub struct Vm {
-    pub kvm: Kvm,
     /// Shared with the objects that change routing or ioeventfds while the
     /// guest runs (MSI routes, BAR moves).
     pub fd: Arc<VmFd>,
@@ -41,12 +42,10 @@ impl Vm {
         Kvm::new().map_err(VmError::OpenKvm)
     }
 
-    pub fn new(kvm: Kvm) -> Result<Self, VmError> {
+    /// A fresh VM on the process's one KVM fd (each boot gets its own).
+    pub fn new(kvm: &Kvm) -> Result<Self, VmError> {
         let fd = kvm.create_vm().map_err(|e| VmError::Kvm("create_vm", e))?;
-        Ok(Self {
-            kvm,
-            fd: Arc::new(fd),
-        })
+        Ok(Self { fd: Arc::new(fd) })
     }
 
     /// One memory slot per guest RAM region. Done before the irqchip is

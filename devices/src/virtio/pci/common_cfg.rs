@@ -6,6 +6,8 @@
 //! drivers must use. The status machine itself is `VirtioCommonState`.
 
 use super::VirtioPciTransport;
+use crate::bus::{BusAction, PlatformRequest};
+use crate::virtio::common::StatusChange;
 
 const DEVICE_FEATURE_SELECT: u64 = 0x00;
 const DEVICE_FEATURE: u64 = 0x04;
@@ -77,10 +79,10 @@ impl VirtioPciTransport {
         }
     }
 
-    pub(super) fn common_write(&mut self, offset: u64, data: &[u8]) {
+    pub(super) fn common_write(&mut self, offset: u64, data: &[u8]) -> BusAction {
         let mut raw = [0u8; 8];
         let Some(dst) = raw.get_mut(..data.len()) else {
-            return;
+            return BusAction::None;
         };
         dst.copy_from_slice(data);
         let v = u64::from_le_bytes(raw);
@@ -89,7 +91,7 @@ impl VirtioPciTransport {
             (DRIVER_FEATURE_SELECT, 4) => self.state.driver_features_sel = v as u32,
             (DRIVER_FEATURE, 4) => self.state.set_driver_features_page(v as u32),
             (CONFIG_MSIX_VECTOR, 2) => self.irq.set_config_vector(v as u16),
-            (DEVICE_STATUS, 1) => self.set_status(v as u8),
+            (DEVICE_STATUS, 1) => return self.set_status(v as u8),
             (QUEUE_SELECT, 2) => self.state.queue_sel = v as u32,
             (QUEUE_MSIX_VECTOR, 2) => self
                 .irq
@@ -103,6 +105,7 @@ impl VirtioPciTransport {
                 data.len()
             ),
         }
+        BusAction::None
     }
 
     /// Registers of the selected queue, writable only before DRIVER_OK.
@@ -134,12 +137,13 @@ impl VirtioPciTransport {
         }
     }
 
-    fn set_status(&mut self, v: u8) {
-        let change = self.state.set_status(v, self.dev.as_mut());
-        let irq = self.irq.clone();
-        self.life
-            .apply(change, self.dev.as_mut(), &self.state.queues, irq, || {
-                self.irq.reset()
-            });
+    fn set_status(&mut self, v: u8) -> BusAction {
+        match self.state.set_status(v, self.dev.as_mut()) {
+            StatusChange::None => BusAction::None,
+            change => BusAction::Platform(PlatformRequest::Virtio {
+                device: self.key,
+                change,
+            }),
+        }
     }
 }

@@ -5,9 +5,10 @@
 //! configuration registers (`common_cfg`), interrupt routing (`irq`) and
 //! the queue notification ioeventfds, which it re-registers whenever the
 //! guest moves BAR 0 or turns memory decode off. The device's lifecycle
-//! (DRIVER_OK, reset) goes through `common::Activation`, as in virtio-mmio.
-//! Runs on vCPU threads under the root's per-device lock; the worker only
-//! touches the shared `PciIrq`.
+//! (DRIVER_OK, reset) is returned as `PlatformRequest::Virtio` and carried
+//! out by the control thread through `common::Activation`, as in
+//! virtio-mmio. Runs on vCPU threads under the function's own lock; the
+//! worker only touches the shared `PciIrq`.
 
 mod caps;
 mod common_cfg;
@@ -26,8 +27,9 @@ use caps::{PciCfgCap, ISR_OFFSET, MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, NOTIFY_OFF
 pub use irq::VIRTIO_MSI_NO_VECTOR;
 use irq::{lock, PciIrq};
 
-use super::common::{Activation, VirtioCommonState};
+use super::common::{Activation, StatusChange, VirtioCommonState, VirtioLifecycle};
 use super::{VirtioDevice, WorkerHost, TYPE_BLOCK};
+use crate::bus::{BusAction, DeviceKey};
 use crate::pci::config::{self, overlaps, CMD_BUS_MASTER, CMD_INTX_DISABLE, CMD_MEMORY};
 use crate::pci::msix::{MsixCap, MsixLayout, MsixState};
 use crate::pci::{
@@ -56,7 +58,8 @@ pub struct VirtioPciParams {
     /// Interrupt Pin register value, 1 = INTA#.
     pub intx_pin: u8,
     pub ioevents: Arc<dyn IoEvents>,
-    pub host: Arc<dyn WorkerHost>,
+    /// Names this function in the lifecycle requests it returns.
+    pub key: DeviceKey,
     /// BAR 0's initial address, `VIRTIO_PCI_BAR_SIZE` aligned.
     pub bar_addr: u64,
 }
@@ -85,6 +88,7 @@ fn invalid(why: String) -> io::Error {
 
 /// See the module doc.
 pub struct VirtioPciTransport {
+    key: DeviceKey,
     name: String,
     dev: Box<dyn VirtioDevice>,
     state: VirtioCommonState,
@@ -153,13 +157,14 @@ impl VirtioPciTransport {
         let mut t = Self {
             state: VirtioCommonState::new(p.dev.as_ref()),
             irq: Arc::new(PciIrq::new(msix.clone(), p.intx, queues)),
+            key: p.key,
             name,
             dev: p.dev,
             cfg,
             msix_cap,
             msix,
             pci_cfg,
-            life: Activation::new(p.mem, p.notify, p.host),
+            life: Activation::new(p.mem, p.notify),
             ioevents: p.ioevents,
             notify_at: None,
             registered: Vec::new(),
@@ -217,10 +222,13 @@ impl VirtioPciTransport {
         }
     }
 
-    fn pci_cfg_write(&mut self) {
-        if let Some((off, len)) = self.pci_cfg.access(&self.cfg) {
-            let data = self.pci_cfg.data(&self.cfg);
-            self.write_bar0(off, &data[..len]);
+    fn pci_cfg_write(&mut self) -> BusAction {
+        match self.pci_cfg.access(&self.cfg) {
+            Some((off, len)) => {
+                let data = self.pci_cfg.data(&self.cfg);
+                self.write_bar0(off, &data[..len])
+            }
+            None => BusAction::None,
         }
     }
 
@@ -242,11 +250,11 @@ impl VirtioPciTransport {
         }
     }
 
-    fn write_bar0(&mut self, off: u64, data: &[u8]) {
+    fn write_bar0(&mut self, off: u64, data: &[u8]) -> BusAction {
         let page = off & !(caps::REGION_LEN - 1);
         let inner = off - page;
         match page {
-            caps::COMMON_OFFSET => self.common_write(inner, data),
+            caps::COMMON_OFFSET => return self.common_write(inner, data),
             caps::DEVICE_OFFSET => self.dev.write_config(inner, data),
             NOTIFY_OFFSET if inner.is_multiple_of(u64::from(caps::NOTIFY_OFF_MULTIPLIER)) => {
                 self.life
@@ -255,6 +263,22 @@ impl VirtioPciTransport {
             MSIX_TABLE_OFFSET => lock(&self.msix).table_write(inner, data),
             _ => {}
         }
+        BusAction::None
+    }
+}
+
+impl VirtioLifecycle for VirtioPciTransport {
+    fn lifecycle(&mut self, change: StatusChange, host: &dyn WorkerHost) {
+        let irq = self.irq.clone();
+        let pci_irq = &self.irq;
+        self.life.apply(
+            change,
+            self.dev.as_mut(),
+            &self.state.queues,
+            irq,
+            host,
+            || pci_irq.reset(),
+        );
     }
 }
 
@@ -271,7 +295,7 @@ impl PciDevice for VirtioPciTransport {
         self.cfg.read(offset, data);
     }
 
-    fn config_write(&mut self, offset: u16, data: &[u8]) {
+    fn config_write(&mut self, offset: u16, data: &[u8]) -> BusAction {
         self.cfg.write(offset, data);
         self.msix_cap
             .config_written(&self.cfg, offset, data.len(), &mut lock(&self.msix));
@@ -279,10 +303,13 @@ impl PciDevice for VirtioPciTransport {
             let off = self.cfg.command() & CMD_INTX_DISABLE != 0;
             self.irq.set_intx_disabled(off);
         }
-        if self.pci_cfg.touches_data(offset, data.len()) {
-            self.pci_cfg_write();
-        }
+        let action = if self.pci_cfg.touches_data(offset, data.len()) {
+            self.pci_cfg_write()
+        } else {
+            BusAction::None
+        };
         self.update_ioevents();
+        action
     }
 
     fn active_bars(&self) -> Vec<BarRange> {
@@ -297,10 +324,11 @@ impl PciDevice for VirtioPciTransport {
         }
     }
 
-    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) -> BusAction {
         if bar == 0 && offset < VIRTIO_PCI_BAR_SIZE {
-            self.write_bar0(offset, data);
+            return self.write_bar0(offset, data);
         }
+        BusAction::None
     }
 }
 

@@ -45,9 +45,11 @@ impl ThreadPool {
                 exec.clone(),
             );
             // On a spawn failure `pool` drops here, joining what started.
-            let h = std::thread::Builder::new()
-                .name(format!("cm-{}-io{n}", exec.name))
-                .spawn(move || serve(&rx, &exec, &done, &evt))?;
+            let h = crate::threads::spawn_with_role(
+                crate::threads::Role::IoHelper,
+                format!("cm-{}-io{n}", exec.name),
+                move || serve(&rx, &exec, &done, &evt),
+            )?;
             pool.threads.push(h);
         }
         Ok(pool)

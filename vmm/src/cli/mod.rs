@@ -5,11 +5,14 @@
 //! here touches the host: size limits that depend on the host are checked by
 //! `VmConfig::validate`.
 
+mod devices;
+mod rng;
+
 use std::path::PathBuf;
 
 use crate::config::{
-    BackendKind, CacheConfig, CpuModel, DriveConfig, MachineKind, MemoryBackendConfig, RtcConfig,
-    SerialConfig, SmpConfig, Transport, VmConfig,
+    BackendKind, CacheConfig, CpuModel, DriveConfig, FdSetConfig, MachineKind, MemoryBackendConfig,
+    RtcConfig, SerialConfig, SmpConfig, Transport, VmConfig,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,8 +62,10 @@ QEMU-compatible options:
                                 machine type: microvm (default; virtio-mmio),
                                 pc (i440FX + PIIX3) or q35 (PCIe + ICH9, ECAM);
                                 guest RAM from the memory backend object ID;
-                                microvm,acpi=off: no ACPI tables, virtio-mmio
-                                devices announced on the kernel command line
+                                or isapc (pc without PCI or ACPI);
+                                acpi=off: no ACPI tables (microvm: virtio-mmio
+                                devices announced on the kernel command line;
+                                pc, q35: PCI interrupts in the MP table)
   -cpu host|kvm64|qemu64        CPUID template (default host)
   -smp [cpus=]N[,sockets=S][,cores=C][,threads=T][,maxcpus=N]
   -m [size=]SIZE                guest RAM; no suffix means MiB (default 128M)
@@ -95,8 +100,16 @@ Casemate options:
                                 the disk on virtio-mmio (microvm) or virtio-pci
                                 (pc, q35); if=virtio picks the machine's own
   -snapshot                     all drives write to a temporary overlay
-Not supported yet (rejected by name): -netdev, -net, -nic, -object other than
-memory backends, other -device types, -vga, -monitor, -S, -bios, -hda, -cdrom.
+                                (kept across guest reboots, gone at exit)
+  -object rng-random,id=ID[,filename=/dev/urandom] | rng-builtin,id=ID
+  -device virtio-rng-pci|virtio-rng-device[,rng=ID][,max-bytes=N][,period=MS]
+                                entropy device (virtio-rng), rate-limited to
+                                max-bytes per period as QEMU
+  -add-fd fd=N,set=S[,opaque=STR]
+                                an inherited fd; name it as /dev/fdset/S in
+                                -drive file=, -kernel, -initrd, filename=
+Not supported yet (rejected by name): -netdev, -net, -nic, other -object and
+-device types, -vga, -monitor, -S, -bios, -hda, -cdrom.
 ";
 
 const NOT_YET: &[(&str, &str)] = &[
@@ -125,6 +138,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
     let mut memory_set = false;
     let mut backends: Vec<MemoryBackendConfig> = Vec::new();
     let mut backend_id: Option<String> = None;
+    let mut objects = devices::Objects::default();
+    // Other -device options wait for every -object (QEMU creates objects
+    // first, so a device may name one given after it).
+    let mut other_devices: Vec<(String, KeyVals, Transport, devices::DeviceParser)> = Vec::new();
     while let Some(raw) = it.next() {
         let Some(name) = raw.strip_prefix("--").or_else(|| raw.strip_prefix('-')) else {
             return Err(CliError::Stray(raw));
@@ -145,10 +162,16 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
             "M" | "machine" => {
                 let m = machine(&raw, &val(&mut it)?)?;
                 c.machine = m.kind;
-                c.acpi = m.acpi.unwrap_or(c.acpi);
+                c.acpi = m.acpi.or(c.acpi);
                 backend_id = m.memory_backend.or(backend_id);
             }
-            "object" => backends.push(object(&raw, &val(&mut it)?)?),
+            "object" => {
+                let v = val(&mut it)?;
+                if !objects.add(&raw, KeyVals::parse(&raw, &v, "qom-type")?)? {
+                    backends.push(object(&raw, &v)?);
+                }
+            }
+            "add-fd" => c.fdsets.push(add_fd(&raw, &val(&mut it)?)?),
             "overcommit" => c.mem_lock = overcommit(&raw, &val(&mut it)?)?,
             "thp" => c.thp = on_off(&raw, "thp", &val(&mut it)?)?,
             "cpu" => c.cpu = cpu(&raw, &val(&mut it)?)?,
@@ -181,7 +204,15 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
             }
             "no-reboot" => c.no_reboot = true,
             "drive" => drives.drive(&raw, &val(&mut it)?)?,
-            "device" => drives.device(&raw, &val(&mut it)?)?,
+            "device" => {
+                let v = val(&mut it)?;
+                let kv = KeyVals::parse(&raw, &v, "driver")?;
+                let driver = kv.get("driver").unwrap_or_default();
+                match devices::DEVICES.iter().find(|(n, ..)| *n == driver) {
+                    Some(&(_, t, parse)) => other_devices.push((raw.clone(), kv, t, parse)),
+                    None => drives.device(&raw, &v)?,
+                }
+            }
             "snapshot" => drives.snapshot = true,
             "rtc" => c.rtc = rtc(&raw, &val(&mut it)?)?,
             "name" => {
@@ -196,6 +227,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
         }
     }
     c.drives = drives.finish()?;
+    for (opt, kv, t, parse) in &other_devices {
+        c.devices.push(parse(opt, kv, *t, &objects)?);
+    }
     if nodefaults && !serial_set {
         c.serial = SerialConfig::None;
     }
@@ -216,7 +250,29 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
     })
 }
 
-fn bad(opt: &str, value: &str, why: impl Into<String>) -> CliError {
+/// `-add-fd fd=N,set=S[,opaque=STR]`.
+fn add_fd(opt: &str, v: &str) -> Result<FdSetConfig, CliError> {
+    let kv = KeyVals::parse(opt, v, "fd")?;
+    kv.only(opt, &["fd", "set", "opaque"])?;
+    let need = |k: &str| -> Result<u32, CliError> {
+        let x = kv
+            .get(k)
+            .ok_or_else(|| bad(opt, v, format!("{k}= is required")))?;
+        x.parse()
+            .map_err(|_| bad(opt, x, format!("{k} must be a whole number")))
+    };
+    let fd = need("fd")?;
+    if fd < 3 {
+        return Err(bad(opt, v, "fd 0, 1 and 2 are the standard streams, not images"));
+    }
+    Ok(FdSetConfig {
+        fd: i32::try_from(fd).map_err(|_| bad(opt, v, "fd is too large"))?,
+        set: need("set")?,
+        opaque: kv.get("opaque").map(str::to_string),
+    })
+}
+
+pub(crate) fn bad(opt: &str, value: &str, why: impl Into<String>) -> CliError {
     CliError::BadValue {
         opt: opt.into(),
         value: value.into(),
@@ -226,12 +282,12 @@ fn bad(opt: &str, value: &str, why: impl Into<String>) -> CliError {
 
 /// QEMU's `key=value,...` option strings, where the first item may omit its
 /// key (`-smp 4,cores=2`) and `,,` stands for a literal comma.
-struct KeyVals {
+pub(crate) struct KeyVals {
     pairs: Vec<(String, String)>,
 }
 
 impl KeyVals {
-    fn parse(opt: &str, s: &str, implied: &str) -> Result<Self, CliError> {
+    pub(crate) fn parse(opt: &str, s: &str, implied: &str) -> Result<Self, CliError> {
         let mut items = Vec::new();
         let mut cur = String::new();
         let mut chars = s.chars().peekable();
@@ -259,7 +315,7 @@ impl KeyVals {
         Ok(Self { pairs })
     }
 
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.pairs
             .iter()
             .rev()
@@ -267,7 +323,7 @@ impl KeyVals {
             .map(|(_, v)| v.as_str())
     }
 
-    fn only(&self, opt: &str, allowed: &[&str]) -> Result<(), CliError> {
+    pub(crate) fn only(&self, opt: &str, allowed: &[&str]) -> Result<(), CliError> {
         match self
             .pairs
             .iter()
@@ -428,7 +484,8 @@ fn machine(opt: &str, v: &str) -> Result<MachineOpts, CliError> {
         "microvm" => MachineKind::Microvm,
         "pc" | "pc-i440fx" => MachineKind::Pc,
         "q35" | "pc-q35" => MachineKind::Q35,
-        t => return Err(bad(opt, t, "machine types are microvm, pc, q35")),
+        "isapc" => MachineKind::Isapc,
+        t => return Err(bad(opt, t, "machine types are microvm, pc, q35, isapc")),
     };
     let acpi = match kv.get("acpi") {
         None => None,

@@ -1,0 +1,158 @@
+//! The rng worker without KVM: anonymous guest memory, a mock split queue,
+//! a counting source and a recording interrupt.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::*;
+use crate::virtio::{ReadyQueue, VirtioIrq};
+
+#[derive(Default)]
+struct Irqs(AtomicUsize);
+impl VirtioIrq for Irqs {
+    fn signal_used(&self, _q: u16) -> std::io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn signal_config(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes 0xa5 and counts what it gave out.
+#[derive(Default)]
+struct Fives(AtomicUsize);
+impl EntropySource for Fives {
+    fn fill(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        buf.fill(0xa5);
+        self.0.fetch_add(buf.len(), Ordering::SeqCst);
+        Ok(buf.len())
+    }
+}
+
+struct Rig {
+    mem: GuestMemoryMmap,
+    worker: Box<dyn Worker>,
+    irqs: Arc<Irqs>,
+    used: GuestAddress,
+    source: Arc<Fives>,
+}
+
+/// Chains of (addr, len, device-writable) descriptors.
+fn rig(chains: &[Vec<(u64, u32, bool)>], limit: Option<RateLimit>) -> Rig {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let vq = MockSplitQueue::new(&mem, 16);
+    let mut raw = Vec::new();
+    for chain in chains {
+        let base = raw.len() as u16;
+        for (i, &(addr, len, w)) in chain.iter().enumerate() {
+            let mut flags = if w { VRING_DESC_F_WRITE as u16 } else { 0 };
+            if i + 1 < chain.len() {
+                flags |= VRING_DESC_F_NEXT as u16;
+            }
+            raw.push(RawDescriptor::from(SplitDescriptor::new(
+                addr,
+                len,
+                flags,
+                base + i as u16 + 1,
+            )));
+        }
+    }
+    vq.add_desc_chains(&raw, 0).unwrap();
+    let queue = vq.create_queue().unwrap();
+    let source = Arc::new(Fives::default());
+    let mut dev = RngDevice::new(RngConfig {
+        name: "rng-test".into(),
+        source: source.clone(),
+        limit,
+    });
+    let irqs = Arc::new(Irqs::default());
+    let ctx = StartContext {
+        mem: mem.clone(),
+        queues: vec![ReadyQueue {
+            index: 0,
+            queue,
+            notify: EventFd::new(EFD_NONBLOCK).unwrap(),
+        }],
+        irq: irqs.clone(),
+        needs_reset: Arc::new(AtomicBool::new(false)),
+    };
+    let worker = dev.activate(ctx).unwrap();
+    Rig {
+        mem,
+        worker,
+        irqs,
+        used: vq.used_addr(),
+        source,
+    }
+}
+
+impl Rig {
+    fn used_idx(&self) -> u16 {
+        self.mem.read_obj(self.used.unchecked_add(2)).unwrap()
+    }
+    /// (id, len) of used element `i`.
+    fn used(&self, i: u64) -> (u32, u32) {
+        let at = self.used.unchecked_add(4 + 8 * i);
+        (
+            self.mem.read_obj(at).unwrap(),
+            self.mem.read_obj(at.unchecked_add(4)).unwrap(),
+        )
+    }
+}
+
+#[test]
+fn fills_writable_buffers_and_reports_the_length() {
+    let mut r = rig(&[vec![(0x8000, 64, true), (0x9000, 32, true)]], None);
+    r.worker.on_event(0).unwrap();
+    assert_eq!(r.used_idx(), 1);
+    assert_eq!(r.used(0), (0, 96));
+    let mut b = [0u8; 96];
+    r.mem.read_slice(&mut b[..64], GuestAddress(0x8000)).unwrap();
+    r.mem.read_slice(&mut b[64..], GuestAddress(0x9000)).unwrap();
+    assert!(b.iter().all(|&x| x == 0xa5));
+    assert_eq!(r.irqs.0.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn malformed_chains_are_returned_empty_and_the_device_goes_on() {
+    let mut r = rig(
+        &[
+            vec![(0x8000, 16, false)],
+            vec![(0xfff_0000, 16, true)],
+            vec![(0xa000, 8, true)],
+        ],
+        None,
+    );
+    r.worker.on_event(0).unwrap();
+    assert_eq!(r.used_idx(), 3);
+    assert_eq!(r.used(0).1, 0, "device-readable buffer");
+    assert_eq!(r.used(1).1, 0, "outside guest RAM");
+    assert_eq!(r.used(2).1, 8, "a good one after them");
+}
+
+#[test]
+fn rate_limit_holds_requests_until_the_next_period() {
+    let limit = RateLimit {
+        bytes: 64,
+        period: std::time::Duration::from_secs(3600),
+    };
+    let mut r = rig(
+        &[vec![(0x8000, 48, true)], vec![(0x9000, 48, true)]],
+        Some(limit),
+    );
+    r.worker.on_event(0).unwrap();
+    // 48 bytes, then 16 (what is left of the budget), then the ring waits.
+    assert_eq!(r.used_idx(), 2);
+    assert_eq!(r.used(0).1, 48);
+    assert_eq!(r.used(1).1, 16);
+    assert_eq!(r.source.0.load(Ordering::SeqCst), 64);
+    let fds = r.worker.fds();
+    assert_eq!(fds.len(), 2, "queue and rate-limit timer");
+}

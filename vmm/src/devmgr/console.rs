@@ -1,0 +1,45 @@
+//! Where COM1's bytes go, opened once per `casemate` run so that a guest
+//! reboot keeps appending to the same file instead of truncating it.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::DevError;
+use crate::config::SerialConfig;
+
+pub enum Console {
+    Stdout,
+    File(PathBuf, File),
+    None,
+}
+
+impl Console {
+    pub fn open(c: &SerialConfig) -> Result<Self, DevError> {
+        Ok(match c {
+            SerialConfig::Stdio => Console::Stdout,
+            SerialConfig::None => Console::None,
+            SerialConfig::File(path) => {
+                let f = File::create(path).map_err(|source| DevError::SerialFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                Console::File(path.clone(), f)
+            }
+        })
+    }
+
+    /// A writer for this boot's serial device.
+    pub fn writer(&self) -> Result<Box<dyn Write + Send>, DevError> {
+        Ok(match self {
+            Console::Stdout => Box::new(std::io::stdout()),
+            Console::None => Box::new(std::io::sink()),
+            Console::File(path, f) => {
+                Box::new(f.try_clone().map_err(|source| DevError::SerialFile {
+                    path: path.clone(),
+                    source,
+                })?)
+            }
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! `Hypervisor`: what the device manager asks of KVM while it places
+//! devices (interrupt lines, MSI vectors, INTx pins, ioeventfds), as a
+//! trait so that its tests run with a fake and no /dev/kvm. The KVM
+//! implementation is `vstate::platform::KvmHypervisor`.
+
+use std::sync::Arc;
+
+use casemate_devices::pci::{IntxLine, IoEvents, MsiVectors};
+use casemate_devices::IrqLine;
+
+use super::DevError;
+
+pub trait Hypervisor {
+    /// An edge-triggered line on IOAPIC pin `gsi`.
+    fn irq_line(&self, what: &'static str, gsi: u32) -> Result<Arc<dyn IrqLine>, DevError>;
+    /// `count` MSI-X vectors, each with its own route.
+    fn msi_vectors(&self, count: u16) -> Result<Arc<dyn MsiVectors>, DevError>;
+    /// A level-triggered INTx line on IOAPIC pin `gsi`.
+    fn intx(&self, gsi: u32) -> Result<Arc<dyn IntxLine>, DevError>;
+    /// Registration of queue-notify ioeventfds.
+    fn ioevents(&self) -> Arc<dyn IoEvents>;
+}

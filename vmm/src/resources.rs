@@ -1,0 +1,256 @@
+//! Host resources opened once per `casemate` run, before the first boot:
+//! the KVM fd, guest RAM (populated once), the console, the kernel and
+//! initrd files, disk images (and their `-snapshot` overlays), entropy
+//! sources, and the inherited fds of `-add-fd`. A guest reboot rebuilds
+//! the VM, its vCPUs and every device's state from these, and reopens
+//! nothing: after start-up the VMM needs no path, which is what lets the
+//! jailer hand everything over as fds. Owns no per-boot state.
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use casemate_disk::{create_overlay, open_image, open_image_file, DiskImage, Format, OpenOptions};
+use kvm_ioctls::Kvm;
+
+use crate::arch::layout::RamLayout;
+use crate::config::fdset::fdset_of;
+use crate::config::{CacheConfig, DriveConfig, FdSetConfig, ValidConfig};
+use crate::devmgr::kinds::{self, DeviceFactory};
+use crate::devmgr::{Console, DevError};
+use crate::memory::{self, GuestRam, MemoryError, RamOptions};
+use crate::vstate::vm::{Vm, VmError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Device(#[from] DevError),
+    #[error("-smp: {cpus} cpus exceed this host's KVM limit of {max}")]
+    TooManyCpus { cpus: u32, max: u32 },
+    #[error("{what} {path}: cannot open it")]
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} {path}: {why}")]
+    FdSet {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("-add-fd fd={fd}: not an open file descriptor of this process")]
+    BadFd {
+        fd: i32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A file the VMM opened, or an inherited one, with the name messages use.
+#[derive(Debug)]
+pub struct OpenedFile {
+    pub path: PathBuf,
+    pub file: File,
+}
+
+impl OpenedFile {
+    /// The whole file, read from its start (kernels and initrds are read
+    /// again at each boot through the same descriptor).
+    pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        let mut f = &self.file;
+        f.rewind()?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)?;
+        Ok(v)
+    }
+}
+
+/// The `-add-fd` sets, each fd owned by the VMM from start-up on.
+#[derive(Default)]
+pub struct FdSets {
+    sets: Vec<(u32, OwnedFd)>,
+}
+
+impl FdSets {
+    pub fn adopt(list: &[FdSetConfig]) -> Result<Self, ResourceError> {
+        let mut sets = Vec::new();
+        for e in list {
+            // SAFETY: fcntl(F_GETFD) only queries the descriptor.
+            if unsafe { libc::fcntl(e.fd, libc::F_GETFD) } < 0 {
+                return Err(ResourceError::BadFd {
+                    fd: e.fd,
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            // SAFETY: the launcher handed this fd to the process for the
+            // VMM to use (`-add-fd`), it is open (checked above), and
+            // nothing else in the process owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(e.fd) };
+            sets.push((e.set, fd));
+        }
+        Ok(Self { sets })
+    }
+
+    /// Open `path`, or a duplicate of the fd in set `/dev/fdset/N` whose
+    /// access mode allows `write` (as QEMU picks from a set).
+    pub fn open(&self, what: &'static str, path: &Path, write: bool) -> Result<File, ResourceError> {
+        let Some(set) = fdset_of(path) else {
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(path)
+                .map_err(|source| ResourceError::Open {
+                    what,
+                    path: path.into(),
+                    source,
+                });
+        };
+        let fdset_err = |why: String| ResourceError::FdSet {
+            what,
+            path: path.into(),
+            why,
+        };
+        let set = set.map_err(&fdset_err)?;
+        let mut found = false;
+        for (s, fd) in self.sets.iter().filter(|(s, _)| *s == set) {
+            found = true;
+            // SAFETY: F_GETFL only queries the descriptor's flags.
+            let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+            let mode = fl & libc::O_ACCMODE;
+            let ok = if write {
+                mode == libc::O_RDWR
+            } else {
+                mode == libc::O_RDONLY || mode == libc::O_RDWR
+            };
+            if ok {
+                let dup = fd.try_clone().map_err(|e| fdset_err(format!("set {s}: {e}")))?;
+                return Ok(File::from(dup));
+            }
+        }
+        Err(fdset_err(if found {
+            format!(
+                "no fd in set {set} is open {}",
+                if write { "read-write" } else { "for reading" }
+            )
+        } else {
+            format!("no -add-fd names set {set}")
+        }))
+    }
+}
+
+/// See the module doc.
+pub struct Resources {
+    pub kvm: Kvm,
+    pub layout: RamLayout,
+    /// Guest RAM; `populated()` is waited for once, by the first boot.
+    pub ram: std::sync::Mutex<GuestRam>,
+    /// The same memory, for everything that reads or writes it.
+    pub mem: vm_memory::GuestMemoryMmap,
+    pub console: Console,
+    pub kernel: Option<OpenedFile>,
+    pub initrd: Option<OpenedFile>,
+    /// One per `config.drives` entry, in order.
+    pub disks: Vec<Arc<dyn DiskImage>>,
+    /// One per `config.devices` entry, in order.
+    pub devices: Vec<Box<dyn DeviceFactory>>,
+}
+
+impl Resources {
+    /// Open everything `config` names. Guest RAM population starts in the
+    /// background; the builder waits for it before writing the guest.
+    pub fn open(config: &ValidConfig) -> Result<Self, ResourceError> {
+        let fds = FdSets::adopt(&config.fdsets)?;
+        let kvm = Vm::open_kvm()?;
+        let max = kvm.get_max_vcpus() as u32;
+        if config.smp.cpus > max {
+            return Err(ResourceError::TooManyCpus {
+                cpus: config.smp.cpus,
+                max,
+            });
+        }
+        let layout = RamLayout::new(config.memory);
+        let ram = memory::build(
+            &config.ram_backend(),
+            &layout.ranges(),
+            RamOptions {
+                thp: config.thp,
+                mem_lock: config.mem_lock,
+                sysfs: Path::new(memory::hugetlb::SYSFS),
+            },
+        )?;
+        let console = Console::open(&config.serial)?;
+        let opened = |what, p: &PathBuf| -> Result<OpenedFile, ResourceError> {
+            Ok(OpenedFile {
+                path: p.clone(),
+                file: fds.open(what, p, false)?,
+            })
+        };
+        let kernel = config.kernel.as_ref().map(|p| opened("kernel", p)).transpose()?;
+        let initrd = config.initrd.as_ref().map(|p| opened("initrd", p)).transpose()?;
+        let disks = config
+            .drives
+            .iter()
+            .map(|d| open_disk(d, &fds))
+            .collect::<Result<_, _>>()?;
+        let devices = config
+            .devices
+            .iter()
+            .map(|d| kinds::spec(d).open(&fds))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            kvm,
+            layout,
+            mem: ram.mem.clone(),
+            ram: std::sync::Mutex::new(ram),
+            console,
+            kernel,
+            initrd,
+            disks,
+            devices,
+        })
+    }
+}
+
+/// Open a drive's image as its config asks: format, read-only, O_DIRECT
+/// for cache=none, and a discarded qcow2 overlay for snapshot mode, so
+/// that writes survive a guest reboot and vanish at exit, as on QEMU.
+fn open_disk(d: &DriveConfig, fds: &FdSets) -> Result<Arc<dyn DiskImage>, ResourceError> {
+    let err = |source| {
+        ResourceError::Device(DevError::Disk {
+            id: d.id.clone(),
+            path: d.file.clone(),
+            source,
+        })
+    };
+    let format = d.format.as_deref().and_then(Format::from_name);
+    let opts = OpenOptions {
+        format,
+        read_only: d.read_only,
+        direct: d.cache == CacheConfig::None,
+        ..Default::default()
+    };
+    let image = if fdset_of(&d.file).is_some() {
+        if d.snapshot {
+            return Err(ResourceError::FdSet {
+                what: "drive",
+                path: d.file.clone(),
+                why: "-snapshot needs the image's path for its overlay; give the path".into(),
+            });
+        }
+        let file = fds.open("drive", &d.file, !d.read_only)?;
+        open_image_file(file, &d.file, &opts).map_err(err)?
+    } else if d.snapshot {
+        create_overlay(&d.file, format, None).map_err(err)?
+    } else {
+        open_image(&d.file, &opts).map_err(err)?
+    };
+    Ok(Arc::from(image))
+}

@@ -1,0 +1,63 @@
+//! `KvmHypervisor`: the device manager's `Hypervisor` on KVM: irqfds on
+//! IOAPIC pins, MSI-X vectors with their own GSI routes, INTx lines with
+//! resample eventfds (collected so the builder can start the one worker
+//! that re-raises them), and KVM_IOEVENTFD registration.
+
+use std::sync::{Arc, Mutex};
+
+use casemate_devices::pci::{IntxLine, IoEvents, MsiVectors};
+use casemate_devices::IrqLine;
+
+use super::gsi::{GsiRouter, KvmMsiVectors};
+use super::intx::KvmIntx;
+use super::ioevents::KvmIoEvents;
+use super::vm::Vm;
+use crate::devmgr::{DevError, Hypervisor};
+
+pub struct KvmHypervisor<'a> {
+    vm: &'a Vm,
+    router: Arc<GsiRouter>,
+    intx: Mutex<Vec<Arc<KvmIntx>>>,
+}
+
+impl<'a> KvmHypervisor<'a> {
+    pub fn new(vm: &'a Vm) -> Self {
+        Self {
+            vm,
+            router: Arc::new(GsiRouter::new(vm.fd.clone())),
+            intx: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The INTx lines handed out, for the resample worker.
+    pub fn take_intx(&self) -> Vec<Arc<KvmIntx>> {
+        std::mem::take(&mut *self.intx.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Hypervisor for KvmHypervisor<'_> {
+    fn irq_line(&self, what: &'static str, gsi: u32) -> Result<Arc<dyn IrqLine>, DevError> {
+        Ok(Arc::new(self.vm.irqfd(what, gsi)?))
+    }
+
+    fn msi_vectors(&self, count: u16) -> Result<Arc<dyn MsiVectors>, DevError> {
+        Ok(Arc::new(KvmMsiVectors::new(
+            self.router.clone(),
+            &self.vm.fd,
+            count,
+        )?))
+    }
+
+    fn intx(&self, gsi: u32) -> Result<Arc<dyn IntxLine>, DevError> {
+        let line = KvmIntx::new(&self.vm.fd, gsi)?;
+        self.intx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line.clone());
+        Ok(line)
+    }
+
+    fn ioevents(&self) -> Arc<dyn IoEvents> {
+        Arc::new(KvmIoEvents(self.vm.fd.clone()))
+    }
+}
