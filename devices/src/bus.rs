@@ -64,7 +64,10 @@ pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 pub enum Target {
     Device(SharedDevice),
     /// BAR `bar` of a PCI function; offsets are relative to the BAR.
-    Bar { dev: SharedPciDevice, bar: u8 },
+    Bar {
+        dev: SharedPciDevice,
+        bar: u8,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -133,7 +136,13 @@ impl Bus {
     }
 
     /// Map `dev` at `[base, base + len)`.
-    pub fn insert(&self, name: &str, base: u64, len: u64, dev: SharedDevice) -> Result<(), BusError> {
+    pub fn insert(
+        &self,
+        name: &str,
+        base: u64,
+        len: u64,
+        dev: SharedDevice,
+    ) -> Result<(), BusError> {
         self.insert_range(Range {
             base,
             len,
@@ -169,7 +178,13 @@ impl Bus {
         let mut errors = Vec::new();
         for r in ranges {
             match check(&list, &r) {
-                Ok(pos) => list.insert(pos, Range { owner: Some(owner), ..r }),
+                Ok(pos) => list.insert(
+                    pos,
+                    Range {
+                        owner: Some(owner),
+                        ..r
+                    },
+                ),
                 Err(e) => errors.push(e),
             }
         }

@@ -106,10 +106,8 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     let config = Arc::new(config);
     loop {
         let (c, r) = (config.clone(), res.clone());
-        let ctl = spawn_with_role(Role::Ctl, "cm-ctl".into(), move || {
-            boot_once(&c, &r, probe)
-        })
-        .map_err(|e| BuildError::Service("control", e))?;
+        let ctl = spawn_with_role(Role::Ctl, "cm-ctl".into(), move || boot_once(&c, &r, probe))
+            .map_err(|e| BuildError::Service("control", e))?;
         // A panicking thread aborts the process (panic = abort).
         let end = ctl.join().map_err(|_| BuildError::NoVcpuReport)??;
         match end {
@@ -148,11 +146,7 @@ fn place_devices(
     Ok(dm)
 }
 
-fn boot_once(
-    config: &ValidConfig,
-    res: &Resources,
-    probe: &[u8],
-) -> Result<VmEnd, BuildError> {
+fn boot_once(config: &ValidConfig, res: &Resources, probe: &[u8]) -> Result<VmEnd, BuildError> {
     let machine = machine::model(config.machine);
     let vm = Vm::new(&res.kvm)?;
     vm.map_memory(&res.mem)?;

@@ -101,7 +101,12 @@ impl FdSets {
 
     /// Open `path`, or a duplicate of the fd in set `/dev/fdset/N` whose
     /// access mode allows `write` (as QEMU picks from a set).
-    pub fn open(&self, what: &'static str, path: &Path, write: bool) -> Result<File, ResourceError> {
+    pub fn open(
+        &self,
+        what: &'static str,
+        path: &Path,
+        write: bool,
+    ) -> Result<File, ResourceError> {
         let Some(set) = fdset_of(path) else {
             return std::fs::OpenOptions::new()
                 .read(true)
@@ -131,7 +136,9 @@ impl FdSets {
                 mode == libc::O_RDONLY || mode == libc::O_RDWR
             };
             if ok {
-                let dup = fd.try_clone().map_err(|e| fdset_err(format!("set {s}: {e}")))?;
+                let dup = fd
+                    .try_clone()
+                    .map_err(|e| fdset_err(format!("set {s}: {e}")))?;
                 return Ok(File::from(dup));
             }
         }
@@ -193,8 +200,16 @@ impl Resources {
                 file: fds.open(what, p, false)?,
             })
         };
-        let kernel = config.kernel.as_ref().map(|p| opened("kernel", p)).transpose()?;
-        let initrd = config.initrd.as_ref().map(|p| opened("initrd", p)).transpose()?;
+        let kernel = config
+            .kernel
+            .as_ref()
+            .map(|p| opened("kernel", p))
+            .transpose()?;
+        let initrd = config
+            .initrd
+            .as_ref()
+            .map(|p| opened("initrd", p))
+            .transpose()?;
         let disks = config
             .drives
             .iter()

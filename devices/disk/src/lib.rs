@@ -159,7 +159,9 @@ pub fn open_image_file(
             fl >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT) == 0
         };
         if !ok {
-            return Err(IoError::new("set O_DIRECT on", name, std::io::Error::last_os_error()).into());
+            return Err(
+                IoError::new("set O_DIRECT on", name, std::io::Error::last_os_error()).into(),
+            );
         }
     }
     let file = io::ImageFile::new(file, name, opts.direct);

@@ -33,9 +33,7 @@ use crate::bus::BusAction;
 pub use bridge::PlainFunction;
 pub use config::{PciConfig, PciConfigError, PciIds};
 pub use msix::{MsixCap, MsixDelivery, MsixLayout, MsixState};
-pub use root::{
-    ConfigIo, Ecam, PciError, PciRoot, SharedPciDevice, CONFIG_IO_LEN, ECAM_BUS_LEN,
-};
+pub use root::{ConfigIo, Ecam, PciError, PciRoot, SharedPciDevice, CONFIG_IO_LEN, ECAM_BUS_LEN};
 
 /// Bus, device and function numbers on segment 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -263,7 +263,11 @@ fn add_fd(opt: &str, v: &str) -> Result<FdSetConfig, CliError> {
     };
     let fd = need("fd")?;
     if fd < 3 {
-        return Err(bad(opt, v, "fd 0, 1 and 2 are the standard streams, not images"));
+        return Err(bad(
+            opt,
+            v,
+            "fd 0, 1 and 2 are the standard streams, not images",
+        ));
     }
     Ok(FdSetConfig {
         fd: i32::try_from(fd).map_err(|_| bad(opt, v, "fd is too large"))?,
@@ -803,7 +807,7 @@ mod tests {
         assert_eq!(c.append, "console=ttyS0 a=b");
         assert!(c.no_reboot);
         assert_eq!(c.serial, SerialConfig::File("/tmp/x".into()));
-        assert!(c.acpi, "ACPI tables by default, as QEMU's microvm");
+        assert!(c.acpi_on(), "ACPI tables by default, as QEMU's microvm");
     }
 
     #[test]
@@ -906,11 +910,69 @@ mod tests {
     }
 
     #[test]
+    fn rng_devices_and_their_backends() {
+        let c = run(&[
+            "-device",
+            "virtio-rng-pci,rng=r0,max-bytes=1024,period=500",
+            "-object",
+            "rng-random,id=r0,filename=/dev/random",
+            "-M",
+            "q35",
+        ])
+        .unwrap();
+        let want = crate::config::RngConfig {
+            id: "r0".into(),
+            backend: crate::config::RngBackendConfig::Random {
+                filename: "/dev/random".into(),
+            },
+            max_bytes: Some(1024),
+            period_ms: 500,
+            transport: Some(Transport::Pci),
+        };
+        assert_eq!(c.devices, vec![crate::config::DeviceConfig::Rng(want)]);
+        let c = run(&["-device", "virtio-rng-device"]).unwrap();
+        assert!(matches!(
+            &c.devices[0],
+            crate::config::DeviceConfig::Rng(r)
+                if r.backend == crate::config::RngBackendConfig::Builtin
+        ));
+        let e = run(&["-device", "virtio-rng-pci,rng=nope"]).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        let e = run(&["-object", "rng-random,id=a", "-object", "rng-builtin,id=a"]).unwrap_err();
+        assert!(e.to_string().contains("Duplicate ID"), "{e}");
+        let e = run(&["-device", "virtio-rng-pci,max-bytes=lots"]).unwrap_err();
+        assert!(e.to_string().contains("max-bytes"), "{e}");
+    }
+
+    #[test]
+    fn add_fd_sets() {
+        let c = run(&[
+            "-add-fd",
+            "fd=5,set=2,opaque=disk",
+            "-drive",
+            "file=/dev/fdset/2",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.fdsets,
+            vec![crate::config::FdSetConfig {
+                fd: 5,
+                set: 2,
+                opaque: Some("disk".into())
+            }]
+        );
+        for bad in ["fd=1,set=0", "set=0", "fd=4", "fd=x,set=1"] {
+            assert!(run(&["-add-fd", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn machine_acpi_switch() {
-        assert!(!run(&["-M", "microvm,acpi=off"]).unwrap().acpi);
-        assert!(run(&["-M", "microvm,acpi=auto"]).unwrap().acpi);
+        assert!(!run(&["-M", "isapc"]).unwrap().acpi_on(), "isapc has none");
+        assert!(!run(&["-M", "microvm,acpi=off"]).unwrap().acpi_on());
+        assert!(run(&["-M", "microvm,acpi=auto"]).unwrap().acpi_on());
         // A later -machine without acpi= keeps the earlier choice.
-        assert!(!run(&["-M", "acpi=off", "-M", "microvm"]).unwrap().acpi);
+        assert!(!run(&["-M", "acpi=off", "-M", "microvm"]).unwrap().acpi_on());
         let e = run(&["-M", "microvm,acpi=maybe"]).unwrap_err().to_string();
         assert!(e.contains("acpi") && e.contains("maybe"), "{e}");
     }
@@ -964,11 +1026,9 @@ mod tests {
 
     #[test]
     fn memory_backend_mistakes_are_named() {
-        let e = run(&["-object", "rng-random,id=r"])
-            .unwrap_err()
-            .to_string();
+        let e = run(&["-object", "secret,id=r"]).unwrap_err().to_string();
         assert!(
-            e.contains("-object rng-random") && e.contains("memory-backend"),
+            e.contains("-object secret") && e.contains("memory-backend"),
             "{e}"
         );
         let e = run(&["-object", "memory-backend-ram,id=r,size=1G,hugetlb=on"]).unwrap_err();

@@ -24,7 +24,13 @@ pub fn device(
                 Some(id),
             ),
             Some(("rng-builtin", _)) => (RngBackendConfig::Builtin, Some(id)),
-            _ => return Err(bad(opt, id, "no -object rng-random or rng-builtin has this id")),
+            _ => {
+                return Err(bad(
+                    opt,
+                    id,
+                    "no -object rng-random or rng-builtin has this id",
+                ))
+            }
         },
     };
     let num = |k: &str| {

@@ -100,6 +100,9 @@ mod tests {
         assert_eq!(l.take("a").unwrap(), 2);
         assert_eq!(l.take("b").unwrap(), 3);
         let e = l.take("c").unwrap_err().to_string();
-        assert!(e.contains("device c") && e.contains("PCI slot") && e.contains('2'), "{e}");
+        assert!(
+            e.contains("device c") && e.contains("PCI slot") && e.contains('2'),
+            "{e}"
+        );
     }
 }

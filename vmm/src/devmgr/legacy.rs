@@ -32,14 +32,24 @@ impl DeviceManager {
         let serial = Serial::new(hv.irq_line("COM1", COM1_IRQ)?, console.writer()?);
         pio.insert("com1", COM1, 8, Arc::new(Mutex::new(serial)))?;
         let kbd = I8042::new(hv.irq_line("i8042", I8042_IRQ)?);
-        pio.insert("i8042", I8042_BASE, legacy::i8042::LEN, Arc::new(Mutex::new(kbd)))?;
+        pio.insert(
+            "i8042",
+            I8042_BASE,
+            legacy::i8042::LEN,
+            Arc::new(Mutex::new(kbd)),
+        )?;
         let base = match rtc {
             RtcConfig::Utc => RtcBase::Utc,
             RtcConfig::Localtime => RtcBase::LocalTime,
             RtcConfig::At(t) => RtcBase::At(t),
         };
         let cmos = Cmos::new(base, ram.low_end, ram.high_size);
-        pio.insert("cmos", CMOS_BASE, legacy::cmos::LEN, Arc::new(Mutex::new(cmos)))?;
+        pio.insert(
+            "cmos",
+            CMOS_BASE,
+            legacy::cmos::LEN,
+            Arc::new(Mutex::new(cmos)),
+        )?;
         match self.machine.power {
             PowerRegs::SleepControl => pio.insert(
                 "acpi-sleep",

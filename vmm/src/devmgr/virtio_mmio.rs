@@ -38,11 +38,7 @@ pub struct MmioPlatform {
 impl MmioPlatform {
     pub fn new(m: MmioSlots) -> Self {
         Self {
-            windows: Window::new(
-                "virtio-mmio window",
-                m.base,
-                MMIO_LEN * m.gsis.len() as u64,
-            ),
+            windows: Window::new("virtio-mmio window", m.base, MMIO_LEN * m.gsis.len() as u64),
             gsis: FreeList::new("virtio-mmio interrupt pin", m.gsis.iter().copied()),
             slots: Vec::new(),
         }
@@ -90,7 +86,9 @@ impl MmioPlatform {
             line,
             key,
         )));
-        buses.mmio.insert(&format!("virtio-mmio {name}"), base, MMIO_LEN, t.clone())?;
+        buses
+            .mmio
+            .insert(&format!("virtio-mmio {name}"), base, MMIO_LEN, t.clone())?;
         self.slots.push(VirtioMmioSlot {
             base,
             len: MMIO_LEN,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::bus::PlatformRequest;
 use crate::pci::config::{CMD_IO, CMD_MEMORY};
 use crate::pci::{BarKind, BarRange, PciConfig, PciIds};
 
@@ -38,8 +39,9 @@ impl PciDevice for TestFn {
     fn config_read(&mut self, offset: u16, data: &mut [u8]) {
         self.cfg.read(offset, data);
     }
-    fn config_write(&mut self, offset: u16, data: &[u8]) {
+    fn config_write(&mut self, offset: u16, data: &[u8]) -> BusAction {
         self.cfg.write(offset, data);
+        BusAction::None
     }
     fn active_bars(&self) -> Vec<BarRange> {
         self.cfg.active_bars()
@@ -50,11 +52,12 @@ impl PciDevice for TestFn {
             *d = v;
         }
     }
-    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) -> BusAction {
         self.writes
             .lock()
             .unwrap()
             .push((bar, offset, data.to_vec()));
+        BusAction::None
     }
 }
 
@@ -90,6 +93,7 @@ fn add_refuses_taken_and_missing_slots() {
         root.add(3, test_fn().0),
         Err(PciError::SlotTaken {
             slot: 3,
+            func: 0,
             existing: "test".into()
         })
     );
@@ -97,6 +101,27 @@ fn add_refuses_taken_and_missing_slots() {
         root.add(32, test_fn().0),
         Err(PciError::NoSuchSlot { slot: 32 })
     );
+    assert_eq!(
+        root.add_function(3, 8, test_fn().0),
+        Err(PciError::NoSuchFunction { slot: 3, func: 8 })
+    );
+}
+
+#[test]
+fn functions_other_than_zero_are_reachable() {
+    let mut root = PciRoot::new();
+    root.add_function(5, 0, test_fn().0).unwrap();
+    root.add_function(5, 3, test_fn().0).unwrap();
+    let root = Arc::new(root);
+    let mut ecam = Ecam::new(root.clone());
+    assert_eq!(read_ecam(&mut ecam, 0, 5, 3, 0), 0x1237_8086);
+    assert_eq!(read_ecam(&mut ecam, 0, 5, 2, 0), u32::MAX);
+    let found: Vec<(u8, u8)> = root
+        .functions()
+        .iter()
+        .map(|(b, _)| (b.dev, b.func))
+        .collect();
+    assert_eq!(found, vec![(5, 0), (5, 3)]);
 }
 
 #[test]
@@ -148,44 +173,38 @@ fn absent_functions_read_all_ones() {
 }
 
 #[test]
-fn bars_route_and_follow_the_guest() {
-    let (root, writes) = root_with_slot(2);
-    let mut mmio = PciWindow::new(root.clone(), IoSpace::Mmio, 0xe000_0000);
-    let mut pio = PciWindow::new(root.clone(), IoSpace::Pio, 0);
+fn writes_that_move_bars_ask_the_platform_to_move_their_ranges() {
+    let (root, _) = root_with_slot(2);
     let mut ecam = Ecam::new(root.clone());
-    let mut b = [0u8; 4];
-    mmio.read(0x1e00_0010, &mut b);
-    assert_eq!(b, [0, 0x10, 0, 0]);
-    pio.read(0xc01f, &mut b[..1]);
-    assert_eq!(b[0], 1);
-    pio.read(0xc01f, &mut b[..2]);
-    assert_eq!(&b[..2], &[0xff, 0xff], "crosses the BAR's end");
-    pio.write(0xc004, &[7]);
-    mmio.write(0x1e00_0ffc, &[1, 2, 3, 4]);
+    let bdf = Bdf {
+        bus: 0,
+        dev: 2,
+        func: 0,
+    };
+    let moved = BusAction::Platform(PlatformRequest::BarsMoved { bdf });
+    let dev = root.function(bdf).unwrap().clone();
+    // The guest moves BAR 0: the answer asks for the move, and the
+    // function decodes the new range.
     assert_eq!(
-        *writes.lock().unwrap(),
-        vec![(1, 4, vec![7]), (0, 0xffc, vec![1, 2, 3, 4])]
+        ecam.write((2 << 15) | 0x10, &0xfd00_0000u32.to_le_bytes()),
+        moved
     );
-    // The guest moves BAR 0.
-    ecam.write((2 << 15) | 0x10, &0xfd00_0000u32.to_le_bytes());
-    mmio.read(0x1e00_0010, &mut b);
-    assert_eq!(b, [0xff; 4], "old address unclaimed");
-    mmio.read(0x1d00_0020, &mut b);
-    assert_eq!(b, [0, 0x20, 0, 0]);
-    // The guest turns memory decode off: only I/O still routes.
-    ecam.write((2 << 15) | 0x4, &[CMD_IO as u8, 0]);
-    mmio.read(0x1d00_0020, &mut b);
-    assert_eq!(b, [0xff; 4]);
-    pio.read(0xc000, &mut b);
-    assert_eq!(b, [1, 0, 0, 0]);
-    writes.lock().unwrap().clear();
-    mmio.write(0x1d00_0000, &[1]);
-    assert!(writes.lock().unwrap().is_empty(), "dropped");
-    // Offsets that wrap the address space are unclaimed.
-    let mut top = PciWindow::new(root.clone(), IoSpace::Mmio, u64::MAX);
-    top.read(2, &mut b);
-    assert_eq!(b, [0xff; 4]);
-    top.write(2, &b);
+    let bars = super::lock(&dev).active_bars();
+    assert!(bars.iter().any(|b| b.index == 0 && b.addr == 0xfd00_0000));
+    // Writing the same value again changes nothing: no request.
+    assert_eq!(
+        ecam.write((2 << 15) | 0x10, &0xfd00_0000u32.to_le_bytes()),
+        BusAction::None
+    );
+    // Interrupt Line is not a BAR.
+    assert_eq!(ecam.write((2 << 15) | 0x3c, &[9]), BusAction::None);
+    // Memory decode off: only the I/O BAR still decodes.
+    let mut io = ConfigIo::new(root.clone());
+    io.write(0, &cf8(2, 0, 0x4));
+    assert_eq!(io.write(4, &[CMD_IO as u8, 0]), moved);
+    let bars = super::lock(&dev).active_bars();
+    assert_eq!(bars.len(), 1);
+    assert!(bars[0].kind.is_io());
 }
 
 #[test]

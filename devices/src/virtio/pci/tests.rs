@@ -4,8 +4,9 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
+use crate::bus::{Bus, BusAction, PlatformRequest, Range, Target};
 use crate::pci::testing::{FakeIntx, FakeIoEvents, FakeMsi, MsiCall};
-use crate::pci::{Bdf, Ecam, PciRoot, PciWindow};
+use crate::pci::{Bdf, Ecam, PciRoot};
 use crate::virtio::status::*;
 use crate::virtio::testing::{FakeDevice, RecordingHost};
 use crate::virtio::{VirtioIrq, VIRTIO_F_VERSION_1};
@@ -40,9 +41,10 @@ fn params(msix_count: u16, bar_addr: u64) -> (VirtioPciParams, Fixture2) {
         intx_line: 10,
         intx_pin: 1,
         ioevents: io.clone(),
-        host: host.clone(),
+        key: 4,
         bar_addr,
     };
+    TEST_HOST.with(|h| *h.borrow_mut() = Some(host.clone()));
     (p, (host, msi, intx, io, kick0))
 }
 
@@ -72,8 +74,25 @@ fn cr(t: &mut VirtioPciTransport, off: u16, len: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
+thread_local! {
+    /// The worker host of this test's fixture: `act` plays the control
+    /// thread with it.
+    static TEST_HOST: std::cell::RefCell<Option<Arc<RecordingHost>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Carry out a lifecycle request the way the VMM's control thread does.
+fn act(t: &mut VirtioPciTransport, a: BusAction) -> BusAction {
+    if let BusAction::Platform(PlatformRequest::Virtio { device, change }) = a {
+        assert_eq!(device, 4, "the transport names itself by its key");
+        let host = TEST_HOST.with(|h| h.borrow().clone()).unwrap();
+        t.lifecycle(change, host.as_ref());
+    }
+    a
+}
+
 fn cw(t: &mut VirtioPciTransport, off: u16, v: u32, len: usize) {
-    t.config_write(off, &v.to_le_bytes()[..len]);
+    let a = t.config_write(off, &v.to_le_bytes()[..len]);
+    act(t, a);
 }
 
 fn br(t: &mut VirtioPciTransport, off: u64, len: usize) -> u64 {
@@ -82,8 +101,9 @@ fn br(t: &mut VirtioPciTransport, off: u64, len: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn bw(t: &mut VirtioPciTransport, off: u64, v: u64, len: usize) {
-    t.bar_write(0, off, &v.to_le_bytes()[..len]);
+fn bw(t: &mut VirtioPciTransport, off: u64, v: u64, len: usize) -> BusAction {
+    let a = t.bar_write(0, off, &v.to_le_bytes()[..len]);
+    act(t, a)
 }
 
 /// Capabilities found by walking from 0x34: (offset, id, cfg_type).
@@ -125,11 +145,19 @@ fn bring_up(t: &mut VirtioPciTransport, desc: u64) {
     bw(t, 0x30, 0x3000, 4);
     bw(t, 0x34, 0, 4);
     bw(t, 0x1c, 1, 2);
-    bw(
+    let a = bw(
         t,
         0x14,
         (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
         1,
+    );
+    assert_eq!(
+        a,
+        BusAction::Platform(PlatformRequest::Virtio {
+            device: 4,
+            change: crate::virtio::common::StatusChange::Activate
+        }),
+        "DRIVER_OK is a request for the control thread, as a value"
     );
 }
 
@@ -332,33 +360,55 @@ fn notify_ioeventfds_follow_bar_0() {
     assert!(io.addrs().is_empty(), "unregistered on drop");
 }
 
+/// What the VMM's control thread does on `BarsMoved`: the function's
+/// decoding BARs become its ranges on the bus.
+fn place(bus: &Bus, root: &PciRoot, bdf: Bdf) {
+    let dev = root.function(bdf).unwrap().clone();
+    let bars = crate::pci::root::lock(&dev).active_bars();
+    let ranges = bars
+        .into_iter()
+        .map(|b| Range {
+            base: b.addr,
+            len: b.size,
+            name: format!("{bdf} BAR{}", b.index),
+            owner: Some(bdf),
+            target: Target::Bar {
+                dev: dev.clone(),
+                bar: b.index,
+            },
+        })
+        .collect();
+    assert!(bus.set_owned(bdf, ranges).is_empty());
+}
+
 #[test]
 fn through_the_root_a_moved_bar_moves_routing_and_ioeventfds() {
     let Fixture { t, io, .. } = fixture();
     let mut root = PciRoot::new();
     root.add(3, Arc::new(std::sync::Mutex::new(t))).unwrap();
     let root = Arc::new(root);
-    let mut win = PciWindow::new(root.clone(), IoSpace::Mmio, 0);
+    let bdf = Bdf {
+        bus: 0,
+        dev: 3,
+        func: 0,
+    };
+    let bus = Bus::new();
+    place(&bus, &root, bdf);
     let mut ecam = Ecam::new(root.clone());
     let mut b = [0u8; 2];
-    win.read(BAR + 0x12, &mut b);
-    assert_eq!(u16::from_le_bytes(b), 1, "num_queues through the window");
-    ecam.write((3 << 15) | 0x10, &0xfe00_0000u64.to_le_bytes());
+    assert!(bus.read(BAR + 0x12, &mut b));
+    assert_eq!(u16::from_le_bytes(b), 1, "num_queues through the bus range");
+    // The guest moves BAR 0 (a 64-bit BAR: low dword, then high).
+    ecam.write((3 << 15) | 0x10, &0xfe00_0000u32.to_le_bytes());
+    let a = ecam.write((3 << 15) | 0x14, &0u32.to_le_bytes());
+    assert_eq!(a, BusAction::Platform(PlatformRequest::BarsMoved { bdf }));
     assert_eq!(io.addrs(), vec![0xfe00_3000]);
-    win.read(BAR + 0x12, &mut b);
-    assert_eq!(b, [0xff; 2]);
-    win.read(0xfe00_0012, &mut b);
+    place(&bus, &root, bdf);
+    assert!(!bus.read(BAR + 0x12, &mut b), "the old range is gone");
+    assert!(bus.read(0xfe00_0012, &mut b));
     assert_eq!(u16::from_le_bytes(b), 1);
     let mut id = [0u8; 4];
-    root.config_read(
-        Bdf {
-            bus: 0,
-            dev: 3,
-            func: 0,
-        },
-        0,
-        &mut id,
-    );
+    root.config_read(bdf, 0, &mut id);
     assert_eq!(u32::from_le_bytes(id), 0x10bf_1af4);
 }
 

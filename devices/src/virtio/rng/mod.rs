@@ -9,9 +9,9 @@
 //! until the next period starts (a timerfd the worker watches).
 
 pub mod source;
-mod worker;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -84,11 +84,13 @@ fn rig(chains: &[Vec<(u64, u32, bool)>], limit: Option<RateLimit>) -> Rig {
         needs_reset: Arc::new(AtomicBool::new(false)),
     };
     let worker = dev.activate(ctx).unwrap();
+    let used = vq.used_addr();
+    drop(vq);
     Rig {
         mem,
         worker,
         irqs,
-        used: vq.used_addr(),
+        used,
         source,
     }
 }
@@ -114,8 +116,12 @@ fn fills_writable_buffers_and_reports_the_length() {
     assert_eq!(r.used_idx(), 1);
     assert_eq!(r.used(0), (0, 96));
     let mut b = [0u8; 96];
-    r.mem.read_slice(&mut b[..64], GuestAddress(0x8000)).unwrap();
-    r.mem.read_slice(&mut b[64..], GuestAddress(0x9000)).unwrap();
+    r.mem
+        .read_slice(&mut b[..64], GuestAddress(0x8000))
+        .unwrap();
+    r.mem
+        .read_slice(&mut b[64..], GuestAddress(0x9000))
+        .unwrap();
     assert!(b.iter().all(|&x| x == 0xa5));
     assert_eq!(r.irqs.0.load(Ordering::SeqCst), 1);
 }

@@ -122,11 +122,12 @@ impl RngWorker {
             }
             used = true;
         }
-        if used && self
-            .queue
-            .queue
-            .needs_notification(&self.mem)
-            .map_err(|e| self.queue_err(e))?
+        if used
+            && self
+                .queue
+                .queue
+                .needs_notification(&self.mem)
+                .map_err(|e| self.queue_err(e))?
         {
             self.irq
                 .signal_used(self.queue.index)

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use casemate_devices::virtio::rng::{EntropySource, RateLimit, RngConfig as Model, RngDevice, RngSource};
+use casemate_devices::virtio::rng::{
+    EntropySource, RateLimit, RngConfig as Model, RngDevice, RngSource,
+};
 use casemate_devices::virtio::VirtioDevice;
 
 use super::{DeviceFactory, DeviceSpec};

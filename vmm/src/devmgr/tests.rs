@@ -1,0 +1,192 @@
+//! The device manager with a fake hypervisor (no /dev/kvm): placement on
+//! each machine, allocation exhaustion, lifecycle requests as values and
+//! the control thread's part in them, BAR moves through the buses.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use casemate_devices::pci::testing::{FakeIntx, FakeIoEvents, FakeMsi};
+use casemate_devices::pci::{IntxLine, IoEvents, MsiVectors};
+use casemate_devices::virtio::common::StatusChange;
+use casemate_devices::virtio::testing::{FakeDevice, RecordingHost};
+use casemate_devices::virtio::VIRTIO_F_VERSION_1;
+use casemate_devices::{BusAction, IrqLine, PlatformRequest};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use super::*;
+use crate::config::MachineKind;
+use crate::machine;
+
+#[derive(Default)]
+struct FakeHv {
+    lines: AtomicUsize,
+    io: Arc<FakeIoEvents>,
+}
+
+struct Line;
+impl IrqLine for Line {
+    fn trigger(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Hypervisor for FakeHv {
+    fn irq_line(&self, _what: &'static str, _gsi: u32) -> Result<Arc<dyn IrqLine>, DevError> {
+        self.lines.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(Line))
+    }
+    fn msi_vectors(&self, count: u16) -> Result<Arc<dyn MsiVectors>, DevError> {
+        Ok(Arc::new(FakeMsi::new(count)))
+    }
+    fn intx(&self, _gsi: u32) -> Result<Arc<dyn IntxLine>, DevError> {
+        Ok(Arc::new(FakeIntx::default()))
+    }
+    fn ioevents(&self) -> Arc<dyn IoEvents> {
+        self.io.clone()
+    }
+}
+
+fn mem() -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap()
+}
+
+fn fake() -> Box<dyn VirtioDevice> {
+    Box::new(FakeDevice::new(VIRTIO_F_VERSION_1))
+}
+
+fn manager(kind: MachineKind) -> DeviceManager {
+    DeviceManager::new(machine::model(kind), &RamLayout::new(16 << 20))
+}
+
+#[test]
+fn devices_never_overlap_and_exhaustion_names_the_resource() {
+    for kind in [MachineKind::Microvm, MachineKind::Q35, MachineKind::Pc] {
+        let hv = FakeHv::default();
+        let mem = mem();
+        let w = Wiring { hv: &hv, mem: &mem };
+        let mut dm = manager(kind);
+        let limit = machine::model(kind).device_limit();
+        for i in 0..limit {
+            dm.add_virtio(&w, &format!("d{i}"), fake(), None).unwrap();
+        }
+        let e = dm.add_virtio(&w, "one-too-many", fake(), None).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("fake0") && (text.contains("PCI slot") || text.contains("pin")),
+            "{kind:?}: {text}"
+        );
+        dm.finish().unwrap();
+        let ranges = dm.buses.mmio.ranges();
+        for (i, a) in ranges.iter().enumerate() {
+            for b in &ranges[i + 1..] {
+                assert!(a.1 + a.2 <= b.1, "{kind:?}: {a:?} overlaps {b:?}");
+            }
+        }
+        assert_eq!(dm.devices().len(), limit);
+    }
+}
+
+#[test]
+fn a_device_on_a_transport_the_machine_lacks_is_refused_by_name() {
+    let hv = FakeHv::default();
+    let mem = mem();
+    let w = Wiring { hv: &hv, mem: &mem };
+    let mut dm = manager(MachineKind::Microvm);
+    let e = dm
+        .add_virtio(&w, "r", fake(), Some(Transport::Pci))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "fake0: machine microvm has no PCI transport");
+}
+
+/// Bring a virtio-mmio device to DRIVER_OK through the bus.
+fn mmio_bring_up(dm: &DeviceManager, base: u64) -> BusAction {
+    let w = |off: u64, v: u32| dm.buses.mmio.write(base + off, &v.to_le_bytes()).unwrap();
+    w(0x70, 3);
+    w(0x24, 1);
+    w(0x20, 1);
+    w(0x70, 0xb);
+    w(0x30, 0);
+    w(0x38, 16);
+    w(0x80, 0x1000);
+    w(0x90, 0x2000);
+    w(0xa0, 0x3000);
+    w(0x44, 1);
+    w(0x70, 0xf)
+}
+
+#[test]
+fn status_writes_return_requests_that_the_control_thread_carries_out() {
+    let hv = FakeHv::default();
+    let mem = mem();
+    let w = Wiring { hv: &hv, mem: &mem };
+    let mut dm = manager(MachineKind::Microvm);
+    dm.add_virtio(&w, "a", fake(), None).unwrap();
+    dm.add_virtio(&w, "b", fake(), None).unwrap();
+    dm.finish().unwrap();
+    let Placement::Mmio { base, .. } = dm.devices()[1].placement else {
+        panic!("microvm places on virtio-mmio");
+    };
+    let host = RecordingHost::default();
+    let a = mmio_bring_up(&dm, base);
+    let want = PlatformRequest::Virtio {
+        device: dm.devices()[1].key,
+        change: StatusChange::Activate,
+    };
+    assert_eq!(a, BusAction::Platform(want));
+    assert_eq!(host.started(), 0, "the vCPU side starts nothing");
+    dm.handle(want, &host);
+    assert_eq!(host.started(), 1);
+    let reset = dm
+        .buses
+        .mmio
+        .write(base + 0x70, &0u32.to_le_bytes())
+        .unwrap();
+    let BusAction::Platform(req) = reset else {
+        panic!("{reset:?}");
+    };
+    dm.handle(req, &host);
+    assert_eq!(host.stopped(), 1);
+}
+
+#[test]
+fn a_guest_moving_a_bar_moves_its_bus_range() {
+    let hv = FakeHv::default();
+    let mem = mem();
+    let w = Wiring { hv: &hv, mem: &mem };
+    let mut dm = manager(MachineKind::Q35);
+    dm.add_virtio(&w, "a", fake(), None).unwrap();
+    dm.finish().unwrap();
+    let Placement::Pci { bdf } = dm.devices()[0].placement else {
+        panic!("q35 places on PCI");
+    };
+    let bar = |dm: &DeviceManager| {
+        dm.buses
+            .mmio
+            .ranges()
+            .into_iter()
+            .find(|r| r.0.starts_with(&bdf.to_string()))
+            .map(|r| r.1)
+    };
+    let old = bar(&dm).unwrap();
+    let ecam = crate::arch::layout::PCI_ECAM;
+    let reg = ecam + (u64::from(bdf.dev) << 15) + 0x10;
+    let new = old + 0x100_0000;
+    let a = dm
+        .buses
+        .mmio
+        .write(reg, &(new as u32).to_le_bytes())
+        .unwrap();
+    let BusAction::Platform(req) = a else {
+        panic!("{a:?}");
+    };
+    assert_eq!(req, PlatformRequest::BarsMoved { bdf });
+    dm.handle(req, &RecordingHost::default());
+    assert_eq!(bar(&dm), Some(new));
+    let mut b = [0u8; 4];
+    assert!(
+        !dm.buses.mmio.read(old, &mut b),
+        "the old range answers no more"
+    );
+    assert!(dm.buses.mmio.read(new, &mut b), "the new one does");
+}
