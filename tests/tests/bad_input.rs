@@ -146,7 +146,7 @@ fn block_device_on_the_wrong_machine() {
             "-device",
             "virtio-blk-device,drive=d0",
         ],
-        "drive d0: virtio-blk-device does not exist on -machine pc (use virtio-blk-pci)",
+        "device d0: virtio-blk-device does not exist on machine pc (use virtio-blk-pci)",
     );
     refuses(
         &[
@@ -157,7 +157,7 @@ fn block_device_on_the_wrong_machine() {
             "-device",
             "virtio-blk-pci,drive=d0",
         ],
-        "drive d0: virtio-blk-pci does not exist on -machine microvm (use virtio-blk-device)",
+        "device d0: virtio-blk-pci does not exist on machine microvm (use virtio-blk-device)",
     );
     refuses(
         &[

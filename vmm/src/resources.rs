@@ -33,7 +33,7 @@ pub enum ResourceError {
     Device(#[from] DevError),
     #[error("-smp: {cpus} cpus exceed this host's KVM limit of {max}")]
     TooManyCpus { cpus: u32, max: u32 },
-    #[error("{what} {path}: cannot open it")]
+    #[error("cannot open {what} {path}")]
     Open {
         what: &'static str,
         path: PathBuf,
