@@ -12,6 +12,7 @@ mod blk_evil;
 mod exits;
 mod fault;
 mod hello;
+mod rng;
 mod spin;
 
 pub struct Ctx<'a> {
@@ -35,6 +36,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "blk-bench", run: blk_bench::run },
     Probe { name: "blk-evil", run: blk_evil::run },
     Probe { name: "spin", run: spin::run },
+    Probe { name: "rng", run: rng::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
