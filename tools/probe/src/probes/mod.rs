@@ -6,6 +6,7 @@
 use crate::bootinfo::BootInfo;
 use crate::cmdline::Args;
 
+mod bar_move;
 mod blk;
 mod blk_bench;
 mod blk_evil;
@@ -37,6 +38,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "blk-evil", run: blk_evil::run },
     Probe { name: "spin", run: spin::run },
     Probe { name: "rng", run: rng::run },
+    Probe { name: "bar-move", run: bar_move::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
