@@ -10,6 +10,7 @@ mod bar_move;
 mod blk;
 mod blk_bench;
 mod blk_evil;
+mod blk_reboot;
 mod exits;
 mod fault;
 mod hello;
@@ -39,6 +40,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "spin", run: spin::run },
     Probe { name: "rng", run: rng::run },
     Probe { name: "bar-move", run: bar_move::run },
+    Probe { name: "blk-reboot", run: blk_reboot::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
