@@ -1,7 +1,7 @@
 //! `probe=rng [bytes=N] [index=N]`: reads N random bytes (default 64, at
-//! most 4096) from virtio-rng device N (default the first; virtio-mmio ones
-//! before virtio-pci) in one request and checks the device returned some and that they are
-//! not all equal.
+//! most 4096) in one request from virtio-rng device N (default the first;
+//! virtio-mmio ones before virtio-pci) and checks the device returned some
+//! and that they are not all equal.
 
 use super::{Ctx, Outcome};
 use crate::report::Line;
