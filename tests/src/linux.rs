@@ -168,7 +168,10 @@ impl LinuxBoot {
     fn rng_args(&self, c: &mut Command) {
         if self.rng {
             c.args(["-object", "rng-random,id=rng0,filename=/dev/urandom"])
-                .args(["-device", &format!("virtio-rng-{},rng=rng0", self.virtio_suffix())]);
+                .args([
+                    "-device",
+                    &format!("virtio-rng-{},rng=rng0", self.virtio_suffix()),
+                ]);
         }
     }
 
@@ -293,7 +296,9 @@ mod tests {
     #[test]
     fn rng_and_disks_are_virtio_pci_on_q35_for_both_vmms() {
         let a = fake();
-        let b = LinuxBoot::new(pci_machine(&a, "q35"), &a).disk("/d.raw").rng();
+        let b = LinuxBoot::new(pci_machine(&a, "q35"), &a)
+            .disk("/d.raw")
+            .rng();
         let cm = args(&b.casemate_at(Path::new("casemate")));
         let q = args(&b.qemu());
         for v in [&cm, &q] {

@@ -355,10 +355,14 @@ fn moved_bar_keeps_the_disk_working(machine: &str) {
         .unwrap_or_else(|| panic!("no bar-move line\n{console}"));
     let hex = |k: &str| u64::from_str_radix(moved[k].trim_start_matches("0x"), 16).unwrap();
     assert_ne!(hex("old"), hex("new"), "{console}");
-    assert!((0xc000_0000..0xe000_0000).contains(&hex("new")), "{console}");
+    assert!(
+        (0xc000_0000..0xe000_0000).contains(&hex("new")),
+        "{console}"
+    );
     assert_eq!(moved["old_reads"], "0xffffffff", "{console}");
     assert_eq!(r.want("common"), moved["new"], "{console}");
-    let n = check(&console, &std::fs::read(&d).unwrap()).unwrap_or_else(|e| panic!("{e}\n{console}"));
+    let n =
+        check(&console, &std::fs::read(&d).unwrap()).unwrap_or_else(|e| panic!("{e}\n{console}"));
     assert!(n >= 19, "only {n} sectors checked");
 }
 
@@ -367,7 +371,9 @@ fn moved_bar_keeps_the_disk_working(machine: &str) {
 /// resets (0xCF9 on pc/q35, the i8042 on microvm), boot 2 reads them back
 /// from the overlay, and the image file is byte-identical at exit.
 fn snapshot_writes_survive_a_guest_reset(machine: &str) {
-    if !kvm_or_skip(&format!("snapshot_writes_survive_a_guest_reset on {machine}")) {
+    if !kvm_or_skip(&format!(
+        "snapshot_writes_survive_a_guest_reset on {machine}"
+    )) {
         return;
     }
     let s = Scratch::new(&format!("{machine}-blk-reboot"));
@@ -388,9 +394,25 @@ fn snapshot_writes_survive_a_guest_reset(machine: &str) {
     r.assert_ok();
     let console = String::from_utf8_lossy(&out.stdout);
     let via = if machine == "microvm" { "i8042" } else { "cf9" };
-    assert!(console.contains("probe: blk-reboot phase=1 wrote=9 "), "{console}");
-    assert!(console.contains(&format!("probe: blk-reboot resetting={via}")), "{console}");
-    assert!(console.contains("probe: blk-reboot phase=2 read=ok ok=1"), "{console}");
-    assert_eq!(console.matches("probe: boot entry=").count(), 2, "{console}");
-    assert!(std::fs::read(&d).unwrap() == before, "-snapshot image changed");
+    assert!(
+        console.contains("probe: blk-reboot phase=1 wrote=9 "),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!("probe: blk-reboot resetting={via}")),
+        "{console}"
+    );
+    assert!(
+        console.contains("probe: blk-reboot phase=2 read=ok ok=1"),
+        "{console}"
+    );
+    assert_eq!(
+        console.matches("probe: boot entry=").count(),
+        2,
+        "{console}"
+    );
+    assert!(
+        std::fs::read(&d).unwrap() == before,
+        "-snapshot image changed"
+    );
 }

@@ -102,10 +102,19 @@ fn rng_probe_passes_under_qemu_microvm_and_q35() {
     let cases: [(&str, &[&str], &str); 3] = [
         (
             "microvm",
-            &["-global", "virtio-mmio.force-legacy=false", "-device", "virtio-rng-device,rng=rng0"],
+            &[
+                "-global",
+                "virtio-mmio.force-legacy=false",
+                "-device",
+                "virtio-rng-device,rng=rng0",
+            ],
             "mmio",
         ),
-        ("q35", &["-device", "virtio-rng-pci,rng=rng0,disable-legacy=on"], "pci"),
+        (
+            "q35",
+            &["-device", "virtio-rng-pci,rng=rng0,disable-legacy=on"],
+            "pci",
+        ),
         ("q35", &["-device", "virtio-rng-pci,rng=rng0"], "pci"),
     ];
     for (machine, device, transport) in cases {
@@ -150,8 +159,14 @@ fn bar_move_probe_passes_under_qemu_q35() {
     let hex = |k: &str| u64::from_str_radix(moved[k].trim_start_matches("0x"), 16).unwrap();
     assert_ne!(hex("old"), hex("new"), "{console}");
     assert_eq!(moved["window_src"], "crs", "{console}");
-    assert!((hex("window_lo")..hex("window_hi")).contains(&hex("new")), "{console}");
-    assert!(["0x0", "0xffffffff"].contains(&moved["old_reads"].as_str()), "{console}");
+    assert!(
+        (hex("window_lo")..hex("window_hi")).contains(&hex("new")),
+        "{console}"
+    );
+    assert!(
+        ["0x0", "0xffffffff"].contains(&moved["old_reads"].as_str()),
+        "{console}"
+    );
     // The device was reopened at the new address.
     assert_eq!(r.want("common"), moved["new"], "{console}");
     assert_eq!(out.status.code(), Some(1), "{console}");
@@ -175,16 +190,36 @@ fn blk_reboot_probe_sees_its_write_after_reset_under_qemu_snapshot() {
     let disk = s.file("d.raw", &blank);
     for machine in ["q35", "pc"] {
         let mut c = qemu_probe_rebooting(machine, &probe, "1", "probe=blk-reboot");
-        c.args(["-snapshot", "-drive", &format!("file={disk},format=raw,if=virtio")]);
+        c.args([
+            "-snapshot",
+            "-drive",
+            &format!("file={disk},format=raw,if=virtio"),
+        ]);
         let out = run_with_limit(c, Duration::from_secs(180));
         let console = String::from_utf8_lossy(&out.stdout);
         let r = Report::parse(&console);
         r.assert_ok();
-        assert!(console.contains("probe: blk-reboot phase=1 wrote=9 "), "{console}");
-        assert!(console.contains("probe: blk-reboot resetting=cf9"), "{console}");
-        assert!(console.contains("probe: blk-reboot phase=2 read=ok ok=1"), "{console}");
-        assert_eq!(console.matches("probe: boot entry=").count(), 2, "{console}");
+        assert!(
+            console.contains("probe: blk-reboot phase=1 wrote=9 "),
+            "{console}"
+        );
+        assert!(
+            console.contains("probe: blk-reboot resetting=cf9"),
+            "{console}"
+        );
+        assert!(
+            console.contains("probe: blk-reboot phase=2 read=ok ok=1"),
+            "{console}"
+        );
+        assert_eq!(
+            console.matches("probe: boot entry=").count(),
+            2,
+            "{console}"
+        );
         assert_eq!(out.status.code(), Some(1), "{console}");
-        assert!(std::fs::read(&disk).unwrap() == blank, "{machine}: -snapshot image changed");
+        assert!(
+            std::fs::read(&disk).unwrap() == blank,
+            "{machine}: -snapshot image changed"
+        );
     }
 }
