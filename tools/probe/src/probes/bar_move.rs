@@ -3,14 +3,14 @@
 //! configuration, turns memory decoding off, writes a new address (ADDR, or
 //! a free one in the same PCI window), turns decoding back on, checks the
 //! old address no longer answers, then runs the whole `probe=blk` sequence
-//! through the device at its new address. "No longer answers": a read there
-//! differs from the device's register, and a write there does not reach the
-//! device. What such a read returns is reported (`old_reads`): all-ones on
-//! hardware and Casemate, 0 on QEMU 7.2 (its unassigned-memory reads).
+//! through the device at its new address. "No longer answers": the device
+//! status read there is not the device's, and a write there does not reach
+//! the device. What such a read returns is reported (`old_reads`): all-ones
+//! on hardware and Casemate, 0 on QEMU 7.2 (its unassigned-memory reads).
 
 use super::{blk, Ctx, Outcome};
 use crate::acpi;
-use crate::io::{mmio_read32, mmio_write32};
+use crate::io::{mmio_read32, mmio_read8, mmio_write8};
 use crate::pci::{self, Access, BarAlloc, Bdf, Config, Function, MAX_FUNCS};
 use crate::report::Line;
 use crate::virtio::find::{self, Found, VIRTIO_ID_BLOCK};
@@ -18,6 +18,8 @@ use crate::virtio::pci as vpci;
 use crate::virtio::Transport;
 
 const MIB: u64 = 1 << 20;
+/// device_status in the virtio-pci common configuration.
+const STATUS: u64 = 0x14;
 /// Below the IOAPIC, HPET, LAPIC and BIOS area at the top of 4 GiB.
 const HOLE_END: u64 = 0xfec0_0000;
 /// Distance kept from every other BAR's base: BAR sizes are not probed
@@ -118,22 +120,30 @@ pub fn run(ctx: &Ctx) -> Outcome {
     if new % bar.size != 0 || new + bar.size > crate::io::MAPPED_LIMIT || (!bar.is64 && new >> 32 != 0) {
         return Err("bad-arg");
     }
-    // The common configuration's first dword, device_feature_select, is 1
-    // after open (the high half of the features was read last): the device's
-    // own answer, neither 0 nor all-ones.
+    // Device status (common configuration + 0x14) is the proof of who
+    // answers where: reset the device and set ACKNOWLEDGE (1) through the
+    // old address; the device must read 1 there now, and keep it at the new
+    // address after a write of 0 (a reset) to the old one.
     let common_off = p.common - old;
-    let before = mmio_read32(old + common_off);
+    let status_at = |base: u64| base + common_off + STATUS;
+    mmio_write8(status_at(old), 0);
+    mmio_write8(status_at(old), 1);
+    let before = mmio_read8(status_at(old));
+    if before != 1 {
+        return Err("bar-move-no-status");
+    }
 
     let cmd = cfg.read16(bdf, 4);
     cfg.write16(bdf, 4, cmd & !2);
     pci::set_bar(&cfg, bdf, p.common_bar, new, bar.is64);
     cfg.write16(bdf, 4, cmd);
     let now = pci::bar(&cfg, bdf, p.common_bar).ok_or("pci-bad-bar")?;
+    // Reported: what the old address reads now (all-ones where nothing
+    // decodes it, 0 on QEMU 7.2).
     let old_reads = mmio_read32(old + common_off);
-    // A write of 0 to device_feature_select at the old address must not
-    // reach the device (a VMM still decoding both addresses would take it).
-    mmio_write32(old + common_off, 0);
-    let select_after = mmio_read32(new + common_off);
+    let old_status = mmio_read8(status_at(old));
+    mmio_write8(status_at(old), 0);
+    let new_status = mmio_read8(status_at(new));
     Line::topic("bar-move")
         .kv_word("bdf", find::bdf_str(bdf).as_str())
         .kv_u("bar", p.common_bar as u64)
@@ -142,7 +152,8 @@ pub fn run(ctx: &Ctx) -> Outcome {
         .kv_hex("new", now.addr)
         .kv_hex("before", before as u64)
         .kv_hex("old_reads", old_reads as u64)
-        .kv_hex("new_reads", select_after as u64)
+        .kv_hex("old_status", old_status as u64)
+        .kv_hex("new_status", new_status as u64)
         .kv_word("window_src", src)
         .kv_hex("window_lo", win.0)
         .kv_hex("window_hi", win.1)
@@ -150,11 +161,13 @@ pub fn run(ctx: &Ctx) -> Outcome {
     if now.addr != new {
         return Err("bar-move-not-taken");
     }
-    if old_reads == before || select_after != before {
+    if old_status == before {
         return Err("bar-move-old-answers");
     }
-    if select_after != 1 {
-        return Err("bar-move-new-silent");
+    match new_status {
+        1 => {}
+        0 => return Err("bar-move-old-answers"),
+        _ => return Err("bar-move-new-silent"),
     }
     // Reopen from configuration space: the structures are found again at
     // the BAR's new address (no BAR is unassigned, so nothing is placed).
