@@ -247,18 +247,34 @@ pub fn qemu_microvm_probe(probe: &str, smp: &str, append: &str) -> Command {
 
 /// QEMU 7.2 on `machine` booting the probe with isa-debug-exit to end it.
 pub fn qemu_probe(machine: &str, probe: &str, smp: &str, append: &str) -> Command {
+    let mut c = qemu_probe_rebooting(machine, probe, smp, append);
+    c.arg("-no-reboot");
+    c
+}
+
+/// As `qemu_probe`, but a guest reset reboots the guest (through SeaBIOS
+/// on pc/q35, seconds here) instead of ending QEMU: for `probe=blk-reboot`.
+pub fn qemu_probe_rebooting(machine: &str, probe: &str, smp: &str, append: &str) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-enable-kvm", "-M", machine, "-m", "128M", "-smp", smp])
-        .args([
-            "-nodefaults",
-            "-nographic",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
+        .args(["-nodefaults", "-nographic", "-serial", "stdio"])
         .args(["-kernel", probe, "-append", &format!("{append} exit=debug")])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
     c
+}
+
+/// False (after printing why) when qemu-system-x86_64 is not installed;
+/// panics in CI, whose test command installs it.
+pub fn qemu_or_skip(test: &str) -> bool {
+    if have("qemu-system-x86_64") {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "{test}: qemu-system-x86_64 missing in CI: the test command installs it"
+    );
+    println!("SKIP {test}: qemu-system-x86_64 is not installed");
+    false
 }
 
 /// A fresh scratch directory for one test, removed on drop.

@@ -112,6 +112,8 @@ pub struct LinuxBoot {
     pub init_args: Vec<String>,
     /// Raw disk images, attached as virtio-blk in order (/dev/vda, ...).
     pub disks: Vec<String>,
+    /// A virtio-rng device fed from the host's /dev/urandom.
+    pub rng: bool,
 }
 
 impl LinuxBoot {
@@ -123,6 +125,7 @@ impl LinuxBoot {
             mem_mib: 256,
             init_args: Vec::new(),
             disks: Vec::new(),
+            rng: false,
         }
     }
 
@@ -144,6 +147,32 @@ impl LinuxBoot {
     pub fn disk(mut self, raw_image: &str) -> Self {
         self.disks.push(raw_image.to_string());
         self
+    }
+
+    pub fn rng(mut self) -> Self {
+        self.rng = true;
+        self
+    }
+
+    /// virtio-mmio on microvm, virtio-pci on pc and q35: the device name's
+    /// suffix for `-device virtio-blk-*` and `virtio-rng-*`.
+    fn virtio_suffix(&self) -> &'static str {
+        if self.machine.machine == "microvm" {
+            "device"
+        } else {
+            "pci"
+        }
+    }
+
+    /// The same `-object`/`-device` pair on both VMMs (QEMU's syntax).
+    fn rng_args(&self, c: &mut Command) {
+        if self.rng {
+            c.args(["-object", "rng-random,id=rng0,filename=/dev/urandom"])
+                .args([
+                    "-device",
+                    &format!("virtio-rng-{},rng=rng0", self.virtio_suffix()),
+                ]);
+        }
     }
 
     /// The kernel command line: base, host work-arounds, init words.
@@ -178,6 +207,7 @@ impl LinuxBoot {
         for d in &self.disks {
             c.args(["-drive", &format!("file={d},format=raw,if=virtio")]);
         }
+        self.rng_args(&mut c);
         c
     }
 
@@ -193,13 +223,15 @@ impl LinuxBoot {
             .args(["-nodefaults", "-serial", "stdio"]);
         self.common(&mut c, &format!("{} casemate.exit=debug", self.append()));
         c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
-        if !self.disks.is_empty() {
+        if self.machine.machine == "microvm" {
             c.args(["-global", "virtio-mmio.force-legacy=false"]);
         }
+        let suffix = self.virtio_suffix();
         for (i, d) in self.disks.iter().enumerate() {
             c.args(["-drive", &format!("id=d{i},file={d},format=raw,if=none")])
-                .args(["-device", &format!("virtio-blk-device,drive=d{i}")]);
+                .args(["-device", &format!("virtio-blk-{suffix},drive=d{i}")]);
         }
+        self.rng_args(&mut c);
         c
     }
 }
@@ -259,5 +291,21 @@ mod tests {
             .iter()
             .any(|x| x.ends_with("casemate.mode=blk casemate.exit=debug")));
         assert!(!cm.iter().any(|x| x.contains("casemate.exit")));
+    }
+
+    #[test]
+    fn rng_and_disks_are_virtio_pci_on_q35_for_both_vmms() {
+        let a = fake();
+        let b = LinuxBoot::new(pci_machine(&a, "q35"), &a)
+            .disk("/d.raw")
+            .rng();
+        let cm = args(&b.casemate_at(Path::new("casemate")));
+        let q = args(&b.qemu());
+        for v in [&cm, &q] {
+            assert!(v.contains(&"rng-random,id=rng0,filename=/dev/urandom".to_string()));
+            assert!(v.contains(&"virtio-rng-pci,rng=rng0".to_string()));
+        }
+        assert!(q.contains(&"virtio-blk-pci,drive=d0".to_string()));
+        assert!(!q.iter().any(|x| x.contains("force-legacy")));
     }
 }

@@ -3,7 +3,9 @@
 //! over ECAM): data lands at the right offsets, read-only and -snapshot
 //! leave the image alone, writethrough survives SIGKILL, malformed
 //! descriptors don't stop the device; and qcow2 images (with a backing
-//! file) work and stay valid.
+//! file) work and stay valid. Also (ignored until the platform refactor
+//! lands): a guest-moved BAR, and writes that survive a guest reset under
+//! `-snapshot`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -50,10 +52,28 @@ macro_rules! on_every_machine {
     };
 }
 
+/// As `on_every_machine!`, for the listed machines, each test ignored: the
+/// scenario needs VMM work not merged yet.
+macro_rules! pending_on {
+    ($scenario:ident: $($machine:ident),+) => {
+        mod $scenario {
+            $(
+                #[test]
+                #[ignore = "needs virtio-rng / platform refactor from main"]
+                fn $machine() {
+                    super::$scenario(stringify!($machine));
+                }
+            )+
+        }
+    };
+}
+
 on_every_machine!(guest_patterns_land_at_the_right_offsets);
 on_every_machine!(read_only_and_snapshot_leave_the_image_byte_identical);
 on_every_machine!(writethrough_write_survives_sigkill);
 on_every_machine!(malformed_descriptors_fail_requests_not_the_vmm);
+pending_on!(moved_bar_keeps_the_disk_working: q35, pc);
+pending_on!(snapshot_writes_survive_a_guest_reset: microvm, pc, q35);
 
 fn guest_patterns_land_at_the_right_offsets(machine: &str) {
     if !kvm_or_skip(&format!(
@@ -305,5 +325,94 @@ fn qcow2_plain_and_with_backing_file_work_and_stay_valid() {
     assert!(
         std::fs::read(&base).unwrap().iter().all(|&b| b == 0x11),
         "backing file untouched"
+    );
+}
+
+/// `probe=bar-move`: the guest moves the virtio-blk function's BAR inside
+/// the 32-bit window (0xc0000000..0xe0000000); the old address must read
+/// all-ones and the blk sequence must pass at the new one, its data landing
+/// in the file.
+fn moved_bar_keeps_the_disk_working(machine: &str) {
+    if !kvm_or_skip(&format!("moved_bar_keeps_the_disk_working on {machine}")) {
+        return;
+    }
+    let s = Scratch::new(&format!("{machine}-bar-move"));
+    let d = raw_disk(&s, "d.raw");
+    let (r, out) = boot_probe(&[
+        "-M",
+        machine,
+        "-drive",
+        &drive(&d, ",format=raw"),
+        "-append",
+        "probe=bar-move",
+    ]);
+    r.assert_ok();
+    let console = String::from_utf8_lossy(&out.stdout);
+    let moved = r
+        .lines
+        .iter()
+        .find(|l| l.contains_key("bar-move"))
+        .unwrap_or_else(|| panic!("no bar-move line\n{console}"));
+    let hex = |k: &str| u64::from_str_radix(moved[k].trim_start_matches("0x"), 16).unwrap();
+    assert_ne!(hex("old"), hex("new"), "{console}");
+    assert!(
+        (0xc000_0000..0xe000_0000).contains(&hex("new")),
+        "{console}"
+    );
+    assert_eq!(moved["old_reads"], "0xffffffff", "{console}");
+    assert_eq!(r.want("common"), moved["new"], "{console}");
+    let n =
+        check(&console, &std::fs::read(&d).unwrap()).unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert!(n >= 19, "only {n} sectors checked");
+}
+
+/// `probe=blk-reboot` with `-snapshot` (and no `-no-reboot`: Casemate
+/// reboots the guest on reset): boot 1 writes a marker and a pattern and
+/// resets (0xCF9 on pc/q35, the i8042 on microvm), boot 2 reads them back
+/// from the overlay, and the image file is byte-identical at exit.
+fn snapshot_writes_survive_a_guest_reset(machine: &str) {
+    if !kvm_or_skip(&format!(
+        "snapshot_writes_survive_a_guest_reset on {machine}"
+    )) {
+        return;
+    }
+    let s = Scratch::new(&format!("{machine}-blk-reboot"));
+    let d = s.file(
+        "d.raw",
+        &(0..DISK).map(|i| (i / 512) as u8).collect::<Vec<u8>>(),
+    );
+    let before = std::fs::read(&d).unwrap();
+    let (r, out) = boot_probe(&[
+        "-M",
+        machine,
+        "-drive",
+        &drive(&d, ",format=raw"),
+        "-snapshot",
+        "-append",
+        "probe=blk-reboot",
+    ]);
+    r.assert_ok();
+    let console = String::from_utf8_lossy(&out.stdout);
+    let via = if machine == "microvm" { "i8042" } else { "cf9" };
+    assert!(
+        console.contains("probe: blk-reboot phase=1 wrote=9 "),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!("probe: blk-reboot resetting={via}")),
+        "{console}"
+    );
+    assert!(
+        console.contains("probe: blk-reboot phase=2 read=ok ok=1"),
+        "{console}"
+    );
+    assert_eq!(
+        console.matches("probe: boot entry=").count(),
+        2,
+        "{console}"
+    );
+    assert!(
+        std::fs::read(&d).unwrap() == before,
+        "-snapshot image changed"
     );
 }

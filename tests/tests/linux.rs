@@ -2,8 +2,10 @@
 //! cached by `tools/linux-guest/build.sh`, which the test command runs)
 //! boot on Casemate's microvm (vmlinux through PVH, -initrd, -append), on
 //! pc and q35 (bzImage through the Linux boot protocol, virtio-blk-pci) and,
-//! as the reference, on QEMU 7.2's microvm. A boot takes 20-30 s here, so
-//! each test is one boot with all its assertions.
+//! as the reference, on QEMU 7.2's microvm, q35 and pc (virtio-rng through
+//! /dev/hwrng; q35 booted with `acpi=off`, its disk's interrupt found in
+//! the MP table). A boot takes 20-30 s here, so each test is one boot with
+//! all its assertions.
 
 use casemate_tests::blkcheck::check_lines;
 use casemate_tests::linux::{artifacts_or_skip, microvm, pci_machine, run, LinuxBoot};
@@ -230,4 +232,107 @@ fn pc_bzimage_virtio_blk_pci_on_intx() {
     // pci=nomsi: the driver falls back to INTx, routed by the DSDT's _PRT
     // and re-raised after EOI through KVM's resample eventfd.
     pci_machine_boot("pc", 1, Some("pci=nomsi"), false);
+}
+
+/// The init's rng mode: Linux's virtio_rng behind /dev/hwrng gives 32
+/// bytes, not all equal.
+fn hwrng_boot(boot: LinuxBoot, qemu: bool, test: &str) {
+    let boot = boot.rng().init_arg("casemate.mode=rng");
+    let (r, out) = run(if qemu { boot.qemu() } else { boot.casemate() });
+    let log = console(&out);
+    r.assert_ok();
+    assert_eq!(r.want("current"), "virtio_rng.0", "{test}\n{log}");
+    assert_eq!(r.want("bytes"), "32", "{test}\n{log}");
+    assert!(num(&r, "distinct") > 1, "{test}\n{log}");
+    // isa-debug-exit on QEMU: (0 << 1) | 1 when the init reported ok.
+    let want = if qemu { Some(1) } else { Some(0) };
+    assert_eq!(out.status.code(), want, "{test}\n{log}");
+}
+
+fn qemu_linux_or_skip(test: &str) -> Option<casemate_tests::linux::Artifacts> {
+    if !kvm_or_skip(test) {
+        return None;
+    }
+    if !have("qemu-system-x86_64") {
+        assert!(
+            !in_ci(),
+            "qemu-system-x86_64 missing in CI: the test command installs it"
+        );
+        println!("SKIP {test}: qemu-system-x86_64 is not installed");
+        return None;
+    }
+    artifacts_or_skip(test)
+}
+
+#[test]
+fn qemu_microvm_hwrng_reads_virtio_rng_device() {
+    let test = "qemu_microvm_hwrng_reads_virtio_rng_device";
+    let Some(a) = qemu_linux_or_skip(test) else {
+        return;
+    };
+    hwrng_boot(LinuxBoot::new(microvm(&a), &a), true, test);
+}
+
+#[test]
+fn qemu_q35_hwrng_reads_virtio_rng_pci() {
+    let test = "qemu_q35_hwrng_reads_virtio_rng_pci";
+    let Some(a) = qemu_linux_or_skip(test) else {
+        return;
+    };
+    hwrng_boot(LinuxBoot::new(pci_machine(&a, "q35"), &a), true, test);
+}
+
+/// QEMU q35 with `acpi=off`: no _PRT, so Linux routes the virtio-blk-pci
+/// INTx through the MP table SeaBIOS writes (CONFIG_X86_MPPARSE); the disk
+/// must still work. `pci=nomsi` keeps it on that interrupt.
+#[test]
+fn qemu_q35_acpi_off_disk_works_through_the_mp_table() {
+    let test = "qemu_q35_acpi_off_disk_works_through_the_mp_table";
+    let Some(a) = qemu_linux_or_skip(test) else {
+        return;
+    };
+    let s = Scratch::new("linux-q35-acpi-off");
+    let size = 16usize << 20;
+    let disk = disk_with_host_pattern(&s, size);
+    let boot = LinuxBoot::new(pci_machine(&a, "q35"), &a)
+        .init_arg("acpi=off")
+        .init_arg("pci=nomsi")
+        .init_arg("casemate.mode=hello,blk")
+        .disk(&disk);
+    let (r, out) = run(boot.qemu());
+    let log = console(&out);
+    r.assert_ok();
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(r.want("match"), "1", "host pattern not seen\n{log}");
+    assert_eq!(r.want("mismatches"), "0", "{log}");
+    let after = std::fs::read(&disk).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let n = check_lines(&stdout, &after, "init: blk ").unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(n >= 35, "only {n} sectors checked\n{log}");
+}
+
+#[test]
+#[ignore = "needs virtio-rng / platform refactor from main"]
+fn casemate_microvm_hwrng_reads_virtio_rng_device() {
+    let test = "casemate_microvm_hwrng_reads_virtio_rng_device";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(a) = artifacts_or_skip(test) else {
+        return;
+    };
+    hwrng_boot(LinuxBoot::new(microvm(&a), &a), false, test);
+}
+
+#[test]
+#[ignore = "needs virtio-rng / platform refactor from main"]
+fn casemate_q35_hwrng_reads_virtio_rng_pci() {
+    let test = "casemate_q35_hwrng_reads_virtio_rng_pci";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(a) = artifacts_or_skip(test) else {
+        return;
+    };
+    hwrng_boot(LinuxBoot::new(pci_machine(&a, "q35"), &a), false, test);
 }

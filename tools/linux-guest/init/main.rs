@@ -6,9 +6,10 @@
 //! isa-debug-exit (port 0xf4), then reboot(2), which with `reboot=k` resets
 //! through the i8042 (`-no-reboot` makes that an exit).
 //!
-//! Kernel command line: `casemate.mode=hello|blk|hello,blk` (default hello),
-//! `casemate.int80=1` (one getpid through `int $0x80`), `casemate.fork=1`
-//! (a child that exits 7), `casemate.exit=debug`. Every system call costs
+//! Kernel command line: `casemate.mode=hello|blk|rng` or a comma-separated
+//! list of them (default hello), `casemate.int80=1` (one getpid through
+//! `int $0x80`), `casemate.fork=1` (a child that exits 7),
+//! `casemate.exit=debug`. Every system call costs
 //! milliseconds on the project's host, so the init makes few of them.
 #![no_std]
 #![no_main]
@@ -17,6 +18,7 @@ mod blk;
 mod line;
 #[path = "../../probe/src/mem.rs"]
 mod mem;
+mod rng;
 mod sys;
 
 use core::arch::global_asm;
@@ -79,6 +81,7 @@ fn run(args: &Args) -> Outcome {
         match mode {
             b"hello" => hello(args)?,
             b"blk" => blk::run()?,
+            b"rng" => rng::run()?,
             other => {
                 Line::topic("unknown_mode").text("mode", other).emit();
                 return Err("unknown-mode");

@@ -5,6 +5,7 @@
 //! Every write is announced (`blk wrote ...`) so the host can check the file.
 
 use super::{Ctx, Outcome};
+use crate::cmdline::Args;
 use crate::io::phys_ok;
 use crate::report::Line;
 use crate::virtio::blk::{self, Blk, F_DISCARD, F_FLUSH, F_RO, F_WRITE_ZEROES, DATA, SECTOR};
@@ -119,22 +120,28 @@ fn spin_forever() -> ! {
 
 pub fn run(ctx: &Ctx) -> Outcome {
     let mut b = find::open_disk(ctx.boot, &ctx.args, 256)?;
+    exercise(&mut b, &ctx.args)
+}
+
+/// Everything `probe=blk` does once the disk is open (probe=bar-move runs
+/// it again after moving the device).
+pub fn exercise(b: &mut Blk, args: &Args) -> Outcome {
     let cap = b.capacity;
     if cap < 64 {
         return Err("disk-too-small");
     }
-    let want_ro = ctx.args.number("ro", 0).map_err(|_| "bad-arg")? != 0;
-    let wait_after = ctx.args.number("wait_after_write", 0).map_err(|_| "bad-arg")? != 0;
+    let want_ro = args.number("ro", 0).map_err(|_| "bad-arg")? != 0;
+    let wait_after = args.number("wait_after_write", 0).map_err(|_| "bad-arg")? != 0;
 
     if b.offered & F_RO != 0 {
         // A read-only device: the driver must not write at all.
         Line::topic("blk").kv_u("ro", 1).kv_word("ro_src", "feature").emit();
-        let s = read(&mut b, 0, 1, 1)?;
+        let s = read(b, 0, 1, 1)?;
         Line::topic("blk").kv_word("read", status_word(s)).kv_u("lba", 0).kv_u("sectors", 1).emit();
         return if s == blk::S_OK { Ok(()) } else { Err("read-failed") };
     }
     if want_ro {
-        let s = write(&mut b, 0, 1, 1, 1)?;
+        let s = write(b, 0, 1, 1, 1)?;
         Line::topic("blk").kv_u("ro", 1).kv_word("ro_src", "cmdline").kv_word("write_status", status_word(s)).emit();
         return if s == blk::S_IOERR { Ok(()) } else { Err("ro-write-not-refused") };
     }
@@ -144,7 +151,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
     let multi_lba = cap / 4;
     let plan = [(0, 1, 1), (cap / 2, 1, 1), (cap - 1, 1, 1), (multi_lba, MULTI, multi_parts)];
     for (i, &(lba, n, parts)) in plan.iter().enumerate() {
-        let s = write(&mut b, lba, n, 1, parts)?;
+        let s = write(b, lba, n, 1, parts)?;
         if s != blk::S_OK {
             Line::topic("blk").kv_word("write", status_word(s)).kv_u("lba", lba).emit();
             return Err("write-failed");
@@ -156,7 +163,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
     }
     Line::topic("blk").kv_u("multi_descs", multi_parts as u64).emit();
     for &(lba, n, parts) in &plan {
-        verify(&mut b, lba, n, Some(1), parts)?;
+        verify(b, lba, n, Some(1), parts)?;
     }
 
     if b.has(F_FLUSH) {
@@ -170,7 +177,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
     // Write zeroes over a freshly patterned range, then read zeroes back.
     let z = cap * 3 / 4;
     if b.has(F_WRITE_ZEROES) && b.max_write_zeroes_sectors as u64 >= RANGE {
-        if write(&mut b, z, RANGE, 2, 1)? != blk::S_OK {
+        if write(b, z, RANGE, 2, 1)? != blk::S_OK {
             return Err("write-failed");
         }
         let head = b.submit_range(blk::T_WRITE_ZEROES, z, RANGE as u32, false).ok_or("blk-queue-full")?;
@@ -183,7 +190,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
             return Err("write-zeroes-failed");
         }
         Line::topic("blk zeroed").kv_u("lba", z).kv_u("sectors", RANGE).emit();
-        verify(&mut b, z, RANGE, None, 1)?;
+        verify(b, z, RANGE, None, 1)?;
     }
     if b.has(F_DISCARD) && b.max_discard_sectors as u64 >= RANGE {
         let d = z + 2 * RANGE;

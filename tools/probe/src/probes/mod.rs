@@ -6,12 +6,15 @@
 use crate::bootinfo::BootInfo;
 use crate::cmdline::Args;
 
+mod bar_move;
 mod blk;
 mod blk_bench;
 mod blk_evil;
+mod blk_reboot;
 mod exits;
 mod fault;
 mod hello;
+mod rng;
 mod spin;
 
 pub struct Ctx<'a> {
@@ -35,6 +38,9 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "blk-bench", run: blk_bench::run },
     Probe { name: "blk-evil", run: blk_evil::run },
     Probe { name: "spin", run: spin::run },
+    Probe { name: "rng", run: rng::run },
+    Probe { name: "bar-move", run: bar_move::run },
+    Probe { name: "blk-reboot", run: blk_reboot::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

@@ -1,8 +1,10 @@
-//! Finds virtio block devices: virtio-mmio windows from the kernel command
-//! line (`virtio_mmio.device=<size>@<base>:<irq>[:<id>]`, as Linux parses
-//! it), else from the DSDT (QEMU microvm with ACPI lists them there as
-//! LNRO0005 devices and leaves the command line alone); then PCI functions
-//! 1af4:1042 (modern) and 1af4:1001 (transitional). Reports what it finds.
+//! Finds virtio devices of one type (block, entropy, ...): virtio-mmio
+//! windows from the kernel command line
+//! (`virtio_mmio.device=<size>@<base>:<irq>[:<id>]`, as Linux parses it),
+//! else from the DSDT (QEMU microvm with ACPI lists them there as LNRO0005
+//! devices and leaves the command line alone); then PCI functions 1af4:
+//! 0x1040+type (modern) or the type's transitional id. Opens the transport
+//! of the one picked, and the block disk on it. Reports what it finds.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,7 +21,39 @@ use crate::report::Line;
 const MAX_MMIO: usize = 32;
 
 static LEGACY_SEEN: AtomicBool = AtomicBool::new(false);
-const VIRTIO_ID_BLOCK: u32 = 2;
+pub const VIRTIO_ID_BLOCK: u32 = 2;
+pub const VIRTIO_ID_RNG: u32 = 4;
+
+/// The PCI device ids a virtio device type has: modern 0x1040 + type, and
+/// the transitional id (0x1000 + type - 1 for the first ones: 0x1001 block,
+/// 0x1005 entropy), which the probe drives through its modern capabilities.
+fn pci_ids(typ: u32) -> [u16; 2] {
+    let transitional = match typ {
+        VIRTIO_ID_BLOCK => 0x1001,
+        VIRTIO_ID_RNG => 0x1005,
+        _ => 0,
+    };
+    [0x1040 + typ as u16, transitional]
+}
+
+/// Short name for report lines.
+fn type_name(typ: u32) -> &'static str {
+    match typ {
+        VIRTIO_ID_BLOCK => "blk",
+        VIRTIO_ID_RNG => "rng",
+        _ => "other",
+    }
+}
+
+/// Which virtio device the PCI id names (0 if none known).
+fn pci_type(device: u16) -> u32 {
+    match device {
+        0x1041..=0x107f => (device - 0x1040) as u32,
+        0x1001 => VIRTIO_ID_BLOCK,
+        0x1005 => VIRTIO_ID_RNG,
+        _ => 0,
+    }
+}
 
 #[derive(Clone, Copy)]
 pub enum Found {
@@ -95,9 +129,9 @@ fn mmio_from_dsdt(out: &mut [u64; MAX_MMIO]) -> usize {
     n
 }
 
-/// All virtio block devices, mmio first, in discovery order. Prints one
-/// line per virtio device seen.
-pub fn block_devices(boot: &BootInfo, args: &Args, out: &mut [Found]) -> (usize, Option<Access>) {
+/// All virtio devices of type `typ`, mmio first, in discovery order. Prints
+/// one line per virtio device seen.
+pub fn devices(boot: &BootInfo, args: &Args, typ: u32, out: &mut [Found]) -> (usize, Option<Access>) {
     let mut n = 0;
     let mut push = |f: Found, n: &mut usize| {
         if *n < out.len() {
@@ -125,7 +159,7 @@ pub fn block_devices(boot: &BootInfo, args: &Args, out: &mut [Found]) -> (usize,
                     LEGACY_SEEN.store(true, Ordering::Relaxed);
                 }
                 l.emit();
-                if id == VIRTIO_ID_BLOCK && version == 2 {
+                if id == typ && version == 2 {
                     push(Found::Mmio { base }, &mut n);
                 }
             }
@@ -160,14 +194,15 @@ pub fn block_devices(boot: &BootInfo, args: &Args, out: &mut [Found]) -> (usize,
             if f.vendor != 0x1af4 {
                 continue;
             }
-            let blk = f.device == 0x1042 || f.device == 0x1001;
+            let ft = pci_type(f.device);
             Line::topic("pci")
                 .kv_word("bdf", bdf_str(f.bdf).as_str())
                 .kv_hex("vendor", f.vendor as u64)
                 .kv_hex("device", f.device as u64)
-                .kv_u("blk", blk as u64)
+                .kv_u("blk", (ft == VIRTIO_ID_BLOCK) as u64)
+                .kv_word("kind", type_name(ft))
                 .emit();
-            if blk {
+            if pci_ids(typ).contains(&f.device) {
                 push(Found::Pci { bdf: f.bdf }, &mut n);
             }
         }
@@ -197,25 +232,50 @@ pub fn bdf_str(b: Bdf) -> BdfStr {
     ])
 }
 
-/// Finds block device `disk=N` (default 0), opens it and prints
-/// `probe: blk disk=N transport=... capacity_sectors=... features=...`.
-pub fn open_disk(boot: &BootInfo, args: &Args, qsize: u16) -> Result<Blk, &'static str> {
-    let want = args.number("disk", 0).map_err(|_| "bad-arg")? as usize;
+/// Device `want` of type `typ` in discovery order (the `disk=N`-style
+/// argument is the caller's), with the PCI access in use. Prints
+/// `probe: blk disks=N disk=M` (other types: `TYPE devices=N index=M`)
+/// when there is no such device.
+pub fn pick(boot: &BootInfo, args: &Args, typ: u32, want: usize) -> Result<(Found, Option<Access>), &'static str> {
     let mut found = [Found::Mmio { base: 0 }; 16];
-    let (n, access) = block_devices(boot, args, &mut found);
+    let (n, access) = devices(boot, args, typ, &mut found);
     if want >= n.min(found.len()) {
-        Line::topic("blk").kv_u("disks", n as u64).kv_u("disk", want as u64).emit();
-        return Err(if LEGACY_SEEN.load(Ordering::Relaxed) { "legacy-virtio-mmio" } else { "no-disk" });
+        let blk = typ == VIRTIO_ID_BLOCK;
+        Line::topic(type_name(typ))
+            .kv_u(if blk { "disks" } else { "devices" }, n as u64)
+            .kv_u(if blk { "disk" } else { "index" }, want as u64)
+            .emit();
+        let none = if blk { "no-disk" } else { "no-device" };
+        return Err(if LEGACY_SEEN.load(Ordering::Relaxed) { "legacy-virtio-mmio" } else { none });
     }
-    let t = match found[want] {
+    Ok((found[want], access))
+}
+
+/// The transport of a found device. PCI BARs that firmware left unassigned
+/// (or `bar_assign=force`) are placed by the probe.
+pub fn transport(boot: &BootInfo, args: &Args, f: Found, access: Option<Access>) -> Result<Transport, &'static str> {
+    Ok(match f {
         Found::Mmio { base } => Transport::Mmio(Mmio { base }),
         Found::Pci { bdf } => {
-            let access = access.ok_or("no-disk")?;
+            let access = access.ok_or("no-device")?;
             let mut alloc = BarAlloc::new(access, boot.e820());
             let force = args.get("bar_assign") == Some(b"force".as_slice());
             Transport::Pci(vpci::open(&Config { access }, bdf, &mut alloc, force)?)
         }
-    };
+    })
+}
+
+/// Finds block device `disk=N` (default 0), opens it and prints
+/// `probe: blk disk=N transport=... capacity_sectors=... features=...`.
+pub fn open_disk(boot: &BootInfo, args: &Args, qsize: u16) -> Result<Blk, &'static str> {
+    let want = args.number("disk", 0).map_err(|_| "bad-arg")? as usize;
+    let (f, access) = pick(boot, args, VIRTIO_ID_BLOCK, want)?;
+    let t = transport(boot, args, f, access)?;
+    open_blk(t, args, want, qsize)
+}
+
+/// Starts virtio-blk on `t` and prints its `probe: blk disk=N ...` line.
+pub fn open_blk(t: Transport, args: &Args, want: usize, qsize: u16) -> Result<Blk, &'static str> {
     let no_indirect = args.get("indirect") == Some(b"0".as_slice());
     let blk = Blk::open(t, qsize, no_indirect)?;
     let mut l = Line::topic("blk");

@@ -1,13 +1,15 @@
 //! Virtio for the probe: two transports (mmio.rs, pci.rs) behind one
 //! `Transport`, the device-independent start-up handshake, the split
-//! virtqueue (queue.rs), the block device on top (blk.rs), and discovery of
-//! block devices (find.rs). All of it runs at CPL3 and polls; no interrupts.
+//! virtqueue (queue.rs), the block and entropy devices on top (blk.rs,
+//! rng.rs), and discovery of devices by type (find.rs). All of it runs at
+//! CPL3 and polls; no interrupts.
 
 pub mod blk;
 pub mod find;
 pub mod mmio;
 pub mod pci;
 pub mod queue;
+pub mod rng;
 
 use core::cell::UnsafeCell;
 

@@ -30,6 +30,8 @@ const Q_USED: u64 = 0x30;
 
 pub struct Pci {
     pub bdf: Bdf,
+    /// The BAR holding the common configuration (probe=bar-move moves it).
+    pub common_bar: u8,
     pub common: u64,
     notify: u64,
     notify_mul: u32,
@@ -93,6 +95,7 @@ pub fn open(cfg: &Config, bdf: Bdf, alloc: &mut BarAlloc, force_assign: bool) ->
     };
     Ok(Pci {
         bdf,
+        common_bar: found[CFG_COMMON as usize].unwrap().0,
         common: at(CFG_COMMON),
         notify: at(CFG_NOTIFY),
         notify_mul,

@@ -42,9 +42,7 @@ pub struct RawDesc {
 
 pub struct Completion {
     pub head: u16,
-    /// Bytes the device says it wrote (reported by nothing yet; kept for
-    /// probes that check it).
-    #[allow(dead_code)]
+    /// Bytes the device says it wrote (probe=rng reports it).
     pub len: u32,
     /// False when the head was not in flight (a device completing a chain
     /// twice, or one the driver gave up on).
