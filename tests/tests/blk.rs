@@ -59,7 +59,6 @@ macro_rules! pending_on {
         mod $scenario {
             $(
                 #[test]
-                #[ignore = "needs virtio-rng / platform refactor from main"]
                 fn $machine() {
                     super::$scenario(stringify!($machine));
                 }

@@ -312,7 +312,6 @@ fn qemu_q35_acpi_off_disk_works_through_the_mp_table() {
 }
 
 #[test]
-#[ignore = "needs virtio-rng / platform refactor from main"]
 fn casemate_microvm_hwrng_reads_virtio_rng_device() {
     let test = "casemate_microvm_hwrng_reads_virtio_rng_device";
     if !kvm_or_skip(test) {
@@ -325,7 +324,6 @@ fn casemate_microvm_hwrng_reads_virtio_rng_device() {
 }
 
 #[test]
-#[ignore = "needs virtio-rng / platform refactor from main"]
 fn casemate_q35_hwrng_reads_virtio_rng_pci() {
     let test = "casemate_q35_hwrng_reads_virtio_rng_pci";
     if !kvm_or_skip(test) {
