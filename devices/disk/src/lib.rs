@@ -96,6 +96,15 @@ pub trait DiskImage: Send + Sync + std::fmt::Debug {
         let _ = offset;
         Ok((BlockStatus::Data, len))
     }
+    /// Stores one whole guest cluster compressed (see
+    /// `Qcow2Image::write_compressed`); formats without compression say so.
+    fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        let _ = (offset, data);
+        Err(DiskError::Unsupported {
+            what: "compression",
+            format: self.format().name(),
+        })
+    }
     /// The files this image reads: its own first, then its backing chain.
     fn file_ids(&self) -> Vec<FileId> {
         Vec::new()

@@ -471,6 +471,10 @@ impl DiskImage for Qcow2Image {
         }
     }
 
+    fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        self.write_compressed_cluster(offset, data)
+    }
+
     fn file_ids(&self) -> Vec<crate::FileId> {
         let mut ids: Vec<_> = self.file.id().into_iter().collect();
         if let Some(b) = &self.backing {
@@ -499,7 +503,7 @@ impl Qcow2Image {
     /// it is padded with zeros). Data that does not compress is written
     /// uncompressed. Meant for filling new images: streams share host
     /// clusters, which a later guest write copies out of.
-    pub fn write_compressed(&self, guest: u64, data: &[u8]) -> Result<(), DiskError> {
+    pub fn write_compressed_cluster(&self, guest: u64, data: &[u8]) -> Result<(), DiskError> {
         self.writable()?;
         check_range(guest, data.len(), self.virtual_size())?;
         let cs = self.cs();
