@@ -185,7 +185,7 @@ fn sparse_size_s_decides_which_zero_runs_become_holes() {
     let full = conv("0", "c.raw");
     assert!(default <= (1 << 20) - (8 << 10), "-S 4k kept {default}");
     assert!(
-        big >= 1 << 20 && big < (1 << 20) + (64 << 10),
+        (1 << 20..(1 << 20) + (64 << 10)).contains(&big),
         "-S 16k: {big}"
     );
     assert!(full >= 2 << 20, "-S 0 fully allocates: {full}");

@@ -508,7 +508,7 @@ impl Qcow2Image {
         check_range(guest, data.len(), self.virtual_size())?;
         let cs = self.cs();
         let whole = data.len() as u64 == cs || guest + data.len() as u64 == self.virtual_size();
-        if guest % cs != 0 || data.len() as u64 > cs || !whole {
+        if !guest.is_multiple_of(cs) || data.len() as u64 > cs || !whole {
             return Err(DiskError::Unsupported {
                 what: "a compressed write of less than one whole cluster",
                 format: "qcow2",
