@@ -67,13 +67,6 @@ pub enum BuildError {
     Thread(u32, #[source] std::io::Error),
     #[error("starting the {0} thread")]
     Service(&'static str, #[source] std::io::Error),
-    #[error("reading {what} {path}")]
-    Read {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("installing the vCPU kick signal handler")]
     Signal(#[source] vmm_sys_util::errno::Error),
     #[error("every vCPU thread ended without reporting why")]
@@ -281,22 +274,11 @@ fn load_guest(
         )
     };
     let cmdline = cmdline.as_str();
-    let read = |f: &crate::resources::OpenedFile, what| {
-        f.read_all().map_err(|source| BuildError::Read {
-            what,
-            path: f.path.display().to_string(),
-            source,
-        })
-    };
-    let owned;
     let (path, image) = match &res.kernel {
-        Some(f) => {
-            owned = read(f, "kernel")?;
-            (f.path.clone(), &owned[..])
-        }
-        None => ("<embedded probe>".into(), probe),
+        Some(f) => (f.path.clone(), loader::KernelImage::File(&f.file)),
+        None => ("<embedded probe>".into(), loader::KernelImage::Bytes(probe)),
     };
-    let kernel = loader::load_kernel(mem, ram, &path, Some(image))?;
+    let kernel = loader::load_kernel(mem, ram, &path, image)?;
 
     let platform = guest.machine.acpi_platform(ram);
     let ecam = guest.machine.ecam();
@@ -328,17 +310,14 @@ fn load_guest(
     };
     boot::write_cmdline(mem, cmdline, cmdline_max)?;
     let initrd = match &res.initrd {
-        Some(f) => {
-            let data = read(f, "initrd")?;
-            Some(loader::load_initrd(
-                mem,
-                ram,
-                &f.path,
-                &data,
-                kernel.end,
-                initrd_limit,
-            )?)
-        }
+        Some(f) => Some(loader::load_initrd(
+            mem,
+            ram,
+            &f.path,
+            &f.file,
+            kernel.end,
+            initrd_limit,
+        )?),
         None => None,
     };
     let cmdline_len = cmdline.len() + 1;

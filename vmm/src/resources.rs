@@ -7,12 +7,13 @@
 //! jailer hand everything over as fds. Owns no per-boot state.
 
 use std::fs::File;
-use std::io::{Read, Seek};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use casemate_disk::{create_overlay, open_image, open_image_file, DiskImage, Format, OpenOptions};
+use casemate_disk::{
+    create_overlay_with, open_image, open_image_file, DiskImage, Format, OpenOptions,
+};
 use kvm_ioctls::Kvm;
 
 use crate::arch::layout::RamLayout;
@@ -59,18 +60,6 @@ pub enum ResourceError {
 pub struct OpenedFile {
     pub path: PathBuf,
     pub file: File,
-}
-
-impl OpenedFile {
-    /// The whole file, read from its start (kernels and initrds are read
-    /// again at each boot through the same descriptor).
-    pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
-        let mut f = &self.file;
-        f.rewind()?;
-        let mut v = Vec::new();
-        f.read_to_end(&mut v)?;
-        Ok(v)
-    }
 }
 
 /// The `-add-fd` sets, each fd owned by the VMM from start-up on.
@@ -250,6 +239,7 @@ fn open_disk(d: &DriveConfig, fds: &FdSets) -> Result<Arc<dyn DiskImage>, Resour
         format,
         read_only: d.read_only,
         direct: d.cache == CacheConfig::None,
+        locking: d.locking,
         ..Default::default()
     };
     let image = if fdset_of(&d.file).is_some() {
@@ -263,7 +253,11 @@ fn open_disk(d: &DriveConfig, fds: &FdSets) -> Result<Arc<dyn DiskImage>, Resour
         let file = fds.open("drive", &d.file, !d.read_only)?;
         open_image_file(file, &d.file, &opts).map_err(err)?
     } else if d.snapshot {
-        create_overlay(&d.file, format, None).map_err(err)?
+        let base = OpenOptions {
+            read_only: true,
+            ..opts
+        };
+        create_overlay_with(&d.file, &base, None).map_err(err)?
     } else {
         open_image(&d.file, &opts).map_err(err)?
     };

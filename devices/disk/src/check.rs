@@ -69,9 +69,23 @@ fn read_u64s(f: &ImageFile, offset: u64, n: u64) -> Result<Vec<u64>, DiskError> 
 }
 
 /// Checks the qcow2 image at `path`. `Err` means the check itself could not
-/// run (unreadable file, header invalid); findings are in the report.
+/// run (unreadable file, header invalid, locked by a writer); findings are
+/// in the report.
 pub fn check_qcow2(path: &Path) -> Result<CheckReport, DiskError> {
+    check_qcow2_with(path, true)
+}
+
+/// `check_qcow2`, taking the image lock (shared read, as qemu-img check
+/// does) only when `locking`.
+pub fn check_qcow2_with(path: &Path, locking: bool) -> Result<CheckReport, DiskError> {
     let f = crate::open_file(path, true, false)?;
+    if locking {
+        f.lock(crate::LockPerms::for_role(
+            crate::LockRole::ReadOnly,
+            crate::Format::Qcow2,
+            false,
+        ))?;
+    }
     let (h, file_len) = crate::qcow2::read_header(&f)?;
     if h.nb_snapshots > 0 {
         return Err(DiskError::Unsupported {

@@ -60,6 +60,18 @@ pub enum DiskError {
     },
     #[error("invalid size {size}: {reason}")]
     InvalidSize { size: u64, reason: &'static str },
+    /// Another open of the file (this process or another, e.g. QEMU) holds
+    /// a conflicting lock; the wording is QEMU's, so users recognise it.
+    #[error(
+        "Failed to get {}\"{perm}\" lock\nIs another process using the image [{}]?",
+        if *shared { "shared " } else { "" },
+        path.display()
+    )]
+    Locked {
+        path: PathBuf,
+        perm: &'static str,
+        shared: bool,
+    },
 }
 
 impl DiskError {

@@ -71,6 +71,21 @@ impl ImageFile {
         Some(crate::DirectAlign { mem, offset })
     }
 
+    /// Takes the QEMU-compatible lock bytes on this file (see `lock.rs`).
+    pub fn lock(&self, perms: crate::LockPerms) -> Result<(), crate::DiskError> {
+        crate::lock::acquire(&self.file, &self.path, perms)
+    }
+
+    /// Device and inode of the open file.
+    pub fn id(&self) -> Option<crate::FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata().ok()?;
+        Some(crate::FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
     pub fn err(&self, action: &'static str, e: std::io::Error) -> IoError {
         IoError::new(action, &self.path, e)
     }
@@ -133,6 +148,30 @@ impl ImageFile {
 
     pub fn set_len(&self, len: u64) -> Result<(), IoError> {
         self.file.set_len(len).map_err(|e| self.err("truncate", e))
+    }
+
+    /// lseek(2) with `SEEK_DATA` or `SEEK_HOLE` from `offset`: `Ok(None)`
+    /// when there is no data at or after `offset` (ENXIO). A file system
+    /// without these whence values treats the whole file as data, which
+    /// this returns as is (`SEEK_DATA` gives `offset`, `SEEK_HOLE` the end).
+    pub fn seek(&self, whence: libc::c_int, offset: u64) -> Result<Option<u64>, IoError> {
+        use std::os::fd::AsRawFd;
+        let Ok(off) = libc::off_t::try_from(offset) else {
+            return Ok(None);
+        };
+        // SAFETY: lseek only reads its integer arguments; the fd is owned by
+        // `self.file`. The file position it moves is unused (I/O is pread/pwrite).
+        let rc = unsafe { libc::lseek(self.file.as_raw_fd(), off, whence) };
+        if rc >= 0 {
+            return Ok(Some(rc as u64));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            Some(libc::EINVAL) if whence == libc::SEEK_DATA => Ok(Some(offset)),
+            Some(libc::EINVAL) => Ok(None),
+            _ => Err(self.err("seek in", e)),
+        }
     }
 
     /// fallocate(2) with `mode`; `Ok(false)` when the file system lacks it.

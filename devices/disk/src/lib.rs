@@ -3,20 +3,25 @@
 //! virtio-blk workers call one `Box<dyn DiskImage>` from several threads at once.
 //!
 //! ```text
-//!   open_image(path, OpenOptions) ──probe──┬─> RawImage   (pread/pwrite, no lock)
-//!   create_overlay(backing)                └─> Qcow2Image (metadata lock, data I/O
-//!                                                 outside it) ──backing──> dyn DiskImage
+//!   open_image(path, OpenOptions) ──probe──lock──┬─> RawImage   (pread/pwrite, no mutex)
+//!   create_overlay(backing)                      └─> Qcow2Image (metadata mutex, data I/O
+//!                                                       outside it) ──backing──> dyn DiskImage
 //! ```
+//!
+//! Every open takes QEMU-compatible image locks (`lock.rs`) unless
+//! `OpenOptions::locking` is off.
 
 pub mod check;
 mod error;
 mod io;
+pub mod lock;
 pub mod qcow2;
 mod raw;
 
 use std::path::{Path, PathBuf};
 
 pub use error::{DiskError, IoError};
+pub use lock::{LockPerms, LockRole};
 pub use qcow2::{CreateOptions as Qcow2CreateOptions, Qcow2Image, QcowError};
 pub use raw::RawImage;
 
@@ -83,6 +88,27 @@ pub trait DiskImage: Send + Sync + std::fmt::Debug {
     fn raw_file(&self) -> Option<RawFile> {
         None
     }
+    /// Whether `[offset, offset+len)` starts with data or with a range known
+    /// to read as zeros (a hole, an unallocated or zero cluster), and how
+    /// long that first extent is (at most `len`, at least 1 byte when `len`
+    /// is not 0). The default knows nothing and calls it all data.
+    fn block_status(&self, offset: u64, len: u64) -> Result<(BlockStatus, u64), DiskError> {
+        let _ = offset;
+        Ok((BlockStatus::Data, len))
+    }
+    /// Stores one whole guest cluster compressed (see
+    /// `Qcow2Image::write_compressed`); formats without compression say so.
+    fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        let _ = (offset, data);
+        Err(DiskError::Unsupported {
+            what: "compression",
+            format: self.format().name(),
+        })
+    }
+    /// The files this image reads: its own first, then its backing chain.
+    fn file_ids(&self) -> Vec<FileId> {
+        Vec::new()
+    }
     /// Facts for `info`.
     fn info(&self) -> ImageInfo {
         ImageInfo {
@@ -90,6 +116,35 @@ pub trait DiskImage: Send + Sync + std::fmt::Debug {
             virtual_size: self.virtual_size(),
             ..ImageInfo::default()
         }
+    }
+}
+
+/// See `DiskImage::block_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockStatus {
+    /// Stored data (which may still happen to be zeros).
+    Data,
+    /// Reads as zeros without being stored.
+    Zero,
+}
+
+/// A file's identity (device and inode), to tell whether two paths name
+/// the same file whatever links or relative names lead there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path` (following symlinks).
+    pub fn of_path(path: &Path) -> std::io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
     }
 }
 
@@ -126,7 +181,7 @@ pub struct ImageInfo {
 }
 
 /// How to open an image.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// `None` probes: qcow2 magic means qcow2, anything else raw.
     pub format: Option<Format>,
@@ -135,11 +190,35 @@ pub struct OpenOptions {
     pub direct: bool,
     /// Don't open the backing chain (for metadata-only work: resize, check).
     pub no_backing: bool,
+    /// Take QEMU-compatible image locks (on by default); off is QEMU's
+    /// `file.locking=off`, for the whole chain.
+    pub locking: bool,
+    /// qemu-img's `-U`: a read-only open refuses to share nothing, so it
+    /// works next to a writer (and may see inconsistent data).
+    pub force_share: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            format: None,
+            read_only: false,
+            direct: false,
+            no_backing: false,
+            locking: true,
+            force_share: false,
+        }
+    }
 }
 
 /// Opens an image and, for qcow2, its whole backing chain read-only.
 pub fn open_image(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>, DiskError> {
-    open_chain(path, opts, &mut Vec::new())
+    let role = if opts.read_only {
+        LockRole::ReadOnly
+    } else {
+        LockRole::ReadWrite
+    };
+    open_chain(path, opts, role, &mut Vec::new())
 }
 
 /// Opens an image from an already-open `file` (an inherited fd, `-add-fd`);
@@ -178,6 +257,7 @@ pub fn open_image_file(
 pub(crate) fn open_chain(
     path: &Path,
     opts: &OpenOptions,
+    role: LockRole,
     visited: &mut Vec<PathBuf>,
 ) -> Result<Box<dyn DiskImage>, DiskError> {
     let canon = std::fs::canonicalize(path).map_err(|e| IoError::new("open", path, e))?;
@@ -196,6 +276,11 @@ pub(crate) fn open_chain(
         Some(f) => f,
         None => probe(&file)?,
     };
+    if opts.locking {
+        // After the probe (a read QEMU does too) and before anything is
+        // written: qcow2's open may update the header.
+        file.lock(LockPerms::for_role(role, format, opts.force_share))?;
+    }
     match format {
         Format::Raw => Ok(Box::new(RawImage::new(file, opts.read_only)?)),
         Format::Qcow2 => Ok(Box::new(Qcow2Image::open(file, opts, visited)?)),
@@ -217,6 +302,27 @@ pub(crate) fn open_file(
     Ok(io::ImageFile::new(f, path, direct))
 }
 
+/// Opens `path` for a new image: created if missing, locked as qemu-img
+/// create locks it, and only then truncated, so an image that another
+/// process (a running VM) holds is refused instead of wiped.
+pub(crate) fn create_file(path: &Path) -> Result<std::fs::File, DiskError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| IoError::new("create", path, e))?;
+    lock::acquire(
+        &f,
+        path,
+        LockPerms::for_role(LockRole::Create, Format::Raw, false),
+    )?;
+    f.set_len(0)
+        .map_err(|e| IoError::new("truncate", path, e))?;
+    Ok(f)
+}
+
 /// Reads the image's first bytes and names its format.
 fn probe(file: &io::ImageFile) -> Result<Format, DiskError> {
     let mut magic = [0u8; 4];
@@ -235,15 +341,31 @@ pub fn probe_format(path: &Path) -> Result<Format, DiskError> {
 
 /// Creates a qcow2 overlay over `backing` for `-snapshot`: writes go to a
 /// temp file in `dir` (the system temp dir if `None`) that is unlinked at once,
-/// so it vanishes when the VMM exits; `backing` is never written.
+/// so it vanishes when the VMM exits; `backing` is never written, and is
+/// locked as a backing file (shared read, no writers).
 pub fn create_overlay(
     backing: &Path,
     backing_format: Option<Format>,
     dir: Option<&Path>,
 ) -> Result<Box<dyn DiskImage>, DiskError> {
+    let opts = OpenOptions {
+        format: backing_format,
+        ..OpenOptions::default()
+    };
+    create_overlay_with(backing, &opts, dir)
+}
+
+/// `create_overlay` with the backing chain opened as `backing_opts` says:
+/// its `format` is the backing format (probed when `None`), `locking` and
+/// `direct` apply to the whole chain; `read_only` is ignored.
+pub fn create_overlay_with(
+    backing: &Path,
+    backing_opts: &OpenOptions,
+    dir: Option<&Path>,
+) -> Result<Box<dyn DiskImage>, DiskError> {
     let backing_abs =
         std::fs::canonicalize(backing).map_err(|e| IoError::new("open", backing, e))?;
-    let fmt = match backing_format {
+    let fmt = match backing_opts.format {
         Some(f) => f,
         None => probe_format(&backing_abs)?,
     };
@@ -252,7 +374,10 @@ pub fn create_overlay(
         &OpenOptions {
             format: Some(fmt),
             read_only: true,
-            ..OpenOptions::default()
+            // Only the size is needed here, and the overlay's own open
+            // below locks the backing chain.
+            locking: false,
+            ..backing_opts.clone()
         },
     )?
     .virtual_size();
@@ -279,7 +404,10 @@ pub fn create_overlay(
         &path,
         &OpenOptions {
             format: Some(Format::Qcow2),
-            ..OpenOptions::default()
+            read_only: false,
+            no_backing: false,
+            force_share: false,
+            ..backing_opts.clone()
         },
     );
     // Unlink before returning, whatever happened: the open fd keeps it alive.

@@ -27,14 +27,10 @@ impl RawImage {
         })
     }
 
-    /// Creates (or truncates) a sparse raw file of `size` bytes.
+    /// Creates (or truncates) a sparse raw file of `size` bytes; an
+    /// existing file that someone holds open (locked) is left alone.
     pub fn create(path: &Path, size: u64) -> Result<(), DiskError> {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| crate::IoError::new("create", path, e))?;
+        let f = crate::create_file(path)?;
         f.set_len(size)
             .map_err(|e| crate::IoError::new("set the size of", path, e))
             .map_err(Into::into)
@@ -119,6 +115,27 @@ impl DiskImage for RawImage {
 
     fn format(&self) -> crate::Format {
         crate::Format::Raw
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> Result<(crate::BlockStatus, u64), DiskError> {
+        use crate::BlockStatus::{Data, Zero};
+        let end = offset.saturating_add(len).min(self.size());
+        if offset >= end {
+            return Ok((Zero, len));
+        }
+        // SEEK_DATA/SEEK_HOLE: a file system without them reports all data.
+        let Some(data) = self.file.seek(libc::SEEK_DATA, offset)? else {
+            return Ok((Zero, end - offset));
+        };
+        if data > offset {
+            return Ok((Zero, data.min(end) - offset));
+        }
+        let hole = self.file.seek(libc::SEEK_HOLE, offset)?.unwrap_or(end);
+        Ok((Data, hole.clamp(offset + 1, end) - offset))
+    }
+
+    fn file_ids(&self) -> Vec<crate::FileId> {
+        self.file.id().into_iter().collect()
     }
 
     fn resize(&self, new_size: u64) -> Result<(), DiskError> {

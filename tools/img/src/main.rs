@@ -14,14 +14,15 @@ usage: casemate-img COMMAND [OPTIONS]
 
 Commands:
   create [-q] [-f FMT] [-b BACKING [-F BACKING_FMT]] [-o OPTIONS] FILENAME [SIZE]
-  info [-f FMT] [--output=human|json] [--backing-chain] FILENAME
-  convert [-q] [-p] [-f FMT] [-O FMT] [-o OPTIONS] INPUT... OUTPUT
+  info [-U] [-f FMT] [--output=human|json] [--backing-chain] FILENAME
+  convert [-q] [-p] [-c] [-U] [-S SIZE] [-f FMT] [-O FMT] [-o OPTIONS] INPUT... OUTPUT
   resize [-q] [-f FMT] [--shrink] FILENAME [+|-]SIZE
-  check [-q] [-f FMT] [--output=human|json] FILENAME
+  check [-q] [-U] [-f FMT] [--output=human|json] FILENAME
 
 FMT is raw or qcow2 (probed when -f is missing). SIZE takes the suffixes
 K, M, G, T, P, E (powers of 1024). OPTIONS for qcow2: backing_file=NAME,
-backing_fmt=FMT, cluster_size=SIZE.
+backing_fmt=FMT, cluster_size=SIZE. Images are locked as QEMU locks them;
+-U (force share) reads an image that another process is writing.
 
   -h, --help     show this help
   -V, --version  show the version

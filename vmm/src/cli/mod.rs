@@ -357,8 +357,17 @@ impl Drives {
         kv.only(
             opt,
             &[
-                "file", "format", "if", "readonly", "cache", "id", "snapshot", "media", "aio",
+                "file",
+                "format",
+                "if",
+                "readonly",
+                "cache",
+                "id",
+                "snapshot",
+                "media",
+                "aio",
                 "discard",
+                "file.locking",
             ],
         )?;
         let file = kv
@@ -405,6 +414,11 @@ impl Drives {
             snapshot: on_off("snapshot")?,
             num_queues: 1,
             transport: None,
+            locking: match kv.get("file.locking") {
+                None | Some("on" | "auto") => true,
+                Some("off") => false,
+                Some(x) => return Err(bad(opt, x, "file.locking is on, off or auto")),
+            },
         };
         self.drives.push((d, implicit));
         Ok(())

@@ -81,6 +81,13 @@ pub struct DriveConfig {
     /// on microvm, virtio-pci on pc and q35), as QEMU's `if=virtio`.
     #[serde(default)]
     pub transport: Option<Transport>,
+    /// QEMU-compatible image locks (`file.locking=off` turns them off).
+    #[serde(default = "yes")]
+    pub locking: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a virtio device reaches the guest.

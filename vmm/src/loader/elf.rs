@@ -5,6 +5,8 @@
 //! QEMU (our users' reference) boots 32-bit PVH ELFs too. One parser for both
 //! classes keeps one set of bounds checks; every offset and size read from
 //! the file is checked before use, so a truncated or hostile ELF is an error.
+//! Headers and notes are read piecewise and segments go straight into guest
+//! memory in bounded chunks: the file is never held whole in memory.
 
 use std::path::Path;
 
@@ -31,22 +33,66 @@ struct Phdr {
     memsz: u64,
 }
 
+/// Bytes of the kernel, wherever they are: the embedded probe (a slice) or
+/// the `-kernel` file.
+pub(super) trait Source {
+    fn size(&self) -> u64;
+    /// Fills `buf` from `off`; the range is inside `size()`.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
+}
+
+impl Source for &[u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        let src = self
+            .get(off as usize..off as usize + buf.len())
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A regular file and the size it had when checked.
+impl Source for (&std::fs::File, u64) {
+    fn size(&self) -> u64 {
+        self.1
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self.0, buf, off)
+    }
+}
+
+/// Largest piece read into host memory at once (headers, a note, or a
+/// chunk of a segment on its way to guest memory).
+const CHUNK: u64 = 1 << 20;
+
 struct Reader<'a> {
-    b: &'a [u8],
+    b: &'a dyn Source,
 }
 
 impl Reader<'_> {
-    fn bytes(&self, off: u64, len: u64) -> Result<&[u8], String> {
+    fn check(&self, off: u64, len: u64) -> Result<(), String> {
         let end = off.checked_add(len).ok_or("offset overflows")?;
+        if end > self.b.size() {
+            return Err(format!(
+                "truncated: needs bytes {off:#x}..{end:#x}, file has {:#x}",
+                self.b.size()
+            ));
+        }
+        Ok(())
+    }
+    fn bytes(&self, off: u64, len: u64) -> Result<Vec<u8>, String> {
+        self.check(off, len)?;
+        if len > CHUNK {
+            return Err(format!("a {len}-byte header item is implausibly large"));
+        }
+        let mut v = vec![0u8; len as usize];
         self.b
-            .get(off as usize..end as usize)
-            .filter(|_| end <= self.b.len() as u64)
-            .ok_or_else(|| {
-                format!(
-                    "truncated: needs bytes {off:#x}..{end:#x}, file has {:#x}",
-                    self.b.len()
-                )
-            })
+            .read_at(&mut v, off)
+            .map_err(|e| format!("read at {off:#x}: {e}"))?;
+        Ok(v)
     }
     fn u16(&self, off: u64) -> Result<u16, String> {
         Ok(u16::from_le_bytes(
@@ -78,7 +124,7 @@ struct Parsed {
     phdrs: Vec<Phdr>,
 }
 
-fn parse(b: &[u8]) -> Result<Parsed, String> {
+fn parse(b: &dyn Source) -> Result<Parsed, String> {
     let r = Reader { b };
     let ident = r.bytes(0, 16)?;
     let wide = match ident[4] {
@@ -106,7 +152,7 @@ fn parse(b: &[u8]) -> Result<Parsed, String> {
     if phnum == 0 || usize::from(phnum) > MAX_PHDRS {
         return Err(format!("{phnum} program headers"));
     }
-    r.bytes(phoff, u64::from(phentsize) * u64::from(phnum))
+    r.check(phoff, u64::from(phentsize) * u64::from(phnum))
         .map_err(|e| format!("program header table: {e}"))?;
     let mut phdrs = Vec::with_capacity(phnum.into());
     for i in 0..u64::from(phnum) {
@@ -129,7 +175,7 @@ fn parse(b: &[u8]) -> Result<Parsed, String> {
             }
         };
         if ph.kind == PT_LOAD || ph.kind == PT_NOTE {
-            r.bytes(ph.offset, ph.filesz)
+            r.check(ph.offset, ph.filesz)
                 .map_err(|e| format!("segment {i}: {e}"))?;
         }
         if ph.kind == PT_LOAD && ph.filesz > ph.memsz {
@@ -144,9 +190,13 @@ fn parse(b: &[u8]) -> Result<Parsed, String> {
 }
 
 /// The PVH entry from a `XEN_ELFNOTE_PHYS32_ENTRY` note, if any.
-fn pvh_entry(b: &[u8], phdrs: &[Phdr]) -> Result<Option<u64>, String> {
+fn pvh_entry(b: &dyn Source, phdrs: &[Phdr]) -> Result<Option<u64>, String> {
     let r = Reader { b };
     for p in phdrs.iter().filter(|p| p.kind == PT_NOTE) {
+        if p.filesz > CHUNK {
+            // Walking it 12 bytes at a time would take forever.
+            return Err(format!("note segment of {} bytes", p.filesz));
+        }
         let mut off = p.offset;
         let end = p.offset + p.filesz;
         while off + 12 <= end {
@@ -176,7 +226,7 @@ pub(super) fn load(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
     path: &Path,
-    b: &[u8],
+    b: &dyn Source,
 ) -> Result<LoadedKernel, LoadError> {
     let bad = |why: String| LoadError::BadElf {
         path: path.into(),
@@ -211,19 +261,7 @@ pub(super) fn load(
         .iter()
         .filter(|p| p.kind == PT_LOAD && p.memsz > 0)
     {
-        let file = &b[p.offset as usize..(p.offset + p.filesz) as usize];
-        mem.write_slice(file, GuestAddress(p.paddr))
-            .map_err(|source| LoadError::Memory {
-                what: "kernel segment",
-                source,
-            })?;
-        // Fresh guest RAM is zero, but a reboot reuses it: clear the BSS.
-        let bss = vec![0u8; (p.memsz - p.filesz) as usize];
-        mem.write_slice(&bss, GuestAddress(p.paddr + p.filesz))
-            .map_err(|source| LoadError::Memory {
-                what: "kernel BSS",
-                source,
-            })?;
+        copy_segment(mem, path, b, p)?;
     }
     Ok(LoadedKernel {
         kind: KernelKind::Elf {
@@ -232,6 +270,37 @@ pub(super) fn load(
         },
         end,
     })
+}
+
+/// Copies a segment's file bytes into guest memory chunk by chunk, then
+/// zeroes its BSS (fresh guest RAM is zero, but a reboot reuses it).
+fn copy_segment(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    b: &dyn Source,
+    p: &Phdr,
+) -> Result<(), LoadError> {
+    let mut buf = vec![0u8; CHUNK.min(p.memsz) as usize];
+    let mut done = 0;
+    while done < p.memsz {
+        let n = (p.memsz - done).min(CHUNK) as usize;
+        let chunk = &mut buf[..n];
+        let from_file = p.filesz.saturating_sub(done).min(n as u64) as usize;
+        b.read_at(&mut chunk[..from_file], p.offset + done)
+            .map_err(|source| LoadError::Read {
+                what: "kernel",
+                path: path.into(),
+                source,
+            })?;
+        chunk[from_file..].fill(0);
+        mem.write_slice(chunk, GuestAddress(p.paddr + done))
+            .map_err(|source| LoadError::Memory {
+                what: "kernel segment",
+                source,
+            })?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -312,7 +381,7 @@ mod tests {
         let (m, ram) = mem(4 << 20);
         for wide in [false, true] {
             let elf = tiny_elf(wide, 0x100000, 0x2000, Some(0x100004));
-            let k = load(&m, &ram, Path::new("k"), &elf).unwrap();
+            let k = load(&m, &ram, Path::new("k"), &elf.as_slice()).unwrap();
             match k.kind {
                 KernelKind::Elf { entry, pvh_entry } => {
                     assert_eq!(entry, 0x100000);
@@ -328,7 +397,7 @@ mod tests {
             &m,
             &ram,
             Path::new("k"),
-            &tiny_elf(true, 0x100000, 16, None),
+            &tiny_elf(true, 0x100000, 16, None).as_slice(),
         )
         .unwrap();
         assert!(matches!(
@@ -345,7 +414,7 @@ mod tests {
         let (m, ram) = mem(4 << 20);
         let elf = tiny_elf(true, 0x100000, 0x2000, Some(0x100004));
         for len in 0..elf.len() {
-            let r = load(&m, &ram, Path::new("k"), &elf[..len]);
+            let r = load(&m, &ram, Path::new("k"), &&elf[..len]);
             assert!(r.is_err(), "truncated to {len} bytes loaded");
         }
     }
@@ -355,15 +424,15 @@ mod tests {
         let (m, ram) = mem(4 << 20);
         let big = tiny_elf(true, 0x100000, 8 << 20, None);
         assert!(matches!(
-            load(&m, &ram, Path::new("k"), &big),
+            load(&m, &ram, Path::new("k"), &big.as_slice()),
             Err(LoadError::DoesNotFit { .. })
         ));
         let low = tiny_elf(false, 0x8000, 16, None);
         assert!(matches!(
-            load(&m, &ram, Path::new("k"), &low),
+            load(&m, &ram, Path::new("k"), &low.as_slice()),
             Err(LoadError::Overlaps { .. })
         ));
         let wrap = tiny_elf(true, u64::MAX - 4, 16, None);
-        assert!(load(&m, &ram, Path::new("k"), &wrap).is_err());
+        assert!(load(&m, &ram, Path::new("k"), &wrap.as_slice()).is_err());
     }
 }

@@ -5,11 +5,16 @@
 //! and where each piece lands. Boot structures (zero page, start_info) are
 //! the `boot` module's. bzImage loading is linux-loader's; ELF is ours (see
 //! `elf.rs` for why).
+//!
+//! Files are checked before any bulk read: a regular file (not `/dev/zero`
+//! or a pipe), and for a bzImage or an initrd no larger than the RAM it must
+//! fit into. Then only what is needed is read, straight into guest memory:
+//! an ELF's size does not matter (debug vmlinux files are larger than their
+//! segments), its segments are bounded by RAM.
 
 mod elf;
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use linux_loader::loader::bootparam::setup_header;
@@ -33,6 +38,15 @@ pub enum LoadError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{what} {path} is not a regular file")]
+    NotRegular { what: &'static str, path: PathBuf },
+    #[error("{what} {path} is {size} bytes, larger than the {limit} bytes of guest RAM it must fit into")]
+    TooLarge {
+        what: &'static str,
+        path: PathBuf,
+        size: u64,
+        limit: u64,
     },
     #[error("kernel {0}: not an ELF or bzImage kernel")]
     NotAKernel(PathBuf),
@@ -89,58 +103,110 @@ pub struct LoadedInitrd {
     pub size: u64,
 }
 
-fn read_all(what: &'static str, path: &Path) -> Result<Vec<u8>, LoadError> {
-    let mut f = File::open(path).map_err(|source| LoadError::Open {
+/// Checks that `f` (opened once by the VMM's resources, as `path`) is a
+/// regular file; returns it with its size.
+fn open_regular<'f>(
+    what: &'static str,
+    path: &Path,
+    f: &'f File,
+) -> Result<(&'f File, u64), LoadError> {
+    let m = f.metadata().map_err(|source| LoadError::Read {
         what,
         path: path.into(),
         source,
     })?;
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).map_err(|source| LoadError::Read {
-        what,
-        path: path.into(),
-        source,
-    })?;
-    Ok(v)
+    if !m.is_file() {
+        return Err(LoadError::NotRegular {
+            what,
+            path: path.into(),
+        });
+    }
+    Ok((f, m.len()))
 }
 
-/// Load the kernel at `path`, or `image` (the embedded probe) when given.
+fn too_large(what: &'static str, path: &Path, size: u64, limit: u64) -> Result<(), LoadError> {
+    if size > limit {
+        return Err(LoadError::TooLarge {
+            what,
+            path: path.into(),
+            size,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// What the kernel is read from.
+pub enum KernelImage<'a> {
+    /// The kernel file the VMM opened at start-up, named `path` in messages.
+    File(&'a File),
+    /// An image in memory (the embedded probe).
+    Bytes(&'a [u8]),
+}
+
+/// Load the kernel from `image`; `path` names it in messages.
 pub fn load_kernel(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
     path: &Path,
-    image: Option<&[u8]>,
+    image: KernelImage<'_>,
 ) -> Result<LoadedKernel, LoadError> {
-    let owned;
-    let bytes = match image {
-        Some(b) => b,
-        None => {
-            owned = read_all("kernel", path)?;
-            &owned
-        }
+    let (file, image) = match image {
+        KernelImage::File(f) => (Some(open_regular("kernel", path, f)?), None),
+        KernelImage::Bytes(b) => (None, Some(b)),
     };
-    if bytes.starts_with(b"\x7fELF") {
-        return elf::load(mem, ram, path, bytes);
+    let slice = image.unwrap_or_default();
+    let src: &dyn elf::Source = match &file {
+        Some(f) => f,
+        None => &slice,
+    };
+    // Enough for the ELF magic and the bzImage "HdrS" at 0x202.
+    let mut head = [0u8; 0x206];
+    let n = src.size().min(head.len() as u64) as usize;
+    src.read_at(&mut head[..n], 0)
+        .map_err(|source| LoadError::Read {
+            what: "kernel",
+            path: path.into(),
+            source,
+        })?;
+    if head[..n].starts_with(b"\x7fELF") {
+        return elf::load(mem, ram, path, src);
     }
-    let is_bzimage = bytes.get(0x202..0x206) == Some(b"HdrS");
-    if !is_bzimage {
+    if n < head.len() || &head[0x202..0x206] != b"HdrS" {
         return Err(LoadError::NotAKernel(path.into()));
     }
-    let mut cursor = std::io::Cursor::new(bytes);
-    let r =
-        BzImage::load(mem, None, &mut cursor, Some(GuestAddress(HIMEM))).map_err(|e| match e {
-            linux_loader::loader::Error::Bzimage(
-                linux_loader::loader::bzimage::Error::ReadBzImageCompressedKernel,
-            ) => LoadError::DoesNotFit {
-                path: path.into(),
-                end: HIMEM + bytes.len() as u64,
-                ram_end: ram.low_end,
-            },
-            source => LoadError::BadBzImage {
+    // linux-loader reads the whole bzImage into guest RAM above 1 MiB.
+    let size = src.size();
+    too_large("kernel", path, size, ram.low_end.saturating_sub(HIMEM))?;
+    let r = match &file {
+        None => BzImage::load(
+            mem,
+            None,
+            &mut std::io::Cursor::new(slice),
+            Some(GuestAddress(HIMEM)),
+        ),
+        Some((f, _)) => {
+            let mut f = f.try_clone().map_err(|source| LoadError::Read {
+                what: "kernel",
                 path: path.into(),
                 source,
-            },
-        })?;
+            })?;
+            BzImage::load(mem, None, &mut f, Some(GuestAddress(HIMEM)))
+        }
+    };
+    let r = r.map_err(|e| match e {
+        linux_loader::loader::Error::Bzimage(
+            linux_loader::loader::bzimage::Error::ReadBzImageCompressedKernel,
+        ) => LoadError::DoesNotFit {
+            path: path.into(),
+            end: HIMEM + size,
+            ram_end: ram.low_end,
+        },
+        source => LoadError::BadBzImage {
+            path: path.into(),
+            source,
+        },
+    })?;
     let header = r.setup_header.unwrap_or_default();
     Ok(LoadedKernel {
         kind: KernelKind::BzImage {
@@ -156,13 +222,14 @@ pub fn load_initrd(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
     path: &Path,
-    data: &[u8],
+    file: &File,
     kernel_end: u64,
     limit: u64,
 ) -> Result<LoadedInitrd, LoadError> {
     use vm_memory::Bytes;
-    let size = data.len() as u64;
+    let (file, size) = open_regular("initrd", path, file)?;
     let top = ram.low_end.min(limit);
+    too_large("initrd", path, size, top)?;
     let addr = top.checked_sub(size).map(|a| a & !0xfff);
     let addr = match addr {
         Some(a) if a >= kernel_end.next_multiple_of(0x1000) => a,
@@ -175,10 +242,24 @@ pub fn load_initrd(
             })
         }
     };
-    mem.write_slice(data, GuestAddress(addr))
-        .map_err(|source| LoadError::Memory {
-            what: "initrd",
-            source,
+    // Straight into guest memory, a chunk at a time.
+    let mut buf = vec![0u8; size.min(1 << 20) as usize];
+    let mut done = 0;
+    while done < size {
+        let chunk = &mut buf[..(size - done).min(1 << 20) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(file, chunk, done).map_err(|source| {
+            LoadError::Read {
+                what: "initrd",
+                path: path.into(),
+                source,
+            }
         })?;
+        mem.write_slice(chunk, GuestAddress(addr + done))
+            .map_err(|source| LoadError::Memory {
+                what: "initrd",
+                source,
+            })?;
+        done += chunk.len() as u64;
+    }
     Ok(LoadedInitrd { addr, size })
 }

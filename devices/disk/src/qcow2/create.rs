@@ -32,7 +32,8 @@ impl Default for CreateOptions {
 
 const REFCOUNT_ORDER: u32 = 4;
 
-/// Writes a new empty qcow2 image at `path`, replacing any file there.
+/// Writes a new empty qcow2 image at `path`, replacing any file there that
+/// nobody holds open (see `crate::create_file`).
 pub fn create(path: &Path, o: &CreateOptions) -> Result<(), DiskError> {
     let cs = o.cluster_size;
     let bits = cs.trailing_zeros();
@@ -107,12 +108,7 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<(), DiskError> {
     }
 
     let io = |action, e| IoError::new(action, path, e);
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| io("create", e))?;
+    let f = crate::create_file(path)?;
     use std::os::unix::fs::FileExt;
     f.write_all_at(&hdr, 0)
         .map_err(|e| io("write header of", e))?;

@@ -17,6 +17,9 @@ pub struct Meta {
     pub l1_dirty: Option<(usize, usize)>,
     pub l2: L2Cache,
     pub rc: Refcounts,
+    /// Next free byte in the host cluster that compressed streams are being
+    /// packed into (0: none), as qemu's `qcow2_alloc_bytes` packs them.
+    pub zcursor: u64,
 }
 
 impl Meta {
@@ -87,6 +90,23 @@ impl Meta {
         t.entries[l2i] = entry;
         t.dirty = true;
         Ok(())
+    }
+
+    /// Reserves `n` bytes (`n` < cluster size) for a compressed stream:
+    /// after the previous stream when it fits in the same host cluster (one
+    /// more reference to that cluster), else at the start of a new cluster.
+    pub fn alloc_bytes(&mut self, f: &ImageFile, n: u64) -> Result<u64, DiskError> {
+        let cs = 1u64 << self.cluster_bits();
+        let used = self.zcursor % cs;
+        if self.zcursor != 0 && used != 0 && used + n <= cs {
+            let at = self.zcursor;
+            self.rc.incref(f, at >> self.cluster_bits())?;
+            self.zcursor += n;
+            return Ok(at);
+        }
+        let host = self.rc.alloc(f)?;
+        self.zcursor = host + n;
+        Ok(host)
     }
 
     /// Schedules the host clusters behind a mapping to be freed.

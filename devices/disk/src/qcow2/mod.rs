@@ -22,7 +22,7 @@ pub use table::Mapping;
 
 use crate::error::{check_range, DiskError};
 use crate::io::ImageFile;
-use crate::{DiskImage, Format, ImageInfo, OpenOptions};
+use crate::{BlockStatus, DiskImage, Format, ImageInfo, OpenOptions};
 
 mod error;
 pub use error::QcowError;
@@ -144,6 +144,7 @@ impl Qcow2Image {
                 l1,
                 l1_dirty: None,
                 rc,
+                zcursor: 0,
             }),
             gate: RwLock::new(()),
             file,
@@ -183,14 +184,16 @@ impl Qcow2Image {
         let bopts = OpenOptions {
             format,
             read_only: true,
-            direct: opts.direct,
             no_backing: false,
+            ..opts.clone()
         };
-        let image = crate::open_chain(&path, &bopts, visited).map_err(|e| match e {
-            // Keep loop and depth errors at the top so the message names them.
-            e @ (DiskError::BackingLoop { .. } | DiskError::BackingTooDeep { .. }) => e,
-            e => wrap(e),
-        })?;
+        let image = crate::open_chain(&path, &bopts, crate::LockRole::Backing, visited).map_err(
+            |e| match e {
+                // Keep loop and depth errors at the top so the message names them.
+                e @ (DiskError::BackingLoop { .. } | DiskError::BackingTooDeep { .. }) => e,
+                e => wrap(e),
+            },
+        )?;
         Ok(Some(Backing {
             name,
             path,
@@ -435,6 +438,51 @@ impl DiskImage for Qcow2Image {
         resize::resize(self, new_size)
     }
 
+    fn block_status(&self, offset: u64, len: u64) -> Result<(BlockStatus, u64), DiskError> {
+        let end = offset.saturating_add(len).min(self.virtual_size());
+        if offset >= end {
+            return Ok((BlockStatus::Zero, len));
+        }
+        let kind = |m: Mapping| match m {
+            Mapping::Data { .. } | Mapping::Compressed { .. } => Some(BlockStatus::Data),
+            Mapping::Zero { .. } => Some(BlockStatus::Zero),
+            Mapping::Unallocated => None,
+        };
+        let cs = self.cs();
+        let first = {
+            let mut meta = self.lock();
+            let first = kind(meta.lookup(&self.file, offset)?);
+            let mut at = (offset | (cs - 1)).saturating_add(1);
+            while at < end && kind(meta.lookup(&self.file, at)?) == first {
+                at = at.saturating_add(cs);
+            }
+            (first, at.min(end) - offset)
+        };
+        match first {
+            (Some(st), run) => Ok((st, run)),
+            (None, run) => match &self.backing {
+                // Unallocated here: whatever the backing chain has, zeros past its end.
+                Some(b) if offset < b.image.virtual_size() => {
+                    let n = run.min(b.image.virtual_size() - offset);
+                    b.image.block_status(offset, n)
+                }
+                _ => Ok((BlockStatus::Zero, run)),
+            },
+        }
+    }
+
+    fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        self.write_compressed_cluster(offset, data)
+    }
+
+    fn file_ids(&self) -> Vec<crate::FileId> {
+        let mut ids: Vec<_> = self.file.id().into_iter().collect();
+        if let Some(b) = &self.backing {
+            ids.extend(b.image.file_ids());
+        }
+        ids
+    }
+
     fn info(&self) -> ImageInfo {
         ImageInfo {
             format: Format::Qcow2,
@@ -449,6 +497,42 @@ impl DiskImage for Qcow2Image {
 }
 
 impl Qcow2Image {
+    /// Stores one guest cluster compressed, as `qemu-img convert -c` does:
+    /// `guest` is cluster aligned and `data` is the whole cluster (shorter
+    /// only for the last one of an image whose size is not cluster aligned;
+    /// it is padded with zeros). Data that does not compress is written
+    /// uncompressed. Meant for filling new images: streams share host
+    /// clusters, which a later guest write copies out of.
+    pub fn write_compressed_cluster(&self, guest: u64, data: &[u8]) -> Result<(), DiskError> {
+        self.writable()?;
+        check_range(guest, data.len(), self.virtual_size())?;
+        let cs = self.cs();
+        let whole = data.len() as u64 == cs || guest + data.len() as u64 == self.virtual_size();
+        if !guest.is_multiple_of(cs) || data.len() as u64 > cs || !whole {
+            return Err(DiskError::Unsupported {
+                what: "a compressed write of less than one whole cluster",
+                format: "qcow2",
+            });
+        }
+        let mut cluster = data.to_vec();
+        cluster.resize(cs as usize, 0);
+        let Some(z) = compress::deflate_cluster(&cluster) else {
+            return self.write_at(data, guest);
+        };
+        let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let mut meta = self.lock();
+        let old = meta.lookup(&self.file, guest)?;
+        meta.release(old);
+        let len = z.len() as u64;
+        let host = meta.alloc_bytes(&self.file, len)?;
+        self.file.write_at(&z, host)?;
+        // The entry counts the 512-byte sectors the stream touches, minus one.
+        let sectors = (host + len - 1) / 512 - host / 512;
+        let x = 62 - (self.cluster_bits - 8);
+        let entry = table::COMPRESSED | (sectors << x) | host;
+        meta.set_l2_entry(&self.file, guest, entry)
+    }
+
     fn backing_name(&self) -> Option<String> {
         match &self.backing {
             Some(b) => Some(b.name.clone()),

@@ -305,6 +305,13 @@ impl Refcounts {
         }
     }
 
+    /// Adds one reference to an allocated cluster (compressed streams that
+    /// share a host cluster each hold one).
+    pub fn incref(&mut self, f: &ImageFile, cluster: u64) -> Result<(), DiskError> {
+        let v = self.get(f, cluster)?;
+        self.set(f, cluster, v + 1)
+    }
+
     /// Drops one reference to `cluster` after the next metadata flush.
     pub fn free_later(&mut self, cluster: u64) {
         self.pending_free.push(cluster);

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use casemate_disk::{check::check_qcow2, probe_format, Format};
+use casemate_disk::{check::check_qcow2_with, probe_format, Format};
 use serde_json::json;
 
 use super::format_arg;
@@ -12,10 +12,10 @@ use crate::args;
 
 pub fn run(argv: &[String]) -> Result<u8> {
     if super::wants_help(argv) {
-        println!("usage: casemate-img check [-q] [-f FMT] [--output=human|json] FILENAME");
+        println!("usage: casemate-img check [-q] [-U] [-f FMT] [--output=human|json] FILENAME");
         return Ok(0);
     }
-    let a = args::parse(argv, &["-f", "--output"], &["-q"])?;
+    let a = args::parse(argv, &["-f", "--output"], &["-q", "-U", "--force-share"])?;
     let [file] = a.positional.as_slice() else {
         bail!("expected one FILENAME (see --help)");
     };
@@ -28,7 +28,9 @@ pub fn run(argv: &[String]) -> Result<u8> {
         eprintln!("casemate-img: This image format does not support checks");
         return Ok(63);
     }
-    let rep = match check_qcow2(path) {
+    // -U: check next to a writer (no lock; the result may be inconsistent).
+    let locking = !(a.flag("-U") || a.flag("--force-share"));
+    let rep = match check_qcow2_with(path, locking) {
         Ok(r) => r,
         Err(e) => {
             eprintln!(

@@ -1,10 +1,11 @@
 //! `create`: a new raw or qcow2 image, optionally over a backing file (whose
-//! size is used when SIZE is omitted).
+//! size is used when SIZE is omitted). An existing file is replaced only when
+//! nobody holds it (image locks) and it is not in the new image's backing chain.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use casemate_disk::{open_image, qcow2, Format, OpenOptions, RawImage};
+use casemate_disk::{open_image, qcow2, FileId, Format, OpenOptions, RawImage};
 
 use super::format_arg;
 use crate::{args, size};
@@ -48,6 +49,14 @@ pub fn run(argv: &[String]) -> Result<u8> {
         .with_context(|| format!("could not open backing file '{b}'"))?;
         opts.backing_format = Some(img.format());
         size.get_or_insert(img.virtual_size());
+        // Creating truncates the file: it must not be the backing file or
+        // one it reads through (compared by device and inode, so a symlink
+        // or another name for it is caught too).
+        if let Ok(id) = FileId::of_path(path) {
+            if img.file_ids().contains(&id) {
+                bail!("{file}: Error: Trying to create an image with the same filename as the backing file");
+            }
+        }
     }
     let Some(size) = size else {
         bail!("image creation needs a size parameter");

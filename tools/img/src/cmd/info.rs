@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use casemate_disk::{open_image, DiskImage, OpenOptions};
+use casemate_disk::{open_image, probe_format, DiskImage, Format, OpenOptions};
 use serde_json::{json, Map, Value};
 
 use super::format_arg;
@@ -12,7 +12,7 @@ use crate::{args, size};
 
 pub fn run(argv: &[String]) -> Result<u8> {
     if super::wants_help(argv) {
-        println!("usage: casemate-img info [-f FMT] [--output=human|json] FILENAME");
+        println!("usage: casemate-img info [-U] [-f FMT] [--output=human|json] FILENAME");
         return Ok(0);
     }
     let a = args::parse(
@@ -24,9 +24,17 @@ pub fn run(argv: &[String]) -> Result<u8> {
         bail!("expected one FILENAME (see --help)");
     };
     let path = Path::new(file);
+    let format = format_arg(a.opt("-f"))?;
+    // qemu-img info takes no lock on a raw image (there is no metadata a
+    // writer could change under it), but refuses a qcow2 one being written.
+    let raw = match format {
+        Some(f) => f == Format::Raw,
+        None => probe_format(path).is_ok_and(|f| f == Format::Raw),
+    };
     let opts = OpenOptions {
-        format: format_arg(a.opt("-f"))?,
+        format,
         read_only: true,
+        force_share: raw || a.flag("-U") || a.flag("--force-share"),
         ..OpenOptions::default()
     };
     let img = open_image(path, &opts).with_context(|| format!("could not open '{file}'"))?;

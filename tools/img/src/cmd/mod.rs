@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod convert;
+mod copy;
 pub mod create;
 pub mod info;
 pub mod resize;

@@ -37,6 +37,9 @@ pub fn run(argv: &[String]) -> Result<u8> {
             _ => bail!("New image size must be positive"),
         },
     };
+    if new == 0 {
+        bail!("New image size must be positive");
+    }
     if new < cur && !a.flag("--shrink") {
         bail!("Use the --shrink option to perform a shrink operation.");
     }
