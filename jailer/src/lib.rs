@@ -27,7 +27,8 @@ pub fn error_line(err: &(dyn Error + 'static)) -> String {
         }
         cur = e.source();
     }
-    if perm {
+    // SAFETY: geteuid has no preconditions.
+    if perm && unsafe { libc::geteuid() } != 0 {
         line.push_str(" (this step needs root: run the jailer as root)");
     }
     line

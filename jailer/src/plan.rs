@@ -474,8 +474,10 @@ fn parent_for(
 }
 
 fn plan_v1(args: &Args, host: &HostInfo, exec_name: &str) -> Result<CgroupPlan, PlanError> {
-    // Group the files by hierarchy, in command-line order.
-    let mut groups: Vec<(&CgroupMount, &str, Vec<(&str, &str)>)> = Vec::new();
+    // Group the files by hierarchy (mount, its controller as named on the
+    // command line, the files), in command-line order.
+    type Group<'a> = (&'a CgroupMount, &'a str, Vec<(&'a str, &'a str)>);
+    let mut groups: Vec<Group> = Vec::new();
     for (file, value) in &args.cgroups {
         let controller = cgroup_controller(file)?;
         let mount = host

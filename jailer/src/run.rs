@@ -108,8 +108,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
         }
         steps::create_jail_dirs(&plan.jail_dir, &plan.root, plan.uid, plan.gid)?;
         made_jail = true;
-        cgroup_dirs = steps::apply_cgroup_steps(&plan.cgroups.steps)?;
-        steps::set_rlimits(&plan.rlimits)?;
+        steps::apply_cgroup_steps(&plan.cgroups.steps, &mut cgroup_dirs)?;
         Ok(fds)
     };
     let fds = match prepare() {

@@ -205,10 +205,13 @@ fn write_cgroup_file(file: &Path, value: &str) -> Result<(), StepError> {
     f.write_all(value.as_bytes()).map_err(err)
 }
 
-/// Carries out the cgroup steps in order. Returns the directories it
-/// created, newest last, so a failed jail can remove them again.
-pub fn apply_cgroup_steps(steps: &[CgroupStep]) -> Result<Vec<PathBuf>, StepError> {
-    let mut created = Vec::new();
+/// Carries out the cgroup steps in order. Appends each directory it creates
+/// to `created` (newest last, also when a later step fails), so a failed
+/// jail can remove exactly those again.
+pub fn apply_cgroup_steps(
+    steps: &[CgroupStep],
+    created: &mut Vec<PathBuf>,
+) -> Result<(), StepError> {
     for step in steps {
         match step {
             CgroupStep::Mkdir { dir, exclusive } => match fs::create_dir(dir) {
@@ -241,7 +244,7 @@ pub fn apply_cgroup_steps(steps: &[CgroupStep]) -> Result<Vec<PathBuf>, StepErro
             CgroupStep::Write { file, value } => write_cgroup_file(file, value)?,
         }
     }
-    Ok(created)
+    Ok(())
 }
 
 /// Moves process `pid` (the VMM to be) into each VM cgroup.
@@ -615,6 +618,9 @@ pub fn jail_and_exec(plan: &JailPlan, dev_null: Option<&OwnedFd>) -> StepError {
         if plan.mount_proc {
             mount_proc()?;
         }
+        // Limits last among the privileged steps: the jailer's own copy of
+        // the exec file must not be cut short by the VMM's RLIMIT_FSIZE.
+        set_rlimits(&plan.rlimits)?;
         drop_privileges(plan.uid, plan.gid)?;
         // In --new-pid-ns mode the supervising parent already daemonized.
         if let (Some(null), false) = (dev_null, plan.new_pid_ns) {

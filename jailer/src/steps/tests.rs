@@ -47,7 +47,7 @@ fn cgroup_steps_against_a_temp_tree() {
     fs::write(m.join("cpuset.mems"), "0\n").unwrap();
     let parent = m.join("casemate");
     let vm = parent.join("vm");
-    let steps = vec![
+    let steps = [
         CgroupStep::Mkdir {
             dir: parent.clone(),
             exclusive: false,
@@ -81,34 +81,57 @@ fn cgroup_steps_against_a_temp_tree() {
     };
     pre(&parent);
     // The parent exists (non-exclusive: fine); the VM dir does not yet.
-    let created = apply_cgroup_steps(&steps[..3]).unwrap();
+    let mut created = Vec::new();
+    apply_cgroup_steps(&steps[..3], &mut created).unwrap();
     assert!(created.is_empty());
     assert_eq!(
         fs::read_to_string(parent.join("cpuset.cpus")).unwrap(),
         "0-1"
     );
     assert_eq!(fs::read_to_string(parent.join("cpuset.mems")).unwrap(), "0");
-    let created = apply_cgroup_steps(&steps[3..4]).unwrap();
-    assert_eq!(created, [vm.clone()]);
+    apply_cgroup_steps(&steps[3..4], &mut created).unwrap();
+    assert_eq!(created, std::slice::from_ref(&vm));
     fs::write(vm.join("cpuset.cpus"), "").unwrap();
     fs::write(vm.join("cpuset.mems"), "").unwrap();
-    apply_cgroup_steps(&steps[4..]).unwrap();
+    apply_cgroup_steps(&steps[4..], &mut created).unwrap();
     assert_eq!(fs::read_to_string(vm.join("cpuset.cpus")).unwrap(), "1");
     assert_eq!(fs::read_to_string(vm.join("cpuset.mems")).unwrap(), "0");
 
     // The VM's own cgroup must be new.
     assert!(matches!(
-        apply_cgroup_steps(&steps[3..4]),
+        apply_cgroup_steps(&steps[3..4], &mut created),
         Err(StepError::CgroupExists(d)) if d == vm
     ));
     // An unwritable file is named.
     let bad = vm.join("nodir/pids.max");
-    let e = apply_cgroup_steps(&[CgroupStep::Write {
-        file: bad.clone(),
-        value: "5".into(),
-    }])
+    let e = apply_cgroup_steps(
+        &[CgroupStep::Write {
+            file: bad.clone(),
+            value: "5".into(),
+        }],
+        &mut created,
+    )
     .unwrap_err();
     assert!(e.to_string().contains(&bad.display().to_string()), "{e}");
+
+    // What was created before a failing step is still reported, for rollback.
+    let fresh = m.join("fresh");
+    let mut made = Vec::new();
+    assert!(apply_cgroup_steps(
+        &[
+            CgroupStep::Mkdir {
+                dir: fresh.clone(),
+                exclusive: true,
+            },
+            CgroupStep::Write {
+                file: fresh.join("no/pids.max"),
+                value: "1".into(),
+            },
+        ],
+        &mut made,
+    )
+    .is_err());
+    assert_eq!(made, [fresh]);
 
     join_cgroups(&[vm.join("cgroup.procs")], 4242).unwrap();
     assert_eq!(fs::read_to_string(vm.join("cgroup.procs")).unwrap(), "4242");
