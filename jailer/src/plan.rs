@@ -59,6 +59,10 @@ pub struct CgroupPlan {
     pub steps: Vec<CgroupStep>,
     /// `cgroup.procs` of each VM cgroup; the VMM's pid is written to each.
     pub procs_files: Vec<PathBuf>,
+    /// `cgroup.procs` of the jailer's own cgroups in the same hierarchies:
+    /// a jailer that joined the VM cgroups and then failed returns there so
+    /// the VM cgroups can be removed.
+    pub origin_procs_files: Vec<PathBuf>,
 }
 
 /// One cgroup filesystem operation.
@@ -523,6 +527,10 @@ fn plan_v1(args: &Args, host: &HostInfo, exec_name: &str) -> Result<CgroupPlan, 
             });
         }
         plan.procs_files.push(vm_dir.join("cgroup.procs"));
+        if let Some(own) = host.own_v1_cgroup(controller) {
+            plan.origin_procs_files
+                .push(under_mount(&mount.mount_point, own).join("cgroup.procs"));
+        }
     }
     Ok(plan)
 }
@@ -574,6 +582,10 @@ fn plan_v2(args: &Args, host: &HostInfo, exec_name: &str) -> Result<CgroupPlan, 
         });
     }
     plan.procs_files.push(vm_dir.join("cgroup.procs"));
+    if let Some(own) = host.own_v2_cgroup() {
+        plan.origin_procs_files
+            .push(under_mount(&mount.mount_point, own).join("cgroup.procs"));
+    }
     Ok(plan)
 }
 

@@ -43,11 +43,23 @@ pub enum RunError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Step(#[from] StepError),
+    /// Past `pivot_root` the host's paths are out of reach, so the jail and
+    /// cgroups cannot be rolled back by this process.
+    #[error(
+        "jailing failed after pivot_root; the jail and cgroups are left in place (run --cleanup)"
+    )]
+    AfterPivot(#[source] StepError),
 }
 
 /// Removes what this run created after a failure before exec; errors are
 /// ignored because the original failure is the one to report.
 fn roll_back(plan: &JailPlan, cgroup_dirs: &[std::path::PathBuf], made_jail: bool) {
+    // A cgroup with a task in it cannot be removed: if this process joined
+    // the VM cgroups, go back to where it came from first.
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let _ = steps::join_cgroups(&plan.cgroups.origin_procs_files, me);
+    steps::unmount_root(&plan.root);
     for dir in cgroup_dirs.iter().rev() {
         let _ = std::fs::remove_dir(dir);
     }
@@ -108,6 +120,10 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
         }
         steps::create_jail_dirs(&plan.jail_dir, &plan.root, plan.uid, plan.gid)?;
         made_jail = true;
+        // Made from the host side, before any namespace: a failure here
+        // still rolls back cleanly.
+        steps::make_device_nodes(&plan.root, &plan.devices, plan.uid, plan.gid)?;
+        steps::copy_exec(&plan.root, &plan.exec_file, &plan.exec_in_jail)?;
         steps::apply_cgroup_steps(&plan.cgroups.steps, &mut cgroup_dirs)?;
         Ok(fds)
     };
@@ -122,15 +138,20 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
     if !plan.new_pid_ns {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
-        let err = match steps::join_cgroups(&plan.cgroups.procs_files, me) {
+        let failure = match steps::join_cgroups(&plan.cgroups.procs_files, me) {
             Ok(()) => steps::jail_and_exec(&plan, dev_null.as_ref()),
-            Err(e) => e,
+            Err(error) => steps::JailFailure {
+                error,
+                after_pivot: false,
+            },
         };
-        // Still here: jailing failed. Leave the cgroups first, or they
-        // cannot be removed.
+        // Still here: jailing failed.
         drop(fds);
+        if failure.after_pivot {
+            return Err(RunError::AfterPivot(failure.error));
+        }
         roll_back(&plan, &cgroup_dirs, made_jail);
-        return Err(err.into());
+        return Err(failure.error.into());
     }
 
     let fail = |e: StepError| {
@@ -156,10 +177,11 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
             // SAFETY: leave without running the parent's destructors.
             unsafe { libc::_exit(1) };
         }
-        let err = steps::jail_and_exec(&plan, dev_null.as_ref());
+        // The parent cleans up whatever happens here, once this child exits.
+        let failure = steps::jail_and_exec(&plan, dev_null.as_ref());
         eprintln!(
             "casemate-jailer: {}",
-            crate::error_line(&RunError::Step(err))
+            crate::error_line(&RunError::Step(failure.error))
         );
         // SAFETY: as above.
         unsafe { libc::_exit(1) };

@@ -606,20 +606,39 @@ pub fn wait_for_go(fd: OwnedFd) -> bool {
     matches!(f.read(&mut b), Ok(1))
 }
 
+/// Where [`jail_and_exec`] failed: before `pivot_root` the host's paths are
+/// still reachable and the caller can roll back; after it they are not.
+#[derive(Debug)]
+pub struct JailFailure {
+    pub error: StepError,
+    pub after_pivot: bool,
+}
+
 /// Everything from the mount namespace to exec, in the process that becomes
-/// the VMM. Returns only on failure.
-pub fn jail_and_exec(plan: &JailPlan, dev_null: Option<&OwnedFd>) -> StepError {
-    let run = || -> Result<(), StepError> {
-        unshare_mount_ns()?;
-        bind_root(&plan.root)?;
-        make_device_nodes(&plan.root, &plan.devices, plan.uid, plan.gid)?;
-        copy_exec(&plan.root, &plan.exec_file, &plan.exec_in_jail)?;
-        pivot_into(&plan.root)?;
+/// the VMM (the jail tree, device nodes and exec copy are already made).
+/// Returns only on failure.
+pub fn jail_and_exec(plan: &JailPlan, dev_null: Option<&OwnedFd>) -> JailFailure {
+    let before = |error| JailFailure {
+        error,
+        after_pivot: false,
+    };
+    let after = |error| JailFailure {
+        error,
+        after_pivot: true,
+    };
+    if let Err(e) = unshare_mount_ns()
+        .and_then(|()| bind_root(&plan.root))
+        .and_then(|()| pivot_into(&plan.root))
+    {
+        return before(e);
+    }
+    let rest = || -> Result<(), StepError> {
         if plan.mount_proc {
             mount_proc()?;
         }
-        // Limits last among the privileged steps: the jailer's own copy of
-        // the exec file must not be cut short by the VMM's RLIMIT_FSIZE.
+        // Limits after the jailer's own file work (the exec copy must not be
+        // cut short by the VMM's RLIMIT_FSIZE) and before the privilege drop
+        // (raising a hard limit needs CAP_SYS_RESOURCE).
         set_rlimits(&plan.rlimits)?;
         drop_privileges(plan.uid, plan.gid)?;
         // In --new-pid-ns mode the supervising parent already daemonized.
@@ -628,10 +647,18 @@ pub fn jail_and_exec(plan: &JailPlan, dev_null: Option<&OwnedFd>) -> StepError {
         }
         Ok(())
     };
-    match run() {
-        Ok(()) => exec(&plan.exec_in_jail, &plan.argv),
-        Err(e) => e,
+    match rest() {
+        Ok(()) => after(exec(&plan.exec_in_jail, &plan.argv)),
+        Err(e) => after(e),
     }
+}
+
+/// Detaches the jail root's bind mount if this process made one, so a
+/// failed jail's directory can be removed.
+pub fn unmount_root(root: &Path) {
+    let p = cstr(root);
+    // SAFETY: valid C string; failure (nothing mounted) is ignored.
+    unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -29,21 +29,20 @@ fn skip_unless_root(test: &str) -> bool {
     false
 }
 
-/// Builds the static stand-in once per test binary, in a directory every
-/// user can read (the refusal test runs the jailer unprivileged).
+/// Builds the static stand-in once per test binary, under Cargo's
+/// per-target temp dir (readable by every user: the refusal test runs the
+/// jailer unprivileged).
 fn standin() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let d = tempfile::Builder::new()
-            .prefix("jailer-standin")
-            .tempdir()
-            .unwrap();
-        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jailer-standin");
+        fs::create_dir_all(&dir).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin/standin.rs");
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let tmp = dir.join(format!("standin.{}", std::process::id()));
         let out = Command::new(rustc)
             .args(["-O", "-C", "target-feature=+crt-static", "-o"])
-            .arg(d.path().join("standin"))
+            .arg(&tmp)
             .arg(&src)
             .output()
             .expect("run rustc to build the stand-in");
@@ -52,9 +51,10 @@ fn standin() -> &'static Path {
             "building the static stand-in failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        d
-    });
-    Box::leak(dir.path().join("standin").into_boxed_path())
+        let path = dir.join("standin");
+        fs::rename(&tmp, &path).unwrap();
+        path
+    })
 }
 
 /// A base dir for jails plus host files to hand over.
@@ -171,7 +171,10 @@ fn new_pid_ns_jail_reports_from_inside_and_cleans_up_itself() {
         return;
     }
     let fx = Fixture::new("pidns");
+    // A named network namespace to join.
+    let netns = NetNs::new(&format!("jailer-it-{}", std::process::id()));
     let mut a = fx.args();
+    a.extend(["--netns".to_string(), netns.path.display().to_string()]);
     a.extend(
         [
             "--uid",
@@ -268,6 +271,8 @@ fn new_pid_ns_jail_reports_from_inside_and_cleans_up_itself() {
             "not in {c}:{rel}: {lines:?}"
         );
     }
+    let ino = fs::metadata(&netns.path).unwrap().ino();
+    assert!(has(&lines, &format!("netns=net:[{ino}]")), "joined --netns");
     assert!(has(&lines, "limit Max open files 64 64 files"));
     assert!(has(&lines, "limit Max file size 1048576 1048576 bytes"));
     assert_eq!(kv.get("no_new_privs").map(String::as_str), Some("1"));
@@ -278,6 +283,79 @@ fn new_pid_ns_jail_reports_from_inside_and_cleans_up_itself() {
         let (_, dir) = vm_cgroup(c, &fx.id);
         assert!(!dir.exists(), "cgroup {} left behind", dir.display());
     }
+}
+
+/// `ip netns add NAME`, deleted on drop.
+struct NetNs {
+    name: String,
+    path: PathBuf,
+}
+
+impl NetNs {
+    fn new(name: &str) -> NetNs {
+        let st = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        NetNs {
+            name: name.to_string(),
+            path: PathBuf::from("/var/run/netns").join(name),
+        }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn daemonized_pid_ns_jail_detaches_and_still_cleans_up() {
+    if skip_unless_root("daemonized_pid_ns_jail_detaches_and_still_cleans_up") {
+        return;
+    }
+    let fx = Fixture::new("daemon");
+    let mut a = fx.args();
+    a.extend(
+        [
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+            "--cgroup",
+            "pids.max=8",
+            "--daemonize",
+            "--new-pid-ns",
+            "--",
+            "-m",
+            "64",
+        ]
+        .map(String::from),
+    );
+    let out = Command::new(JAILER).args(&a).output().unwrap();
+    // The caller sees success at once and no output: stdio is /dev/null.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    // The detached supervisor waits for the VM and cleans up.
+    let (_, pids_dir) = vm_cgroup("pids", &fx.id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // `<base>/standin` goes last: once it is gone the supervisor is done
+    // and the temp dir can be removed without racing it.
+    let exec_dir = fx.base().join("standin");
+    while exec_dir.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!fx.jail_dir().exists(), "jail dir left behind");
+    assert!(!pids_dir.exists(), "cgroup left behind");
 }
 
 #[test]
@@ -376,8 +454,8 @@ fn exec_mode_jail_then_cleanup() {
 }
 
 /// Runs the jailer and expects a refusal: non-zero exit, one line on stderr
-/// containing `want`.
-fn refused(args: &[String], as_nobody: bool, want: &str) {
+/// containing `want`; returns that line.
+fn refused(args: &[String], as_nobody: bool, want: &str) -> String {
     let mut cmd = Command::new(JAILER);
     cmd.args(args);
     if as_nobody {
@@ -390,6 +468,7 @@ fn refused(args: &[String], as_nobody: bool, want: &str) {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("casemate-jailer: "), "{err}");
     assert!(err.contains(want), "want {want:?} in {err}");
+    err.into_owned()
 }
 
 #[test]
@@ -439,18 +518,19 @@ fn refusals_name_the_problem() {
         "cannot open /nonexistent/initrd for initrd",
     );
 
-    // Without privileges: the first privileged step is named. The base dir
+    // Without privileges: the first privileged step (mknod) is named. The base dir
     // is made writable so that unprivileged steps get that far.
     let exec_dir = fx.base().join("standin");
     fs::create_dir_all(&exec_dir).unwrap();
     for d in [fx.base(), exec_dir] {
         fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
     }
-    refused(
+    let err = refused(
         &with(&[]),
         true,
-        "cannot unshare the mount namespace: Operation not permitted",
+        "root/dev/kvm: Operation not permitted (os error 1) (this step needs root",
     );
+    assert!(err.contains("cannot mknod "), "{err}");
     assert!(!fx.jail_dir().exists(), "rolled back");
 
     // Unknown option / casemate option the jailer cannot honour.

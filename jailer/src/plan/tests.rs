@@ -172,6 +172,14 @@ fn cgroup_v1_under_own_cgroup() {
             PathBuf::from("/cg/pids/casemate/vm-1/cgroup.procs"),
         ]
     );
+    assert_eq!(
+        p.cgroups.origin_procs_files,
+        [
+            PathBuf::from("/cg/cpu/cgroup.procs"),
+            PathBuf::from("/cg/memory/api/5f/cgroup.procs"),
+            PathBuf::from("/cg/pids/cgroup.procs"),
+        ]
+    );
 }
 
 #[test]
@@ -294,6 +302,10 @@ fn cgroup_v2_enables_controllers_down_to_parent() {
         [PathBuf::from(
             "/sys/fs/cgroup/user.slice/casemate/vm-1/cgroup.procs"
         )]
+    );
+    assert_eq!(
+        p.cgroups.origin_procs_files,
+        [PathBuf::from("/sys/fs/cgroup/user.slice/cgroup.procs")]
     );
     assert_eq!(
         p.cleanup.cgroup_dirs,

@@ -159,6 +159,9 @@ fn main() {
         n.sort();
         say(format!("open_fds={n:?}"));
     }
+    if let Ok(ns) = fs::read_link("/proc/self/ns/net") {
+        say(format!("netns={}", ns.display()));
+    }
     if let Ok(s) = fs::read_to_string("/proc/self/cgroup") {
         for line in s.lines() {
             say(format!("cgroup {line}"));
