@@ -432,13 +432,21 @@ fn cgroup_controller(file: &str) -> Result<&str, PlanError> {
     let (controller, rest) = file
         .split_once('.')
         .ok_or(bad("expected CONTROLLER.NAME, e.g. pids.max"))?;
-    let ok = |s: &str| {
+    let ok = |s: &str, upper: bool| {
         !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'_'
+                    || b == b'.'
+                    || (upper && b.is_ascii_uppercase())
+            })
     };
-    if !ok(controller) || !ok(rest) {
-        return Err(bad("only a-z, 0-9, _ and . are allowed"));
+    // Upper case only after the controller: hugetlb.2MB.limit_in_bytes.
+    if !ok(controller, false) || !ok(rest, true) {
+        return Err(bad(
+            "only a-z, 0-9, _ and . are allowed (and A-Z after the controller)",
+        ));
     }
     if controller == "cgroup" {
         return Err(bad("cgroup core files are managed by the jailer"));

@@ -18,6 +18,9 @@
 //!   pid namespace and execs the VMM; the parent stays outside the jail and
 //!   outside the VM cgroups, waits for the child, runs the same cleanup and
 //!   exits with the child's status (128+N when killed by signal N).
+//!   SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to the parent are forwarded
+//!   to the VM. If the parent itself is killed (SIGKILL), the VM runs on
+//!   and `--cleanup` is needed after it ends.
 //!
 //! If jailing fails before exec, what this run created (its cgroup
 //! directories and jail directory) is removed at once; nothing that
@@ -26,6 +29,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use thiserror::Error;
 
@@ -80,6 +84,45 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), StepError> {
     }
     // SAFETY: both fds were just created and are owned only here.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The VM's pid (in the jailer's pid namespace) for the signal forwarder;
+/// 0 until the child exists.
+static VM_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = VM_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe; the pid is our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Signals that stop a supervisor are passed on to the VM instead, so the
+/// supervisor lives on to wait and clean up. The VM is pid 1 of its
+/// namespace: the kernel delivers these only if the VMM handles them.
+const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+fn forward_signals() -> Result<(), StepError> {
+    for sig in FORWARDED {
+        // SAFETY: a zeroed sigaction is valid; we set handler, mask, flags.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = forward_signal as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        // SAFETY: sigemptyset and sigaction only read and write `sa`; the
+        // handler is async-signal-safe.
+        let r = unsafe {
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if r == -1 {
+            return Err(StepError::Sys {
+                step: format!("forward signal {sig} to the VM (sigaction)"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Exit status of a waited-for child, shell style.
@@ -160,6 +203,9 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
     };
     steps::unshare_pid_ns().map_err(fail)?;
     let (go_r, go_w) = pipe().map_err(fail)?;
+    // Installed before the fork so no signal finds the default action (and
+    // kills the supervisor) in between; exec resets them in the child.
+    forward_signals().map_err(fail)?;
     // SAFETY: the jailer is single-threaded; the child only runs the jail
     // steps and execs or exits.
     let pid = unsafe { libc::fork() };
@@ -186,6 +232,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
         // SAFETY: as above.
         unsafe { libc::_exit(1) };
     }
+    VM_PID.store(pid, Ordering::Relaxed);
     // The child holds the handed fds now; the parent needs none of them.
     drop(fds);
     drop(go_r);

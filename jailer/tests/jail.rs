@@ -23,7 +23,11 @@ const VM_UID: u32 = 65534;
 fn skip_unless_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP {test}: needs root (cgroups, namespaces, mknod)");
+        // Straight to stderr, past libtest's capture, so the skip is seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP {test}: needs root (cgroups, namespaces, mknod)"
+        );
         return true;
     }
     false
@@ -358,6 +362,63 @@ fn daemonized_pid_ns_jail_detaches_and_still_cleans_up() {
     assert!(!pids_dir.exists(), "cgroup left behind");
 }
 
+/// Reads `standin:` lines until `standin: ready` (or EOF).
+fn read_until_ready(stdout: &mut impl BufRead) -> String {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 || line.trim() == "standin: ready" {
+            text.push_str(&line);
+            return text;
+        }
+        text.push_str(&line);
+    }
+}
+
+#[test]
+fn pid_ns_supervisor_forwards_sigterm_and_cleans_up() {
+    if skip_unless_root("pid_ns_supervisor_forwards_sigterm_and_cleans_up") {
+        return;
+    }
+    let fx = Fixture::new("sigterm");
+    let mut a = fx.args();
+    a.extend(
+        [
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+            "--cgroup",
+            "pids.max=8",
+            "--new-pid-ns",
+            "--",
+            "--wait-stdin",
+        ]
+        .map(String::from),
+    );
+    let mut child = Command::new(JAILER)
+        .args(&a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let text = read_until_ready(&mut stdout);
+    assert!(text.contains("standin: pid=1"), "{text}");
+    // SAFETY: kill on the jailer we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    println!("{text}{rest}");
+    assert!(rest.contains("standin: got SIGTERM"), "{rest}");
+    // The supervisor survived the signal, waited, cleaned up, and passed on
+    // the VM's status.
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    assert!(!fx.jail_dir().exists());
+    assert!(!vm_cgroup("pids", &fx.id).1.exists());
+}
+
 #[test]
 fn exec_mode_jail_then_cleanup() {
     if skip_unless_root("exec_mode_jail_then_cleanup") {
@@ -389,17 +450,7 @@ fn exec_mode_jail_then_cleanup() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        text.push_str(&line);
-        if line.trim() == "standin: ready" {
-            break;
-        }
-    }
+    let mut text = read_until_ready(&mut stdout);
     // The jailer exec'd the stand-in: same pid, now in the VM cgroup.
     let (_, pids_dir) = vm_cgroup("pids", &fx.id);
     let procs = fs::read_to_string(pids_dir.join("cgroup.procs")).unwrap_or_default();

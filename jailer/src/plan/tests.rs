@@ -209,6 +209,28 @@ fn cgroup_v1_cpuset_inherits_before_writes() {
 }
 
 #[test]
+fn cgroup_v1_hugetlb_file_names_keep_their_case() {
+    let mut h = this_host();
+    h.mounts.extend(HostInfo::parse_mounts(
+        "cgroup /cg/hugetlb cgroup rw,hugetlb 0 0\n",
+    ));
+    h.self_cgroups
+        .extend(HostInfo::parse_self_cgroup("10:hugetlb:/\n"));
+    let p = JailPlan::new(
+        &args(&["--cgroup", "hugetlb.2MB.limit_in_bytes=4194304"], &[]),
+        &h,
+    )
+    .unwrap();
+    assert_eq!(
+        p.cgroups.steps.last(),
+        Some(&write(
+            "/cg/hugetlb/casemate/vm-1/hugetlb.2MB.limit_in_bytes",
+            "4194304"
+        ))
+    );
+}
+
+#[test]
 fn cgroup_v1_refusals() {
     let host = this_host();
     let err = |extra: &[&str]| JailPlan::new(&args(extra, &[]), &host).unwrap_err();
@@ -225,6 +247,7 @@ fn cgroup_v1_refusals() {
         "pids=1",
         "cgroup.procs=1",
         "Pids.max=1",
+        "pids.a/b=1",
     ] {
         assert!(
             matches!(err(&["--cgroup", f]), PlanError::BadCgroupFile { .. }),

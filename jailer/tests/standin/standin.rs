@@ -21,6 +21,20 @@ extern "C" {
     fn getpid() -> i32;
     fn fcntl(fd: i32, cmd: i32, ...) -> i32;
     fn prctl(option: i32, ...) -> i32;
+    fn signal(sig: i32, handler: extern "C" fn(i32)) -> usize;
+    fn write(fd: i32, buf: *const u8, n: usize) -> isize;
+    fn _exit(code: i32) -> !;
+}
+
+/// SIGTERM handler: as pid 1 of a pid namespace the stand-in receives the
+/// supervisor's forwarded SIGTERM only because it handles it.
+extern "C" fn on_term(sig: i32) {
+    let msg = b"standin: got SIGTERM\n";
+    // SAFETY (test program): write and _exit are async-signal-safe.
+    unsafe {
+        write(1, msg.as_ptr(), msg.len());
+        _exit(128 + sig);
+    }
 }
 
 const F_GETFD: i32 = 1;
@@ -179,6 +193,8 @@ fn main() {
         }
     }
     if args.iter().any(|a| a == "--wait-stdin") {
+        // SAFETY (test program): installs a handler that only writes and exits.
+        unsafe { signal(15, on_term) };
         say("ready".into());
         let _ = o.flush();
         drop(o);
