@@ -95,13 +95,15 @@ usage: casemate-jailer --id ID --exec-file PATH --uid UID --gid GID
          [--resource-limit nofile=N,fsize=N]... [--daemonize] [--new-pid-ns]
          -- CASEMATE-ARGS...
        casemate-jailer --cleanup --id ID --exec-file PATH
-         [--chroot-base-dir DIR] [--parent-cgroup PATH] [--cgroup-version 1|2]
+         [--chroot-base-dir DIR] [--parent-cgroup PATH]
 
 The jail root is <chroot-base-dir>/<exec-file name>/<id>/root
 (chroot-base-dir defaults to /srv/jailer). The VM cgroup is
 <parent-cgroup>/<id> in each hierarchy used, where parent-cgroup defaults to
 <the jailer's own cgroup>/<exec-file name>. The cgroup version defaults to 1
-when any cgroup v1 controller is mounted, else 2.
+when any cgroup v1 controller is mounted, else 2. Without --new-pid-ns the
+jailer becomes the VM: run --cleanup with the same values after it ends.
+With --new-pid-ns the jailer waits, cleans up and exits with the VM's status.
 ";
 
 fn parse_u32(option: &str, value: &str) -> Result<u32, ParseError> {
