@@ -303,13 +303,24 @@ pub fn unshare_mount_ns() -> Result<(), StepError> {
     check(r.into(), "make all mounts private").map(drop)
 }
 
+/// `mkdir -p` with mode 0755: never wider than that, whatever the caller's
+/// umask (std's create_dir_all would use 0777 minus the umask).
+fn mkdir_p(dir: &Path) -> Result<(), StepError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(sys(format!("create {}", dir.display())))
+}
+
 /// Creates `<jail_dir>` (refusing an existing one, which closes the race
 /// with a concurrent jailer for the same id) and `<jail_dir>/root` owned by
 /// the VMM's uid/gid, so the VMM can create its files (serial log, sockets)
 /// in its `/`.
 pub fn create_jail_dirs(jail_dir: &Path, root: &Path, uid: u32, gid: u32) -> Result<(), StepError> {
     if let Some(parent) = jail_dir.parent() {
-        fs::create_dir_all(parent).map_err(sys(format!("create {}", parent.display())))?;
+        mkdir_p(parent)?;
     }
     match fs::create_dir(jail_dir) {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -363,7 +374,7 @@ pub fn make_device_nodes(
         }
         let target = root.join(d.jail.strip_prefix("/").unwrap_or(&d.jail));
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(sys(format!("create {}", parent.display())))?;
+            mkdir_p(parent)?;
         }
         let c = cstr(&target);
         let mode = libc::S_IFCHR | (meta.mode() & 0o777);
