@@ -193,11 +193,11 @@ fn write_cgroup_file(file: &Path, value: &str) -> Result<(), StepError> {
         value: value.to_string(),
         source,
     };
-    // O_CREAT|O_TRUNC as a shell's `>` does: cgroupfs ignores both on an
-    // existing file, and a plain directory (tests) behaves like one.
+    // No O_CREAT: a file the kernel did not make is a wrong name, and should
+    // fail as "No such file" rather than kernfs's EACCES for a create.
+    // O_TRUNC as a shell's `>`: ignored by cgroupfs, needed in temp dirs.
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
         .truncate(true)
         .open(file)
         .map_err(err)?;

@@ -555,12 +555,23 @@ fn refusals_name_the_problem() {
         &with(&["--cgroup", "pids.bogus=1"]),
         false,
         &format!(
-            "cannot write cgroup file {}",
+            "cannot write cgroup file {} (value \"1\"): No such file or directory",
             pids_dir.join("pids.bogus").display()
         ),
     );
     assert!(!pids_dir.exists(), "rolled back");
     assert!(!fx.jail_dir().exists(), "rolled back");
+
+    // A value the kernel refuses.
+    refused(
+        &with(&["--cgroup", "pids.max=lots"]),
+        false,
+        &format!(
+            "cannot write cgroup file {} (value \"lots\"): Invalid argument",
+            pids_dir.join("pids.max").display()
+        ),
+    );
+    assert!(!pids_dir.exists(), "rolled back");
 
     // A handed-over file that cannot be opened.
     refused(

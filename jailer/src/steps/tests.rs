@@ -133,6 +133,7 @@ fn cgroup_steps_against_a_temp_tree() {
     .is_err());
     assert_eq!(made, [fresh]);
 
+    fs::write(vm.join("cgroup.procs"), "").unwrap();
     join_cgroups(&[vm.join("cgroup.procs")], 4242).unwrap();
     assert_eq!(fs::read_to_string(vm.join("cgroup.procs")).unwrap(), "4242");
 }
