@@ -334,3 +334,43 @@ fn casemate_q35_hwrng_reads_virtio_rng_pci() {
     };
     hwrng_boot(LinuxBoot::new(pci_machine(&a, "q35"), &a), false, test);
 }
+
+/// A kernel told `acpi=off` on Casemate's q35 and pc (also without ACPI
+/// tables, `-machine acpi=off`): it finds the PCI bus and every slot's
+/// INTx routing in the MP table, and with `pci=nomsi` its virtio-blk-pci
+/// disk works on that interrupt alone.
+#[test]
+fn casemate_pc_and_q35_acpi_off_disk_works_through_the_mp_table() {
+    let test = "casemate_pc_and_q35_acpi_off_disk_works_through_the_mp_table";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(a) = artifacts_or_skip(test) else {
+        return;
+    };
+    for machine in ["q35", "pc"] {
+        let s = Scratch::new(&format!("linux-{machine}-acpi-off"));
+        let disk = disk_with_host_pattern(&s, 16 << 20);
+        let boot = LinuxBoot::new(pci_machine(&a, machine), &a)
+            .init_arg("acpi=off")
+            .init_arg("pci=nomsi")
+            .init_arg("casemate.mode=hello,blk")
+            .disk(&disk);
+        let mut cmd = boot.casemate();
+        // -machine given twice: the later one adds acpi=off, as in QEMU.
+        cmd.args(["-machine", &format!("{machine},acpi=off")]);
+        let (r, out) = run(cmd);
+        let log = console(&out);
+        r.assert_ok();
+        assert_eq!(
+            r.want("match"),
+            "1",
+            "{machine}: host pattern not seen\n{log}"
+        );
+        assert_eq!(r.want("mismatches"), "0", "{machine}: {log}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let after = std::fs::read(&disk).unwrap();
+        let n = check_lines(&stdout, &after, "init: blk ").unwrap_or_else(|e| panic!("{e}\n{log}"));
+        assert!(n >= 35, "{machine}: only {n} sectors checked\n{log}");
+    }
+}
