@@ -91,7 +91,9 @@ fn exit_round_trips_are_measured() {
             .want(k)
             .parse()
             .unwrap_or_else(|_| panic!("{k} not a number:\n{}", r.raw));
-        assert!(ns > 0.0 && ns < 10_000_000.0, "{k}={ns}");
+        // A round trip that never left the guest would take nanoseconds;
+        // one through KVM and back costs at least hundreds.
+        assert!(ns > 300.0 && ns < 10_000_000.0, "{k}={ns}");
     }
 }
 

@@ -12,6 +12,8 @@ use casemate_devices::virtio::{Worker, WorkerHost};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::threads::{spawn_with_role, Role};
+
 const STOP_TOKEN: u64 = u64::MAX;
 /// Errors from one worker logged before going quiet: a guest that keeps
 /// sending garbage must not flood the host's logs.
@@ -72,6 +74,17 @@ fn run(name: &str, epoll: &Epoll, worker: &mut dyn Worker) {
     }
 }
 
+/// The device kind of a worker named `<kind><n>` (`blk0` -> `blk`), which
+/// picks its thread role.
+fn kind_of(name: &str) -> &'static str {
+    match name.trim_end_matches(|c: char| c.is_ascii_digit()) {
+        "blk" => "blk",
+        "rng" => "rng",
+        "intx" => "intx",
+        _ => "other",
+    }
+}
+
 impl WorkerHost for Workers {
     fn start(&self, name: String, mut worker: Box<dyn Worker>) -> std::io::Result<u64> {
         let stop = Arc::new(EventFd::new(EFD_NONBLOCK)?);
@@ -89,9 +102,11 @@ impl WorkerHost for Workers {
                 EpollEvent::new(EventSet::IN, token.into()),
             )?;
         }
-        let thread = std::thread::Builder::new()
-            .name(format!("cm-{name}"))
-            .spawn(move || run(&name, &epoll, worker.as_mut()))?;
+        let thread = spawn_with_role(
+            Role::Worker(kind_of(&name)),
+            format!("cm-{name}"),
+            move || run(&name, &epoll, worker.as_mut()),
+        )?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, Running { stop, thread });
         Ok(id)

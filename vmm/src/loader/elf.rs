@@ -286,12 +286,15 @@ fn copy_segment(
         let n = (p.memsz - done).min(CHUNK) as usize;
         let chunk = &mut buf[..n];
         let from_file = p.filesz.saturating_sub(done).min(n as u64) as usize;
-        b.read_at(&mut chunk[..from_file], p.offset + done)
-            .map_err(|source| LoadError::Read {
-                what: "kernel",
-                path: path.into(),
-                source,
-            })?;
+        // Chunks wholly in the BSS lie past the file's end: nothing to read.
+        if from_file > 0 {
+            b.read_at(&mut chunk[..from_file], p.offset + done)
+                .map_err(|source| LoadError::Read {
+                    what: "kernel",
+                    path: path.into(),
+                    source,
+                })?;
+        }
         chunk[from_file..].fill(0);
         mem.write_slice(chunk, GuestAddress(p.paddr + done))
             .map_err(|source| LoadError::Memory {
@@ -374,6 +377,16 @@ mod tests {
         let ram = RamLayout::new(size);
         let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)]).unwrap();
         (m, ram)
+    }
+
+    #[test]
+    fn a_bss_larger_than_a_chunk_past_the_files_end_loads() {
+        // The probe guest's own layout: a few KiB of file, megabytes of
+        // BSS, the last chunks lying wholly past the end of the file.
+        let (m, ram) = mem(16 << 20);
+        let elf = tiny_elf(true, 0x100000, 3 * CHUNK + 0x123, None);
+        let k = load(&m, &ram, Path::new("k"), &elf.as_slice()).unwrap();
+        assert_eq!(k.end, 0x100000 + 3 * CHUNK + 0x123);
     }
 
     #[test]

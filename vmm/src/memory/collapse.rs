@@ -106,10 +106,11 @@ impl Collapser {
             return None;
         }
         let (stop, rx) = mpsc::channel();
-        match std::thread::Builder::new()
-            .name("cm-thp-collapse".into())
-            .spawn(move || run(work, &rx, delay))
-        {
+        match crate::threads::spawn_with_role(
+            crate::threads::Role::Collapse,
+            "cm-thp-collapse".into(),
+            move || run(work, &rx, delay),
+        ) {
             Ok(h) => Some(Self {
                 stop: Some(stop),
                 thread: Some(h),

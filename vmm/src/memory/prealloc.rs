@@ -280,10 +280,11 @@ impl Population {
         let mut workers = Vec::new();
         for i in 1..threads {
             let s = shared.clone();
-            match std::thread::Builder::new()
-                .name(format!("cm-prealloc{i}"))
-                .spawn(move || s.work(|| ()))
-            {
+            match crate::threads::spawn_with_role(
+                crate::threads::Role::Prealloc,
+                format!("cm-prealloc{i}"),
+                move || s.work(|| ()),
+            ) {
                 Ok(h) => workers.push(h),
                 // The finishing thread takes whatever is left.
                 Err(e) => log::warn!("prealloc thread {i} did not start ({e}); fewer threads work"),

@@ -128,24 +128,66 @@ fn mem64_bar_sizes_both_halves() {
 
 #[test]
 fn bad_bar_declarations_are_refused() {
+    use PciConfigError::*;
     let mut c = PciConfig::new(&ids());
     let m64 = BarKind::Mem64 {
         prefetchable: false,
     };
-    assert!(
-        c.declare_bar(5, m64, 0x1000).is_err(),
+    // Each refusal names the BAR and why, not just "an error".
+    assert_eq!(
+        c.declare_bar(5, m64, 0x1000),
+        Err(BarIndex { index: 5 }),
         "no room for the pair"
     );
-    assert!(c.declare_bar(6, BarKind::Io, 0x10).is_err());
-    assert!(c.declare_bar(0, BarKind::Io, 8).is_err(), "below 16");
-    assert!(c.declare_bar(0, BarKind::Mem32, 0x3000).is_err());
+    assert_eq!(
+        c.declare_bar(6, BarKind::Io, 0x10),
+        Err(BarIndex { index: 6 })
+    );
+    assert_eq!(
+        c.declare_bar(0, BarKind::Io, 8),
+        Err(BarSize { index: 0, size: 8 }),
+        "below 16"
+    );
+    assert_eq!(
+        c.declare_bar(0, BarKind::Mem32, 0x3000),
+        Err(BarSize {
+            index: 0,
+            size: 0x3000
+        })
+    );
     c.declare_bar(0, m64, 0x1000).unwrap();
-    assert!(c.declare_bar(1, BarKind::Io, 0x10).is_err(), "upper half");
-    assert!(c.declare_bar(0, BarKind::Io, 0x10).is_err(), "taken");
-    assert!(c.set_bar_addr(0, 0x1800).is_err(), "misaligned");
-    assert!(c.set_bar_addr(3, 0x1000).is_err(), "undeclared");
+    assert_eq!(
+        c.declare_bar(1, BarKind::Io, 0x10),
+        Err(BarTaken { index: 1 }),
+        "upper half"
+    );
+    assert_eq!(
+        c.declare_bar(0, BarKind::Io, 0x10),
+        Err(BarTaken { index: 0 }),
+        "taken"
+    );
+    assert_eq!(
+        c.set_bar_addr(0, 0x1800),
+        Err(BarAddr {
+            index: 0,
+            addr: 0x1800
+        }),
+        "misaligned"
+    );
+    assert_eq!(
+        c.set_bar_addr(3, 0x1000),
+        Err(BarIndex { index: 3 }),
+        "undeclared"
+    );
     c.declare_bar(2, BarKind::Mem32, 0x1000).unwrap();
-    assert!(c.set_bar_addr(2, 1 << 32).is_err(), "past 4 GiB");
+    assert_eq!(
+        c.set_bar_addr(2, 1 << 32),
+        Err(BarAddr {
+            index: 2,
+            addr: 1 << 32
+        }),
+        "past 4 GiB"
+    );
 }
 
 #[test]
