@@ -31,6 +31,7 @@ use crate::vstate::exit::Outcome;
 use crate::vstate::intx::ResampleWorker;
 use crate::vstate::kick;
 use crate::vstate::platform::KvmHypervisor;
+use crate::vstate::reaper;
 use crate::vstate::vcpu::{VcpuRunner, VcpuStop};
 use crate::vstate::vm::{Vm, VmError};
 use crate::workers::Workers;
@@ -140,15 +141,31 @@ fn place_devices(
 }
 
 fn boot_once(config: &ValidConfig, res: &Resources, probe: &[u8]) -> Result<VmEnd, BuildError> {
-    let machine = machine::model(config.machine);
     let vm = Vm::new(&res.kvm)?;
+    let end = run_vm(config, res, probe, &vm);
+    // A boot that ends the process leaves its VM to the exit reaper, so
+    // nobody waits for KVM's teardown; a reboot closes it here.
+    let rebooting = matches!(end, Ok(VmEnd::Reset)) && !config.no_reboot;
+    if !rebooting {
+        reaper::park(vm.fd.clone());
+    }
+    end
+}
+
+fn run_vm(
+    config: &ValidConfig,
+    res: &Resources,
+    probe: &[u8],
+    vm: &Vm,
+) -> Result<VmEnd, BuildError> {
+    let machine = machine::model(config.machine);
     vm.map_memory(&res.mem)?;
     vm.create_irqchip()?;
 
     let topo = Topology::new(&config.smp);
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
-    let hv = KvmHypervisor::new(&vm);
+    let hv = KvmHypervisor::new(vm);
     let dm = place_devices(config, res, &hv, machine)?;
     let intx = hv.take_intx();
     if !intx.is_empty() {

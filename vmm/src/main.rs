@@ -77,7 +77,7 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let code = match run() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("casemate: {e}");
@@ -86,5 +86,9 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
-    }
+    };
+    // Everything is flushed and closed by now but the last VM's fd: hand
+    // its teardown to a reaper so this process ends without waiting on it.
+    casemate_vmm::vstate::reaper::finish();
+    code
 }
