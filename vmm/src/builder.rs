@@ -295,7 +295,7 @@ fn load_guest(
         Some(f) => (f.path.clone(), loader::KernelImage::File(&f.file)),
         None => ("<embedded probe>".into(), loader::KernelImage::Bytes(probe)),
     };
-    let kernel = loader::load_kernel(mem, ram, &path, image)?;
+    let kernel = loader::load_kernel(mem, ram, &path, image, res.take_fresh_ram())?;
 
     let platform = guest.machine.acpi_platform(ram);
     let ecam = guest.machine.ecam();
