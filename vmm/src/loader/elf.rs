@@ -388,6 +388,26 @@ mod tests {
     }
 
     #[test]
+    fn known_zero_ram_skips_the_bss_and_dirty_ram_gets_it_zeroed() {
+        let (m, ram) = mem(16 << 20);
+        let elf = tiny_elf(true, 0x100000, 2 * CHUNK, None);
+        let bss = GuestAddress(0x100000 + CHUNK + 8);
+        m.write_obj(0xaau8, bss).unwrap();
+        load(&m, &ram, Path::new("k"), &elf.as_slice(), true).unwrap();
+        assert_eq!(
+            m.read_obj::<u8>(bss).unwrap(),
+            0xaa,
+            "zeroed RAM is left alone"
+        );
+        load(&m, &ram, Path::new("k"), &elf.as_slice(), false).unwrap();
+        assert_eq!(
+            m.read_obj::<u8>(bss).unwrap(),
+            0,
+            "a reboot's BSS is zeroed"
+        );
+    }
+
+    #[test]
     fn a_bss_larger_than_a_chunk_past_the_files_end_loads() {
         // The probe guest's own layout: a few KiB of file, megabytes of
         // BSS, the last chunks lying wholly past the end of the file.
@@ -419,6 +439,7 @@ mod tests {
             &ram,
             Path::new("k"),
             &tiny_elf(true, 0x100000, 16, None).as_slice(),
+            false,
         )
         .unwrap();
         assert!(matches!(
@@ -435,7 +456,7 @@ mod tests {
         let (m, ram) = mem(4 << 20);
         let elf = tiny_elf(true, 0x100000, 0x2000, Some(0x100004));
         for len in 0..elf.len() {
-            let r = load(&m, &ram, Path::new("k"), &&elf[..len]);
+            let r = load(&m, &ram, Path::new("k"), &&elf[..len], false);
             assert!(r.is_err(), "truncated to {len} bytes loaded");
         }
     }
@@ -445,15 +466,15 @@ mod tests {
         let (m, ram) = mem(4 << 20);
         let big = tiny_elf(true, 0x100000, 8 << 20, None);
         assert!(matches!(
-            load(&m, &ram, Path::new("k"), &big.as_slice()),
+            load(&m, &ram, Path::new("k"), &big.as_slice(), false),
             Err(LoadError::DoesNotFit { .. })
         ));
         let low = tiny_elf(false, 0x8000, 16, None);
         assert!(matches!(
-            load(&m, &ram, Path::new("k"), &low.as_slice()),
+            load(&m, &ram, Path::new("k"), &low.as_slice(), false),
             Err(LoadError::Overlaps { .. })
         ));
         let wrap = tiny_elf(true, u64::MAX - 4, 16, None);
-        assert!(load(&m, &ram, Path::new("k"), &wrap.as_slice()).is_err());
+        assert!(load(&m, &ram, Path::new("k"), &wrap.as_slice(), false).is_err());
     }
 }
