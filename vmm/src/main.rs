@@ -65,6 +65,11 @@ fn run() -> anyhow::Result<ExitCode> {
     let config = config.validate(&host)?;
     Ok(match builder::run(config, PROBE_ELF)? {
         VmEnd::PowerOff | VmEnd::Reset => ExitCode::SUCCESS,
+        VmEnd::Signal(t) => {
+            // As QEMU: a signal ends the VM like a power-off, with one line.
+            eprintln!("casemate: {}", t.describe());
+            ExitCode::SUCCESS
+        }
         VmEnd::TripleFault { vcpu, regs } => {
             eprintln!("casemate: guest triple fault on vCPU {vcpu}; registers:\n{regs}");
             ExitCode::from(2)
