@@ -6,13 +6,16 @@
 //! `VmConfig::validate`.
 
 mod devices;
+mod drive;
 mod rng;
 
 use std::path::PathBuf;
 
+use drive::Drives;
+
 use crate::config::{
-    BackendKind, CacheConfig, CpuModel, DriveConfig, FdSetConfig, MachineKind, MemoryBackendConfig,
-    RtcConfig, SerialConfig, SmpConfig, Transport, VmConfig,
+    BackendKind, CpuModel, FdSetConfig, MachineKind, MemoryBackendConfig, RtcConfig, SerialConfig,
+    SmpConfig, Transport, VmConfig,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -342,146 +345,6 @@ impl KeyVals {
     }
 }
 
-/// `-drive` and `-device virtio-blk-*` pair up by id, as in QEMU:
-/// `if=virtio` drives get their device implicitly, `if=none` drives need one.
-#[derive(Default)]
-struct Drives {
-    drives: Vec<(DriveConfig, bool)>,
-    devices: Vec<(String, u16, Transport)>,
-    snapshot: bool,
-}
-
-impl Drives {
-    fn drive(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
-        let kv = KeyVals::parse(opt, v, "file")?;
-        kv.only(
-            opt,
-            &[
-                "file",
-                "format",
-                "if",
-                "readonly",
-                "cache",
-                "id",
-                "snapshot",
-                "media",
-                "aio",
-                "discard",
-                "file.locking",
-            ],
-        )?;
-        let file = kv
-            .get("file")
-            .filter(|f| !f.is_empty())
-            .ok_or_else(|| bad(opt, v, "file= is required"))?;
-        let on_off = |k: &str| -> Result<bool, CliError> {
-            match kv.get(k) {
-                None | Some("off") => Ok(false),
-                Some("on") => Ok(true),
-                Some(x) => Err(bad(opt, x, format!("{k} takes on or off"))),
-            }
-        };
-        let implicit = match kv.get("if").unwrap_or("virtio") {
-            "virtio" => true,
-            "none" => false,
-            i => return Err(bad(opt, i, "only if=virtio and if=none are supported")),
-        };
-        if kv.get("media").is_some_and(|m| m != "disk") {
-            return Err(bad(opt, v, "only media=disk is supported"));
-        }
-        let cache = match kv.get("cache").unwrap_or("writeback") {
-            "writeback" => CacheConfig::Writeback,
-            "none" | "directsync" => CacheConfig::None,
-            "writethrough" => CacheConfig::Writethrough,
-            "unsafe" => CacheConfig::Unsafe,
-            x => {
-                return Err(bad(
-                    opt,
-                    x,
-                    "cache is writeback, none, writethrough or unsafe",
-                ))
-            }
-        };
-        let id = kv
-            .get("id")
-            .map_or_else(|| format!("drive{}", self.drives.len()), str::to_string);
-        let d = DriveConfig {
-            id,
-            file: file.into(),
-            format: kv.get("format").map(str::to_string),
-            read_only: on_off("readonly")?,
-            cache,
-            snapshot: on_off("snapshot")?,
-            num_queues: 1,
-            transport: None,
-            locking: match kv.get("file.locking") {
-                None | Some("on" | "auto") => true,
-                Some("off") => false,
-                Some(x) => return Err(bad(opt, x, "file.locking is on, off or auto")),
-            },
-        };
-        self.drives.push((d, implicit));
-        Ok(())
-    }
-
-    fn device(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
-        let kv = KeyVals::parse(opt, v, "driver")?;
-        let transport = match kv.get("driver").unwrap_or_default() {
-            "virtio-blk-device" => Transport::Mmio,
-            "virtio-blk-pci" => Transport::Pci,
-            d => return Err(CliError::NotYet {
-                opt: format!("{opt} {d}"),
-                why:
-                    "the block devices are virtio-blk-pci (pc, q35) and virtio-blk-device (microvm)",
-            }),
-        };
-        kv.only(opt, &["driver", "drive", "num-queues", "id", "serial"])?;
-        let drive = kv
-            .get("drive")
-            .ok_or_else(|| bad(opt, v, "drive= is required"))?
-            .to_string();
-        let queues = match kv.get("num-queues") {
-            Some(n) => n
-                .parse()
-                .map_err(|_| bad(opt, n, "num-queues must be a number"))?,
-            None => 1,
-        };
-        self.devices.push((drive, queues, transport));
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<DriveConfig>, CliError> {
-        for (drive, queues, transport) in &self.devices {
-            let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
-                return Err(bad("-device", drive, "no -drive has this id"));
-            };
-            if d.transport.is_some() {
-                return Err(bad(
-                    "-device",
-                    drive,
-                    "this drive is already used by a device",
-                ));
-            }
-            d.num_queues = *queues;
-            d.transport = Some(*transport);
-            *implicit = true;
-        }
-        let mut out = Vec::new();
-        for (mut d, used) in self.drives {
-            if !used {
-                return Err(bad(
-                    "-drive",
-                    &d.id,
-                    "if=none drive is not used by any -device",
-                ));
-            }
-            d.snapshot |= self.snapshot;
-            out.push(d);
-        }
-        Ok(out)
-    }
-}
-
 /// What `-machine` sets.
 struct MachineOpts {
     kind: MachineKind,
@@ -785,6 +648,7 @@ fn datetime(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CacheConfig;
 
     fn run(args: &[&str]) -> Result<VmConfig, CliError> {
         match parse(args.iter().map(|s| s.to_string()))? {

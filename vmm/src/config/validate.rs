@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use super::{DeviceConfig, Transport, VmConfig};
+use super::{
+    AioConfig, CacheConfig, DetectZeroesConfig, DeviceConfig, DiscardConfig, Transport, VmConfig,
+};
 use crate::machine::{self, MachineModel};
 
 /// Largest `-m` accepted regardless of host size: 1 TiB is past every
@@ -61,6 +63,10 @@ pub enum ConfigError {
     DriveQueues { id: String },
     #[error("drive id '{0}' is used twice")]
     DriveIdTwice(String),
+    #[error("drive {0}: setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")]
+    DetectZeroesUnmap(String),
+    #[error("drive {0}: aio=native was specified, but it requires cache.direct=on (cache=none)")]
+    AioNative(String),
     #[error("{count} devices: machine {machine} has room for at most {max} (disks and other devices together)")]
     TooManyDevices {
         count: usize,
@@ -174,6 +180,13 @@ impl VmConfig {
             }
             if !ids.insert(d.id.as_str()) {
                 p.push(ConfigError::DriveIdTwice(d.id.clone()));
+            }
+            // Both as QEMU refuses them.
+            if d.detect_zeroes == DetectZeroesConfig::Unmap && d.discard != DiscardConfig::Unmap {
+                p.push(ConfigError::DetectZeroesUnmap(d.id.clone()));
+            }
+            if d.aio == Some(AioConfig::Native) && d.cache != CacheConfig::None {
+                p.push(ConfigError::AioNative(d.id.clone()));
             }
             p.extend(transport_problem(m, &d.id, d.transport, |t| {
                 t.blk_device().to_string()
