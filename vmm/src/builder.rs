@@ -150,10 +150,10 @@ fn boot_until_end(
         let (tx, rx) = mpsc::channel::<CtlMsg>();
         let ctl_tx = tx.clone();
         let done = vmm_sys_util::eventfd::EventFd::new(libc::EFD_CLOEXEC)
-            .map_err(|e| BuildError::Service("control", e.into()))?;
+            .map_err(|e| BuildError::Service("control", e))?;
         let done_ctl = done
             .try_clone()
-            .map_err(|e| BuildError::Service("control", e.into()))?;
+            .map_err(|e| BuildError::Service("control", e))?;
         let ctl = spawn_with_role(Role::Ctl, "cm-ctl".into(), move || {
             let end = boot_once(&c, &r, probe, ctl_tx, &rx);
             // Wakes the main thread to join.

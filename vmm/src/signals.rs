@@ -72,9 +72,8 @@ impl TermSignals {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just returned by signalfd and nothing else owns it.
-        Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
     }
 
     /// A pending termination signal, if any (never blocks).

@@ -6,6 +6,7 @@
 
 pub mod device;
 pub mod fdset;
+pub mod json;
 pub mod memory;
 pub mod rng;
 pub mod validate;

@@ -23,8 +23,8 @@ pub enum ConfigError {
     MemoryExceedsHost { asked: String, host: String },
     #[error("-smp: cpus must be at least 1")]
     NoCpus,
-    #[error("-smp: {cpus} cpus do not fit sockets={sockets} x cores={cores} x threads={threads}")]
-    TopologyTooSmall {
+    #[error("-smp: Invalid CPU topology: product of the hierarchy must match maxcpus: sockets ({sockets}) * cores ({cores}) * threads ({threads}) != maxcpus ({cpus})")]
+    Topology {
         cpus: u32,
         sockets: u32,
         cores: u32,
@@ -145,8 +145,9 @@ impl VmConfig {
             p.push(ConfigError::ZeroTopology);
         } else {
             let slots = u64::from(s.sockets) * u64::from(s.cores) * u64::from(s.threads);
-            if u64::from(s.cpus) > slots {
-                p.push(ConfigError::TopologyTooSmall {
+            // QEMU's rule (maxcpus is cpus here: no CPU hotplug).
+            if u64::from(s.cpus) != slots {
+                p.push(ConfigError::Topology {
                     cpus: s.cpus,
                     sockets: s.sockets,
                     cores: s.cores,
@@ -307,9 +308,15 @@ mod tests {
         };
         assert!(c.clone().validate(&HOST).is_err());
         c.smp.sockets = 2;
+        let t = c.clone().validate(&HOST).unwrap_err().to_string();
+        assert!(
+            t.contains("Invalid CPU topology"),
+            "8 slots for 5 cpus: {t}"
+        );
+        c.smp.cpus = 8;
         c.clone().validate(&HOST).unwrap();
-        c.smp.cpus = 300;
-        c.smp.cores = 200;
+        c.smp.cpus = 400;
+        c.smp.cores = 100;
         let t = c.clone().validate(&HOST).unwrap_err().to_string();
         assert!(t.contains("254"), "{t}");
     }
