@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
 use super::iov::*;
 use super::*;
-use crate::virtio::blk::engine::{EngineChoice, EngineKind, EngineParams, IoEngine};
+use crate::virtio::blk::engine::{EngineChoice, EngineKind, EngineParams, IoEngine, ZeroPolicy};
 
 struct Tmp(PathBuf);
 
@@ -63,6 +63,10 @@ fn exec(disk: Arc<dyn DiskImage>, mem: &GuestMemoryMmap, cache: CacheMode, ro: b
         mem: mem.clone(),
         cache,
         read_only: ro,
+        zeroes: ZeroPolicy {
+            unmap: true,
+            ..ZeroPolicy::default()
+        },
         id,
         name: "uring-test".into(),
     }
