@@ -9,6 +9,7 @@ pub mod fdset;
 pub mod json;
 pub mod memory;
 pub mod rng;
+pub mod size;
 pub mod validate;
 
 use std::path::PathBuf;
