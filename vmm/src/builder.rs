@@ -69,6 +69,8 @@ pub enum BuildError {
     Service(&'static str, #[source] std::io::Error),
     #[error("installing the vCPU kick signal handler")]
     Signal(#[source] vmm_sys_util::errno::Error),
+    #[error(transparent)]
+    Sandbox(#[from] threads::SandboxError),
     #[error("every vCPU thread ended without reporting why")]
     NoVcpuReport,
 }
@@ -93,9 +95,11 @@ pub enum VmEnd {
 /// Run the VM until it powers off or fails, rebooting on reset unless the
 /// config says not to. `probe` is the embedded guest, used without -kernel.
 pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildError> {
-    threads::install();
+    threads::install(config.sandbox.seccomp)?;
     kick::install().map_err(BuildError::Signal)?;
     let res = Arc::new(Resources::open(&config)?);
+    // Every file is open: from here on the process needs no path.
+    threads::confine_main(&config)?;
     let config = Arc::new(config);
     loop {
         let (c, r) = (config.clone(), res.clone());

@@ -11,8 +11,9 @@ mod rng;
 use std::path::PathBuf;
 
 use crate::config::{
-    BackendKind, CacheConfig, CpuModel, DriveConfig, FdSetConfig, MachineKind, MemoryBackendConfig,
-    RtcConfig, SerialConfig, SmpConfig, Transport, VmConfig,
+    BackendKind, CacheConfig, CpuModel, DriveConfig, FdSetConfig, LandlockMode, MachineKind,
+    MemoryBackendConfig, RtcConfig, SandboxConfig, SeccompMode, SerialConfig, SmpConfig, Transport,
+    VmConfig,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,6 +50,9 @@ pub enum Command {
         log: Option<String>,
     },
     WriteProbe(PathBuf),
+    /// Hidden (`--seccomp-selftest ROLE`): install ROLE's filter on this
+    /// thread, make one syscall outside it, and die of it.
+    SeccompSelftest(String),
     Help,
     Version,
 }
@@ -86,12 +90,23 @@ QEMU-compatible options:
   -enable-kvm, -accel kvm       accepted (KVM is the only accelerator)
   -nodefaults                   no default serial port
   -name NAME                    accepted; names nothing yet
+  -sandbox on|off[,landlock=on|off|required]
+                                confinement, on by default: a seccomp filter
+                                per thread role (a forbidden syscall ends the
+                                VM with a line naming the role and syscall)
+                                and Landlock (no filesystem access after
+                                start-up). off: neither. landlock=required:
+                                refuse to run on a kernel without Landlock
 Casemate options:
   --config FILE                 the VM as a JSON VmConfig instead of options
   --write-probe PATH            write the embedded probe guest ELF and exit
   --thp on|off                  transparent huge pages for guest RAM not on
                                 hugetlb (default on, as QEMU)
   --log LEVEL                   error|warn|info|debug|trace on stderr (default warn)
+  --seccomp trap|kill|log|off   what a forbidden syscall does: trap (default:
+                                one line on stderr, exit 159), kill (SIGSYS,
+                                no message), log (allowed, logged by the
+                                kernel to the audit log/dmesg: development)
   -h, --help                    this text
   -V, --version                 version
   -drive file=F[,format=raw|qcow2][,if=virtio|none][,id=ID][,readonly=on]
@@ -157,6 +172,18 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
             "h" | "help" => return Ok(Command::Help),
             "V" | "version" => return Ok(Command::Version),
             "write-probe" => return Ok(Command::WriteProbe(val(&mut it)?.into())),
+            "seccomp-selftest" => return Ok(Command::SeccompSelftest(val(&mut it)?)),
+            "sandbox" => c.sandbox = sandbox(&raw, &val(&mut it)?, c.sandbox)?,
+            "seccomp" => {
+                let v = val(&mut it)?;
+                c.sandbox.seccomp = match v.as_str() {
+                    "trap" | "on" => SeccompMode::Trap,
+                    "kill" => SeccompMode::Kill,
+                    "log" => SeccompMode::Log,
+                    "off" => SeccompMode::Off,
+                    _ => return Err(bad(&raw, &v, "seccomp is trap, kill, log or off")),
+                };
+            }
             "config" => config_file = Some(PathBuf::from(val(&mut it)?)),
             "log" => log = Some(val(&mut it)?),
             "M" | "machine" => {
@@ -248,6 +275,75 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
         config: Box::new(c),
         log,
     })
+}
+
+/// The `--seccomp MODE` among `args` (the self-test takes it from any
+/// position); Trap when absent or unreadable.
+pub fn seccomp_mode_of<I: IntoIterator<Item = String>>(args: I) -> SeccompMode {
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--seccomp" || a == "-seccomp" {
+            return match it.next().as_deref() {
+                Some("kill") => SeccompMode::Kill,
+                Some("log") => SeccompMode::Log,
+                _ => SeccompMode::Trap,
+            };
+        }
+    }
+    SeccompMode::Trap
+}
+
+/// `-sandbox on|off[,landlock=on|off|required]`. QEMU's other keys
+/// (obsolete=, elevateprivileges=, spawn=, resourcecontrol=) name parts of
+/// its own one filter; Casemate's per-role filters deny all of those
+/// already, so `deny` is accepted and `allow` refused.
+fn sandbox(opt: &str, v: &str, cur: SandboxConfig) -> Result<SandboxConfig, CliError> {
+    let kv = KeyVals::parse(opt, v, "enable")?;
+    kv.only(
+        opt,
+        &[
+            "enable",
+            "landlock",
+            "obsolete",
+            "elevateprivileges",
+            "spawn",
+            "resourcecontrol",
+        ],
+    )?;
+    let mut s = match kv.get("enable") {
+        Some("on") => SandboxConfig {
+            seccomp: match cur.seccomp {
+                SeccompMode::Off => SeccompMode::Trap,
+                m => m,
+            },
+            landlock: match cur.landlock {
+                LandlockMode::Off => LandlockMode::On,
+                m => m,
+            },
+        },
+        Some("off") => SandboxConfig::off(),
+        None => cur,
+        Some(x) => return Err(bad(opt, x, "the first value is on or off")),
+    };
+    for k in ["obsolete", "elevateprivileges", "spawn", "resourcecontrol"] {
+        if let Some(x) = kv.get(k) {
+            if x != "deny" {
+                return Err(bad(
+                    opt,
+                    x,
+                    format!("{k}: only deny (Casemate's filters always deny it)"),
+                ));
+            }
+        }
+    }
+    match kv.get("landlock") {
+        None => {}
+        Some("on") => s.landlock = LandlockMode::On,
+        Some("off") => s.landlock = LandlockMode::Off,
+        Some("required") => s.landlock = LandlockMode::Required,
+        Some(x) => return Err(bad(opt, x, "landlock is on, off or required")),
+    }
+    Ok(s)
 }
 
 /// `-add-fd fd=N,set=S[,opaque=STR]`.

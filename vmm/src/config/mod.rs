@@ -8,6 +8,7 @@ pub mod device;
 pub mod fdset;
 pub mod memory;
 pub mod rng;
+pub mod sandbox;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ pub use device::DeviceConfig;
 pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
 pub use rng::{RngBackendConfig, RngConfig};
+pub use sandbox::{LandlockMode, SandboxConfig, SeccompMode};
 pub use validate::{ConfigError, Problems, ValidConfig};
 
 /// A whole VM, as `casemate` or `--config FILE` describes it.
@@ -58,6 +60,9 @@ pub struct VmConfig {
     /// virtio-mmio transports announced on the kernel command line
     /// (`virtio_mmio.device=`) instead of in the DSDT; no ACPI power-off.
     pub acpi: Option<bool>,
+    /// Seccomp filters per thread role and Landlock (`-sandbox`,
+    /// `--seccomp`); on by default.
+    pub sandbox: SandboxConfig,
 }
 
 /// One virtio-blk disk (`-drive` plus its `-device`).
@@ -143,6 +148,7 @@ impl Default for VmConfig {
             devices: Vec::new(),
             fdsets: Vec::new(),
             acpi: None,
+            sandbox: SandboxConfig::default(),
         }
     }
 }
