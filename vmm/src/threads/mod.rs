@@ -39,6 +39,7 @@ static FILTERS: OnceLock<Filters> = OnceLock::new();
 pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
     if let Some(filters) = Filters::build(mode)? {
         if FILTERS.get().is_none() {
+            fix_malloc_arena_limit();
             seccomp::install_handler().map_err(SeccompError::Handler)?;
             let _ = FILTERS.set(filters);
             casemate_devices::threads::set_start_hook(on_start);
@@ -48,6 +49,18 @@ pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
         casemate_devices::threads::set_start_hook(on_start);
     }
     Ok(())
+}
+
+/// glibc's malloc, the first time a thread needs its ninth arena, reads
+/// `/sys/devices/system/cpu/online` to size the arena limit: an `openat`
+/// no filtered thread may make (seen on a blk worker during a reboot).
+/// Setting the limit up front (to glibc's own default, 8 per CPU) means
+/// it never looks.
+fn fix_malloc_arena_limit() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = i32::try_from(cpus.saturating_mul(8)).unwrap_or(i32::MAX);
+    // SAFETY: mallopt only sets a malloc tunable; no memory is passed.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, max) };
 }
 
 /// Whether per-role filters are installed in this process.
