@@ -173,7 +173,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
             "V" | "version" => return Ok(Command::Version),
             "write-probe" => return Ok(Command::WriteProbe(val(&mut it)?.into())),
             "seccomp-selftest" => return Ok(Command::SeccompSelftest(val(&mut it)?)),
-            "sandbox" => c.sandbox = sandbox(&raw, &val(&mut it)?, c.sandbox)?,
+            "sandbox" => c.sandbox = sandbox(&raw, &val(&mut it)?, c.sandbox.clone())?,
+            "selftest-open" => c.sandbox.selftest_open = Some(val(&mut it)?.into()),
             "seccomp" => {
                 let v = val(&mut it)?;
                 c.sandbox.seccomp = match v.as_str() {
@@ -320,9 +321,13 @@ fn sandbox(opt: &str, v: &str, cur: SandboxConfig) -> Result<SandboxConfig, CliE
                 LandlockMode::Off => LandlockMode::On,
                 m => m,
             },
+            selftest_open: cur.selftest_open.clone(),
         },
-        Some("off") => SandboxConfig::off(),
-        None => cur,
+        Some("off") => SandboxConfig {
+            selftest_open: cur.selftest_open.clone(),
+            ..SandboxConfig::off()
+        },
+        None => cur.clone(),
         Some(x) => return Err(bad(opt, x, "the first value is on or off")),
     };
     for k in ["obsolete", "elevateprivileges", "spawn", "resourcecontrol"] {
@@ -887,6 +892,26 @@ mod tests {
             Command::Run { config, .. } => Ok(*config),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn sandbox_is_on_by_default_and_switches() {
+        let d = run(&[]).unwrap().sandbox;
+        assert_eq!((d.seccomp, d.landlock), (SeccompMode::Trap, LandlockMode::On));
+        let off = run(&["-sandbox", "off"]).unwrap().sandbox;
+        assert_eq!(off, SandboxConfig::off());
+        let s = run(&["-sandbox", "on,landlock=required", "--seccomp", "log"])
+            .unwrap()
+            .sandbox;
+        assert_eq!((s.seccomp, s.landlock), (SeccompMode::Log, LandlockMode::Required));
+        let s = run(&["-sandbox", "off", "-sandbox", "on,obsolete=deny"])
+            .unwrap()
+            .sandbox;
+        assert_eq!((s.seccomp, s.landlock), (SeccompMode::Trap, LandlockMode::On));
+        assert!(run(&["-sandbox", "on,spawn=allow"]).is_err());
+        assert!(run(&["-sandbox", "maybe"]).is_err());
+        assert!(run(&["--seccomp", "loose"]).is_err());
+        assert!(!HELP.contains("selftest"), "the self-test switches stay hidden");
     }
 
     #[test]

@@ -5,11 +5,17 @@
 use serde::{Deserialize, Serialize};
 
 /// `-sandbox on|off[,landlock=on|off|required]` and `--seccomp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
     pub seccomp: SeccompMode,
     pub landlock: LandlockMode,
+    /// Hidden `--selftest-open PATH` (tests): once start-up is over and
+    /// Landlock applied, the main thread tries to open PATH and reports the
+    /// result on stderr, before its own seccomp filter would refuse the
+    /// `openat` itself.
+    #[serde(skip)]
+    pub selftest_open: Option<std::path::PathBuf>,
 }
 
 impl SandboxConfig {
@@ -18,6 +24,7 @@ impl SandboxConfig {
         Self {
             seccomp: SeccompMode::Off,
             landlock: LandlockMode::Off,
+            selftest_open: None,
         }
     }
 }

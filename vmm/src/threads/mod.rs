@@ -111,6 +111,14 @@ pub fn confine_main(config: &ValidConfig) -> Result<(), SandboxError> {
             ),
         }
     }
+    if let Some(p) = &config.sandbox.selftest_open {
+        let r = std::fs::File::open(p).map(|_| "opened".to_string());
+        eprintln!(
+            "casemate: selftest: open {} after set-up: {}",
+            p.display(),
+            r.unwrap_or_else(|e| e.to_string())
+        );
+    }
     enter(Role::Main);
     Ok(())
 }
