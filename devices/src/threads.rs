@@ -106,7 +106,9 @@ pub fn start_spawner() -> std::io::Result<()> {
 /// Run `job` on the spawner thread (the VMM confines it this way); false
 /// without a spawner.
 pub fn on_spawner(job: impl FnOnce() + Send + 'static) -> bool {
-    SPAWNER.get().is_some_and(|tx| tx.send(Box::new(job)).is_ok())
+    SPAWNER
+        .get()
+        .is_some_and(|tx| tx.send(Box::new(job)).is_ok())
 }
 
 /// Start `body` on a thread named `name` with `role`'s start hook run first.

@@ -51,21 +51,90 @@ fn filters_at_kill_hold_through_io_bar_move_reset_prealloc_and_power_off() {
     let plain = drive(&d, "");
     let direct = drive(&d, ",cache=none");
     let runs: Vec<Vec<&str>> = vec![
-        vec!["-M", "microvm", "-drive", &plain, rng[0], rng[1], "-device", "virtio-rng-device,rng=r", "-append", "probe=blk"],
-        vec!["-M", "q35", "-smp", "2", "-drive", &plain, rng[0], rng[1], "-device", "virtio-rng-pci,rng=r,max-bytes=64,period=100", "-append", "probe=rng"],
-        vec!["-M", "pc", "-object", "rng-builtin,id=r", "-device", "virtio-rng-pci,rng=r", "-append", "probe=rng"],
+        vec![
+            "-M",
+            "microvm",
+            "-drive",
+            &plain,
+            rng[0],
+            rng[1],
+            "-device",
+            "virtio-rng-device,rng=r",
+            "-append",
+            "probe=blk",
+        ],
+        vec![
+            "-M",
+            "q35",
+            "-smp",
+            "2",
+            "-drive",
+            &plain,
+            rng[0],
+            rng[1],
+            "-device",
+            "virtio-rng-pci,rng=r,max-bytes=64,period=100",
+            "-append",
+            "probe=rng",
+        ],
+        vec![
+            "-M",
+            "pc",
+            "-object",
+            "rng-builtin,id=r",
+            "-device",
+            "virtio-rng-pci,rng=r",
+            "-append",
+            "probe=rng",
+        ],
         vec!["-M", "q35", "-drive", &plain, "-append", "probe=bar-move"],
-        vec!["-M", "q35", "-snapshot", "-drive", &plain, "-append", "probe=blk-reboot"],
-        vec!["-M", "microvm", "-snapshot", "-drive", &plain, "-append", "probe=blk-reboot"],
-        vec!["-M", "microvm", "-drive", &direct, "-append", "probe=blk-bench"],
-        vec!["-object", "memory-backend-ram,id=m,size=1G,prealloc=on", "-m", "1G", "-M", "microvm,memory-backend=m", "-append", "probe=hello"],
+        vec![
+            "-M",
+            "q35",
+            "-snapshot",
+            "-drive",
+            &plain,
+            "-append",
+            "probe=blk-reboot",
+        ],
+        vec![
+            "-M",
+            "microvm",
+            "-snapshot",
+            "-drive",
+            &plain,
+            "-append",
+            "probe=blk-reboot",
+        ],
+        vec![
+            "-M",
+            "microvm",
+            "-drive",
+            &direct,
+            "-append",
+            "probe=blk-bench",
+        ],
+        vec![
+            "-object",
+            "memory-backend-ram,id=m,size=1G,prealloc=on",
+            "-m",
+            "1G",
+            "-M",
+            "microvm,memory-backend=m",
+            "-append",
+            "probe=hello",
+        ],
     ];
     for r in runs {
         let mut args = vec!["--seccomp", "kill"];
         args.extend(r);
         let (rep, out) = boot_probe(&args);
         rep.assert_ok();
-        assert!(out.stderr.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -90,14 +159,22 @@ fn threads(pid: u32) -> Vec<(String, String, String, u64)> {
         // Field 9 of stat, counted after the ")" that ends comm.
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let flags = after.split(' ').nth(6).unwrap().parse().unwrap();
-        v.push((field("Name:"), field("Seccomp:"), field("NoNewPrivs:"), flags));
+        v.push((
+            field("Name:"),
+            field("Seccomp:"),
+            field("NoNewPrivs:"),
+            flags,
+        ));
     }
     v
 }
 
 /// Start `cmd` (a VM spinning for a few seconds), wait, look at its threads
 /// (`pid_of` maps the child's pid to the VMM's), then reap it.
-fn threads_of_running(mut cmd: Command, pid_of: impl Fn(u32) -> u32) -> Vec<(String, String, String, u64)> {
+fn threads_of_running(
+    mut cmd: Command,
+    pid_of: impl Fn(u32) -> u32,
+) -> Vec<(String, String, String, u64)> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let dog = Watchdog::arm(child.id(), Duration::from_secs(60));
@@ -143,9 +220,19 @@ fn every_thread_of_a_running_vm_is_filtered() {
 
     // The check can see an unfiltered thread: -sandbox off shows Seccomp: 0.
     let mut c = Command::new(bin("casemate"));
-    c.args(["-sandbox", "off", "-smp", "2", "-append", "probe=spin ms=2500"]);
+    c.args([
+        "-sandbox",
+        "off",
+        "-smp",
+        "2",
+        "-append",
+        "probe=spin ms=2500",
+    ]);
     let seen = threads_of_running(c, |p| p);
-    assert!(seen.iter().any(|t| t.0 == "cm-ctl" && t.1 == "0"), "{seen:?}");
+    assert!(
+        seen.iter().any(|t| t.0 == "cm-ctl" && t.1 == "0"),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -154,7 +241,10 @@ fn each_role_dies_of_sigsys_outside_its_list() {
         let out = casemate(&["--seccomp-selftest", role]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(TRAP_EXIT), "{role}: {err}");
-        assert!(err.contains(&format!("role {role} confined")), "{role}: {err}");
+        assert!(
+            err.contains(&format!("role {role} confined")),
+            "{role}: {err}"
+        );
         let line = err
             .lines()
             .find(|l| l.starts_with("casemate: seccomp: "))
@@ -166,7 +256,12 @@ fn each_role_dies_of_sigsys_outside_its_list() {
         assert!(!err.contains("FAILED"), "{err}");
 
         let out = casemate(&["--seccomp-selftest", role, "--seccomp", "kill"]);
-        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{role}: {:?}", out.status);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSYS),
+            "{role}: {:?}",
+            out.status
+        );
     }
     let out = casemate(&["--seccomp-selftest", "nobody"]);
     assert!(!out.status.success());
@@ -206,7 +301,11 @@ fn landlock_denies_host_files_after_set_up() {
 fn static_casemate() -> Option<PathBuf> {
     let t = casemate_tests::target_dir();
     let profile = t.file_name()?.to_owned();
-    let p = t.parent()?.join("x86_64-unknown-linux-gnu").join(profile).join("casemate");
+    let p = t
+        .parent()?
+        .join("x86_64-unknown-linux-gnu")
+        .join(profile)
+        .join("casemate");
     p.exists().then_some(p)
 }
 
@@ -244,7 +343,11 @@ fn jailed_vm_is_confined_and_its_disk_reset_and_power_off_work() {
     // The VMM is the supervisor's only child.
     let vmm_pid = |sup: u32| {
         let kids = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap();
-        kids.split_whitespace().next().expect("the jailed VMM").parse().unwrap()
+        kids.split_whitespace()
+            .next()
+            .expect("the jailed VMM")
+            .parse()
+            .unwrap()
     };
     let seen = threads_of_running(jail("sb-spin", "probe=spin ms=3000"), vmm_pid);
     assert_all_filtered(&seen);
@@ -259,5 +362,8 @@ fn jailed_vm_is_confined_and_its_disk_reset_and_power_off_work() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(!base.join("casemate").join("sb-run").exists(), "jail left behind");
+    assert!(
+        !base.join("casemate").join("sb-run").exists(),
+        "jail left behind"
+    );
 }

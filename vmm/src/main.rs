@@ -45,7 +45,8 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::SeccompSelftest(role) => {
             let mode = cli::seccomp_mode_of(std::env::args().skip(1));
-            let code = casemate_vmm::threads::selftest::run(&role, mode).map_err(anyhow::Error::msg)?;
+            let code =
+                casemate_vmm::threads::selftest::run(&role, mode).map_err(anyhow::Error::msg)?;
             return Ok(ExitCode::from(code as u8));
         }
         Command::Run { config, log } => (*config, log),

@@ -897,21 +897,33 @@ mod tests {
     #[test]
     fn sandbox_is_on_by_default_and_switches() {
         let d = run(&[]).unwrap().sandbox;
-        assert_eq!((d.seccomp, d.landlock), (SeccompMode::Trap, LandlockMode::On));
+        assert_eq!(
+            (d.seccomp, d.landlock),
+            (SeccompMode::Trap, LandlockMode::On)
+        );
         let off = run(&["-sandbox", "off"]).unwrap().sandbox;
         assert_eq!(off, SandboxConfig::off());
         let s = run(&["-sandbox", "on,landlock=required", "--seccomp", "log"])
             .unwrap()
             .sandbox;
-        assert_eq!((s.seccomp, s.landlock), (SeccompMode::Log, LandlockMode::Required));
+        assert_eq!(
+            (s.seccomp, s.landlock),
+            (SeccompMode::Log, LandlockMode::Required)
+        );
         let s = run(&["-sandbox", "off", "-sandbox", "on,obsolete=deny"])
             .unwrap()
             .sandbox;
-        assert_eq!((s.seccomp, s.landlock), (SeccompMode::Trap, LandlockMode::On));
+        assert_eq!(
+            (s.seccomp, s.landlock),
+            (SeccompMode::Trap, LandlockMode::On)
+        );
         assert!(run(&["-sandbox", "on,spawn=allow"]).is_err());
         assert!(run(&["-sandbox", "maybe"]).is_err());
         assert!(run(&["--seccomp", "loose"]).is_err());
-        assert!(!HELP.contains("selftest"), "the self-test switches stay hidden");
+        assert!(
+            !HELP.contains("selftest"),
+            "the self-test switches stay hidden"
+        );
     }
 
     #[test]

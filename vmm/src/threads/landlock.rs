@@ -39,9 +39,7 @@ pub enum Outcome {
 
 /// Paths the VMM still opens after start-up, with the access each needs:
 /// none today (see the module doc).
-fn runtime_rules(
-    _config: &ValidConfig,
-) -> Vec<(std::path::PathBuf, landlock::BitFlags<AccessFs>)> {
+fn runtime_rules(_config: &ValidConfig) -> Vec<(std::path::PathBuf, landlock::BitFlags<AccessFs>)> {
     Vec::new()
 }
 

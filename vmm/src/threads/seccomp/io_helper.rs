@@ -13,7 +13,10 @@ pub fn rules() -> Vec<Rule> {
         Rule::any(SYS_pwrite64, "guest writes; qcow2 metadata"),
         Rule::any(SYS_fdatasync, "guest flush requests"),
         Rule::any(SYS_fsync, "guest flush requests"),
-        Rule::any(SYS_fallocate, "discard and write-zeroes requests; qcow2 cluster allocation"),
+        Rule::any(
+            SYS_fallocate,
+            "discard and write-zeroes requests; qcow2 cluster allocation",
+        ),
         Rule::any(SYS_ftruncate, "a qcow2 image grows its file"),
         Rule::any(SYS_lseek, "a qcow2 image finds its file's end"),
     ]

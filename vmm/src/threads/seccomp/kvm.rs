@@ -4,9 +4,8 @@
 //! the values in <linux/kvm.h> for x86_64.
 
 use kvm_bindings::{
-    kvm_cpuid2, kvm_fpu, kvm_ioeventfd, kvm_irq_level, kvm_irq_routing, kvm_irqfd,
-    kvm_lapic_state, kvm_msi, kvm_msrs, kvm_pit_config, kvm_regs, kvm_sregs,
-    kvm_userspace_memory_region,
+    kvm_cpuid2, kvm_fpu, kvm_ioeventfd, kvm_irq_level, kvm_irq_routing, kvm_irqfd, kvm_lapic_state,
+    kvm_msi, kvm_msrs, kvm_pit_config, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
 };
 
 const KVMIO: u64 = 0xAE;
@@ -27,8 +26,7 @@ pub const KVM_CHECK_EXTENSION: u64 = io(0x03);
 pub const KVM_GET_VCPU_MMAP_SIZE: u64 = io(0x04);
 pub const KVM_GET_SUPPORTED_CPUID: u64 = ioc(R | W, 0x05, size_of::<kvm_cpuid2>());
 pub const KVM_CREATE_VCPU: u64 = io(0x41);
-pub const KVM_SET_USER_MEMORY_REGION: u64 =
-    ioc(W, 0x46, size_of::<kvm_userspace_memory_region>());
+pub const KVM_SET_USER_MEMORY_REGION: u64 = ioc(W, 0x46, size_of::<kvm_userspace_memory_region>());
 pub const KVM_SET_TSS_ADDR: u64 = io(0x47);
 pub const KVM_SET_IDENTITY_MAP_ADDR: u64 = ioc(W, 0x48, size_of::<u64>());
 pub const KVM_CREATE_IRQCHIP: u64 = io(0x60);

@@ -38,9 +38,15 @@ pub use sigsys::{install_handler, set_thread_role, syscall_name, EXIT_CODE};
 pub enum Args {
     Any,
     /// Argument `idx` (a 32-bit value: a request, option or flag) equals `val`.
-    Eq { idx: u8, val: u64 },
+    Eq {
+        idx: u8,
+        val: u64,
+    },
     /// Argument `idx` has none of the bits in `mask` set.
-    Clear { idx: u8, mask: u64 },
+    Clear {
+        idx: u8,
+        mask: u64,
+    },
 }
 
 /// One allowed syscall and why the role needs it.
@@ -150,7 +156,11 @@ pub enum SeccompError {
     Handler(#[source] std::io::Error),
 }
 
-fn condition(idx: u8, op: SeccompCmpOp, val: u64) -> Result<SeccompCondition, seccompiler::BackendError> {
+fn condition(
+    idx: u8,
+    op: SeccompCmpOp,
+    val: u64,
+) -> Result<SeccompCondition, seccompiler::BackendError> {
     SeccompCondition::new(idx, SeccompCmpArgLen::Dword, op, val)
 }
 

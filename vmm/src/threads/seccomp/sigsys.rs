@@ -87,7 +87,10 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         // SAFETY: with SA_SIGINFO the third argument is the interrupted
         // thread's ucontext; the syscall's arguments are in its registers.
         let g = unsafe { &(*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
-        (g[libc::REG_RDI as usize] as u64, g[libc::REG_RSI as usize] as u64)
+        (
+            g[libc::REG_RDI as usize] as u64,
+            g[libc::REG_RSI as usize] as u64,
+        )
     };
     let mut l = Line {
         buf: [0; 256],
@@ -151,12 +154,12 @@ mod sys {
         SYS_clone as clone, SYS_clone3 as clone3, SYS_connect as connect, SYS_dup as dup,
         SYS_execve as execve, SYS_execveat as execveat, SYS_fork as fork,
         SYS_io_uring_setup as io_uring_setup, SYS_ioctl as ioctl, SYS_kill as kill,
-        SYS_landlock_restrict_self as landlock_restrict_self, SYS_mkdir as mkdir,
-        SYS_mmap as mmap, SYS_mount as mount, SYS_mprotect as mprotect, SYS_open as open,
-        SYS_openat as openat, SYS_openat2 as openat2, SYS_prctl as prctl,
-        SYS_ptrace as ptrace, SYS_read as read, SYS_rename as rename, SYS_seccomp as seccomp,
-        SYS_setrlimit as setrlimit, SYS_setuid as setuid, SYS_socket as socket,
-        SYS_unlink as unlink, SYS_unshare as unshare, SYS_vfork as vfork, SYS_write as write,
+        SYS_landlock_restrict_self as landlock_restrict_self, SYS_mkdir as mkdir, SYS_mmap as mmap,
+        SYS_mount as mount, SYS_mprotect as mprotect, SYS_open as open, SYS_openat as openat,
+        SYS_openat2 as openat2, SYS_prctl as prctl, SYS_ptrace as ptrace, SYS_read as read,
+        SYS_rename as rename, SYS_seccomp as seccomp, SYS_setrlimit as setrlimit,
+        SYS_setuid as setuid, SYS_socket as socket, SYS_unlink as unlink, SYS_unshare as unshare,
+        SYS_vfork as vfork, SYS_write as write,
     };
 }
 

@@ -14,7 +14,11 @@ fn every_rule_says_why_and_every_role_compiles() {
     for &role in ROLES {
         let list = rules(role);
         assert!(list.iter().all(|r| r.why.len() > 10), "{role:?}");
-        for m in [SeccompAction::Trap, SeccompAction::KillProcess, SeccompAction::Log] {
+        for m in [
+            SeccompAction::Trap,
+            SeccompAction::KillProcess,
+            SeccompAction::Log,
+        ] {
             assert!(!compile(role, &list, m).unwrap().is_empty());
         }
     }
@@ -60,14 +64,31 @@ fn ioctl_is_by_request_and_code_is_never_mapped() {
 #[test]
 fn kvm_requests_belong_to_their_roles() {
     use kvm::*;
-    let own = |r: Role| ROLES.iter().filter(move |x| **x == r || **x == Role::Spawner);
+    let own = |r: Role| {
+        ROLES
+            .iter()
+            .filter(move |x| **x == r || **x == Role::Spawner)
+    };
     for role in ROLES {
         let run = has_ioctl(*role, KVM_RUN);
-        assert_eq!(run, own(Role::Vcpu).any(|r| r == role), "KVM_RUN in {role:?}");
+        assert_eq!(
+            run,
+            own(Role::Vcpu).any(|r| r == role),
+            "KVM_RUN in {role:?}"
+        );
         let create = has_ioctl(*role, KVM_CREATE_VM) || has_ioctl(*role, KVM_CREATE_VCPU);
-        assert_eq!(create, own(Role::Ctl).any(|r| r == role), "KVM_CREATE_* in {role:?}");
+        assert_eq!(
+            create,
+            own(Role::Ctl).any(|r| r == role),
+            "KVM_CREATE_* in {role:?}"
+        );
     }
-    for role in [Role::Worker("blk"), Role::IoHelper, Role::Prealloc, Role::Main] {
+    for role in [
+        Role::Worker("blk"),
+        Role::IoHelper,
+        Role::Prealloc,
+        Role::Main,
+    ] {
         assert!(
             !rules(role).iter().any(|r| r.nr == libc::SYS_ioctl),
             "{role:?} needs no ioctl"

@@ -12,8 +12,16 @@ fn common() -> Vec<Rule> {
         Rule::any(SYS_epoll_wait, "the worker's event loop"),
         Rule::any(SYS_epoll_pwait, "the worker's event loop"),
         Rule::any(SYS_epoll_ctl, "adding and removing the loop's fds"),
-        Rule::any(SYS_read, "draining eventfds (queue notifications, stop, resample)"),
-        Rule::arg(SYS_fcntl, 1, F_GETFD as u64, "std checks an fd before closing it"),
+        Rule::any(
+            SYS_read,
+            "draining eventfds (queue notifications, stop, resample)",
+        ),
+        Rule::arg(
+            SYS_fcntl,
+            1,
+            F_GETFD as u64,
+            "std checks an fd before closing it",
+        ),
     ]
 }
 
@@ -22,16 +30,36 @@ pub fn rules(kind: &str) -> Vec<Rule> {
     match kind {
         "blk" => r.extend([
             Rule::any(SYS_io_uring_enter, "submitting and reaping block I/O"),
-            Rule::any(SYS_preadv, "synchronous reads (no io_uring, qcow2 metadata)"),
-            Rule::any(SYS_pwritev, "synchronous writes (no io_uring, qcow2 metadata)"),
-            Rule::any(SYS_pread64, "synchronous reads (no io_uring, qcow2 metadata)"),
-            Rule::any(SYS_pwrite64, "synchronous writes (no io_uring, qcow2 metadata)"),
+            Rule::any(
+                SYS_preadv,
+                "synchronous reads (no io_uring, qcow2 metadata)",
+            ),
+            Rule::any(
+                SYS_pwritev,
+                "synchronous writes (no io_uring, qcow2 metadata)",
+            ),
+            Rule::any(
+                SYS_pread64,
+                "synchronous reads (no io_uring, qcow2 metadata)",
+            ),
+            Rule::any(
+                SYS_pwrite64,
+                "synchronous writes (no io_uring, qcow2 metadata)",
+            ),
             Rule::any(SYS_fdatasync, "guest flush requests"),
             Rule::any(SYS_fsync, "guest flush requests"),
-            Rule::any(SYS_fallocate, "discard and write-zeroes requests; qcow2 cluster allocation"),
+            Rule::any(
+                SYS_fallocate,
+                "discard and write-zeroes requests; qcow2 cluster allocation",
+            ),
             Rule::any(SYS_ftruncate, "a qcow2 image grows its file"),
             Rule::any(SYS_lseek, "a qcow2 image finds its file's end"),
-            Rule::arg(SYS_statx, 2, AT_EMPTY_PATH as u64, "an image's size (fd only, no path)"),
+            Rule::arg(
+                SYS_statx,
+                2,
+                AT_EMPTY_PATH as u64,
+                "an image's size (fd only, no path)",
+            ),
             Rule::any(SYS_fstat, "an image's size"),
         ]),
         "rng" => r.extend([
