@@ -7,7 +7,15 @@
 //! the hook that runs first on every new thread with its role (the
 //! per-role seccomp filter). Without a hook (unit tests, tools) threads
 //! start plainly. Owns no policy itself.
+//!
+//! Seccomp filters stack: a thread inherits its creator's filter and adds
+//! its own, so it can do only what both allow. To give each role exactly
+//! its own policy, the VMM starts one spawner thread (`start_spawner`)
+//! before anything is confined, and from then on `spawn_with_role` hands
+//! every new thread to it: no role's filter has to cover another role's
+//! needs, only the spawner's does (and it runs nothing but spawns).
 
+use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
@@ -27,7 +35,35 @@ pub enum Role {
     Prealloc,
     /// `cm-collapse`: background huge page collapse of guest RAM.
     Collapse,
+    /// The process's main thread once its resources are open: it starts
+    /// and joins one control thread per boot.
+    Main,
+    /// `cm-spawn`: starts every other thread (see the module doc).
+    Spawner,
 }
+
+impl Role {
+    /// The role's name in messages (`worker-blk`, `vcpu`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ctl => "ctl",
+            Self::Vcpu => "vcpu",
+            Self::Worker("blk") => "worker-blk",
+            Self::Worker("rng") => "worker-rng",
+            Self::Worker("intx") => "worker-intx",
+            Self::Worker(_) => "worker-other",
+            Self::IoHelper => "io-helper",
+            Self::Prealloc => "prealloc",
+            Self::Collapse => "collapse",
+            Self::Main => "main",
+            Self::Spawner => "spawner",
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
 
 type Hook = fn(Role);
 
@@ -47,16 +83,56 @@ pub fn enter(role: Role) {
     }
 }
 
+/// Start the spawner thread (`cm-spawn`, role `Spawner`); every later
+/// `spawn_with_role` goes through it. Call once, before any thread is
+/// confined; a second call does nothing.
+pub fn start_spawner() -> std::io::Result<()> {
+    if SPAWNER.get().is_some() {
+        return Ok(());
+    }
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("cm-spawn".into())
+        .spawn(move || {
+            enter(Role::Spawner);
+            for job in rx {
+                job();
+            }
+        })?;
+    let _ = SPAWNER.set(tx);
+    Ok(())
+}
+
+/// Run `job` on the spawner thread (the VMM confines it this way); false
+/// without a spawner.
+pub fn on_spawner(job: impl FnOnce() + Send + 'static) -> bool {
+    SPAWNER
+        .get()
+        .is_some_and(|tx| tx.send(Box::new(job)).is_ok())
+}
+
 /// Start `body` on a thread named `name` with `role`'s start hook run first.
 pub fn spawn_with_role<T, F>(role: Role, name: String, body: F) -> std::io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    std::thread::Builder::new().name(name).spawn(move || {
-        enter(role);
-        body()
-    })
+    let start = move || {
+        std::thread::Builder::new().name(name).spawn(move || {
+            enter(role);
+            body()
+        })
+    };
+    let Some(tx) = SPAWNER.get() else {
+        return start();
+    };
+    let gone = || std::io::Error::other("the spawner thread has ended");
+    let (rtx, rrx) = mpsc::sync_channel(1);
+    tx.send(Box::new(move || {
+        let _ = rtx.send(start());
+    }))
+    .map_err(|_| gone())?;
+    rrx.recv().map_err(|_| gone())?
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! SIGTERM, SIGINT and SIGHUP end the VM as QEMU 7.2 does: the vCPUs stop,
 //! in-flight requests drain, every image is flushed, one line on stderr
-//! (`terminating on signal N from pid P (comm)`), exit 0. Checked on qcow2
+//! (`terminating on signal N from pid P`, as QEMU without the sender's name), exit 0. Checked on qcow2
 //! under the default cache=writeback, where nothing reaches the file's
 //! metadata before a flush: the same scripts run against QEMU as the peer.
 

@@ -73,6 +73,8 @@ pub enum BuildError {
     Service(&'static str, #[source] std::io::Error),
     #[error("installing the vCPU kick signal handler")]
     Signal(#[source] vmm_sys_util::errno::Error),
+    #[error(transparent)]
+    Sandbox(#[from] threads::SandboxError),
     #[error("every vCPU thread ended without reporting why")]
     NoVcpuReport,
     #[error("watching for termination signals")]
@@ -109,9 +111,11 @@ pub enum VmEnd {
 pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildError> {
     // Before any thread starts, so that every thread inherits the mask.
     let signals = TermSignals::block().map_err(BuildError::TermSignals)?;
-    threads::install();
+    threads::install(config.sandbox.seccomp)?;
     kick::install().map_err(BuildError::Signal)?;
     let res = Arc::new(Resources::open(&config)?);
+    // Every file is open: from here on the process needs no path.
+    threads::confine_main(&config)?;
     let config = Arc::new(config);
     let end = boot_until_end(&config, &res, &signals, probe);
     // Images are flushed whatever the end (qcow2: data, refcounts, then

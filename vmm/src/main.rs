@@ -48,6 +48,12 @@ fn run() -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("writing the probe to {}", path.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::SeccompSelftest(role) => {
+            let mode = cli::seccomp_mode_of(std::env::args().skip(1));
+            let code =
+                casemate_vmm::threads::selftest::run(&role, mode).map_err(anyhow::Error::msg)?;
+            return Ok(ExitCode::from(code as u8));
+        }
         Command::Run { config, log, notes } => (*config, log, notes),
         Command::RunConfigFile { path, log } => {
             let text = std::fs::read_to_string(&path)

@@ -21,16 +21,15 @@ pub struct Termination {
 }
 
 impl Termination {
-    /// QEMU's wording: `terminating on signal 15 from pid 123 (bash)`.
+    /// QEMU's wording, `terminating on signal 15 from pid 123`, without
+    /// QEMU's `(bash)`: the sender's name is in /proc, and a confined VMM
+    /// opens no file after start-up.
     pub fn describe(&self) -> String {
         if self.pid == 0 {
             return format!("terminating on signal {}", self.signal);
         }
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.pid))
-            .map(|c| c.trim_end().to_string())
-            .unwrap_or_else(|_| "<unknown process>".into());
         format!(
-            "terminating on signal {} from pid {} ({comm})",
+            "terminating on signal {} from pid {}",
             self.signal, self.pid
         )
     }

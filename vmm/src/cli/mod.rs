@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use drive::Drives;
 
 use crate::config::{
-    BackendKind, FdSetConfig, MachineKind, MemoryBackendConfig, RtcConfig, SerialConfig, SmpConfig,
-    Transport, VmConfig,
+    BackendKind, FdSetConfig, LandlockMode, MachineKind, MemoryBackendConfig, RtcConfig,
+    SandboxConfig, SeccompMode, SerialConfig, SmpConfig, Transport, VmConfig,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +76,9 @@ pub enum Command {
     WriteProbe(PathBuf),
     /// Print this text and exit 0 (`-cpu help`, `-machine help`).
     Print(&'static str),
+    /// Hidden (`--seccomp-selftest ROLE`): install ROLE's filter on this
+    /// thread, make one syscall outside it, and die of it.
+    SeccompSelftest(String),
     Help,
     Version,
 }
@@ -115,12 +118,23 @@ QEMU-compatible options:
   -enable-kvm, -accel kvm       accepted (KVM is the only accelerator)
   -nodefaults                   no default serial port
   -name NAME                    accepted; names nothing yet
+  -sandbox on|off[,landlock=on|off|required]
+                                confinement, on by default: a seccomp filter
+                                per thread role (a forbidden syscall ends the
+                                VM with a line naming the role and syscall)
+                                and Landlock (no filesystem access after
+                                start-up). off: neither. landlock=required:
+                                refuse to run on a kernel without Landlock
 Casemate options:
   --config FILE                 the VM as a JSON VmConfig instead of options
   --write-probe PATH            write the embedded probe guest ELF and exit
   --thp on|off                  transparent huge pages for guest RAM not on
                                 hugetlb (default on, as QEMU)
   --log LEVEL                   error|warn|info|debug|trace on stderr (default warn)
+  --seccomp trap|kill|log|off   what a forbidden syscall does: trap (default:
+                                one line on stderr, exit 159), kill (SIGSYS,
+                                no message), log (allowed, logged by the
+                                kernel to the audit log/dmesg: development)
   -h, --help                    this text
   -V, --version                 version
   -drive file=F[,format=raw|qcow2][,if=virtio|none][,id=ID][,readonly=on]
@@ -228,11 +242,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("spice", true, "no display"),
     ("vnc", true, "no display"),
     (
-        "sandbox",
-        true,
-        "Casemate confines itself with its jailer (casemate-jailer)",
-    ),
-    (
         "runas",
         true,
         "Casemate drops privileges through its jailer (casemate-jailer)",
@@ -329,6 +338,19 @@ fn option(
         "h" | "help" => return Ok(Some(Command::Help)),
         "V" | "version" => return Ok(Some(Command::Version)),
         "write-probe" => return Ok(Some(Command::WriteProbe(val()?.into()))),
+        "seccomp-selftest" => return Ok(Some(Command::SeccompSelftest(val()?))),
+        "sandbox" => c.sandbox = sandbox(raw, &val()?, c.sandbox.clone())?,
+        "selftest-open" => c.sandbox.selftest_open = Some(val()?.into()),
+        "seccomp" => {
+            let v = val()?;
+            c.sandbox.seccomp = match v.as_str() {
+                "trap" | "on" => SeccompMode::Trap,
+                "kill" => SeccompMode::Kill,
+                "log" => SeccompMode::Log,
+                "off" => SeccompMode::Off,
+                _ => return Err(bad(raw, &v, "seccomp is trap, kill, log or off")),
+            };
+        }
         "config" => p.config_file = Some(val()?.into()),
         "log" => p.log = Some(val()?),
         "M" | "machine" => {
@@ -525,6 +547,79 @@ fn add_fd(opt: &str, v: &str) -> Result<FdSetConfig, CliError> {
         set: need("set")?,
         opaque: kv.get("opaque").map(str::to_string),
     })
+}
+
+/// The `--seccomp MODE` among `args` (the self-test takes it from any
+/// position); Trap when absent or unreadable.
+pub fn seccomp_mode_of<I: IntoIterator<Item = String>>(args: I) -> SeccompMode {
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--seccomp" || a == "-seccomp" {
+            return match it.next().as_deref() {
+                Some("kill") => SeccompMode::Kill,
+                Some("log") => SeccompMode::Log,
+                _ => SeccompMode::Trap,
+            };
+        }
+    }
+    SeccompMode::Trap
+}
+
+/// `-sandbox on|off[,landlock=on|off|required]`. QEMU's other keys
+/// (obsolete=, elevateprivileges=, spawn=, resourcecontrol=) name parts of
+/// its own one filter; Casemate's per-role filters deny all of those
+/// already, so `deny` is accepted and `allow` refused.
+fn sandbox(opt: &str, v: &str, cur: SandboxConfig) -> Result<SandboxConfig, CliError> {
+    let kv = KeyVals::parse(opt, v, "enable")?;
+    kv.only(
+        opt,
+        &[
+            "enable",
+            "landlock",
+            "obsolete",
+            "elevateprivileges",
+            "spawn",
+            "resourcecontrol",
+        ],
+    )?;
+    let mut s = match kv.get("enable") {
+        Some("on") => SandboxConfig {
+            seccomp: match cur.seccomp {
+                SeccompMode::Off => SeccompMode::Trap,
+                m => m,
+            },
+            landlock: match cur.landlock {
+                LandlockMode::Off => LandlockMode::On,
+                m => m,
+            },
+            selftest_open: cur.selftest_open.clone(),
+        },
+        Some("off") => SandboxConfig {
+            selftest_open: cur.selftest_open.clone(),
+            ..SandboxConfig::off()
+        },
+        None => cur.clone(),
+        Some(x) => return Err(bad(opt, x, "the first value is on or off")),
+    };
+    for k in ["obsolete", "elevateprivileges", "spawn", "resourcecontrol"] {
+        if let Some(x) = kv.get(k) {
+            if x != "deny" {
+                return Err(bad(
+                    opt,
+                    x,
+                    format!("{k}: only deny (Casemate's filters always deny it)"),
+                ));
+            }
+        }
+    }
+    match kv.get("landlock") {
+        None => {}
+        Some("on") => s.landlock = LandlockMode::On,
+        Some("off") => s.landlock = LandlockMode::Off,
+        Some("required") => s.landlock = LandlockMode::Required,
+        Some(x) => return Err(bad(opt, x, "landlock is on, off or required")),
+    }
+    Ok(s)
 }
 
 pub(crate) fn bad(opt: &str, value: &str, why: impl Into<String>) -> CliError {

@@ -9,6 +9,7 @@ pub mod fdset;
 pub mod json;
 pub mod memory;
 pub mod rng;
+pub mod sandbox;
 pub mod size;
 pub mod validate;
 
@@ -20,6 +21,7 @@ pub use device::DeviceConfig;
 pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
 pub use rng::{RngBackendConfig, RngConfig};
+pub use sandbox::{LandlockMode, SandboxConfig, SeccompMode};
 pub use validate::{ConfigError, Problems, ValidConfig};
 
 /// A whole VM, as `casemate` or `--config FILE` describes it.
@@ -60,6 +62,9 @@ pub struct VmConfig {
     /// virtio-mmio transports announced on the kernel command line
     /// (`virtio_mmio.device=`) instead of in the DSDT; no ACPI power-off.
     pub acpi: Option<bool>,
+    /// Seccomp filters per thread role and Landlock (`-sandbox`,
+    /// `--seccomp`); on by default.
+    pub sandbox: SandboxConfig,
 }
 
 /// One virtio-blk disk (`-drive` plus its `-device`).
@@ -184,6 +189,7 @@ impl Default for VmConfig {
             devices: Vec::new(),
             fdsets: Vec::new(),
             acpi: None,
+            sandbox: SandboxConfig::default(),
         }
     }
 }

@@ -1,0 +1,107 @@
+//! The policies as data: every rule has a reason, every role compiles,
+//! and the properties the module doc promises hold for each role.
+
+use super::*;
+
+fn has_ioctl(role: Role, req: u64) -> bool {
+    rules(role).iter().any(|r| {
+        r.nr == libc::SYS_ioctl && matches!(r.args, Args::Eq { idx: 1, val } if val == req)
+    })
+}
+
+#[test]
+fn every_rule_says_why_and_every_role_compiles() {
+    for &role in ROLES {
+        let list = rules(role);
+        assert!(list.iter().all(|r| r.why.len() > 10), "{role:?}");
+        for m in [
+            SeccompAction::Trap,
+            SeccompAction::KillProcess,
+            SeccompAction::Log,
+        ] {
+            assert!(!compile(role, &list, m).unwrap().is_empty());
+        }
+    }
+}
+
+#[test]
+fn ioctl_is_by_request_and_code_is_never_mapped() {
+    for &role in ROLES {
+        for r in rules(role) {
+            match r.nr {
+                libc::SYS_ioctl => assert!(matches!(r.args, Args::Eq { idx: 1, .. }), "{r:?}"),
+                libc::SYS_mmap | libc::SYS_mprotect => assert_eq!(
+                    r.args,
+                    Args::Clear {
+                        idx: 2,
+                        mask: libc::PROT_EXEC as u64
+                    },
+                    "{role:?}"
+                ),
+                n => {
+                    for bad in [
+                        libc::SYS_socket,
+                        libc::SYS_open,
+                        libc::SYS_openat,
+                        libc::SYS_openat2,
+                        libc::SYS_execve,
+                        libc::SYS_execveat,
+                        libc::SYS_ptrace,
+                        libc::SYS_mount,
+                        libc::SYS_unshare,
+                        libc::SYS_pkey_mprotect,
+                        libc::SYS_setrlimit,
+                        libc::SYS_prlimit64,
+                    ] {
+                        assert_ne!(n, bad, "{role:?} allows {}", syscall_name(bad));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kvm_requests_belong_to_their_roles() {
+    use kvm::*;
+    let own = |r: Role| {
+        ROLES
+            .iter()
+            .filter(move |x| **x == r || **x == Role::Spawner)
+    };
+    for role in ROLES {
+        let run = has_ioctl(*role, KVM_RUN);
+        assert_eq!(
+            run,
+            own(Role::Vcpu).any(|r| r == role),
+            "KVM_RUN in {role:?}"
+        );
+        let create = has_ioctl(*role, KVM_CREATE_VM) || has_ioctl(*role, KVM_CREATE_VCPU);
+        assert_eq!(
+            create,
+            own(Role::Ctl).any(|r| r == role),
+            "KVM_CREATE_* in {role:?}"
+        );
+    }
+    for role in [
+        Role::Worker("blk"),
+        Role::IoHelper,
+        Role::Prealloc,
+        Role::Main,
+    ] {
+        assert!(
+            !rules(role).iter().any(|r| r.nr == libc::SYS_ioctl),
+            "{role:?} needs no ioctl"
+        );
+    }
+}
+
+#[test]
+fn the_spawner_covers_every_role() {
+    let all = rules(Role::Spawner);
+    for &role in ROLES {
+        for r in rules(role) {
+            assert!(all.contains(&r), "spawner lacks {r:?} of {role:?}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! `Vcpu` (`cm-vcpuN`): KVM_RUN and exit dispatch. MMIO and port I/O are
+//! emulated on this thread (serial output, PCI config and MSI-X tables,
+//! virtio registers); platform changes go to the control thread by
+//! channel. Nothing is created here: no fds, no threads.
+
+use super::kvm::*;
+use super::Rule;
+use libc::*;
+
+pub fn rules() -> Vec<Rule> {
+    vec![
+        Rule::ioctl(KVM_RUN, "running the guest"),
+        Rule::ioctl(
+            KVM_GET_REGS,
+            "registers for the report of a triple fault or fatal stop",
+        ),
+        Rule::ioctl(
+            KVM_GET_SREGS,
+            "registers for the report of a triple fault or fatal stop",
+        ),
+        Rule::ioctl(
+            KVM_IOEVENTFD,
+            "queue notify ioeventfds follow a BAR the guest moves",
+        ),
+        Rule::ioctl(
+            KVM_SET_GSI_ROUTING,
+            "MSI-X table writes update the vector's route",
+        ),
+        Rule::ioctl(KVM_IRQ_LINE, "legacy devices raising a line from an exit"),
+        Rule::ioctl(KVM_SIGNAL_MSI, "an MSI written by an exit"),
+        Rule::any(SYS_read, "the serial port's input on stdin"),
+        Rule::arg(
+            SYS_fcntl,
+            1,
+            F_GETFD as u64,
+            "std checks an fd before closing it",
+        ),
+    ]
+}

@@ -1,0 +1,74 @@
+//! `Worker(kind)` (`cm-<device>N`): a device's epoll loop over its queue
+//! eventfds. Every kind shares the loop's calls; the kinds add what their
+//! backend does: `blk` submits to io_uring or hands requests to the pool
+//! and does synchronous flushes and discards, `rng` reads its source and
+//! runs a timerfd, `intx` re-raises level interrupts on resample.
+
+use super::Rule;
+use libc::*;
+
+fn common() -> Vec<Rule> {
+    vec![
+        Rule::any(SYS_epoll_wait, "the worker's event loop"),
+        Rule::any(SYS_epoll_pwait, "the worker's event loop"),
+        Rule::any(SYS_epoll_ctl, "adding and removing the loop's fds"),
+        Rule::any(
+            SYS_read,
+            "draining eventfds (queue notifications, stop, resample)",
+        ),
+        Rule::arg(
+            SYS_fcntl,
+            1,
+            F_GETFD as u64,
+            "std checks an fd before closing it",
+        ),
+    ]
+}
+
+pub fn rules(kind: &str) -> Vec<Rule> {
+    let mut r = common();
+    match kind {
+        "blk" => r.extend([
+            Rule::any(SYS_io_uring_enter, "submitting and reaping block I/O"),
+            Rule::any(
+                SYS_preadv,
+                "synchronous reads (no io_uring, qcow2 metadata)",
+            ),
+            Rule::any(
+                SYS_pwritev,
+                "synchronous writes (no io_uring, qcow2 metadata)",
+            ),
+            Rule::any(
+                SYS_pread64,
+                "synchronous reads (no io_uring, qcow2 metadata)",
+            ),
+            Rule::any(
+                SYS_pwrite64,
+                "synchronous writes (no io_uring, qcow2 metadata)",
+            ),
+            Rule::any(SYS_fdatasync, "guest flush requests"),
+            Rule::any(SYS_fsync, "guest flush requests"),
+            Rule::any(
+                SYS_fallocate,
+                "discard and write-zeroes requests; qcow2 cluster allocation",
+            ),
+            Rule::any(SYS_ftruncate, "a qcow2 image grows its file"),
+            Rule::any(SYS_lseek, "a qcow2 image finds its file's end"),
+            Rule::arg(
+                SYS_statx,
+                2,
+                AT_EMPTY_PATH as u64,
+                "an image's size (fd only, no path)",
+            ),
+            Rule::any(SYS_fstat, "an image's size"),
+        ]),
+        "rng" => r.extend([
+            Rule::any(SYS_pread64, "reading the rng-random source file"),
+            Rule::arg(SYS_getrandom, 2, 0, "rng-builtin: the kernel's entropy"),
+            Rule::any(SYS_timerfd_settime, "the rate limit's period timer"),
+            Rule::any(SYS_timerfd_gettime, "the rate limit's period timer"),
+        ]),
+        _ => {}
+    }
+    r
+}
