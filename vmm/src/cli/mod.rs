@@ -6,6 +6,7 @@
 //! `VmConfig::validate`.
 
 mod devices;
+mod net;
 mod rng;
 
 use std::path::PathBuf;
@@ -108,16 +109,20 @@ Casemate options:
   -add-fd fd=N,set=S[,opaque=STR]
                                 an inherited fd; name it as /dev/fdset/S in
                                 -drive file=, -kernel, -initrd, filename=
-Not supported yet (rejected by name): -netdev, -net, -nic, other -object and
+  -netdev tap,id=ID,ifname=NAME|fd=N[,script=no,downscript=no][,vhost=off]
+  -device virtio-net-pci|virtio-net-device,netdev=ID[,mac=52:54:00:12:34:56]
+  -nic tap,ifname=NAME[,model=virtio|virtio-net-pci|virtio-net-device][,mac=]
+  -net nic[,model=virtio][,macaddr=] -net tap,ifname=NAME   -net none, -nic none
+                                virtio-net over a tap (created or attached by
+                                name, or inherited); MACs default to QEMU's
+                                52:54:00:12:34:56 (+1 per NIC); no ifup scripts
+Not supported yet (rejected by name): -netdev user|bridge, other -object and
 -device types, -vga, -monitor, -S, -bios, -hda, -cdrom.
 ";
 
 const NOT_YET: &[(&str, &str)] = &[
     ("hda", "use -drive file=...,if=virtio"),
     ("cdrom", "no CD-ROM device"),
-    ("netdev", "networking is not implemented yet"),
-    ("net", "networking is not implemented yet"),
-    ("nic", "networking is not implemented yet"),
     ("vga", "no display devices yet"),
     ("monitor", "no monitor yet"),
     ("qmp", "no monitor yet"),
@@ -213,6 +218,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
                     None => drives.device(&raw, &v)?,
                 }
             }
+            "netdev" | "net" | "nic" => objects.net.option(&raw, name, &val(&mut it)?)?,
             "snapshot" => drives.snapshot = true,
             "rtc" => c.rtc = rtc(&raw, &val(&mut it)?)?,
             "name" => {
@@ -230,6 +236,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
     for (opt, kv, t, parse) in &other_devices {
         c.devices.push(parse(opt, kv, *t, &objects)?);
     }
+    net::finish(&mut c.devices, &objects)?;
     if nodefaults && !serial_set {
         c.serial = SerialConfig::None;
     }
@@ -865,11 +872,7 @@ mod tests {
             "unknown option '-frobnicate' (see casemate --help)"
         );
         let e = run(&["-netdev", "user,id=n"]).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("option '-netdev' is not supported yet"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("not implemented yet"), "{e}");
         assert_eq!(
             run(&["-m"]).unwrap_err(),
             CliError::MissingValue("-m".into())

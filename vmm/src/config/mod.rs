@@ -7,6 +7,7 @@
 pub mod device;
 pub mod fdset;
 pub mod memory;
+pub mod net;
 pub mod rng;
 pub mod validate;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use device::DeviceConfig;
 pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
+pub use net::{NetBackendConfig, NetConfig};
 pub use rng::{RngBackendConfig, RngConfig};
 pub use validate::{ConfigError, Problems, ValidConfig};
 
