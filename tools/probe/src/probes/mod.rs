@@ -14,6 +14,7 @@ mod blk_reboot;
 mod exits;
 mod fault;
 mod hello;
+mod net;
 mod rng;
 mod spin;
 
@@ -41,6 +42,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "rng", run: rng::run },
     Probe { name: "bar-move", run: bar_move::run },
     Probe { name: "blk-reboot", run: blk_reboot::run },
+    Probe { name: "net", run: net::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
