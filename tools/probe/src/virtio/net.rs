@@ -41,9 +41,9 @@ fn tx_addr(slot: usize) -> u64 {
 }
 
 impl Net {
-    /// Reset, features, both queues, DRIVER_OK, then every receive buffer
-    /// posted (one notification).
-    pub fn open(t: Transport) -> Result<Net, &'static str> {
+    /// Reset, features, both queues, DRIVER_OK, then (with `post_rx`)
+    /// every receive buffer posted (one notification).
+    pub fn open(t: Transport, post_rx: bool) -> Result<Net, &'static str> {
         let (_, features) = t.start(F_MAC)?;
         let rx = Queue::new_in(&t, 0, RX_BUFS as u16, &RX_RING)?;
         let tx = Queue::new_in(&t, 1, TX_BUFS as u16, &TX_RING)?;
@@ -72,7 +72,7 @@ impl Net {
             tx_free,
             tx_nfree: TX_BUFS,
         };
-        let posts = (n.rx.size as usize).min(RX_BUFS);
+        let posts = if post_rx { (n.rx.size as usize).min(RX_BUFS) } else { 0 };
         for slot in 0..posts {
             n.post_rx(slot)?;
         }
