@@ -383,7 +383,7 @@ fn flood_without_receive_buffers_keeps_vmm_memory_flat() {
     r.assert_ok();
     println!(
         "flood: sent {sent} frames ({} MiB), tap dropped {dropped}, VMM RSS {rss_before} -> {rss_after} KiB, cm-net0 used {ticks} ticks",
-        sent * 1400 >> 20
+        (sent * 1400) >> 20
     );
     assert!(
         sent > 10_000,

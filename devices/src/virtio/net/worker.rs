@@ -56,10 +56,18 @@ pub struct NetWorker {
     watching: bool,
     change: Option<bool>,
     iov: Vec<Iov>,
-    /// (head, capacity, first buffer address) of the chains gathered.
-    chains: Vec<(u16, u32, Vec<(GuestAddress, u32)>)>,
+    /// The receive chains gathered for the next frame.
+    chains: Vec<RxChain>,
     pub stats: Stats,
     logged: u32,
+}
+
+/// A receive chain popped for a frame: its head, its byte count and its
+/// buffers (the first ones hold the header's `num_buffers`).
+struct RxChain {
+    head: u16,
+    cap: u32,
+    bufs: Vec<(GuestAddress, u32)>,
 }
 
 /// Why a chain was refused.
@@ -249,7 +257,7 @@ impl NetWorker {
             match parse_chain(chain, &self.mem, true, &mut self.iov, &mut bufs) {
                 Ok(cap) => {
                     have += cap as usize;
-                    self.chains.push((head, cap, bufs));
+                    self.chains.push(RxChain { head, cap, bufs });
                 }
                 Err(_) if !self.chains.is_empty() => {
                     self.iov.truncate(mark);
@@ -343,7 +351,7 @@ impl NetWorker {
         let mut left = n;
         let mut count = 0u16;
         for i in 0..self.chains.len() {
-            let (head, cap, _) = self.chains[i];
+            let RxChain { head, cap, .. } = self.chains[i];
             if left == 0 && count > 0 {
                 break;
             }
@@ -368,7 +376,7 @@ impl NetWorker {
         let mut off = 10u64;
         let bytes = count.to_le_bytes();
         let mut written = 0;
-        for &(addr, len) in &self.chains[0].2 {
+        for &(addr, len) in &self.chains[0].bufs {
             while written < 2 && off < u64::from(len) {
                 let at = GuestAddress(addr.0 + off);
                 let _ = self.mem.write_obj(bytes[written], at);
