@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -65,8 +66,26 @@ impl NetNs {
 
     /// `casemate ARGS` inside the namespace.
     fn casemate(&self, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
+        self.casemate_with_fd(args, None)
+    }
+
+    /// As `casemate`, with `keep` inherited by the VMM (as a launcher
+    /// hands a tap over).
+    fn casemate_with_fd(&self, args: &[&str], keep: Option<i32>) -> Child {
+        let mut c = Command::new("ip");
+        if let Some(fd) = keep {
+            // SAFETY: the closure only calls fcntl(2), which is
+            // async-signal-safe, on a descriptor the parent keeps open.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        c.args(["netns", "exec", &self.name])
             .arg(bin("casemate"))
             .args(args)
             .stdin(Stdio::null())
@@ -287,6 +306,52 @@ fn host_pings_guest_and_gets_udp_echoes(machine: &str) {
     let n = |k: &str| r.want(k).parse::<u64>().unwrap();
     assert!(n("udp") >= 5 && n("icmp") == 3, "{}", r.raw);
     assert!(n("tx") >= n("udp") + n("icmp"), "{}", r.raw);
+}
+
+/// tap0 opened and attached from inside the namespace, as a launcher
+/// (the jailer, libvirt) would hand it over.
+fn open_tap0() -> OwnedFd {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .expect("/dev/net/tun");
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"tap0") {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+    // SAFETY: TUNSETIFF reads and writes the ifreq we pass.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+    f.into()
+}
+
+#[test]
+fn inherited_tap_fd_with_the_legacy_net_pair() {
+    let Some(ns) = NetNs::with_tap("inherited_tap_fd_with_the_legacy_net_pair") else {
+        return;
+    };
+    let tap = ns.enter(open_tap0);
+    let fd = tap.as_raw_fd().to_string();
+    let child = ns.casemate_with_fd(
+        &[
+            "-net",
+            "nic,model=virtio,macaddr=52:54:00:00:00:07",
+            "-net",
+            &format!("tap,fd={fd}"),
+            "-append",
+            "probe=net ms=3000",
+        ],
+        Some(tap.as_raw_fd()),
+    );
+    let udp = ns.enter(|| udp_echoes(2, Duration::from_secs(4)));
+    let out = finish(child, Duration::from_secs(30));
+    let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
+    r.assert_ok();
+    assert_eq!(udp, 2);
+    assert_eq!(r.want("mac"), "52:54:00:00:00:07", "{}", r.raw);
 }
 
 /// VmRSS of `pid` in KiB.
