@@ -419,6 +419,49 @@ fn probe_net_passes_under_qemu() {
     }
 }
 
+on_machines!(hostile_chains_fail_alone_and_traffic_still_works: microvm, q35);
+
+/// `probe=net-evil`: malformed chains on both queues (outside RAM, the
+/// wrong direction, shorter than the header, loops) each come back empty
+/// with a logged warning; the VMM keeps running and the exchange after
+/// them works.
+fn hostile_chains_fail_alone_and_traffic_still_works(machine: &str) {
+    let test = format!("hostile_chains_fail_alone_and_traffic_still_works on {machine}");
+    let Some(ns) = NetNs::with_tap(&test) else {
+        return;
+    };
+    let (_, device) = nic(machine);
+    let child = ns.casemate(&[
+        "-M",
+        machine,
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        device,
+        "-append",
+        "probe=net-evil ms=3000",
+    ]);
+    let udp = ns.enter(|| udp_echoes(2, Duration::from_secs(6)));
+    let out = finish(child, Duration::from_secs(30));
+    let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stderr}", r.raw);
+    r.assert_ok();
+    let cases: Vec<_> = r.lines.iter().filter(|l| l.contains_key("case")).collect();
+    assert_eq!(cases.len(), 8, "{}", r.raw);
+    for c in cases {
+        assert_eq!(
+            c.get("result").map(String::as_str),
+            Some("returned"),
+            "{c:?}"
+        );
+        assert_eq!(c.get("len").map(String::as_str), Some("0"), "{c:?}");
+    }
+    assert_eq!(udp, 2);
+    assert!(stderr.contains("malformed transmit chain"), "{stderr}");
+    assert!(stderr.contains("malformed receive chain"), "{stderr}");
+}
+
 /// VmRSS of `pid` in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

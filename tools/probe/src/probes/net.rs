@@ -56,7 +56,7 @@ fn csum(b: &[u8]) -> u16 {
     !(s as u16)
 }
 
-struct Host {
+pub struct Host {
     mac: [u8; 6],
     ip: [u8; 4],
     port: u16,
@@ -164,7 +164,68 @@ fn arp_request(mac: [u8; 6], ip: [u8; 4], peer: [u8; 4], out: &mut [u8]) -> usiz
     42
 }
 
-pub fn run(ctx: &Ctx) -> Outcome {
+/// Answers for `ms` milliseconds (after an ARP request for `peer`).
+fn serve(net: &mut Net, host: &Host, peer: Option<[u8; 4]>, ms: u64) -> Result<Counts, &'static str> {
+    let mut c = Counts::default();
+    if let Some(p) = peer {
+        net.send(&mut |b| arp_request(host.mac, host.ip, p, b))?;
+        c.tx += 1;
+    }
+    let end = rdtsc() + tsc::us_to_ticks(ms * 1000);
+    let mut out = [0u8; MAX_FRAME];
+    while rdtsc() < end {
+        let mut n = 0;
+        let got = net.recv(&mut |f| {
+            c.rx += 1;
+            n = host.answer(f, &mut out, &mut c);
+            if n == 0 {
+                c.ignored += 1;
+            }
+        });
+        if n > 0 {
+            // A full transmit ring drops the reply, as a NIC would.
+            if net
+                .send(&mut |b| {
+                    b[..n].copy_from_slice(&out[..n]);
+                    n
+                })
+                .is_ok()
+            {
+                c.tx += 1;
+            }
+        }
+        if !got {
+            core::hint::spin_loop();
+        }
+    }
+    Ok(c)
+}
+
+/// The counters line; Err when nothing arrived though buffers were posted.
+fn report(c: &Counts, post_rx: bool) -> Outcome {
+    Line::topic("net")
+        .kv_u("rx", c.rx)
+        .kv_u("tx", c.tx)
+        .kv_u("arp", c.arp)
+        .kv_u("icmp", c.icmp)
+        .kv_u("udp", c.udp)
+        .kv_u("ignored", c.ignored)
+        .emit();
+    if c.rx == 0 && post_rx {
+        return Err("net-nothing-received");
+    }
+    Ok(())
+}
+
+/// `ip=`, `peer=`, `port=`, `ms=` and the device, opened.
+struct Setup {
+    net: Net,
+    host: Host,
+    peer: Option<[u8; 4]>,
+    ms: u64,
+}
+
+fn setup(ctx: &Ctx, post_rx: bool) -> Result<Setup, &'static str> {
     let ip = match ctx.args.get("ip") {
         None => [10, 0, 2, 15],
         Some(v) => parse_ip(v).ok_or("bad-arg")?,
@@ -175,8 +236,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
     let which = ctx.args.number("index", 0).map_err(|_| "bad-arg")? as usize;
     let (f, access) = find::pick(ctx.boot, &ctx.args, VIRTIO_ID_NET, which)?;
     let t = find::transport(ctx.boot, &ctx.args, f, access)?;
-    let post_rx = ctx.args.number("rx", 1).map_err(|_| "bad-arg")? != 0;
-    let mut net = Net::open(t, post_rx)?;
+    let net = Net::open(t, post_rx)?;
     let mut l = Line::topic("net");
     l.kv_word("transport", net.t.name());
     match &net.t {
@@ -200,47 +260,22 @@ pub fn run(ctx: &Ctx) -> Outcome {
         .emit();
 
     let host = Host { mac: net.mac, ip, port };
-    let mut c = Counts::default();
-    if let Some(p) = peer {
-        net.send(&mut |b| arp_request(host.mac, ip, p, b))?;
-        c.tx += 1;
-    }
-    let end = rdtsc() + tsc::us_to_ticks(ms * 1000);
-    let mut out = [0u8; MAX_FRAME];
-    while rdtsc() < end {
-        let mut n = 0;
-        let got = net.recv(&mut |f| {
-            c.rx += 1;
-            n = host.answer(f, &mut out, &mut c);
-            if n == 0 {
-                c.ignored += 1;
-            }
-        });
-        if n > 0 {
-            // A full transmit ring drops the reply, as a NIC would.
-            if net.send(&mut |b| {
-                b[..n].copy_from_slice(&out[..n]);
-                n
-            })
-            .is_ok()
-            {
-                c.tx += 1;
-            }
-        }
-        if !got {
-            core::hint::spin_loop();
-        }
-    }
-    Line::topic("net")
-        .kv_u("rx", c.rx)
-        .kv_u("tx", c.tx)
-        .kv_u("arp", c.arp)
-        .kv_u("icmp", c.icmp)
-        .kv_u("udp", c.udp)
-        .kv_u("ignored", c.ignored)
-        .emit();
-    if c.rx == 0 && post_rx {
-        return Err("net-nothing-received");
-    }
-    Ok(())
+    Ok(Setup { net, host, peer, ms })
+}
+
+pub fn run(ctx: &Ctx) -> Outcome {
+    let post_rx = ctx.args.number("rx", 1).map_err(|_| "bad-arg")? != 0;
+    let mut s = setup(ctx, post_rx)?;
+    let c = serve(&mut s.net, &s.host, s.peer, s.ms)?;
+    report(&c, post_rx)
+}
+
+/// `probe=net-evil`: malformed chains on both queues first (each must
+/// come back, with nothing written), then the `net` exchange.
+pub fn run_evil(ctx: &Ctx) -> Outcome {
+    let mut s = setup(ctx, false)?;
+    super::net_evil::cases(&mut s.net)?;
+    s.net.post_all_rx()?;
+    let c = serve(&mut s.net, &s.host, s.peer, s.ms)?;
+    report(&c, true)
 }

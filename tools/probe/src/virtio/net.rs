@@ -72,12 +72,19 @@ impl Net {
             tx_free,
             tx_nfree: TX_BUFS,
         };
-        let posts = if post_rx { (n.rx.size as usize).min(RX_BUFS) } else { 0 };
-        for slot in 0..posts {
-            n.post_rx(slot)?;
+        if post_rx {
+            n.post_all_rx()?;
         }
-        n.rx.kick();
         Ok(n)
+    }
+
+    /// Posts every receive buffer (one notification).
+    pub fn post_all_rx(&mut self) -> Result<(), &'static str> {
+        for slot in 0..(self.rx.size as usize).min(RX_BUFS) {
+            self.post_rx(slot)?;
+        }
+        self.rx.kick();
+        Ok(())
     }
 
     fn post_rx(&mut self, slot: usize) -> Result<(), &'static str> {
