@@ -574,6 +574,37 @@ fn flood_without_receive_buffers_keeps_vmm_memory_flat() {
     assert_eq!(r.want("rx"), "0", "{}", r.raw);
 }
 
+/// The tap is deleted under a running VM: the worker logs the error and
+/// stops reading the dead fd (no busy loop), the VMM keeps running and
+/// the guest finishes normally.
+#[test]
+fn tap_deleted_under_a_running_vm() {
+    let Some(ns) = NetNs::with_tap("tap_deleted_under_a_running_vm") else {
+        return;
+    };
+    let child = ns.casemate(&[
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        "virtio-net-device,netdev=n0",
+        "-append",
+        "probe=net ms=4000",
+    ]);
+    let pid = child.id();
+    assert_eq!(ns.enter(|| udp_echoes(1, Duration::from_secs(4))), 1);
+    let before = thread_ticks(pid, "cm-net0").expect("cm-net0");
+    ns.ip(&["link", "del", "tap0"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let ticks = thread_ticks(pid, "cm-net0").expect("cm-net0 still there") - before;
+    let out = finish(child, Duration::from_secs(30));
+    let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stderr}", r.raw);
+    r.assert_ok();
+    assert!(ticks < 20, "cm-net0 spun on the dead tap: {ticks} ticks");
+    assert!(stderr.contains("tap0: receiving a frame"), "{stderr}");
+}
+
 #[test]
 fn vhost_on_is_refused_with_the_reason() {
     let out = casemate_tests::casemate(&[
