@@ -3,7 +3,9 @@
 //! reset unless `-no-reboot`) runs on a fresh control thread (`cm-ctl`):
 //! VM, devices and vCPUs are rebuilt from those resources, set-up steps
 //! read top to bottom, and the control loop serves the vCPUs until one
-//! stops.
+//! stops. Meanwhile the main thread waits on the termination signals
+//! (`signals`) and forwards them to the control loop, which ends the boot
+//! like a power-off; every image is flushed before `run` returns.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -19,18 +21,20 @@ use crate::arch::topology::Topology;
 use crate::arch::{acpi, mptable};
 use crate::boot::{self, BootError};
 use crate::config::ValidConfig;
-use crate::control::{self, CtlMsg};
+use crate::control::{self, BootEnd, CtlMsg};
 use crate::devmgr::kinds::blk::block_device;
 use crate::devmgr::{self, DevError, DeviceManager, Wiring};
 use crate::loader::{self, KernelKind, LoadError};
 use crate::machine::{self, MachineModel};
 use crate::memory::MemoryError;
 use crate::resources::{ResourceError, Resources};
+use crate::signals::{self, TermSignals, Termination};
 use crate::threads::{self, spawn_with_role, Role};
 use crate::vstate::exit::Outcome;
 use crate::vstate::intx::ResampleWorker;
 use crate::vstate::kick;
 use crate::vstate::platform::KvmHypervisor;
+use crate::vstate::reaper;
 use crate::vstate::vcpu::{VcpuRunner, VcpuStop};
 use crate::vstate::vm::{Vm, VmError};
 use crate::workers::Workers;
@@ -71,6 +75,14 @@ pub enum BuildError {
     Signal(#[source] vmm_sys_util::errno::Error),
     #[error("every vCPU thread ended without reporting why")]
     NoVcpuReport,
+    #[error("watching for termination signals")]
+    TermSignals(#[source] std::io::Error),
+    #[error("drive {id}: flushing the image at exit")]
+    Flush {
+        id: String,
+        #[source]
+        source: casemate_disk::DiskError,
+    },
 }
 
 /// How a VM run ended.
@@ -88,26 +100,115 @@ pub enum VmEnd {
         why: String,
         regs: String,
     },
+    /// SIGTERM, SIGINT or SIGHUP ended it (as a power-off: exit 0).
+    Signal(Termination),
 }
 
 /// Run the VM until it powers off or fails, rebooting on reset unless the
 /// config says not to. `probe` is the embedded guest, used without -kernel.
 pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildError> {
+    // Before any thread starts, so that every thread inherits the mask.
+    let signals = TermSignals::block().map_err(BuildError::TermSignals)?;
     threads::install();
     kick::install().map_err(BuildError::Signal)?;
     let res = Arc::new(Resources::open(&config)?);
     let config = Arc::new(config);
+    let end = boot_until_end(&config, &res, &signals, probe);
+    // Images are flushed whatever the end (qcow2: data, refcounts, then
+    // L2/L1); the devices that wrote them are gone with their boot.
+    let flushed = flush_images(&config, &res);
+    match (end, flushed) {
+        (Ok(end), Ok(())) => Ok(end),
+        (Err(e), Err(f)) => {
+            log::error!("{f}: {}", f.source_text());
+            Err(e)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
+impl BuildError {
+    /// The error's cause, for a log line when a second error is reported.
+    fn source_text(&self) -> String {
+        std::error::Error::source(self).map_or_else(String::new, ToString::to_string)
+    }
+}
+
+/// Boot (again after each guest reset unless `-no-reboot`) until the VM
+/// ends, forwarding termination signals to the running boot.
+fn boot_until_end(
+    config: &Arc<ValidConfig>,
+    res: &Arc<Resources>,
+    signals: &TermSignals,
+    probe: &'static [u8],
+) -> Result<VmEnd, BuildError> {
+    use std::os::fd::AsRawFd;
     loop {
+        if let Some(t) = signals.take() {
+            return Ok(VmEnd::Signal(t));
+        }
         let (c, r) = (config.clone(), res.clone());
-        let ctl = spawn_with_role(Role::Ctl, "cm-ctl".into(), move || boot_once(&c, &r, probe))
+        let (tx, rx) = mpsc::channel::<CtlMsg>();
+        let ctl_tx = tx.clone();
+        let done = vmm_sys_util::eventfd::EventFd::new(libc::EFD_CLOEXEC)
             .map_err(|e| BuildError::Service("control", e))?;
+        let done_ctl = done
+            .try_clone()
+            .map_err(|e| BuildError::Service("control", e))?;
+        let ctl = spawn_with_role(Role::Ctl, "cm-ctl".into(), move || {
+            let end = boot_once(&c, &r, probe, ctl_tx, &rx);
+            // Wakes the main thread to join.
+            let _ = done_ctl.write(1);
+            end
+        })
+        .map_err(|e| BuildError::Service("control", e))?;
+        let mut signalled = None;
+        loop {
+            let ready = signals::wait_readable(&[signals.as_raw_fd(), done.as_raw_fd()])
+                .map_err(BuildError::TermSignals)?;
+            if ready[0] {
+                if let Some(t) = signals.take() {
+                    signalled.get_or_insert(t);
+                    // A boot that already ended has dropped its receiver.
+                    let _ = tx.send(CtlMsg::Terminate(t));
+                }
+            }
+            if ready[1] {
+                break;
+            }
+        }
         // A panicking thread aborts the process (panic = abort).
         let end = ctl.join().map_err(|_| BuildError::NoVcpuReport)??;
-        match end {
-            VmEnd::Reset if !config.no_reboot => log::info!("guest reset: rebooting"),
-            end => return Ok(end),
+        match (end, signalled) {
+            // The guest's own end came first; a signal after it changes
+            // nothing but stops a reboot.
+            (VmEnd::Reset, Some(t)) if !config.no_reboot => return Ok(VmEnd::Signal(t)),
+            (VmEnd::Reset, None) if !config.no_reboot => log::info!("guest reset: rebooting"),
+            (end, _) => return Ok(end),
         }
     }
+}
+
+/// Flush every drive's image, reporting the first failure.
+fn flush_images(config: &ValidConfig, res: &Resources) -> Result<(), BuildError> {
+    let mut first = Ok(());
+    for (d, disk) in config.drives.iter().zip(&res.disks) {
+        if disk.is_read_only() {
+            continue;
+        }
+        if let Err(source) = disk.flush() {
+            let e = BuildError::Flush {
+                id: d.id.clone(),
+                source,
+            };
+            if first.is_ok() {
+                first = Err(e);
+            } else {
+                log::error!("{e}: {}", e.source_text());
+            }
+        }
+    }
+    first
 }
 
 fn vcpu_err(index: u32) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> BuildError {
@@ -139,16 +240,40 @@ fn place_devices(
     Ok(dm)
 }
 
-fn boot_once(config: &ValidConfig, res: &Resources, probe: &[u8]) -> Result<VmEnd, BuildError> {
-    let machine = machine::model(config.machine);
+fn boot_once(
+    config: &ValidConfig,
+    res: &Resources,
+    probe: &[u8],
+    tx: mpsc::Sender<CtlMsg>,
+    rx: &mpsc::Receiver<CtlMsg>,
+) -> Result<VmEnd, BuildError> {
     let vm = Vm::new(&res.kvm)?;
+    let end = run_vm(config, res, probe, &vm, tx, rx);
+    // A boot that ends the process leaves its VM to the exit reaper, so
+    // nobody waits for KVM's teardown; a reboot closes it here.
+    let rebooting = matches!(end, Ok(VmEnd::Reset)) && !config.no_reboot;
+    if !rebooting {
+        reaper::park(vm.fd.clone());
+    }
+    end
+}
+
+fn run_vm(
+    config: &ValidConfig,
+    res: &Resources,
+    probe: &[u8],
+    vm: &Vm,
+    tx: mpsc::Sender<CtlMsg>,
+    rx: &mpsc::Receiver<CtlMsg>,
+) -> Result<VmEnd, BuildError> {
+    let machine = machine::model(config.machine);
     vm.map_memory(&res.mem)?;
     vm.create_irqchip()?;
 
     let topo = Topology::new(&config.smp);
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
-    let hv = KvmHypervisor::new(&vm);
+    let hv = KvmHypervisor::new(vm);
     let dm = place_devices(config, res, &hv, machine)?;
     let intx = hv.take_intx();
     if !intx.is_empty() {
@@ -158,7 +283,6 @@ fn boot_once(config: &ValidConfig, res: &Resources, probe: &[u8]) -> Result<VmEn
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<CtlMsg>();
     let supported = res
         .kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -218,14 +342,18 @@ fn boot_once(config: &ValidConfig, res: &Resources, probe: &[u8]) -> Result<VmEn
         let index = r.index;
         handles.push(r.spawn().map_err(|e| BuildError::Thread(index, e))?);
     }
-    let first = control::run(&rx, &dm, workers.as_ref(), &stop, handles);
+    let first = control::run(rx, &dm, workers.as_ref(), &stop, handles);
     // In-flight requests finish before the VM is torn down.
     workers.stop_all();
+    let first = match first.ok_or(BuildError::NoVcpuReport)? {
+        BootEnd::Signal(t) => return Ok(VmEnd::Signal(t)),
+        BootEnd::Vcpu(s) => s,
+    };
     let VcpuStop {
         index,
         outcome,
         regs,
-    } = first.ok_or(BuildError::NoVcpuReport)?;
+    } = first;
     let regs = regs.unwrap_or_default();
     Ok(match outcome {
         Outcome::PowerOff => VmEnd::PowerOff,
@@ -278,7 +406,7 @@ fn load_guest(
         Some(f) => (f.path.clone(), loader::KernelImage::File(&f.file)),
         None => ("<embedded probe>".into(), loader::KernelImage::Bytes(probe)),
     };
-    let kernel = loader::load_kernel(mem, ram, &path, image)?;
+    let kernel = loader::load_kernel(mem, ram, &path, image, res.take_fresh_ram())?;
 
     let platform = guest.machine.acpi_platform(ram);
     let ecam = guest.machine.ecam();

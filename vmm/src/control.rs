@@ -3,8 +3,10 @@
 //! BAR moves) and replies so the vCPU runs on, and it ends the boot when a
 //! vCPU reports a stop: it raises the stop flag, kicks every vCPU out of
 //! KVM_RUN, keeps answering requests until all of them have exited, and
-//! returns the first stop. Only this thread starts and joins device
-//! workers; vCPUs never do.
+//! returns the first stop. A termination signal (forwarded by the main
+//! thread as `CtlMsg::Terminate`) ends the boot the same way, as a
+//! power-off would. Only this thread starts and joins device workers;
+//! vCPUs never do.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -14,6 +16,7 @@ use casemate_devices::virtio::WorkerHost;
 use casemate_devices::PlatformRequest;
 
 use crate::devmgr::DeviceManager;
+use crate::signals::Termination;
 use crate::vstate::kick;
 use crate::vstate::vcpu::VcpuStop;
 
@@ -29,17 +32,29 @@ pub enum CtlMsg {
     Stopped(VcpuStop),
     /// A vCPU thread is about to end.
     Exited(u32),
+    /// SIGTERM, SIGINT or SIGHUP: end the VM (from the main thread).
+    Terminate(Termination),
+}
+
+/// Why a boot ended.
+#[derive(Debug)]
+pub enum BootEnd {
+    /// A vCPU stopped (power-off, reset, fault).
+    Vcpu(VcpuStop),
+    /// A termination signal.
+    Signal(Termination),
 }
 
 /// Serve `rx` until every vCPU in `vcpus` has exited; returns the first
-/// stop reported (None if every vCPU ended without one).
+/// stop reported or signal received (None if every vCPU ended without
+/// one).
 pub fn run(
     rx: &Receiver<CtlMsg>,
     devices: &DeviceManager,
     host: &dyn WorkerHost,
     stop: &AtomicBool,
     vcpus: Vec<JoinHandle<()>>,
-) -> Option<VcpuStop> {
+) -> Option<BootEnd> {
     let mut first = None;
     let mut exited = 0;
     while exited < vcpus.len() {
@@ -55,13 +70,8 @@ pub fn run(
                 }
                 let _ = done.send(());
             }
-            CtlMsg::Stopped(s) => {
-                if first.is_none() {
-                    first = Some(s);
-                    stop.store(true, Ordering::Release);
-                    vcpus.iter().for_each(kick::kick);
-                }
-            }
+            CtlMsg::Stopped(s) => end_with(&mut first, BootEnd::Vcpu(s), stop, &vcpus),
+            CtlMsg::Terminate(t) => end_with(&mut first, BootEnd::Signal(t), stop, &vcpus),
             CtlMsg::Exited(_) => exited += 1,
         }
     }
@@ -70,4 +80,19 @@ pub fn run(
         let _ = h.join();
     }
     first
+}
+
+/// The first reason to end wins: raise the stop flag and kick every vCPU
+/// out of KVM_RUN.
+fn end_with(
+    first: &mut Option<BootEnd>,
+    why: BootEnd,
+    stop: &AtomicBool,
+    vcpus: &[JoinHandle<()>],
+) {
+    if first.is_none() {
+        *first = Some(why);
+        stop.store(true, Ordering::Release);
+        vcpus.iter().for_each(kick::kick);
+    }
 }

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod machine;
 pub mod memory;
 pub mod resources;
+pub mod signals;
 pub mod threads;
 pub mod vstate;
 pub mod workers;

@@ -29,7 +29,12 @@ fn init_log(level: Option<&str>) -> anyhow::Result<()> {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cmd = cli::parse(std::env::args().skip(1))?;
-    let (config, log) = match cmd {
+    let from_file = matches!(cmd, Command::RunConfigFile { .. });
+    let (config, log, notes) = match cmd {
+        Command::Print(text) => {
+            print!("{text}");
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Help => {
             print!("{HELP}");
             return Ok(ExitCode::SUCCESS);
@@ -43,16 +48,19 @@ fn run() -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("writing the probe to {}", path.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Run { config, log } => (*config, log),
+        Command::Run { config, log, notes } => (*config, log, notes),
         Command::RunConfigFile { path, log } => {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading --config {}", path.display()))?;
-            let config: VmConfig = serde_json::from_str(&text)
-                .with_context(|| format!("parsing --config {}", path.display()))?;
-            (config, log)
+            let config = VmConfig::from_json(&text)
+                .with_context(|| format!("--config {}", path.display()))?;
+            (config, log, Vec::new())
         }
     };
     init_log(log.as_deref())?;
+    for n in notes {
+        log::info!("{n}");
+    }
     if config.kernel.is_none() && PROBE_ELF.is_empty() {
         anyhow::bail!("no -kernel given and this build has no embedded probe guest");
     }
@@ -62,9 +70,20 @@ fn run() -> anyhow::Result<ExitCode> {
         memory: host_memory(),
         max_vcpus: None,
     };
-    let config = config.validate(&host)?;
+    let config = if from_file {
+        config
+            .validate(&host)
+            .map_err(casemate_vmm::config::json::JsonProblems)?
+    } else {
+        config.validate(&host)?
+    };
     Ok(match builder::run(config, PROBE_ELF)? {
         VmEnd::PowerOff | VmEnd::Reset => ExitCode::SUCCESS,
+        VmEnd::Signal(t) => {
+            // As QEMU: a signal ends the VM like a power-off, with one line.
+            eprintln!("casemate: {}", t.describe());
+            ExitCode::SUCCESS
+        }
         VmEnd::TripleFault { vcpu, regs } => {
             eprintln!("casemate: guest triple fault on vCPU {vcpu}; registers:\n{regs}");
             ExitCode::from(2)
@@ -77,7 +96,7 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let code = match run() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("casemate: {e}");
@@ -86,5 +105,9 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
-    }
+    };
+    // Everything is flushed and closed by now but the last VM's fd: hand
+    // its teardown to a reaper so this process ends without waiting on it.
+    casemate_vmm::vstate::reaper::finish();
+    code
 }

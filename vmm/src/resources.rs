@@ -188,6 +188,9 @@ pub struct Resources {
     pub disks: Vec<Arc<dyn DiskImage>>,
     /// One per `config.devices` entry, in order.
     pub devices: Vec<Box<dyn DeviceFactory>>,
+    /// Guest RAM has never been written: anonymous or memfd RAM before the
+    /// first boot (a file backend may hold anything).
+    fresh_ram: std::sync::atomic::AtomicBool,
 }
 
 impl Resources {
@@ -240,7 +243,9 @@ impl Resources {
             .iter()
             .map(|d| kinds::spec(d).open(&fds))
             .collect::<Result<_, _>>()?;
+        let fresh = config.ram_backend().kind != crate::config::BackendKind::File;
         Ok(Self {
+            fresh_ram: std::sync::atomic::AtomicBool::new(fresh),
             kvm,
             layout,
             mem: ram.mem.clone(),
@@ -251,6 +256,15 @@ impl Resources {
             disks,
             devices,
         })
+    }
+}
+
+impl Resources {
+    /// Whether guest RAM is still all zero; true at most once (the first
+    /// boot), since the guest dirties it.
+    pub fn take_fresh_ram(&self) -> bool {
+        self.fresh_ram
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 }
 

@@ -417,8 +417,9 @@ pub fn create_overlay_with(
 
 static OVERLAY_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Fallback for `write_zeroes`: plain writes of a zero buffer in 1 MiB steps.
-pub(crate) fn write_zeroes_by_writing(
+/// Fallback for `write_zeroes`, and zeroing that must keep the range
+/// allocated: plain writes of a zero buffer in 1 MiB steps.
+pub fn write_zeroes_by_writing(
     img: &dyn DiskImage,
     offset: u64,
     len: u64,

@@ -18,6 +18,36 @@ use anyhow::{bail, Context, Result};
 const MODES: [&str; 4] = ["seqread", "randread", "seqwrite", "randwrite"];
 const DISK_BYTES: u64 = 256 << 20;
 
+const HELP: &str = "\
+usage: casemate-blkbench [--machine q35|pc|microvm] [--runs N] [--ops N] [--casemate PATH]
+Runs the probe's blk-bench (seqread, randread, seqwrite, randwrite) on
+Casemate and on QEMU 7.2, alternating, on copies of one raw image, and
+prints medians and ratios. Defaults: q35, 5 runs, 20000 ops,
+target/release/casemate.
+";
+
+/// Options the benchmark takes; anything else (a typo, `--help`) must not
+/// start minutes of benchmarking.
+const KNOWN: [&str; 4] = ["--machine", "--runs", "--ops", "--casemate"];
+
+/// `Some(text)` when the arguments ask for help or are not understood:
+/// print it instead of running.
+fn help_or_misuse(args: &[String]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if matches!(a.as_str(), "-h" | "--help" | "help") {
+            return Some(HELP.to_string());
+        }
+        if !KNOWN.contains(&a.as_str()) {
+            return Some(format!("unknown argument '{a}'\n{HELP}"));
+        }
+        if it.next().is_none() {
+            return Some(format!("{a} needs a value\n{HELP}"));
+        }
+    }
+    None
+}
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -50,6 +80,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match help_or_misuse(&args) {
+        Some(text) if text == HELP => {
+            print!("{text}");
+            return Ok(());
+        }
+        Some(text) => bail!("{text}"),
+        None => {}
+    }
     let runs: usize = arg(&args, "--runs").map_or(Ok(5), |v| v.parse())?;
     let ops: u64 = arg(&args, "--ops").map_or(Ok(20_000), |v| v.parse())?;
     let machine = arg(&args, "--machine").unwrap_or_else(|| "q35".into());
@@ -146,4 +184,28 @@ fn qemu_cmd(probe: &Path, machine: &str, img: &Path, append: &str) -> Command {
             &format!("{append} exit=debug"),
         ]);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn help_and_unknown_arguments_do_not_run_the_benchmark() {
+        assert_eq!(help_or_misuse(&v(&["--help"])).as_deref(), Some(HELP));
+        assert_eq!(help_or_misuse(&v(&["-h"])).as_deref(), Some(HELP));
+        let e = help_or_misuse(&v(&["--rusn", "3"])).unwrap();
+        assert!(e.starts_with("unknown argument '--rusn'"), "{e}");
+        assert!(help_or_misuse(&v(&["--runs"]))
+            .unwrap()
+            .contains("needs a value"));
+        assert_eq!(
+            help_or_misuse(&v(&["--runs", "3", "--machine", "pc"])),
+            None
+        );
+    }
 }

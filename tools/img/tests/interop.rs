@@ -354,3 +354,45 @@ fn cli_help_version_and_errors() {
     img(&["create", "-q", &f, "1.5M"]);
     assert_eq!(std::fs::metadata(&f).unwrap().len(), 1536 << 10);
 }
+
+/// `info --backing-chain` lists every image of the chain, as qemu-img.
+#[test]
+fn info_backing_chain_lists_every_image_as_qemu() {
+    if !have_qemu("info_backing_chain_lists_every_image_as_qemu") {
+        return;
+    }
+    let d = TempDir::new("chain");
+    let (base, mid, top) = (d.path("base.raw"), d.path("mid.qcow2"), d.path("top.qcow2"));
+    ok("qemu-img", &["create", "-q", "-f", "raw", &base, "4M"]);
+    let back = |b: &str, f: &str, p: &str| {
+        ok(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", "-b", b, "-F", f, p],
+        );
+    };
+    back(&base, "raw", &mid);
+    back(&mid, "qcow2", &top);
+    let ours = img(&["info", "--backing-chain", &top]);
+    let theirs = ok("qemu-img", &["info", "--backing-chain", &top]);
+    let images = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter_map(|l| l.strip_prefix("image: "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        images(&ours),
+        vec![top.clone(), mid.clone(), base.clone()],
+        "{ours}"
+    );
+    assert_eq!(images(&ours), images(&theirs));
+    let j: serde_json::Value =
+        serde_json::from_str(&img(&["info", "--backing-chain", "--output=json", &top])).unwrap();
+    let names: Vec<&str> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec![top.as_str(), mid.as_str(), base.as_str()]);
+}

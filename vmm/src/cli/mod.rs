@@ -6,14 +6,18 @@
 //! `VmConfig::validate`.
 
 mod devices;
+mod drive;
+mod machine;
 mod net;
 mod rng;
 
 use std::path::PathBuf;
 
+use drive::Drives;
+
 use crate::config::{
-    BackendKind, CacheConfig, CpuModel, DriveConfig, FdSetConfig, MachineKind, MemoryBackendConfig,
-    RtcConfig, SerialConfig, SmpConfig, Transport, VmConfig,
+    BackendKind, FdSetConfig, MachineKind, MemoryBackendConfig, RtcConfig, SerialConfig, SmpConfig,
+    Transport, VmConfig,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,6 +40,24 @@ pub enum CliError {
     Stray(String),
     #[error("--config cannot be combined with VM options such as '{0}'")]
     ConfigPlusOptions(String),
+    #[error("{0}")]
+    Several(Errors),
+}
+
+/// Every refusal of one command line, printed one per line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Errors(pub Vec<CliError>);
+
+impl std::fmt::Display for Errors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
 }
 
 /// What the user asked the binary to do.
@@ -44,12 +66,16 @@ pub enum Command {
     Run {
         config: Box<VmConfig>,
         log: Option<String>,
+        /// Options accepted without effect or mapped, for `--log info`.
+        notes: Vec<String>,
     },
     RunConfigFile {
         path: PathBuf,
         log: Option<String>,
     },
     WriteProbe(PathBuf),
+    /// Print this text and exit 0 (`-cpu help`, `-machine help`).
+    Print(&'static str),
     Help,
     Version,
 }
@@ -59,7 +85,7 @@ usage: casemate [options]
 Boots a KVM microVM. With no -kernel it boots the embedded probe guest.
 
 QEMU-compatible options:
-  -machine|-M TYPE[,accel=kvm][,memory-backend=ID][,acpi=on|off]
+  -machine|-M TYPE[,accel=kvm][,memory-backend=ID][,acpi=on|off][,usb=off]
                                 machine type: microvm (default; virtio-mmio),
                                 pc (i440FX + PIIX3) or q35 (PCIe + ICH9, ECAM);
                                 guest RAM from the memory backend object ID;
@@ -67,8 +93,10 @@ QEMU-compatible options:
                                 acpi=off: no ACPI tables (microvm: virtio-mmio
                                 devices announced on the kernel command line;
                                 pc, q35: PCI interrupts in the MP table)
-  -cpu host|kvm64|qemu64        CPUID template (default host)
+  -cpu host|max|kvm64|qemu64    CPUID template (default host); QEMU's named
+                                models are refused naming the nearest one
   -smp [cpus=]N[,sockets=S][,cores=C][,threads=T][,maxcpus=N]
+                                sockets x cores x threads must equal cpus
   -m [size=]SIZE                guest RAM; no suffix means MiB (default 128M)
   -object memory-backend-ram|memory-backend-memfd|memory-backend-file,id=ID,size=SIZE
           [,prealloc=on][,prealloc-threads=N][,share=on|off][,merge=on|off][,dump=on|off]
@@ -97,6 +125,8 @@ Casemate options:
   -V, --version                 version
   -drive file=F[,format=raw|qcow2][,if=virtio|none][,id=ID][,readonly=on]
          [,cache=writeback|none|writethrough|unsafe][,snapshot=on]
+         [,discard=ignore|unmap][,detect-zeroes=off|on|unmap]
+         [,aio=threads|native|io_uring][,file.locking=on|off]
   -device virtio-blk-device|virtio-blk-pci,drive=ID[,num-queues=N]
                                 the disk on virtio-mmio (microvm) or virtio-pci
                                 (pc, q35); if=virtio picks the machine's own
@@ -109,152 +139,371 @@ Casemate options:
   -add-fd fd=N,set=S[,opaque=STR]
                                 an inherited fd; name it as /dev/fdset/S in
                                 -drive file=, -kernel, -initrd, filename=
+  -cpu help, -machine help       list the CPU models and machine types
+Accepted without effect (a note under --log info): -net none, -nic none,
+-vga none, -monitor none, -usb, -machine usb=off, -no-acpi on microvm,
+unused -object memory-backend-*; versioned machine names (pc-q35-7.2) map
+to q35/pc. SIGTERM, SIGINT and SIGHUP end the VM as a power-off (images
+flushed, exit 0).
   -netdev tap,id=ID,ifname=NAME|fd=N[,script=no,downscript=no][,vhost=off]
   -device virtio-net-pci|virtio-net-device,netdev=ID[,mac=52:54:00:12:34:56]
   -nic tap,ifname=NAME[,model=virtio|virtio-net-pci|virtio-net-device][,mac=]
-  -net nic[,model=virtio][,macaddr=] -net tap,ifname=NAME   -net none, -nic none
+  -net nic[,model=virtio][,macaddr=] -net tap,ifname=NAME
                                 virtio-net over a tap (created or attached by
                                 name, or inherited); MACs default to QEMU's
                                 52:54:00:12:34:56 (+1 per NIC); no ifup scripts
-Not supported yet (rejected by name): -netdev user|bridge, other -object and
--device types, -vga, -monitor, -S, -bios, -hda, -cdrom.
+Not supported yet (rejected by name, all at once): -netdev user|bridge,
+other -object and -device types, -vga, -monitor, -S, -bios, -boot, -hda,
+-cdrom, -audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
 ";
 
-const NOT_YET: &[(&str, &str)] = &[
-    ("hda", "use -drive file=...,if=virtio"),
-    ("cdrom", "no CD-ROM device"),
-    ("vga", "no display devices yet"),
-    ("monitor", "no monitor yet"),
-    ("qmp", "no monitor yet"),
-    ("S", "no monitor to continue a paused VM from"),
-    ("bios", "Casemate boots kernels directly, without firmware"),
+/// QEMU options Casemate does not support: name, whether it takes a
+/// value (so that parsing goes on past it), and why.
+const NOT_YET: &[(&str, bool, &str)] = &[
+    ("hda", true, "use -drive file=...,if=virtio"),
+    ("hdb", true, "use -drive file=...,if=virtio"),
+    ("cdrom", true, "no CD-ROM device"),
+    ("fda", true, "no floppy device"),
+    ("vga", true, "no display devices (-vga none is accepted)"),
+    (
+        "monitor",
+        true,
+        "no monitor yet (-monitor none is accepted)",
+    ),
+    ("qmp", true, "no monitor yet"),
+    (
+        "chardev",
+        true,
+        "character devices other than -serial are not supported",
+    ),
+    ("S", false, "no monitor to continue a paused VM from"),
+    (
+        "bios",
+        true,
+        "Casemate boots kernels directly, without firmware",
+    ),
+    (
+        "boot",
+        true,
+        "no firmware to choose a boot device: the kernel boots directly (-kernel)",
+    ),
+    ("audiodev", true, "no audio devices"),
+    ("soundhw", true, "no audio devices"),
+    ("parallel", true, "no parallel port"),
+    (
+        "global",
+        true,
+        "device properties are not settable globally; give them on -device",
+    ),
+    ("k", true, "no display, so no keyboard layout"),
+    (
+        "uuid",
+        true,
+        "no firmware tables (SMBIOS) to carry a system UUID",
+    ),
+    ("smbios", true, "no firmware tables (SMBIOS)"),
+    ("numa", true, "one NUMA node only"),
+    ("usbdevice", true, "no USB controller"),
+    (
+        "pidfile",
+        true,
+        "no pid file yet: the launcher knows the pid",
+    ),
+    (
+        "daemonize",
+        false,
+        "runs in the foreground: let the launcher detach it",
+    ),
+    ("loadvm", true, "no snapshots of VM state"),
+    ("incoming", true, "no migration"),
+    ("gdb", true, "no gdb stub"),
+    ("s", false, "no gdb stub"),
+    ("icount", true, "KVM only: no instruction counting"),
+    ("fsdev", true, "no 9p file sharing"),
+    ("virtfs", true, "no 9p file sharing"),
+    ("spice", true, "no display"),
+    ("vnc", true, "no display"),
+    (
+        "sandbox",
+        true,
+        "Casemate confines itself with its jailer (casemate-jailer)",
+    ),
+    (
+        "runas",
+        true,
+        "Casemate drops privileges through its jailer (casemate-jailer)",
+    ),
+    (
+        "chroot",
+        true,
+        "Casemate changes root through its jailer (casemate-jailer)",
+    ),
+    ("no-hpet", false, "there is no HPET to remove"),
+    ("no-shutdown", false, "a power-off always ends the VM"),
+    ("full-screen", false, "no display"),
 ];
 
-/// Parse `args` (without the program name).
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliError> {
-    let mut it = args.into_iter();
-    let mut c = VmConfig::default();
-    let mut log = None;
-    let mut config_file = None;
-    let mut first_vm_opt: Option<String> = None;
-    let mut serial_set = false;
-    let mut drives = Drives::default();
-    let mut nodefaults = false;
-    let mut memory_set = false;
-    let mut backends: Vec<MemoryBackendConfig> = Vec::new();
-    let mut backend_id: Option<String> = None;
-    let mut objects = devices::Objects::default();
+/// What `parse` gathers besides the config.
+#[derive(Default)]
+struct Pending {
+    config_file: Option<PathBuf>,
+    log: Option<String>,
+    serial_count: usize,
+    serial_set: bool,
+    nodefaults: bool,
+    memory_set: bool,
+    no_acpi: bool,
+    usb: bool,
+    backends: Vec<MemoryBackendConfig>,
+    backend_id: Option<String>,
+    objects: devices::Objects,
     // Other -device options wait for every -object (QEMU creates objects
     // first, so a device may name one given after it).
-    let mut other_devices: Vec<(String, KeyVals, Transport, devices::DeviceParser)> = Vec::new();
+    other_devices: Vec<(String, KeyVals, Transport, devices::DeviceParser)>,
+    drives: Drives,
+    notes: Vec<String>,
+}
+
+/// Parse `args` (without the program name). The whole line is read before
+/// answering: every refusal is in the error, one per line.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliError> {
+    let mut it = args.into_iter().peekable();
+    let mut c = VmConfig::default();
+    let mut first_vm_opt: Option<String> = None;
+    let mut p = Pending::default();
+    let mut errors = Vec::new();
     while let Some(raw) = it.next() {
         let Some(name) = raw.strip_prefix("--").or_else(|| raw.strip_prefix('-')) else {
-            return Err(CliError::Stray(raw));
+            errors.push(CliError::Stray(raw));
+            continue;
         };
-        let val = |it: &mut dyn Iterator<Item = String>| {
-            it.next().ok_or_else(|| CliError::MissingValue(raw.clone()))
-        };
-        let is_vm_opt = !matches!(name, "log" | "config");
+        let name = name.to_string();
+        let is_vm_opt = !matches!(name.as_str(), "log" | "config");
         if is_vm_opt && first_vm_opt.is_none() {
             first_vm_opt = Some(raw.clone());
         }
-        match name {
-            "h" | "help" => return Ok(Command::Help),
-            "V" | "version" => return Ok(Command::Version),
-            "write-probe" => return Ok(Command::WriteProbe(val(&mut it)?.into())),
-            "config" => config_file = Some(PathBuf::from(val(&mut it)?)),
-            "log" => log = Some(val(&mut it)?),
-            "M" | "machine" => {
-                let m = machine(&raw, &val(&mut it)?)?;
-                c.machine = m.kind;
-                c.acpi = m.acpi.or(c.acpi);
-                backend_id = m.memory_backend.or(backend_id);
-            }
-            "object" => {
-                let v = val(&mut it)?;
-                if !objects.add(&raw, KeyVals::parse(&raw, &v, "qom-type")?)? {
-                    backends.push(object(&raw, &v)?);
-                }
-            }
-            "add-fd" => c.fdsets.push(add_fd(&raw, &val(&mut it)?)?),
-            "overcommit" => c.mem_lock = overcommit(&raw, &val(&mut it)?)?,
-            "thp" => c.thp = on_off(&raw, "thp", &val(&mut it)?)?,
-            "cpu" => c.cpu = cpu(&raw, &val(&mut it)?)?,
-            "smp" => c.smp = smp(&raw, &val(&mut it)?)?,
-            "m" => {
-                c.memory = memory(&raw, &val(&mut it)?)?;
-                memory_set = true;
-            }
-            "kernel" => c.kernel = Some(val(&mut it)?.into()),
-            "initrd" => c.initrd = Some(val(&mut it)?.into()),
-            "append" => c.append = val(&mut it)?,
-            "serial" => {
-                c.serial = serial(&raw, &val(&mut it)?)?;
-                serial_set = true;
-            }
-            "nographic" | "enable-kvm" | "no-user-config" => {}
-            "nodefaults" => nodefaults = true,
-            "display" => {
-                let v = val(&mut it)?;
-                if v != "none" {
-                    return Err(bad(&raw, &v, "only 'none': Casemate has no display"));
-                }
-            }
-            "accel" => {
-                let v = val(&mut it)?;
-                let kv = KeyVals::parse(&raw, &v, "accel")?;
-                if kv.get("accel") != Some("kvm") || kv.pairs.len() > 1 {
-                    return Err(bad(&raw, &v, "only 'kvm' is supported"));
-                }
-            }
-            "no-reboot" => c.no_reboot = true,
-            "drive" => drives.drive(&raw, &val(&mut it)?)?,
-            "device" => {
-                let v = val(&mut it)?;
-                let kv = KeyVals::parse(&raw, &v, "driver")?;
-                let driver = kv.get("driver").unwrap_or_default();
-                match devices::DEVICES.iter().find(|(n, ..)| *n == driver) {
-                    Some(&(_, t, parse)) => other_devices.push((raw.clone(), kv, t, parse)),
-                    None => drives.device(&raw, &v)?,
-                }
-            }
-            "netdev" | "net" | "nic" => objects.net.option(&raw, name, &val(&mut it)?)?,
-            "snapshot" => drives.snapshot = true,
-            "rtc" => c.rtc = rtc(&raw, &val(&mut it)?)?,
-            "name" => {
-                val(&mut it)?;
-            }
-            _ => {
-                if let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == name) {
-                    return Err(CliError::NotYet { opt: raw, why });
-                }
-                return Err(CliError::Unknown(raw));
-            }
+        match option(&raw, &name, &mut it, &mut c, &mut p) {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
         }
     }
-    c.drives = drives.finish()?;
-    for (opt, kv, t, parse) in &other_devices {
-        c.devices.push(parse(opt, kv, *t, &objects)?);
+    let (config_file, log) = (p.config_file.take(), p.log.take());
+    let notes = finish(&mut c, p, &mut errors);
+    if let Some(path) = config_file {
+        if let Some(opt) = first_vm_opt {
+            errors.push(CliError::ConfigPlusOptions(opt));
+        } else if errors.is_empty() {
+            return Ok(Command::RunConfigFile { path, log });
+        }
     }
-    net::finish(&mut c.devices, &objects)?;
-    if nodefaults && !serial_set {
+    match errors.len() {
+        0 => Ok(Command::Run {
+            config: Box::new(c),
+            log,
+            notes,
+        }),
+        1 => Err(errors.remove(0)),
+        _ => Err(CliError::Several(Errors(errors))),
+    }
+}
+
+/// One option and its value. `Some` ends parsing with that command
+/// (`--help`, `-cpu help`, ...).
+fn option(
+    raw: &str,
+    name: &str,
+    it: &mut std::iter::Peekable<impl Iterator<Item = String>>,
+    c: &mut VmConfig,
+    p: &mut Pending,
+) -> Result<Option<Command>, CliError> {
+    let mut val = || {
+        it.next()
+            .ok_or_else(|| CliError::MissingValue(raw.to_string()))
+    };
+    match name {
+        "h" | "help" => return Ok(Some(Command::Help)),
+        "V" | "version" => return Ok(Some(Command::Version)),
+        "write-probe" => return Ok(Some(Command::WriteProbe(val()?.into()))),
+        "config" => p.config_file = Some(val()?.into()),
+        "log" => p.log = Some(val()?),
+        "M" | "machine" => {
+            let v = val()?;
+            if matches!(v.as_str(), "help" | "?") {
+                return Ok(Some(Command::Print(machine::MACHINE_HELP)));
+            }
+            let m = machine::machine(raw, &v)?;
+            c.machine = m.kind.unwrap_or(c.machine);
+            c.acpi = m.acpi.or(c.acpi);
+            p.backend_id = m.memory_backend.or(p.backend_id.take());
+            p.notes.extend(m.notes);
+        }
+        "object" => {
+            let v = val()?;
+            if !p.objects.add(raw, KeyVals::parse(raw, &v, "qom-type")?)? {
+                let b = object(raw, &v)?;
+                let dup = p.backends.iter().any(|o| o.id == b.id) || p.objects.get(&b.id).is_some();
+                if dup {
+                    return Err(bad(
+                        raw,
+                        &b.id,
+                        format!("Duplicate ID '{}' for object", b.id),
+                    ));
+                }
+                p.backends.push(b);
+            }
+        }
+        "add-fd" => c.fdsets.push(add_fd(raw, &val()?)?),
+        "overcommit" => c.mem_lock = overcommit(raw, &val()?)?,
+        "thp" => c.thp = on_off(raw, "thp", &val()?)?,
+        "cpu" => {
+            let v = val()?;
+            if matches!(v.as_str(), "help" | "?") {
+                return Ok(Some(Command::Print(machine::CPU_HELP)));
+            }
+            c.cpu = machine::cpu(raw, &v)?;
+        }
+        "smp" => c.smp = smp(raw, &val()?)?,
+        "m" => {
+            c.memory = memory(raw, &val()?)?;
+            p.memory_set = true;
+        }
+        "kernel" => c.kernel = Some(val()?.into()),
+        "initrd" => c.initrd = Some(val()?.into()),
+        "append" => c.append = val()?,
+        "serial" => {
+            let v = val()?;
+            p.serial_count += 1;
+            let s = serial(raw, &v)?;
+            if p.serial_count > 1 {
+                // QEMU makes it COM2; Casemate has COM1 only.
+                if s != SerialConfig::None {
+                    return Err(bad(
+                        raw,
+                        &v,
+                        "a second -serial would be COM2: Casemate has one serial port (COM1)",
+                    ));
+                }
+            } else {
+                c.serial = s;
+                p.serial_set = true;
+            }
+        }
+        "nographic" | "enable-kvm" | "no-user-config" => {}
+        "nodefaults" => p.nodefaults = true,
+        "display" => {
+            let v = val()?;
+            if v != "none" {
+                return Err(bad(raw, &v, "only 'none': Casemate has no display"));
+            }
+        }
+        "accel" => {
+            let v = val()?;
+            let kv = KeyVals::parse(raw, &v, "accel")?;
+            if kv.get("accel") != Some("kvm") || kv.pairs.len() > 1 {
+                return Err(bad(raw, &v, "only 'kvm' is supported"));
+            }
+        }
+        "no-reboot" => c.no_reboot = true,
+        "no-acpi" => p.no_acpi = true,
+        "usb" => p.usb = true,
+        "drive" => p.drives.drive(raw, &val()?)?,
+        "device" => {
+            let v = val()?;
+            let kv = KeyVals::parse(raw, &v, "driver")?;
+            let driver = kv.get("driver").unwrap_or_default();
+            match devices::DEVICES.iter().find(|(n, ..)| *n == driver) {
+                Some(&(_, t, parse)) => p.other_devices.push((raw.to_string(), kv, t, parse)),
+                None => p.drives.device(raw, &v)?,
+            }
+        }
+        "netdev" | "net" | "nic" => match val()? {
+            v if v == "none" && name != "netdev" => p
+                .notes
+                .push(format!("{raw} none: nothing to remove, accepted")),
+            v => p.objects.net.option(raw, name, &v)?,
+        },
+        "snapshot" => p.drives.snapshot = true,
+        "rtc" => c.rtc = rtc(raw, &val()?)?,
+        "name" => {
+            val()?;
+        }
+        "vga" | "monitor" if it.peek().is_some_and(|v| v == "none") => {
+            it.next();
+            p.notes
+                .push(format!("{raw} none: nothing to remove, accepted"));
+        }
+        _ => {
+            if let Some(&(_, takes_value, why)) = NOT_YET.iter().find(|(n, ..)| *n == name) {
+                if takes_value {
+                    it.next();
+                }
+                return Err(CliError::NotYet {
+                    opt: raw.to_string(),
+                    why,
+                });
+            }
+            // Unknown: a following word that is not an option is taken as
+            // its value, so that it is not reported again as stray.
+            if it.peek().is_some_and(|v| !v.starts_with('-')) {
+                it.next();
+            }
+            return Err(CliError::Unknown(raw.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// What needs the whole line: drives with their devices, devices with
+/// their objects, the memory backend, machine-dependent switches. Returns
+/// the notes for `--log info`.
+fn finish(c: &mut VmConfig, mut p: Pending, errors: &mut Vec<CliError>) -> Vec<String> {
+    match std::mem::take(&mut p.drives).finish() {
+        Ok(d) => c.drives = d,
+        Err(e) => errors.push(e),
+    }
+    for (opt, kv, t, parse) in &p.other_devices {
+        match parse(opt, kv, *t, &p.objects) {
+            Ok(d) => c.devices.push(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Err(e) = net::finish(&mut c.devices, &p.objects) {
+        errors.push(e);
+    }
+    if p.nodefaults && !p.serial_set {
         c.serial = SerialConfig::None;
     }
-    c.memory_backend = pick_backend(backends, backend_id)?;
-    if let (Some(b), false) = (&c.memory_backend, memory_set) {
+    if p.usb {
+        // No -device asks for USB here: a USB device is refused by name.
+        p.notes
+            .push("-usb: no USB device is asked for, so no USB controller is needed".into());
+    }
+    if p.no_acpi {
+        if c.machine == MachineKind::Microvm {
+            p.notes.push(
+                "-no-acpi: ignored on microvm, as QEMU does (use -machine microvm,acpi=off)".into(),
+            );
+        } else {
+            c.acpi = Some(false);
+        }
+    }
+    match pick_backend(std::mem::take(&mut p.backends), p.backend_id.take()) {
+        Ok((b, unused)) => {
+            c.memory_backend = b;
+            for id in unused {
+                p.notes.push(format!(
+                    "-object {id}: memory backend not used (only -machine memory-backend=ID gives guest RAM)"
+                ));
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    if let (Some(b), false) = (&c.memory_backend, p.memory_set) {
         // As QEMU: without -m, RAM is the backend's size.
         c.memory = b.size;
     }
-    if let Some(path) = config_file {
-        if let Some(opt) = first_vm_opt {
-            return Err(CliError::ConfigPlusOptions(opt));
-        }
-        return Ok(Command::RunConfigFile { path, log });
-    }
-    Ok(Command::Run {
-        config: Box::new(c),
-        log,
-    })
+    p.notes
 }
 
 /// `-add-fd fd=N,set=S[,opaque=STR]`.
@@ -349,192 +598,6 @@ impl KeyVals {
     }
 }
 
-/// `-drive` and `-device virtio-blk-*` pair up by id, as in QEMU:
-/// `if=virtio` drives get their device implicitly, `if=none` drives need one.
-#[derive(Default)]
-struct Drives {
-    drives: Vec<(DriveConfig, bool)>,
-    devices: Vec<(String, u16, Transport)>,
-    snapshot: bool,
-}
-
-impl Drives {
-    fn drive(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
-        let kv = KeyVals::parse(opt, v, "file")?;
-        kv.only(
-            opt,
-            &[
-                "file",
-                "format",
-                "if",
-                "readonly",
-                "cache",
-                "id",
-                "snapshot",
-                "media",
-                "aio",
-                "discard",
-                "file.locking",
-            ],
-        )?;
-        let file = kv
-            .get("file")
-            .filter(|f| !f.is_empty())
-            .ok_or_else(|| bad(opt, v, "file= is required"))?;
-        let on_off = |k: &str| -> Result<bool, CliError> {
-            match kv.get(k) {
-                None | Some("off") => Ok(false),
-                Some("on") => Ok(true),
-                Some(x) => Err(bad(opt, x, format!("{k} takes on or off"))),
-            }
-        };
-        let implicit = match kv.get("if").unwrap_or("virtio") {
-            "virtio" => true,
-            "none" => false,
-            i => return Err(bad(opt, i, "only if=virtio and if=none are supported")),
-        };
-        if kv.get("media").is_some_and(|m| m != "disk") {
-            return Err(bad(opt, v, "only media=disk is supported"));
-        }
-        let cache = match kv.get("cache").unwrap_or("writeback") {
-            "writeback" => CacheConfig::Writeback,
-            "none" | "directsync" => CacheConfig::None,
-            "writethrough" => CacheConfig::Writethrough,
-            "unsafe" => CacheConfig::Unsafe,
-            x => {
-                return Err(bad(
-                    opt,
-                    x,
-                    "cache is writeback, none, writethrough or unsafe",
-                ))
-            }
-        };
-        let id = kv
-            .get("id")
-            .map_or_else(|| format!("drive{}", self.drives.len()), str::to_string);
-        let d = DriveConfig {
-            id,
-            file: file.into(),
-            format: kv.get("format").map(str::to_string),
-            read_only: on_off("readonly")?,
-            cache,
-            snapshot: on_off("snapshot")?,
-            num_queues: 1,
-            transport: None,
-            locking: match kv.get("file.locking") {
-                None | Some("on" | "auto") => true,
-                Some("off") => false,
-                Some(x) => return Err(bad(opt, x, "file.locking is on, off or auto")),
-            },
-        };
-        self.drives.push((d, implicit));
-        Ok(())
-    }
-
-    fn device(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
-        let kv = KeyVals::parse(opt, v, "driver")?;
-        let transport = match kv.get("driver").unwrap_or_default() {
-            "virtio-blk-device" => Transport::Mmio,
-            "virtio-blk-pci" => Transport::Pci,
-            d => return Err(CliError::NotYet {
-                opt: format!("{opt} {d}"),
-                why:
-                    "the block devices are virtio-blk-pci (pc, q35) and virtio-blk-device (microvm)",
-            }),
-        };
-        kv.only(opt, &["driver", "drive", "num-queues", "id", "serial"])?;
-        let drive = kv
-            .get("drive")
-            .ok_or_else(|| bad(opt, v, "drive= is required"))?
-            .to_string();
-        let queues = match kv.get("num-queues") {
-            Some(n) => n
-                .parse()
-                .map_err(|_| bad(opt, n, "num-queues must be a number"))?,
-            None => 1,
-        };
-        self.devices.push((drive, queues, transport));
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<DriveConfig>, CliError> {
-        for (drive, queues, transport) in &self.devices {
-            let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
-                return Err(bad("-device", drive, "no -drive has this id"));
-            };
-            if d.transport.is_some() {
-                return Err(bad(
-                    "-device",
-                    drive,
-                    "this drive is already used by a device",
-                ));
-            }
-            d.num_queues = *queues;
-            d.transport = Some(*transport);
-            *implicit = true;
-        }
-        let mut out = Vec::new();
-        for (mut d, used) in self.drives {
-            if !used {
-                return Err(bad(
-                    "-drive",
-                    &d.id,
-                    "if=none drive is not used by any -device",
-                ));
-            }
-            d.snapshot |= self.snapshot;
-            out.push(d);
-        }
-        Ok(out)
-    }
-}
-
-/// What `-machine` sets.
-struct MachineOpts {
-    kind: MachineKind,
-    memory_backend: Option<String>,
-    /// `acpi=on|off|auto` (auto: on); None when not given.
-    acpi: Option<bool>,
-}
-
-fn machine(opt: &str, v: &str) -> Result<MachineOpts, CliError> {
-    let kv = KeyVals::parse(opt, v, "type")?;
-    kv.only(opt, &["type", "accel", "memory-backend", "acpi"])?;
-    if let Some(a) = kv.get("accel") {
-        if a != "kvm" {
-            return Err(bad(opt, a, "only accel=kvm is supported"));
-        }
-    }
-    let kind = match kv.get("type").unwrap_or("microvm") {
-        "microvm" => MachineKind::Microvm,
-        "pc" | "pc-i440fx" => MachineKind::Pc,
-        "q35" | "pc-q35" => MachineKind::Q35,
-        "isapc" => MachineKind::Isapc,
-        t => return Err(bad(opt, t, "machine types are microvm, pc, q35, isapc")),
-    };
-    let acpi = match kv.get("acpi") {
-        None => None,
-        Some("on" | "auto") => Some(true),
-        Some("off") => Some(false),
-        Some(a) => return Err(bad(opt, a, "acpi is on, off or auto")),
-    };
-    Ok(MachineOpts {
-        kind,
-        memory_backend: kv.get("memory-backend").map(str::to_string),
-        acpi,
-    })
-}
-
-fn cpu(opt: &str, v: &str) -> Result<CpuModel, CliError> {
-    match v {
-        "host" | "max" => Ok(CpuModel::Host),
-        "kvm64" => Ok(CpuModel::Kvm64),
-        "qemu64" => Ok(CpuModel::Qemu64),
-        _ if v.contains(',') => Err(bad(opt, v, "CPU feature flags are not supported")),
-        _ => Err(bad(opt, v, "CPU models are host, max, kvm64, qemu64")),
-    }
-}
-
 fn number(opt: &str, key: &str, v: &str) -> Result<u32, CliError> {
     v.parse()
         .map_err(|_| bad(opt, v, format!("{key} must be a whole number")))
@@ -561,12 +624,15 @@ fn smp(opt: &str, v: &str) -> Result<SmpConfig, CliError> {
         get("threads")?,
     );
     let threads = threads.unwrap_or(1);
+    // As QEMU 6.2+: fill cores before sockets, with whole divisions; a
+    // topology that does not then multiply out to cpus is refused by
+    // `VmConfig::validate`, for the CLI and --config alike.
+    let n = cpus.unwrap_or(1);
     let (sockets, cores) = match (sockets, cores) {
         (Some(s), Some(c)) => (s, c),
-        // Like QEMU 6.2+: fill cores before sockets.
-        (None, None) => (1, cpus.unwrap_or(1).div_ceil(threads.max(1))),
-        (Some(s), None) => (s, cpus.unwrap_or(1).div_ceil((s * threads).max(1))),
-        (None, Some(c)) => (cpus.unwrap_or(1).div_ceil((c * threads).max(1)), c),
+        (None, None) => (1, (n / threads.max(1)).max(1)),
+        (Some(s), None) => (s, (n / s.saturating_mul(threads).max(1)).max(1)),
+        (None, Some(c)) => ((n / c.saturating_mul(threads).max(1)).max(1), c),
     };
     let cpus = cpus.unwrap_or(sockets.saturating_mul(cores).saturating_mul(threads));
     if let Some(m) = get("maxcpus")? {
@@ -703,34 +769,25 @@ fn object(opt: &str, v: &str) -> Result<MemoryBackendConfig, CliError> {
 /// The backend `-machine memory-backend=ID` names; every backend given must
 /// be the one used (Casemate has nothing else, such as NUMA nodes, to put
 /// memory in).
+/// Returns it and the ids of the unused ones (QEMU accepts those; they
+/// hold no memory here, as they would hold none in QEMU until something
+/// used them).
 fn pick_backend(
     mut backends: Vec<MemoryBackendConfig>,
     id: Option<String>,
-) -> Result<Option<MemoryBackendConfig>, CliError> {
+) -> Result<(Option<MemoryBackendConfig>, Vec<String>), CliError> {
     let opt = "-machine memory-backend";
-    let Some(id) = id else {
-        return match backends.first() {
-            None => Ok(None),
-            Some(b) => Err(bad(
-                "-object",
-                &b.id,
-                "a memory backend is used only through -machine memory-backend=ID",
-            )),
-        };
+    let b = match id {
+        None => None,
+        Some(id) => {
+            let pos = backends
+                .iter()
+                .position(|b| b.id == id)
+                .ok_or_else(|| bad(opt, &id, "no -object memory-backend-* has this id"))?;
+            Some(backends.swap_remove(pos))
+        }
     };
-    let pos = backends
-        .iter()
-        .position(|b| b.id == id)
-        .ok_or_else(|| bad(opt, &id, "no -object memory-backend-* has this id"))?;
-    let b = backends.swap_remove(pos);
-    if let Some(other) = backends.first() {
-        return Err(bad(
-            "-object",
-            &other.id,
-            "only the backend named by -machine memory-backend can be used",
-        ));
-    }
-    Ok(Some(b))
+    Ok((b, backends.into_iter().map(|b| b.id).collect()))
 }
 
 /// `-overcommit mem-lock=on|off[,cpu-pm=off]`.
@@ -790,312 +847,4 @@ fn datetime(s: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(args: &[&str]) -> Result<VmConfig, CliError> {
-        match parse(args.iter().map(|s| s.to_string()))? {
-            Command::Run { config, .. } => Ok(*config),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn qemu_style_line() {
-        let c = run(&[
-            "-M",
-            "microvm,accel=kvm",
-            "-enable-kvm",
-            "-cpu",
-            "host",
-            "-smp",
-            "2",
-            "-m",
-            "1G",
-            "-kernel",
-            "/k",
-            "-append",
-            "console=ttyS0 a=b",
-            "-nographic",
-            "-no-reboot",
-            "-serial",
-            "file:/tmp/x",
-        ])
-        .unwrap();
-        assert_eq!(c.memory, 1 << 30);
-        assert_eq!(c.smp.cpus, 2);
-        assert_eq!((c.smp.sockets, c.smp.cores, c.smp.threads), (1, 2, 1));
-        assert_eq!(c.append, "console=ttyS0 a=b");
-        assert!(c.no_reboot);
-        assert_eq!(c.serial, SerialConfig::File("/tmp/x".into()));
-        assert!(c.acpi_on(), "ACPI tables by default, as QEMU's microvm");
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64", 20), Some(64 << 20));
-        assert_eq!(parse_size("5G", 20), Some(5 << 30));
-        assert_eq!(parse_size("1.5G", 20), Some(3 << 29));
-        assert_eq!(parse_size("512MiB", 20), Some(512 << 20));
-        assert_eq!(parse_size("1T", 20), Some(1 << 40));
-        assert_eq!(parse_size("0", 20), Some(0));
-        assert_eq!(parse_size("12Q", 20), None);
-        assert_eq!(parse_size("G", 20), None);
-        assert_eq!(parse_size("99999999999999999999T", 20), None);
-        assert_eq!(run(&["-m", "size=256M"]).unwrap().memory, 256 << 20);
-        assert!(matches!(
-            run(&["-m", "1G,maxmem=4G"]),
-            Err(CliError::BadValue { .. })
-        ));
-    }
-
-    #[test]
-    fn smp_topologies() {
-        let s = run(&["-smp", "cpus=4,sockets=2,threads=2"]).unwrap().smp;
-        assert_eq!((s.cpus, s.sockets, s.cores, s.threads), (4, 2, 1, 2));
-        let s = run(&["-smp", "sockets=2,cores=2"]).unwrap().smp;
-        assert_eq!(s.cpus, 4);
-        assert!(run(&["-smp", "2,maxcpus=4"]).is_err());
-        assert!(run(&["-smp", "two"]).is_err());
-        assert_eq!(
-            run(&["-smp", "0"]).unwrap().smp.cpus,
-            0,
-            "validate() rejects it"
-        );
-    }
-
-    #[test]
-    fn rejections_name_the_option() {
-        let e = run(&["-frobnicate"]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "unknown option '-frobnicate' (see casemate --help)"
-        );
-        let e = run(&["-netdev", "user,id=n"]).unwrap_err();
-        assert!(e.to_string().contains("not implemented yet"), "{e}");
-        assert_eq!(
-            run(&["-m"]).unwrap_err(),
-            CliError::MissingValue("-m".into())
-        );
-        assert!(run(&["-M", "microvm,x-option-roms=off"]).is_err());
-        assert!(run(&["-cpu", "host,+avx"]).is_err());
-        assert!(run(&["-serial", "tcp:1"]).is_err());
-        assert!(run(&["stray"]).is_err());
-    }
-
-    #[test]
-    fn drives_pair_with_devices() {
-        let c = run(&[
-            "-drive",
-            "file=/a.raw,format=raw,if=virtio,cache=none",
-            "-snapshot",
-        ])
-        .unwrap();
-        assert_eq!(c.drives.len(), 1);
-        let d = &c.drives[0];
-        assert_eq!(
-            (d.cache, d.snapshot, d.read_only),
-            (CacheConfig::None, true, false)
-        );
-        let c = run(&[
-            "-drive",
-            "file=/b.qcow2,if=none,id=d1,readonly=on",
-            "-device",
-            "virtio-blk-device,drive=d1,num-queues=4",
-        ])
-        .unwrap();
-        assert_eq!((c.drives[0].num_queues, c.drives[0].read_only), (4, true));
-        assert!(
-            run(&["-drive", "file=/b,if=none,id=x"]).is_err(),
-            "unused if=none drive"
-        );
-        assert!(run(&["-device", "virtio-blk-device,drive=nope"]).is_err());
-        assert!(run(&["-drive", "file=/a,cache=sometimes"]).is_err());
-        assert!(run(&["-drive", "if=virtio"]).is_err(), "no file");
-        let c = run(&[
-            "-M",
-            "q35",
-            "-drive",
-            "file=/a,if=none,id=d",
-            "-device",
-            "virtio-blk-pci,drive=d",
-        ])
-        .unwrap();
-        assert_eq!(c.drives[0].transport, Some(Transport::Pci));
-        let e = run(&["-device", "virtio-net-pci"]).unwrap_err();
-        assert!(e.to_string().contains("virtio-net-pci"), "{e}");
-    }
-
-    #[test]
-    fn rng_devices_and_their_backends() {
-        let c = run(&[
-            "-device",
-            "virtio-rng-pci,rng=r0,max-bytes=1024,period=500",
-            "-object",
-            "rng-random,id=r0,filename=/dev/random",
-            "-M",
-            "q35",
-        ])
-        .unwrap();
-        let want = crate::config::RngConfig {
-            id: "r0".into(),
-            backend: crate::config::RngBackendConfig::Random {
-                filename: "/dev/random".into(),
-            },
-            max_bytes: Some(1024),
-            period_ms: 500,
-            transport: Some(Transport::Pci),
-        };
-        assert_eq!(c.devices, vec![crate::config::DeviceConfig::Rng(want)]);
-        let c = run(&["-device", "virtio-rng-device"]).unwrap();
-        assert!(matches!(
-            &c.devices[0],
-            crate::config::DeviceConfig::Rng(r)
-                if r.backend == crate::config::RngBackendConfig::Builtin
-        ));
-        let e = run(&["-device", "virtio-rng-pci,rng=nope"]).unwrap_err();
-        assert!(e.to_string().contains("nope"), "{e}");
-        let e = run(&["-object", "rng-random,id=a", "-object", "rng-builtin,id=a"]).unwrap_err();
-        assert!(e.to_string().contains("Duplicate ID"), "{e}");
-        let e = run(&["-device", "virtio-rng-pci,max-bytes=lots"]).unwrap_err();
-        assert!(e.to_string().contains("max-bytes"), "{e}");
-    }
-
-    #[test]
-    fn add_fd_sets() {
-        let c = run(&[
-            "-add-fd",
-            "fd=5,set=2,opaque=disk",
-            "-drive",
-            "file=/dev/fdset/2",
-        ])
-        .unwrap();
-        assert_eq!(
-            c.fdsets,
-            vec![crate::config::FdSetConfig {
-                fd: 5,
-                set: 2,
-                opaque: Some("disk".into())
-            }]
-        );
-        for bad in ["fd=1,set=0", "set=0", "fd=4", "fd=x,set=1"] {
-            assert!(run(&["-add-fd", bad]).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn machine_acpi_switch() {
-        assert!(!run(&["-M", "isapc"]).unwrap().acpi_on(), "isapc has none");
-        assert!(!run(&["-M", "microvm,acpi=off"]).unwrap().acpi_on());
-        assert!(run(&["-M", "microvm,acpi=auto"]).unwrap().acpi_on());
-        // A later -machine without acpi= keeps the earlier choice.
-        assert!(!run(&["-M", "acpi=off", "-M", "microvm"]).unwrap().acpi_on());
-        let e = run(&["-M", "microvm,acpi=maybe"]).unwrap_err().to_string();
-        assert!(e.contains("acpi") && e.contains("maybe"), "{e}");
-    }
-
-    #[test]
-    fn memory_backends() {
-        let c = run(&[
-            "-m",
-            "1G",
-            "-object",
-            "memory-backend-memfd,id=m0,size=1G,prealloc=on,prealloc-threads=2,hugetlb=on,hugetlbsize=2M,dump=off",
-            "-machine",
-            "microvm,memory-backend=m0",
-            "-overcommit",
-            "mem-lock=on",
-            "--thp",
-            "off",
-        ])
-        .unwrap();
-        let b = c.memory_backend.unwrap();
-        assert_eq!(
-            (b.kind, b.size, b.id.as_str()),
-            (BackendKind::Memfd, 1 << 30, "m0")
-        );
-        assert!(b.prealloc && b.share && b.hugetlb && !b.dump && b.merge);
-        assert_eq!(
-            (b.prealloc_threads, b.hugetlbsize),
-            (Some(2), Some(2 << 20))
-        );
-        assert!(c.mem_lock && !c.thp);
-        let c = run(&[
-            "-object",
-            "memory-backend-file,id=f,size=512M,mem-path=/dev/shm/x,share=on",
-            "-M",
-            "memory-backend=f",
-        ])
-        .unwrap();
-        assert_eq!(c.memory, 512 << 20, "no -m: RAM is the backend's size");
-        assert_eq!(
-            c.memory_backend.unwrap().mem_path.unwrap().to_str(),
-            Some("/dev/shm/x")
-        );
-        let ram = run(&[
-            "-object",
-            "memory-backend-ram,id=r,size=64M",
-            "-M",
-            "memory-backend=r",
-        ]);
-        assert!(!ram.unwrap().memory_backend.unwrap().share);
-    }
-
-    #[test]
-    fn memory_backend_mistakes_are_named() {
-        let e = run(&["-object", "secret,id=r"]).unwrap_err().to_string();
-        assert!(
-            e.contains("-object secret") && e.contains("memory-backend"),
-            "{e}"
-        );
-        let e = run(&["-object", "memory-backend-ram,id=r,size=1G,hugetlb=on"]).unwrap_err();
-        assert_eq!(
-            e,
-            CliError::BadKey {
-                opt: "-object".into(),
-                key: "hugetlb".into()
-            }
-        );
-        assert!(
-            run(&["-object", "memory-backend-ram,id=r"]).is_err(),
-            "size needed"
-        );
-        assert!(
-            run(&["-object", "memory-backend-ram,id=r,size=1G"]).is_err(),
-            "unused"
-        );
-        assert!(run(&["-M", "memory-backend=zz"]).is_err(), "unknown id");
-        assert!(run(&["-overcommit", "mem-lock=maybe"]).is_err());
-        assert!(run(&["-object", "memory-backend-ram,id=r,size=1G,prealloc=2"]).is_err());
-    }
-
-    #[test]
-    fn rtc_bases() {
-        assert_eq!(
-            run(&["-rtc", "base=localtime"]).unwrap().rtc,
-            RtcConfig::Localtime
-        );
-        assert_eq!(
-            run(&["-rtc", "base=2000-02-29T12:34:56"]).unwrap().rtc,
-            RtcConfig::At(951_827_696)
-        );
-        assert!(run(&["-rtc", "base=2001-02-29"]).is_err());
-    }
-
-    #[test]
-    fn config_file_excludes_vm_options() {
-        let p = parse(["--config".into(), "/x.json".into()]).unwrap();
-        assert!(matches!(p, Command::RunConfigFile { .. }));
-        let e = parse(["--config".into(), "/x".into(), "-m".into(), "1G".into()]).unwrap_err();
-        assert!(matches!(e, CliError::ConfigPlusOptions(_)));
-    }
-
-    #[test]
-    fn nodefaults_drops_the_serial_unless_asked() {
-        assert_eq!(run(&["-nodefaults"]).unwrap().serial, SerialConfig::None);
-        assert_eq!(
-            run(&["-nodefaults", "-serial", "stdio"]).unwrap().serial,
-            SerialConfig::Stdio
-        );
-    }
-}
+mod tests;

@@ -6,6 +6,7 @@
 
 pub mod device;
 pub mod fdset;
+pub mod json;
 pub mod memory;
 pub mod net;
 pub mod rng;
@@ -86,6 +87,45 @@ pub struct DriveConfig {
     /// QEMU-compatible image locks (`file.locking=off` turns them off).
     #[serde(default = "yes")]
     pub locking: bool,
+    /// `discard=ignore|unmap` (QEMU's default: ignore).
+    #[serde(default)]
+    pub discard: DiscardConfig,
+    /// `detect-zeroes=off|on|unmap` (unmap needs discard=unmap).
+    #[serde(default)]
+    pub detect_zeroes: DetectZeroesConfig,
+    /// `aio=threads|native|io_uring`; None: io_uring where the image and
+    /// kernel allow, else threads.
+    #[serde(default)]
+    pub aio: Option<AioConfig>,
+}
+
+/// `-drive discard=`: whether the guest's discards may free space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscardConfig {
+    #[default]
+    Ignore,
+    Unmap,
+}
+
+/// `-drive detect-zeroes=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectZeroesConfig {
+    #[default]
+    Off,
+    On,
+    Unmap,
+}
+
+/// `-drive aio=`: the block I/O engine. `native` (Linux AIO in QEMU) runs
+/// on io_uring, the asynchronous engine Casemate has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AioConfig {
+    Threads,
+    Native,
+    IoUring,
 }
 
 fn yes() -> bool {

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use super::{DeviceConfig, Transport, VmConfig};
+use super::{
+    AioConfig, CacheConfig, DetectZeroesConfig, DeviceConfig, DiscardConfig, Transport, VmConfig,
+};
 use crate::machine::{self, MachineModel};
 
 /// Largest `-m` accepted regardless of host size: 1 TiB is past every
@@ -21,8 +23,8 @@ pub enum ConfigError {
     MemoryExceedsHost { asked: String, host: String },
     #[error("-smp: cpus must be at least 1")]
     NoCpus,
-    #[error("-smp: {cpus} cpus do not fit sockets={sockets} x cores={cores} x threads={threads}")]
-    TopologyTooSmall {
+    #[error("-smp: Invalid CPU topology: product of the hierarchy must match maxcpus: sockets ({sockets}) * cores ({cores}) * threads ({threads}) != maxcpus ({cpus})")]
+    Topology {
         cpus: u32,
         sockets: u32,
         cores: u32,
@@ -61,6 +63,10 @@ pub enum ConfigError {
     DriveQueues { id: String },
     #[error("drive id '{0}' is used twice")]
     DriveIdTwice(String),
+    #[error("drive {0}: setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")]
+    DetectZeroesUnmap(String),
+    #[error("drive {0}: aio=native was specified, but it requires cache.direct=on (cache=none)")]
+    AioNative(String),
     #[error("{count} devices: machine {machine} has room for at most {max} (disks and other devices together)")]
     TooManyDevices {
         count: usize,
@@ -139,8 +145,9 @@ impl VmConfig {
             p.push(ConfigError::ZeroTopology);
         } else {
             let slots = u64::from(s.sockets) * u64::from(s.cores) * u64::from(s.threads);
-            if u64::from(s.cpus) > slots {
-                p.push(ConfigError::TopologyTooSmall {
+            // QEMU's rule (maxcpus is cpus here: no CPU hotplug).
+            if u64::from(s.cpus) != slots {
+                p.push(ConfigError::Topology {
                     cpus: s.cpus,
                     sockets: s.sockets,
                     cores: s.cores,
@@ -174,6 +181,13 @@ impl VmConfig {
             }
             if !ids.insert(d.id.as_str()) {
                 p.push(ConfigError::DriveIdTwice(d.id.clone()));
+            }
+            // Both as QEMU refuses them.
+            if d.detect_zeroes == DetectZeroesConfig::Unmap && d.discard != DiscardConfig::Unmap {
+                p.push(ConfigError::DetectZeroesUnmap(d.id.clone()));
+            }
+            if d.aio == Some(AioConfig::Native) && d.cache != CacheConfig::None {
+                p.push(ConfigError::AioNative(d.id.clone()));
             }
             p.extend(transport_problem(m, &d.id, d.transport, |t| {
                 t.blk_device().to_string()
@@ -294,9 +308,15 @@ mod tests {
         };
         assert!(c.clone().validate(&HOST).is_err());
         c.smp.sockets = 2;
+        let t = c.clone().validate(&HOST).unwrap_err().to_string();
+        assert!(
+            t.contains("Invalid CPU topology"),
+            "8 slots for 5 cpus: {t}"
+        );
+        c.smp.cpus = 8;
         c.clone().validate(&HOST).unwrap();
-        c.smp.cpus = 300;
-        c.smp.cores = 200;
+        c.smp.cpus = 400;
+        c.smp.cores = 100;
         let t = c.clone().validate(&HOST).unwrap_err().to_string();
         assert!(t.contains("254"), "{t}");
     }

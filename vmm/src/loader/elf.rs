@@ -227,6 +227,7 @@ pub(super) fn load(
     ram: &RamLayout,
     path: &Path,
     b: &dyn Source,
+    zeroed: bool,
 ) -> Result<LoadedKernel, LoadError> {
     let bad = |why: String| LoadError::BadElf {
         path: path.into(),
@@ -261,7 +262,7 @@ pub(super) fn load(
         .iter()
         .filter(|p| p.kind == PT_LOAD && p.memsz > 0)
     {
-        copy_segment(mem, path, b, p)?;
+        copy_segment(mem, path, b, p, zeroed)?;
     }
     Ok(LoadedKernel {
         kind: KernelKind::Elf {
@@ -273,12 +274,16 @@ pub(super) fn load(
 }
 
 /// Copies a segment's file bytes into guest memory chunk by chunk, then
-/// zeroes its BSS (fresh guest RAM is zero, but a reboot reuses it).
+/// zeroes its BSS, unless `zeroed` says guest RAM is still all zero (the
+/// first boot on anonymous or memfd RAM; a reboot reuses dirty RAM).
+/// Touching a multi-MiB BSS only to write zeros costs a millisecond of
+/// page faults at start-up.
 fn copy_segment(
     mem: &GuestMemoryMmap,
     path: &Path,
     b: &dyn Source,
     p: &Phdr,
+    zeroed: bool,
 ) -> Result<(), LoadError> {
     let mut buf = vec![0u8; CHUNK.min(p.memsz) as usize];
     let mut done = 0;
@@ -286,6 +291,9 @@ fn copy_segment(
         let n = (p.memsz - done).min(CHUNK) as usize;
         let chunk = &mut buf[..n];
         let from_file = p.filesz.saturating_sub(done).min(n as u64) as usize;
+        if from_file == 0 && zeroed {
+            break;
+        }
         // Chunks wholly in the BSS lie past the file's end: nothing to read.
         if from_file > 0 {
             b.read_at(&mut chunk[..from_file], p.offset + done)
@@ -380,12 +388,32 @@ mod tests {
     }
 
     #[test]
+    fn known_zero_ram_skips_the_bss_and_dirty_ram_gets_it_zeroed() {
+        let (m, ram) = mem(16 << 20);
+        let elf = tiny_elf(true, 0x100000, 2 * CHUNK, None);
+        let bss = GuestAddress(0x100000 + CHUNK + 8);
+        m.write_obj(0xaau8, bss).unwrap();
+        load(&m, &ram, Path::new("k"), &elf.as_slice(), true).unwrap();
+        assert_eq!(
+            m.read_obj::<u8>(bss).unwrap(),
+            0xaa,
+            "zeroed RAM is left alone"
+        );
+        load(&m, &ram, Path::new("k"), &elf.as_slice(), false).unwrap();
+        assert_eq!(
+            m.read_obj::<u8>(bss).unwrap(),
+            0,
+            "a reboot's BSS is zeroed"
+        );
+    }
+
+    #[test]
     fn a_bss_larger_than_a_chunk_past_the_files_end_loads() {
         // The probe guest's own layout: a few KiB of file, megabytes of
         // BSS, the last chunks lying wholly past the end of the file.
         let (m, ram) = mem(16 << 20);
         let elf = tiny_elf(true, 0x100000, 3 * CHUNK + 0x123, None);
-        let k = load(&m, &ram, Path::new("k"), &elf.as_slice()).unwrap();
+        let k = load(&m, &ram, Path::new("k"), &elf.as_slice(), false).unwrap();
         assert_eq!(k.end, 0x100000 + 3 * CHUNK + 0x123);
     }
 
@@ -394,7 +422,7 @@ mod tests {
         let (m, ram) = mem(4 << 20);
         for wide in [false, true] {
             let elf = tiny_elf(wide, 0x100000, 0x2000, Some(0x100004));
-            let k = load(&m, &ram, Path::new("k"), &elf.as_slice()).unwrap();
+            let k = load(&m, &ram, Path::new("k"), &elf.as_slice(), false).unwrap();
             match k.kind {
                 KernelKind::Elf { entry, pvh_entry } => {
                     assert_eq!(entry, 0x100000);
@@ -411,6 +439,7 @@ mod tests {
             &ram,
             Path::new("k"),
             &tiny_elf(true, 0x100000, 16, None).as_slice(),
+            false,
         )
         .unwrap();
         assert!(matches!(
@@ -427,7 +456,7 @@ mod tests {
         let (m, ram) = mem(4 << 20);
         let elf = tiny_elf(true, 0x100000, 0x2000, Some(0x100004));
         for len in 0..elf.len() {
-            let r = load(&m, &ram, Path::new("k"), &&elf[..len]);
+            let r = load(&m, &ram, Path::new("k"), &&elf[..len], false);
             assert!(r.is_err(), "truncated to {len} bytes loaded");
         }
     }
@@ -437,15 +466,15 @@ mod tests {
         let (m, ram) = mem(4 << 20);
         let big = tiny_elf(true, 0x100000, 8 << 20, None);
         assert!(matches!(
-            load(&m, &ram, Path::new("k"), &big.as_slice()),
+            load(&m, &ram, Path::new("k"), &big.as_slice(), false),
             Err(LoadError::DoesNotFit { .. })
         ));
         let low = tiny_elf(false, 0x8000, 16, None);
         assert!(matches!(
-            load(&m, &ram, Path::new("k"), &low.as_slice()),
+            load(&m, &ram, Path::new("k"), &low.as_slice(), false),
             Err(LoadError::Overlaps { .. })
         ));
         let wrap = tiny_elf(true, u64::MAX - 4, 16, None);
-        assert!(load(&m, &ram, Path::new("k"), &wrap.as_slice()).is_err());
+        assert!(load(&m, &ram, Path::new("k"), &wrap.as_slice(), false).is_err());
     }
 }

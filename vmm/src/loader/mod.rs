@@ -144,12 +144,14 @@ pub enum KernelImage<'a> {
     Bytes(&'a [u8]),
 }
 
-/// Load the kernel from `image`; `path` names it in messages.
+/// Load the kernel from `image`; `path` names it in messages. `zeroed`:
+/// guest RAM is known to be all zero (an ELF's BSS is then not written).
 pub fn load_kernel(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
     path: &Path,
     image: KernelImage<'_>,
+    zeroed: bool,
 ) -> Result<LoadedKernel, LoadError> {
     let (file, image) = match image {
         KernelImage::File(f) => (Some(open_regular("kernel", path, f)?), None),
@@ -170,7 +172,7 @@ pub fn load_kernel(
             source,
         })?;
     if head[..n].starts_with(b"\x7fELF") {
-        return elf::load(mem, ram, path, src);
+        return elf::load(mem, ram, path, src, zeroed);
     }
     if n < head.len() || &head[0x202..0x206] != b"HdrS" {
         return Err(LoadError::NotAKernel(path.into()));

@@ -44,6 +44,11 @@ pub fn apply(ptr: *mut u8, len: usize, a: Advice) -> Result<(), MemoryError> {
             log::warn!("merge=on: KSM madvise refused ({e}); guest RAM is not merged");
         }
     }
+    // The exit reaper (vstate::reaper) forks; guest RAM has no business in
+    // its address space, and copying its page tables would cost time.
+    if let Err(e) = madvise(ptr, len, libc::MADV_DONTFORK) {
+        log::debug!("MADV_DONTFORK refused ({e}); the exit reaper copies guest RAM's tables");
+    }
     if !a.dump {
         madvise(ptr, len, libc::MADV_DONTDUMP).map_err(|source| MemoryError::Madvise {
             what: "MADV_DONTDUMP (dump=off)",

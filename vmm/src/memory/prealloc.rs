@@ -527,7 +527,13 @@ mod tests {
         let len = 256 << 20;
         let m = Anon::new(len, true);
         let p = Population::start(&[(m.0, len)], 4096, Method::TouchZero, 3, false);
+        // Every worker holds the shared state until its thread ends.
+        let shared = Arc::downgrade(&p.shared);
         drop(p);
+        assert!(
+            shared.upgrade().is_none(),
+            "drop returned while a worker still ran"
+        );
         // Workers are gone: unmapping now cannot fault one of them.
         drop(m);
     }

@@ -8,5 +8,6 @@ pub mod intx;
 pub mod ioevents;
 pub mod kick;
 pub mod platform;
+pub mod reaper;
 pub mod vcpu;
 pub mod vm;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use casemate_disk::DiskImage;
 
 pub use engine::CacheMode;
-pub use engine::{EngineChoice, EngineKind};
+pub use engine::{DetectZeroes, EngineChoice, EngineKind, ZeroPolicy};
 use engine::{EngineParams, Executor, IoEngine, MAX_REQUEST};
 use request::{ID_LEN, SECTOR};
 use worker::BlockWorker;
@@ -63,6 +63,8 @@ pub struct BlockConfig {
     pub read_only: bool,
     pub cache: CacheMode,
     pub num_queues: u16,
+    /// `discard=` and `detect-zeroes=`.
+    pub zeroes: ZeroPolicy,
 }
 
 pub struct BlockDevice {
@@ -169,6 +171,7 @@ impl VirtioDevice for BlockDevice {
             mem: ctx.mem.clone(),
             cache: self.cfg.cache,
             read_only: self.cfg.read_only,
+            zeroes: self.cfg.zeroes,
             id,
             name: self.cfg.name.clone(),
         });

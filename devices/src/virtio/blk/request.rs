@@ -21,6 +21,8 @@ pub const S_IOERR: u8 = 1;
 pub const S_UNSUPP: u8 = 2;
 /// Discard/write-zeroes segment: sector u64, num_sectors u32, flags u32.
 pub const SEGMENT_LEN: u64 = 16;
+/// WRITE_ZEROES segment flag: the range may be deallocated.
+pub const WRITE_ZEROES_FLAG_UNMAP: u32 = 1;
 pub const ID_LEN: usize = 20;
 
 /// A guest buffer: address and length, already checked to be in RAM.

@@ -50,6 +50,7 @@ struct Opts {
     engine: EngineChoice,
     read_only: bool,
     cache: CacheMode,
+    zeroes: ZeroPolicy,
 }
 
 impl Opts {
@@ -58,6 +59,11 @@ impl Opts {
             engine,
             read_only: false,
             cache: CacheMode::Writeback,
+            // The tests below check that discards clear their ranges.
+            zeroes: ZeroPolicy {
+                unmap: true,
+                ..ZeroPolicy::default()
+            },
         }
     }
 }
@@ -111,6 +117,7 @@ fn rig_with(name: &str, o: Opts, kind: EngineKind, chains: &[Vec<(u64, u32, bool
         read_only: o.read_only,
         cache: o.cache,
         num_queues: 1,
+        zeroes: o.zeroes,
     });
     dev.set_engine(o.engine);
     let irqs = Arc::new(Irqs::default());
@@ -389,6 +396,74 @@ fn discard_and_write_zeroes_clear_their_ranges_only() {
     }
 }
 
+/// `discard=ignore` (QEMU's default): a discard completes and changes
+/// nothing, a zero write keeps its range allocated. `detect-zeroes=on`: a
+/// write of zeros over a hole allocates nothing.
+#[test]
+fn discard_ignore_keeps_data_and_detect_zeroes_skips_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let chains = vec![
+        vec![
+            (0x10000, 16, false),
+            (0x20000, 16, false),
+            (0x30000, 1, true),
+        ],
+        vec![
+            (0x10100, 16, false),
+            (0x20100, 16, false),
+            (0x30100, 1, true),
+        ],
+        // 4 KiB of zeros (guest RAM starts zeroed) at sector 1024.
+        vec![
+            (0x10200, 16, false),
+            (0x50000, 4096, false),
+            (0x30200, 1, true),
+        ],
+    ];
+    for &(engine, kind) in &ENGINES {
+        let o = Opts {
+            zeroes: ZeroPolicy {
+                unmap: false,
+                detect_zeroes: DetectZeroes::On,
+            },
+            ..Opts::new(engine)
+        };
+        let mut r = rig_with(&format!("ignore-{kind:?}"), o, kind, &chains);
+        // 64 KiB of data, then a hole to 1 MiB.
+        std::fs::write(&r.path, vec![0xeeu8; 64 << 10]).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&r.path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let blocks = std::fs::metadata(&r.path).unwrap().blocks();
+        let seg = |m: &GuestMemoryMmap, at: u64, sector: u64, count: u32| {
+            m.write_obj(sector, GuestAddress(at)).unwrap();
+            m.write_obj(count, GuestAddress(at + 8)).unwrap();
+            m.write_obj(0u32, GuestAddress(at + 12)).unwrap();
+        };
+        header(&r.mem, 0x10000, T_DISCARD, 0);
+        seg(&r.mem, 0x20000, 16, 8);
+        header(&r.mem, 0x10100, T_WRITE_ZEROES, 0);
+        seg(&r.mem, 0x20100, 40, 3);
+        header(&r.mem, 0x10200, T_OUT, 1024);
+        r.run(3);
+        for s in [0x30000, 0x30100, 0x30200] {
+            assert_eq!(r.status(s), S_OK, "{kind:?}");
+        }
+        let f = std::fs::read(&r.path).unwrap();
+        let byte = |sector: u64| f[sector as usize * 512];
+        assert_eq!(byte(16), 0xee, "{kind:?}: discard=ignore changed data");
+        assert_eq!(byte(40), 0, "{kind:?}: write-zeroes did not zero");
+        assert_eq!(
+            std::fs::metadata(&r.path).unwrap().blocks(),
+            blocks,
+            "{kind:?}: a zero write over a hole allocated, or write-zeroes freed"
+        );
+    }
+}
+
 /// With cache=writethrough a write is durable when it completes (pool:
 /// write then fdatasync; io_uring: RWF_DSYNC); here we can check that it is
 /// in the file and that FLUSH still succeeds. cache=unsafe makes FLUSH a
@@ -470,6 +545,7 @@ fn config_space_reports_capacity_and_limits() {
         read_only: false,
         cache: CacheMode::Writeback,
         num_queues: 2,
+        zeroes: ZeroPolicy::default(),
     });
     let mut cap = [0u8; 8];
     dev.read_config(0, &mut cap);

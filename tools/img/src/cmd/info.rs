@@ -12,7 +12,7 @@ use crate::{args, size};
 
 pub fn run(argv: &[String]) -> Result<u8> {
     if super::wants_help(argv) {
-        println!("usage: casemate-img info [-U] [-f FMT] [--output=human|json] FILENAME");
+        println!("usage: casemate-img info [-U] [-f FMT] [--output=human|json] [--backing-chain] FILENAME");
         return Ok(0);
     }
     let a = args::parse(
@@ -37,17 +37,50 @@ pub fn run(argv: &[String]) -> Result<u8> {
         force_share: raw || a.flag("-U") || a.flag("--force-share"),
         ..OpenOptions::default()
     };
-    let img = open_image(path, &opts).with_context(|| format!("could not open '{file}'"))?;
-    let actual = std::fs::metadata(path)
-        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
-        .with_context(|| format!("could not stat '{file}'"))?;
-    match a.opt("--output").unwrap_or("human") {
-        "human" => print!("{}", human(file, img.as_ref(), actual)),
-        "json" => println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(file, img.as_ref(), actual))?
-        ),
-        o => bail!("--output must be human or json, not '{o}'"),
+    let output = a.opt("--output").unwrap_or("human");
+    if !matches!(output, "human" | "json") {
+        bail!("--output must be human or json, not '{output}'");
+    }
+    // With --backing-chain, as qemu-img: every image from the top down,
+    // human blocks separated by a blank line, JSON as an array.
+    let mut chain = vec![(file.to_string(), opts)];
+    let mut humans = Vec::new();
+    let mut jsons = Vec::new();
+    while let Some((name, opts)) = chain.pop() {
+        let img = open_image(Path::new(&name), &opts)
+            .with_context(|| format!("could not open '{name}'"))?;
+        let actual = std::fs::metadata(&name)
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .with_context(|| format!("could not stat '{name}'"))?;
+        humans.push(human(&name, img.as_ref(), actual));
+        jsons.push(to_json(&name, img.as_ref(), actual));
+        let info = img.info();
+        // Relative names resolve against the image's folder, as qemu does.
+        let next = info.full_backing_file.clone().or_else(|| {
+            let b = info.backing_file.as_deref()?;
+            Some(casemate_disk::qcow2::resolve_backing(Path::new(&name), b))
+        });
+        if let (true, Some(next)) = (a.flag("--backing-chain"), next) {
+            if jsons.len() > casemate_disk::MAX_BACKING_DEPTH {
+                bail!(
+                    "backing chain of '{file}' is deeper than {}",
+                    casemate_disk::MAX_BACKING_DEPTH
+                );
+            }
+            let next_opts = OpenOptions {
+                format: info.backing_format,
+                no_backing: true,
+                ..opts.clone()
+            };
+            chain.push((next.to_string_lossy().into_owned(), next_opts));
+        }
+    }
+    if output == "human" {
+        print!("{}", humans.join("\n"));
+    } else if a.flag("--backing-chain") {
+        println!("{}", serde_json::to_string_pretty(&Value::Array(jsons))?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&jsons[0])?);
     }
     Ok(0)
 }

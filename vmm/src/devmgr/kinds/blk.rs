@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
-use casemate_devices::virtio::blk::{BlockConfig, BlockDevice, CacheMode};
+use casemate_devices::virtio::blk::{
+    BlockConfig, BlockDevice, CacheMode, DetectZeroes, EngineChoice, ZeroPolicy,
+};
 use casemate_disk::DiskImage;
 
-use crate::config::{CacheConfig, DriveConfig};
+use crate::config::{AioConfig, CacheConfig, DetectZeroesConfig, DiscardConfig, DriveConfig};
 
 /// The block device for drive `index`.
 pub fn block_device(index: usize, d: &DriveConfig, disk: &Arc<dyn DiskImage>) -> BlockDevice {
-    BlockDevice::new(BlockConfig {
+    let mut dev = BlockDevice::new(BlockConfig {
         name: format!("blk{index}"),
         serial: d.id.clone(),
         disk: disk.clone(),
@@ -22,5 +24,20 @@ pub fn block_device(index: usize, d: &DriveConfig, disk: &Arc<dyn DiskImage>) ->
             CacheConfig::Unsafe => CacheMode::Unsafe,
         },
         num_queues: d.num_queues,
-    })
+        zeroes: ZeroPolicy {
+            unmap: d.discard == DiscardConfig::Unmap,
+            detect_zeroes: match d.detect_zeroes {
+                DetectZeroesConfig::Off => DetectZeroes::Off,
+                DetectZeroesConfig::On => DetectZeroes::On,
+                DetectZeroesConfig::Unmap => DetectZeroes::Unmap,
+            },
+        },
+    });
+    // Without aio= the device picks (and CASEMATE_BLK_ENGINE may override).
+    match d.aio {
+        None => {}
+        Some(AioConfig::Threads) => dev.set_engine(EngineChoice::Threads),
+        Some(AioConfig::Native | AioConfig::IoUring) => dev.set_engine(EngineChoice::Uring),
+    }
+    dev
 }

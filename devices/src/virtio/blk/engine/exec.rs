@@ -10,7 +10,7 @@ use std::sync::Arc;
 use casemate_disk::DiskImage;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
-use super::{CacheMode, MAX_REQUEST};
+use super::{CacheMode, DetectZeroes, ZeroPolicy, MAX_REQUEST};
 use crate::virtio::blk::request::*;
 
 /// A bounce buffer larger than this is not kept between requests.
@@ -22,6 +22,7 @@ pub struct Executor {
     pub mem: GuestMemoryMmap,
     pub cache: CacheMode,
     pub read_only: bool,
+    pub zeroes: ZeroPolicy,
     pub id: [u8; ID_LEN],
     pub name: String,
 }
@@ -70,7 +71,7 @@ impl Executor {
             T_OUT => {
                 let buf = sized(scratch, req.data_len);
                 self.gather(req, buf)?;
-                self.disk.write_at(buf, offset).map_err(|e| e.to_string())?;
+                self.write_data(buf, offset)?;
                 if self.cache == CacheMode::Writethrough {
                     self.disk.flush().map_err(|e| e.to_string())?;
                 }
@@ -92,6 +93,27 @@ impl Executor {
         }
     }
 
+    /// A guest write, turned into a zero write where `detect-zeroes` says.
+    fn write_data(&self, buf: &[u8], offset: u64) -> Result<(), String> {
+        let zeros = self.zeroes.detect_zeroes != DetectZeroes::Off
+            && !buf.is_empty()
+            && buf.iter().all(|&b| b == 0);
+        let e = |e: casemate_disk::DiskError| e.to_string();
+        if !zeros {
+            return self.disk.write_at(buf, offset).map_err(e);
+        }
+        let len = buf.len() as u64;
+        if self.zeroes.detect_zeroes == DetectZeroes::Unmap {
+            return self.disk.write_zeroes(offset, len).map_err(e);
+        }
+        // `on`: skip the write where the whole range already reads as
+        // zeros without being stored; never free what is stored.
+        match self.disk.block_status(offset, len).map_err(e)? {
+            (casemate_disk::BlockStatus::Zero, n) if n >= len => Ok(()),
+            _ => self.disk.write_at(buf, offset).map_err(e),
+        }
+    }
+
     fn discard_or_zero(&self, kind: u32, segs: &[u8]) -> Result<u32, String> {
         for seg in segs.chunks_exact(SEGMENT_LEN as usize) {
             let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap_or_default());
@@ -101,15 +123,22 @@ impl Executor {
             let start = sector
                 .checked_mul(SECTOR)
                 .ok_or("segment sector overflows")?;
+            let flags = u32::from_le_bytes(seg[12..16].try_into().unwrap_or_default());
             let len = count * SECTOR;
             let end = start.checked_add(len).ok_or("segment overflows")?;
             if end > self.disk.virtual_size() {
                 return Err("segment runs past the end of the disk".into());
             }
-            let r = if kind == T_DISCARD {
-                self.disk.discard(start, len)
-            } else {
-                self.disk.write_zeroes(start, len)
+            // As QEMU: without discard=unmap a discard is ignored and a
+            // zero write keeps the range allocated; with it, only a zero
+            // write carrying the UNMAP flag may deallocate.
+            let r = match (kind, self.zeroes.unmap) {
+                (T_DISCARD, false) => Ok(()),
+                (T_DISCARD, true) => self.disk.discard(start, len),
+                (_, true) if flags & WRITE_ZEROES_FLAG_UNMAP != 0 => {
+                    self.disk.write_zeroes(start, len)
+                }
+                _ => casemate_disk::write_zeroes_by_writing(self.disk.as_ref(), start, len),
             };
             r.map_err(|e| e.to_string())?;
         }

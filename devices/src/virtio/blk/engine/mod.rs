@@ -44,6 +44,30 @@ pub enum CacheMode {
     Unsafe,
 }
 
+/// What the guest's discards and zero writes may do to the image
+/// (`-drive discard=` and `detect-zeroes=`, as QEMU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZeroPolicy {
+    /// `discard=unmap`: DISCARD and WRITE_ZEROES with the UNMAP flag may
+    /// deallocate. Off (`discard=ignore`, QEMU's default), DISCARD
+    /// completes doing nothing and WRITE_ZEROES writes zeros.
+    pub unmap: bool,
+    pub detect_zeroes: DetectZeroes,
+}
+
+/// `detect-zeroes=`: what a write of all zeros becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DetectZeroes {
+    /// A plain write.
+    #[default]
+    Off,
+    /// Over a range that already reads as zeros without being stored,
+    /// nothing is written (no allocation); elsewhere a plain write.
+    On,
+    /// A write-zeroes that may deallocate (needs `unmap`).
+    Unmap,
+}
+
 /// The largest request the engines accept; the device advertises limits
 /// (seg_max x size_max) that keep drivers below it.
 pub const MAX_REQUEST: u64 = 32 << 20;

@@ -234,7 +234,13 @@ impl UringEngine {
     pub fn submit(&mut self, job: Job) -> bool {
         let kind = match job.req.kind {
             T_IN => OpKind::Read,
-            T_OUT if !self.exec.read_only => OpKind::Write,
+            // Zero detection looks at the data: the executor does it.
+            T_OUT
+                if !self.exec.read_only
+                    && self.exec.zeroes.detect_zeroes == super::DetectZeroes::Off =>
+            {
+                OpKind::Write
+            }
             T_FLUSH if self.exec.cache == CacheMode::Unsafe => {
                 self.finish(job, S_OK, 0);
                 return false;

@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
 use super::iov::*;
 use super::*;
-use crate::virtio::blk::engine::{EngineChoice, EngineKind, EngineParams, IoEngine};
+use crate::virtio::blk::engine::{EngineChoice, EngineKind, EngineParams, IoEngine, ZeroPolicy};
 
 struct Tmp(PathBuf);
 
@@ -63,6 +63,10 @@ fn exec(disk: Arc<dyn DiskImage>, mem: &GuestMemoryMmap, cache: CacheMode, ro: b
         mem: mem.clone(),
         cache,
         read_only: ro,
+        zeroes: ZeroPolicy {
+            unmap: true,
+            ..ZeroPolicy::default()
+        },
         id,
         name: "uring-test".into(),
     }
@@ -428,15 +432,38 @@ fn drop_returns_only_after_the_kernel_finished_every_request() {
     let mut out = Vec::new();
     e.take_done(&mut out).unwrap();
     assert!(out.is_empty(), "the read waits for data");
-    let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let at = Instant::now();
-        let sent = (&theirs).write_all(&[0x5a; 4096]).is_ok();
-        (at, sent, theirs)
+    // Drop on another thread and watch it: it must block (sleep in the
+    // kernel) with the request still in flight, and return only after the
+    // data arrives. No timing assumption: a drop that does not wait is
+    // seen finished before the write, whatever the load.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dropper = std::thread::spawn(move || {
+        // SAFETY: gettid has no side effects.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        drop(e);
+        Instant::now()
     });
-    drop(e);
-    let dropped = Instant::now();
-    let (written, sent, _keep) = writer.join().unwrap();
+    let tid = rx.recv().unwrap();
+    let state = || {
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(") ").next().map(|r| r.starts_with('S')))
+            .unwrap_or(false)
+    };
+    while !state() {
+        assert!(
+            !dropper.is_finished(),
+            "drop returned with a request in flight"
+        );
+        std::thread::yield_now();
+    }
+    assert!(
+        !dropper.is_finished(),
+        "drop returned with a request in flight"
+    );
+    let written = Instant::now();
+    let sent = (&theirs).write_all(&[0x5a; 4096]).is_ok();
+    let dropped = dropper.join().unwrap();
     assert!(sent, "the image fd was closed with a request in flight");
     assert!(
         dropped >= written,

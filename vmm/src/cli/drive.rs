@@ -1,0 +1,241 @@
+//! `-drive` and `-device virtio-blk-*`: the drive's options (file, format,
+//! cache, discard, detect-zeroes, aio, locking) and the device that carries
+//! it, paired by id as QEMU does.
+
+use super::{bad, CliError, KeyVals};
+use crate::config::{
+    AioConfig, CacheConfig, DetectZeroesConfig, DiscardConfig, DriveConfig, Transport,
+};
+
+/// The most queues a virtio-blk device takes (`VmConfig::validate`
+/// checks the same limit for --config).
+const MAX_QUEUES: u64 = 16;
+
+/// `-drive` and `-device virtio-blk-*` pair up by id, as in QEMU:
+/// `if=virtio` drives get their device implicitly, `if=none` drives need one.
+#[derive(Default)]
+pub(super) struct Drives {
+    drives: Vec<(DriveConfig, bool)>,
+    devices: Vec<(String, u16, Transport)>,
+    pub(super) snapshot: bool,
+}
+
+impl Drives {
+    pub(super) fn drive(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
+        let kv = KeyVals::parse(opt, v, "file")?;
+        kv.only(
+            opt,
+            &[
+                "file",
+                "format",
+                "if",
+                "readonly",
+                "cache",
+                "id",
+                "snapshot",
+                "media",
+                "aio",
+                "discard",
+                "detect-zeroes",
+                "file.locking",
+            ],
+        )?;
+        let file = kv
+            .get("file")
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| bad(opt, v, "file= is required"))?;
+        let on_off = |k: &str| -> Result<bool, CliError> {
+            match kv.get(k) {
+                None | Some("off") => Ok(false),
+                Some("on") => Ok(true),
+                Some(x) => Err(bad(opt, x, format!("{k} takes on or off"))),
+            }
+        };
+        let implicit = match kv.get("if").unwrap_or("virtio") {
+            "virtio" => true,
+            "none" => false,
+            i => return Err(bad(opt, i, "only if=virtio and if=none are supported")),
+        };
+        if kv.get("media").is_some_and(|m| m != "disk") {
+            return Err(bad(opt, v, "only media=disk is supported"));
+        }
+        let cache = match kv.get("cache").unwrap_or("writeback") {
+            "writeback" => CacheConfig::Writeback,
+            "none" | "directsync" => CacheConfig::None,
+            "writethrough" => CacheConfig::Writethrough,
+            "unsafe" => CacheConfig::Unsafe,
+            x => {
+                return Err(bad(
+                    opt,
+                    x,
+                    "cache is writeback, none, writethrough or unsafe",
+                ))
+            }
+        };
+        let id = kv
+            .get("id")
+            .map_or_else(|| format!("drive{}", self.drives.len()), str::to_string);
+        if self.drives.iter().any(|(d, _)| d.id == id) {
+            // QEMU's words.
+            return Err(bad(opt, &id, format!("Duplicate ID '{id}' for drive")));
+        }
+        let discard = match kv.get("discard").unwrap_or("ignore") {
+            "ignore" | "off" => DiscardConfig::Ignore,
+            "unmap" | "on" => DiscardConfig::Unmap,
+            x => return Err(bad(opt, x, "discard is ignore or unmap")),
+        };
+        let detect_zeroes = match kv.get("detect-zeroes").unwrap_or("off") {
+            "off" => DetectZeroesConfig::Off,
+            "on" => DetectZeroesConfig::On,
+            "unmap" => DetectZeroesConfig::Unmap,
+            x => return Err(bad(opt, x, "detect-zeroes is off, on or unmap")),
+        };
+        let aio = match kv.get("aio") {
+            None => None,
+            Some("threads") => Some(AioConfig::Threads),
+            Some("native") => Some(AioConfig::Native),
+            Some("io_uring") => Some(AioConfig::IoUring),
+            Some(x) => return Err(bad(opt, x, "aio is threads, native or io_uring")),
+        };
+        let d = DriveConfig {
+            id,
+            file: file.into(),
+            format: kv.get("format").map(str::to_string),
+            read_only: on_off("readonly")?,
+            cache,
+            snapshot: on_off("snapshot")?,
+            num_queues: 1,
+            transport: None,
+            locking: match kv.get("file.locking") {
+                None | Some("on" | "auto") => true,
+                Some("off") => false,
+                Some(x) => return Err(bad(opt, x, "file.locking is on, off or auto")),
+            },
+            discard,
+            detect_zeroes,
+            aio,
+        };
+        self.drives.push((d, implicit));
+        Ok(())
+    }
+
+    pub(super) fn device(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
+        let kv = KeyVals::parse(opt, v, "driver")?;
+        let transport = match kv.get("driver").unwrap_or_default() {
+            "virtio-blk-device" => Transport::Mmio,
+            "virtio-blk-pci" => Transport::Pci,
+            d => return Err(CliError::NotYet {
+                opt: format!("{opt} {d}"),
+                why:
+                    "the block devices are virtio-blk-pci (pc, q35) and virtio-blk-device (microvm)",
+            }),
+        };
+        kv.only(opt, &["driver", "drive", "num-queues", "id", "serial"])?;
+        let drive = kv
+            .get("drive")
+            .ok_or_else(|| bad(opt, v, "drive= is required"))?
+            .to_string();
+        let queues = match kv.get("num-queues") {
+            Some(n) => match n.parse::<u64>() {
+                Ok(q @ 1..=MAX_QUEUES) => q as u16,
+                Ok(_) => return Err(bad(opt, n, format!("num-queues must be 1 to {MAX_QUEUES}"))),
+                Err(_) => return Err(bad(opt, n, "num-queues must be a whole number")),
+            },
+            None => 1,
+        };
+        self.devices.push((drive, queues, transport));
+        Ok(())
+    }
+
+    pub(super) fn finish(mut self) -> Result<Vec<DriveConfig>, CliError> {
+        for (drive, queues, transport) in &self.devices {
+            let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
+                return Err(bad("-device", drive, "no -drive has this id"));
+            };
+            if d.transport.is_some() {
+                return Err(bad(
+                    "-device",
+                    drive,
+                    "this drive is already used by a device",
+                ));
+            }
+            d.num_queues = *queues;
+            d.transport = Some(*transport);
+            *implicit = true;
+        }
+        let mut out = Vec::new();
+        for (mut d, used) in self.drives {
+            if !used {
+                return Err(bad(
+                    "-drive",
+                    &d.id,
+                    "if=none drive is not used by any -device",
+                ));
+            }
+            d.snapshot |= self.snapshot;
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{parse, Command};
+    use crate::config::{AioConfig, DetectZeroesConfig, DiscardConfig, DriveConfig};
+
+    fn drives(args: &[&str]) -> Result<Vec<DriveConfig>, String> {
+        match parse(args.iter().map(|s| s.to_string())) {
+            Ok(Command::Run { config, .. }) => Ok(config.drives),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn discard_detect_zeroes_and_aio_are_honoured_or_refused_by_name() {
+        let d = &drives(&["-drive", "file=/a"]).unwrap()[0];
+        assert_eq!(
+            (d.discard, d.detect_zeroes, d.aio),
+            (DiscardConfig::Ignore, DetectZeroesConfig::Off, None),
+            "QEMU's defaults"
+        );
+        let d = &drives(&[
+            "-drive",
+            "file=/a,discard=unmap,detect-zeroes=unmap,aio=io_uring",
+        ])
+        .unwrap()[0];
+        assert_eq!(
+            (d.discard, d.detect_zeroes, d.aio),
+            (
+                DiscardConfig::Unmap,
+                DetectZeroesConfig::Unmap,
+                Some(AioConfig::IoUring)
+            )
+        );
+        let d = &drives(&["-drive", "file=/a,aio=threads,detect-zeroes=on"]).unwrap()[0];
+        assert_eq!(d.aio, Some(AioConfig::Threads));
+        for (v, name) in [
+            ("aio=bogus", "bogus"),
+            ("discard=sometimes", "sometimes"),
+            ("detect-zeroes=maybe", "maybe"),
+        ] {
+            let e = drives(&["-drive", &format!("file=/a,{v}")]).unwrap_err();
+            assert!(e.contains(name) && e.contains("-drive"), "{e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_drive_ids_and_queue_limits_speak_as_qemu() {
+        let e = drives(&["-drive", "file=/a,id=d", "-drive", "file=/b,id=d"]).unwrap_err();
+        assert!(e.contains("Duplicate ID 'd' for drive"), "{e}");
+        let e = drives(&[
+            "-drive",
+            "file=/a,if=none,id=d",
+            "-device",
+            "virtio-blk-pci,drive=d,num-queues=100000",
+        ])
+        .unwrap_err();
+        assert!(e.contains("num-queues must be 1 to 16"), "{e}");
+    }
+}
