@@ -7,6 +7,7 @@
 
 mod devices;
 mod drive;
+mod kv;
 mod machine;
 mod net;
 mod rng;
@@ -575,6 +576,12 @@ impl KeyVals {
         Ok(Self { pairs })
     }
 
+    /// Set `k` to `v`, replacing any value it had.
+    pub(crate) fn set(&mut self, k: &str, v: &str) {
+        self.pairs.retain(|(key, _)| key != k);
+        self.pairs.push((k.into(), v.into()));
+    }
+
     pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.pairs
             .iter()
@@ -598,31 +605,28 @@ impl KeyVals {
     }
 }
 
-fn number(opt: &str, key: &str, v: &str) -> Result<u32, CliError> {
-    v.parse()
-        .map_err(|_| bad(opt, v, format!("{key} must be a whole number")))
+/// What `-smp` takes, QEMU's names (serde, as every `key=value` option).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmpOpts {
+    cpus: Option<u32>,
+    sockets: Option<u32>,
+    cores: Option<u32>,
+    threads: Option<u32>,
+    maxcpus: Option<u32>,
+    dies: Option<u32>,
+    clusters: Option<u32>,
 }
 
 fn smp(opt: &str, v: &str) -> Result<SmpConfig, CliError> {
     let kv = KeyVals::parse(opt, v, "cpus")?;
-    kv.only(
-        opt,
-        &[
-            "cpus", "sockets", "cores", "threads", "maxcpus", "dies", "clusters",
-        ],
-    )?;
-    let get = |k: &str| kv.get(k).map(|x| number(opt, k, x)).transpose();
-    for k in ["dies", "clusters"] {
-        if get(k)?.is_some_and(|n| n != 1) {
+    let o: SmpOpts = kv::from_keyvals(opt, &kv, &[])?;
+    for (k, n) in [("dies", o.dies), ("clusters", o.clusters)] {
+        if n.is_some_and(|n| n != 1) {
             return Err(bad(opt, v, format!("{k} other than 1 is not supported")));
         }
     }
-    let (cpus, sockets, cores, threads) = (
-        get("cpus")?,
-        get("sockets")?,
-        get("cores")?,
-        get("threads")?,
-    );
+    let (cpus, sockets, cores, threads) = (o.cpus, o.sockets, o.cores, o.threads);
     let threads = threads.unwrap_or(1);
     // As QEMU 6.2+: fill cores before sockets, with whole divisions; a
     // topology that does not then multiply out to cpus is refused by
@@ -635,7 +639,7 @@ fn smp(opt: &str, v: &str) -> Result<SmpConfig, CliError> {
         (None, Some(c)) => ((n / c.saturating_mul(threads).max(1)).max(1), c),
     };
     let cpus = cpus.unwrap_or(sockets.saturating_mul(cores).saturating_mul(threads));
-    if let Some(m) = get("maxcpus")? {
+    if let Some(m) = o.maxcpus {
         if m != cpus {
             return Err(bad(
                 opt,
@@ -652,38 +656,7 @@ fn smp(opt: &str, v: &str) -> Result<SmpConfig, CliError> {
     })
 }
 
-/// A QEMU size: plain numbers are MiB for `-m`; suffixes K, M, G, T (also
-/// lower case, and with a trailing `B` or `iB`) are binary multiples.
-pub fn parse_size(s: &str, default_shift: u32) -> Option<u64> {
-    let s = s.trim();
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(digits_end);
-    let suffix = suffix.trim_end_matches("iB").trim_end_matches('B');
-    let shift = match suffix {
-        "" => default_shift,
-        "k" | "K" => 10,
-        "m" | "M" => 20,
-        "g" | "G" => 30,
-        "t" | "T" => 40,
-        _ => return None,
-    };
-    if num.is_empty() {
-        return None;
-    }
-    let value = if let Ok(n) = num.parse::<u64>() {
-        n.checked_mul(1u64 << shift)?
-    } else {
-        let f: f64 = num.parse().ok()?;
-        let bytes = f * (1u64 << shift) as f64;
-        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-            return None;
-        }
-        bytes as u64
-    };
-    Some(value)
-}
+pub use crate::config::size::parse_size;
 
 fn memory(opt: &str, v: &str) -> Result<u64, CliError> {
     let kv = KeyVals::parse(opt, v, "size")?;
@@ -713,7 +686,7 @@ fn on_off(opt: &str, key: &str, v: &str) -> Result<bool, CliError> {
 /// `-object memory-backend-*,id=ID,size=SIZE,...`; other object types are
 /// rejected by name.
 fn object(opt: &str, v: &str) -> Result<MemoryBackendConfig, CliError> {
-    let kv = KeyVals::parse(opt, v, "qom-type")?;
+    let mut kv = KeyVals::parse(opt, v, "qom-type")?;
     let kind = match kv.get("qom-type").unwrap_or_default() {
         "memory-backend-ram" => BackendKind::Ram,
         "memory-backend-memfd" => BackendKind::Memfd,
@@ -741,29 +714,21 @@ fn object(opt: &str, v: &str) -> Result<MemoryBackendConfig, CliError> {
         BackendKind::Ram => {}
     }
     kv.only(opt, &keys)?;
-    let flag = |k: &str, default: bool| kv.get(k).map_or(Ok(default), |x| on_off(opt, k, x));
-    let size_of = |k: &str| {
-        kv.get(k)
-            .map(|x| parse_size(x, 0).ok_or_else(|| bad(opt, x, format!("{k} must be a size"))))
-            .transpose()
-    };
-    Ok(MemoryBackendConfig {
-        id: kv.get("id").unwrap_or_default().to_string(),
-        kind,
-        size: size_of("size")?.ok_or_else(|| bad(opt, v, "size= is required"))?,
-        prealloc: flag("prealloc", false)?,
-        prealloc_threads: kv
-            .get("prealloc-threads")
-            .map(|x| number(opt, "prealloc-threads", x))
-            .transpose()?,
+    // The same type --config's JSON fills, through the same serde fields.
+    kv.set("kind", kind_name(kind));
+    if kind == BackendKind::Memfd && kv.get("share").is_none() {
         // QEMU: memfd memory is shared unless share=off; the others private.
-        share: flag("share", kind == BackendKind::Memfd)?,
-        hugetlb: flag("hugetlb", false)?,
-        hugetlbsize: size_of("hugetlbsize")?,
-        mem_path: kv.get("mem-path").map(Into::into),
-        merge: flag("merge", true)?,
-        dump: flag("dump", true)?,
-    })
+        kv.set("share", "on");
+    }
+    kv::from_keyvals(opt, &kv, &["qom-type"])
+}
+
+fn kind_name(k: BackendKind) -> &'static str {
+    match k {
+        BackendKind::Ram => "ram",
+        BackendKind::Memfd => "memfd",
+        BackendKind::File => "file",
+    }
 }
 
 /// The backend `-machine memory-backend=ID` names; every backend given must
@@ -815,16 +780,25 @@ fn serial(opt: &str, v: &str) -> Result<SerialConfig, CliError> {
     }
 }
 
+/// What `-rtc` takes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RtcOpts {
+    base: Option<String>,
+    clock: Option<String>,
+    driftfix: Option<String>,
+}
+
 fn rtc(opt: &str, v: &str) -> Result<RtcConfig, CliError> {
     let kv = KeyVals::parse(opt, v, "base")?;
-    kv.only(opt, &["base", "clock", "driftfix"])?;
-    if kv.get("clock").is_some_and(|c| c != "host") {
+    let o: RtcOpts = kv::from_keyvals(opt, &kv, &[])?;
+    if o.clock.as_deref().is_some_and(|c| c != "host") {
         return Err(bad(opt, v, "only clock=host is supported"));
     }
-    if kv.get("driftfix").is_some_and(|c| c != "none") {
+    if o.driftfix.as_deref().is_some_and(|c| c != "none") {
         return Err(bad(opt, v, "only driftfix=none is supported"));
     }
-    match kv.get("base").unwrap_or("utc") {
+    match o.base.as_deref().unwrap_or("utc") {
         "utc" => Ok(RtcConfig::Utc),
         "localtime" => Ok(RtcConfig::Localtime),
         d => datetime(d)

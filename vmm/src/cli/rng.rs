@@ -3,9 +3,22 @@
 //! backend, as QEMU spells them; without `rng=` QEMU's default backend
 //! (`rng-builtin`) is used.
 
+use serde::Deserialize;
+
 use super::devices::Objects;
+use super::kv::from_keyvals;
 use super::{bad, CliError, KeyVals};
 use crate::config::{DeviceConfig, RngBackendConfig, RngConfig, Transport};
+
+/// What `-device virtio-rng-*` takes (QEMU's property names).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RngDeviceOpts {
+    id: Option<String>,
+    rng: Option<String>,
+    max_bytes: Option<u64>,
+    period: Option<u64>,
+}
 
 pub fn device(
     opt: &str,
@@ -13,13 +26,13 @@ pub fn device(
     t: Transport,
     objects: &Objects,
 ) -> Result<DeviceConfig, CliError> {
-    kv.only(opt, &["driver", "id", "rng", "max-bytes", "period"])?;
-    let (backend, backend_id) = match kv.get("rng") {
+    let o: RngDeviceOpts = from_keyvals(opt, kv, &["driver"])?;
+    let (backend, backend_id) = match o.rng.as_deref() {
         None => (RngBackendConfig::Builtin, None),
         Some(id) => match objects.get(id) {
-            Some(("rng-random", o)) => (
+            Some(("rng-random", obj)) => (
                 RngBackendConfig::Random {
-                    filename: o.get("filename").unwrap_or("/dev/urandom").into(),
+                    filename: obj.get("filename").unwrap_or("/dev/urandom").into(),
                 },
                 Some(id),
             ),
@@ -33,23 +46,15 @@ pub fn device(
             }
         },
     };
-    let num = |k: &str| {
-        kv.get(k)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| bad(opt, v, format!("{k} must be a whole number")))
-            })
-            .transpose()
-    };
-    let id = kv
-        .get("id")
-        .or(backend_id)
-        .map_or_else(|| "rng".to_string(), str::to_string);
+    let id =
+        o.id.as_deref()
+            .or(backend_id)
+            .map_or_else(|| "rng".to_string(), str::to_string);
     Ok(DeviceConfig::Rng(RngConfig {
         id,
         backend,
-        max_bytes: num("max-bytes")?,
-        period_ms: num("period")?.unwrap_or(1000),
+        max_bytes: o.max_bytes,
+        period_ms: o.period.unwrap_or(1000),
         transport: Some(t),
     }))
 }

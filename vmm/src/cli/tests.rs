@@ -582,3 +582,28 @@ fn fuzzed_qemu_lines_never_panic_and_every_refusal_names_an_option() {
         }
     }
 }
+
+#[test]
+fn key_value_options_and_json_fill_the_same_types() {
+    // One serde path: the CLI's memory backend equals the one --config's
+    // JSON gives, sizes written either way.
+    let c = run(&[
+        "-m",
+        "1G",
+        "-object",
+        "memory-backend-memfd,id=m0,size=1G,prealloc=on,prealloc-threads=2,hugetlb=on,hugetlbsize=2M",
+        "-M",
+        "memory-backend=m0",
+    ])
+    .unwrap();
+    let json = r#"{"id": "m0", "kind": "memfd", "size": "1G", "prealloc": true,
+        "prealloc_threads": 2, "share": true, "hugetlb": true, "hugetlbsize": 2097152}"#;
+    let from_json: crate::config::MemoryBackendConfig = serde_json::from_str(json).unwrap();
+    assert_eq!(c.memory_backend, Some(from_json));
+    let e = run(&["-object", "memory-backend-ram,id=m,size=lots"]).unwrap_err();
+    assert!(e.to_string().contains("'lots' is not a size"), "{e}");
+    let e = run(&["-smp", "2,sockets=x"]).unwrap_err();
+    assert!(e.to_string().contains("'x' is not a whole number"), "{e}");
+    let e = run(&["-rtc", "base=utc,drift=1"]).unwrap_err();
+    assert!(e.to_string().contains("unknown key `drift`"), "{e}");
+}

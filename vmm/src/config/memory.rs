@@ -37,7 +37,8 @@ impl BackendKind {
 pub struct MemoryBackendConfig {
     pub id: String,
     pub kind: BackendKind,
-    /// Bytes; must equal `VmConfig::memory`.
+    /// Bytes (or a size string such as `1G`); must equal `VmConfig::memory`.
+    #[serde(with = "super::size::bytes")]
     pub size: u64,
     /// Populate every page before the guest runs.
     #[serde(default)]
@@ -54,7 +55,7 @@ pub struct MemoryBackendConfig {
     pub hugetlb: bool,
     /// memfd with hugetlb: page size in bytes (2 MiB or 1 GiB); None: the
     /// kernel's default hugepage size.
-    #[serde(default)]
+    #[serde(default, with = "super::size::opt_bytes")]
     pub hugetlbsize: Option<u64>,
     /// file only: the file, or a directory in which a temporary file is made.
     #[serde(default)]

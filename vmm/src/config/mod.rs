@@ -10,6 +10,7 @@ pub mod json;
 pub mod memory;
 pub mod net;
 pub mod rng;
+pub mod size;
 pub mod validate;
 
 use std::path::PathBuf;
