@@ -108,8 +108,9 @@ fn unknown_and_unsupported_options() {
     refuses(&["-frobnicate"], "unknown option '-frobnicate'");
     refuses(
         &["-netdev", "user,id=n0"],
-        "option '-netdev' is not supported yet",
+        "user-mode networking (passt) is not implemented yet",
     );
+    refuses(&["-vga", "std"], "option '-vga' is not supported yet");
     refuses(&["-m"], "option '-m' needs a value");
 }
 

@@ -47,6 +47,19 @@ pub enum ResourceError {
         path: PathBuf,
         why: String,
     },
+    #[error("net {id}")]
+    Net {
+        id: String,
+        #[source]
+        source: casemate_devices::virtio::net::tap::TapError,
+    },
+    #[error("{what} fd={fd}: not an open file descriptor of this process")]
+    InheritedFd {
+        what: &'static str,
+        fd: i32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("-add-fd fd={fd}: not an open file descriptor of this process")]
     BadFd {
         fd: i32,
@@ -86,6 +99,24 @@ impl FdSets {
             sets.push((e.set, fd));
         }
         Ok(Self { sets })
+    }
+
+    /// A duplicate of inherited fd `fd` (QEMU's `fd=N`): the `-add-fd`
+    /// one when it names that fd, else the raw descriptor, left open as
+    /// it was handed over.
+    pub fn dup_fd(&self, what: &'static str, fd: i32) -> Result<OwnedFd, ResourceError> {
+        let err = |source| ResourceError::InheritedFd { what, fd, source };
+        if let Some((_, owned)) = self.sets.iter().find(|(_, o)| o.as_raw_fd() == fd) {
+            return owned.try_clone().map_err(err);
+        }
+        // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor and touches
+        // nothing else; it fails on a descriptor that is not open.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if new < 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `new` was just created by fcntl and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(new) })
     }
 
     /// Open `path`, or a duplicate of the fd in set `/dev/fdset/N` whose

@@ -70,6 +70,17 @@ fn run(name: &str, epoll: &Epoll, worker: &mut dyn Worker) {
                     log::warn!("{e}");
                 }
             }
+            for (fd, token, watch) in worker.watch_changes() {
+                let (op, what) = if watch {
+                    (ControlOperation::Add, "watching")
+                } else {
+                    (ControlOperation::Delete, "unwatching")
+                };
+                let ev = EpollEvent::new(EventSet::IN, token.into());
+                if let Err(e) = epoll.ctl(op, fd, ev) {
+                    log::warn!("{name}: {what} fd {fd}: {e}");
+                }
+            }
         }
     }
 }
@@ -80,6 +91,7 @@ fn kind_of(name: &str) -> &'static str {
     match name.trim_end_matches(|c: char| c.is_ascii_digit()) {
         "blk" => "blk",
         "rng" => "rng",
+        "net" => "net",
         "intx" => "intx",
         _ => "other",
     }

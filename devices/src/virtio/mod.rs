@@ -19,6 +19,7 @@
 pub mod blk;
 pub mod common;
 pub mod mmio;
+pub mod net;
 pub mod pci;
 pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]
@@ -49,6 +50,7 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_
 
 /// Device ids (virtio 1.x, 5).
 pub const TYPE_BLOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+pub const TYPE_NET: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 pub const TYPE_RNG: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 
 /// Signals the guest. MMIO: ISR bit + irqfd; PCI: the queue's MSI-X vector.
@@ -115,6 +117,13 @@ pub trait Worker: Send {
     fn fds(&self) -> Vec<(RawFd, u32)>;
     /// One fd became readable.
     fn on_event(&mut self, token: u32) -> Result<(), WorkerError>;
+    /// Fds to start or stop watching, as (fd, token, watch), asked since
+    /// the last call; the host applies them after each event. A worker
+    /// that must not read a host fd for a while (net: no receive buffers)
+    /// stops watching it instead of spinning on a level-triggered wakeup.
+    fn watch_changes(&mut self) -> Vec<(RawFd, u32, bool)> {
+        Vec::new()
+    }
 }
 
 /// Runs workers on behalf of transports (the VMM implements it).

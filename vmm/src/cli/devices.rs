@@ -3,7 +3,7 @@
 //! turns its `key=value` list into a `DeviceConfig`. A new device kind
 //! adds its lines here and its parser in its own file.
 
-use super::{rng, CliError, KeyVals};
+use super::{net, rng, CliError, KeyVals};
 use crate::config::{DeviceConfig, Transport};
 
 /// A device driver's parser: its option list, the transport its name
@@ -21,12 +21,16 @@ pub const OBJECT_TYPES: &[(&str, &[&str])] = &[
 pub const DEVICES: &[(&str, Transport, DeviceParser)] = &[
     ("virtio-rng-pci", Transport::Pci, rng::device),
     ("virtio-rng-device", Transport::Mmio, rng::device),
+    ("virtio-net-pci", Transport::Pci, net::device),
+    ("virtio-net-device", Transport::Mmio, net::device),
 ];
 
 /// The `-object`s of the command line that devices refer to by id.
 #[derive(Default)]
 pub struct Objects {
     list: Vec<(String, KeyVals)>,
+    /// `-netdev`, `-nic` and `-net`, which NICs refer to.
+    pub net: net::NetOpts,
 }
 
 impl Objects {

@@ -9,6 +9,7 @@ mod devices;
 mod drive;
 mod kv;
 mod machine;
+mod net;
 mod rng;
 
 use std::path::PathBuf;
@@ -159,7 +160,14 @@ Accepted without effect (a note under --log info): -net none, -nic none,
 unused -object memory-backend-*; versioned machine names (pc-q35-7.2) map
 to q35/pc. SIGTERM, SIGINT and SIGHUP end the VM as a power-off (images
 flushed, exit 0).
-Not supported yet (rejected by name, all at once): -netdev, -net, -nic,
+  -netdev tap,id=ID,ifname=NAME|fd=N[,script=no,downscript=no][,vhost=off]
+  -device virtio-net-pci|virtio-net-device,netdev=ID[,mac=52:54:00:12:34:56]
+  -nic tap,ifname=NAME[,model=virtio|virtio-net-pci|virtio-net-device][,mac=]
+  -net nic[,model=virtio][,macaddr=] -net tap,ifname=NAME
+                                virtio-net over a tap (created or attached by
+                                name, or inherited); MACs default to QEMU's
+                                52:54:00:12:34:56 (+1 per NIC); no ifup scripts
+Not supported yet (rejected by name, all at once): -netdev user|bridge,
 other -object and -device types, -vga, -monitor, -S, -bios, -boot, -hda,
 -cdrom, -audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
 ";
@@ -171,17 +179,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("hdb", true, "use -drive file=...,if=virtio"),
     ("cdrom", true, "no CD-ROM device"),
     ("fda", true, "no floppy device"),
-    ("netdev", true, "networking is not implemented yet"),
-    (
-        "net",
-        true,
-        "networking is not implemented yet (-net none is accepted)",
-    ),
-    (
-        "nic",
-        true,
-        "networking is not implemented yet (-nic none is accepted)",
-    ),
     ("vga", true, "no display devices (-vga none is accepted)"),
     (
         "monitor",
@@ -443,12 +440,18 @@ fn option(
                 None => p.drives.device(raw, &v)?,
             }
         }
+        "netdev" | "net" | "nic" => match val()? {
+            v if v == "none" && name != "netdev" => p
+                .notes
+                .push(format!("{raw} none: nothing to remove, accepted")),
+            v => p.objects.net.option(raw, name, &v)?,
+        },
         "snapshot" => p.drives.snapshot = true,
         "rtc" => c.rtc = rtc(raw, &val()?)?,
         "name" => {
             val()?;
         }
-        "net" | "nic" | "vga" | "monitor" if it.peek().is_some_and(|v| v == "none") => {
+        "vga" | "monitor" if it.peek().is_some_and(|v| v == "none") => {
             it.next();
             p.notes
                 .push(format!("{raw} none: nothing to remove, accepted"));
@@ -487,6 +490,9 @@ fn finish(c: &mut VmConfig, mut p: Pending, errors: &mut Vec<CliError>) -> Vec<S
             Ok(d) => c.devices.push(d),
             Err(e) => errors.push(e),
         }
+    }
+    if let Err(e) = net::finish(&mut c.devices, &p.objects) {
+        errors.push(e);
     }
     if p.nodefaults && !p.serial_set {
         c.serial = SerialConfig::None;

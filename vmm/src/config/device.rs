@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{RngConfig, Transport};
+use super::{NetConfig, RngConfig, Transport};
 
 /// What validation needs of every device kind.
 pub trait DeviceKind {
@@ -22,12 +22,14 @@ pub trait DeviceKind {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DeviceConfig {
     Rng(RngConfig),
+    Net(NetConfig),
 }
 
 impl DeviceConfig {
     pub fn kind(&self) -> &dyn DeviceKind {
         match self {
             Self::Rng(c) => c,
+            Self::Net(c) => c,
         }
     }
 }

@@ -14,6 +14,8 @@ mod blk_reboot;
 mod exits;
 mod fault;
 mod hello;
+mod net;
+mod net_evil;
 mod rng;
 mod spin;
 
@@ -41,6 +43,8 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "rng", run: rng::run },
     Probe { name: "bar-move", run: bar_move::run },
     Probe { name: "blk-reboot", run: blk_reboot::run },
+    Probe { name: "net", run: net::run },
+    Probe { name: "net-evil", run: net::run_evil },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

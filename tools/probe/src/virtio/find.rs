@@ -21,6 +21,7 @@ use crate::report::Line;
 const MAX_MMIO: usize = 32;
 
 static LEGACY_SEEN: AtomicBool = AtomicBool::new(false);
+pub const VIRTIO_ID_NET: u32 = 1;
 pub const VIRTIO_ID_BLOCK: u32 = 2;
 pub const VIRTIO_ID_RNG: u32 = 4;
 
@@ -29,6 +30,7 @@ pub const VIRTIO_ID_RNG: u32 = 4;
 /// 0x1005 entropy), which the probe drives through its modern capabilities.
 fn pci_ids(typ: u32) -> [u16; 2] {
     let transitional = match typ {
+        VIRTIO_ID_NET => 0x1000,
         VIRTIO_ID_BLOCK => 0x1001,
         VIRTIO_ID_RNG => 0x1005,
         _ => 0,
@@ -39,6 +41,7 @@ fn pci_ids(typ: u32) -> [u16; 2] {
 /// Short name for report lines.
 fn type_name(typ: u32) -> &'static str {
     match typ {
+        VIRTIO_ID_NET => "net",
         VIRTIO_ID_BLOCK => "blk",
         VIRTIO_ID_RNG => "rng",
         _ => "other",
@@ -49,6 +52,7 @@ fn type_name(typ: u32) -> &'static str {
 fn pci_type(device: u16) -> u32 {
     match device {
         0x1041..=0x107f => (device - 0x1040) as u32,
+        0x1000 => VIRTIO_ID_NET,
         0x1001 => VIRTIO_ID_BLOCK,
         0x1005 => VIRTIO_ID_RNG,
         _ => 0,

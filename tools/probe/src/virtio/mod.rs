@@ -7,6 +7,7 @@
 pub mod blk;
 pub mod find;
 pub mod mmio;
+pub mod net;
 pub mod pci;
 pub mod queue;
 pub mod rng;

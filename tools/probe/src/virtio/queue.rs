@@ -20,7 +20,12 @@ const DESC_OFF: u64 = 0;
 const AVAIL_OFF: u64 = 16 * QMAX as u64;
 const USED_OFF: u64 = AVAIL_OFF + 4096;
 
-static RING: Dma<{ 16 * QMAX + 4096 + 8 + 8 * QMAX }> = Dma::new();
+/// Bytes of one queue's rings (descriptors, avail, used).
+pub const RING_BYTES: usize = 16 * QMAX + 4096 + 8 + 8 * QMAX;
+/// Ring memory of a queue.
+pub type RingMem = Dma<RING_BYTES>;
+
+static RING: RingMem = Dma::new();
 
 /// One buffer of a request: `write` means the device writes it.
 #[derive(Clone, Copy)]
@@ -96,16 +101,22 @@ impl Queue {
     /// Sets up queue `q` on `t` with min(device max, QMAX, `want`) entries
     /// (rounded down to a power of two, which split rings need on PCI).
     pub fn new(t: &Transport, q: u16, want: u16) -> Result<Queue, &'static str> {
+        Queue::new_in(t, q, want, &RING)
+    }
+
+    /// As `new`, with the rings in `ring` (a device with several queues
+    /// gives each its own).
+    pub fn new_in(t: &Transport, q: u16, want: u16, ring: &'static RingMem) -> Result<Queue, &'static str> {
         let max = t.queue_max(q);
         if max == 0 {
             return Err("virtio-queue-absent");
         }
         let mut size = max.min(QMAX as u16).min(want.max(1));
         size = 1 << (15 - size.leading_zeros());
-        let base = RING.addr();
-        // SAFETY: RING is the probe's own buffer; the device is reset (it
+        let base = ring.addr();
+        // SAFETY: `ring` is the probe's own buffer; the device is reset (it
         // does not touch the old rings any more) before a queue is set up.
-        unsafe { core::ptr::write_bytes(base as *mut u8, 0, RING.len()) };
+        unsafe { core::ptr::write_bytes(base as *mut u8, 0, ring.len()) };
         let notify = t.setup_queue(q, size, base + DESC_OFF, base + AVAIL_OFF, base + USED_OFF);
         let mut free = [0u16; QMAX];
         for (i, f) in free.iter_mut().enumerate().take(size as usize) {

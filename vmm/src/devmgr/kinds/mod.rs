@@ -5,6 +5,7 @@
 //! virtio-pci as the machine says.
 
 pub mod blk;
+mod net;
 mod rng;
 
 use casemate_devices::virtio::VirtioDevice;
@@ -29,5 +30,6 @@ pub trait DeviceFactory: Send + Sync {
 pub fn spec(d: &DeviceConfig) -> &dyn DeviceSpec {
     match d {
         DeviceConfig::Rng(c) => c,
+        DeviceConfig::Net(c) => c,
     }
 }

@@ -1,0 +1,439 @@
+//! Networking options as QEMU users type them: `-netdev tap,id=ID,...`
+//! with `-device virtio-net-pci|virtio-net-device,netdev=ID[,mac=]`,
+//! `-nic tap,...[,model=][,mac=]` (both at once), the legacy
+//! `-net nic[,model=] -net tap,...` pair, and `-net none`/`-nic none`.
+//! Casemate never runs ifup/ifdown scripts: `script=` or `downscript=`
+//! other than `no` is refused. Only virtio-net exists: other NIC models
+//! are refused by name.
+
+use std::cell::RefCell;
+
+use super::devices::Objects;
+use super::{bad, CliError, KeyVals};
+use crate::config::net::{default_mac, format_mac, parse_mac};
+use crate::config::{DeviceConfig, NetBackendConfig, NetConfig, Transport};
+
+/// Keys of `-netdev tap` (and of the tap part of `-nic`/`-net tap`).
+const TAP_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "ifname",
+    "script",
+    "downscript",
+    "fd",
+    "vhost",
+    "vnet_hdr",
+    "queues",
+];
+
+/// The networking options seen so far.
+#[derive(Default)]
+pub struct NetOpts {
+    /// `-netdev`s by id, and whether a NIC took each.
+    netdevs: Vec<(String, NetBackendConfig, bool)>,
+    used: RefCell<Vec<String>>,
+    /// NICs of `-nic`: (id, backend, mac, transport).
+    nics: Vec<NetConfig>,
+    /// Legacy `-net nic` (mac, transport, netdev) and `-net tap` lists,
+    /// paired in order.
+    legacy_nics: Vec<(Option<String>, Option<Transport>, Option<String>)>,
+    legacy_taps: Vec<NetBackendConfig>,
+}
+
+/// The backend a `-netdev`/`-nic`/`-net` of type `kind` describes.
+fn backend(opt: &str, kind: &str, kv: &KeyVals) -> Result<NetBackendConfig, CliError> {
+    match kind {
+        "tap" => {}
+        "user" => {
+            return Err(bad(
+                opt,
+                kind,
+                "user-mode networking (passt) is not implemented yet; use a tap",
+            ))
+        }
+        "bridge" => return Err(bad(
+            opt,
+            kind,
+            "-netdev bridge is not implemented yet; attach a tap to the bridge and use -netdev tap",
+        )),
+        "vhost-user" | "vhost-vdpa" | "socket" | "stream" | "dgram" | "l2tpv3" | "vde"
+        | "hubport" | "netmap" | "af-xdp" => {
+            return Err(bad(opt, kind, "only tap networking is supported"))
+        }
+        _ => return Err(bad(opt, kind, "unknown network backend type")),
+    }
+    for k in ["script", "downscript"] {
+        if let Some(v) = kv.get(k).filter(|v| *v != "no") {
+            return Err(bad(
+                opt,
+                v,
+                format!("{k}= must be 'no': Casemate runs no ifup/ifdown scripts (set the tap up beforehand)"),
+            ));
+        }
+    }
+    if kv.get("vhost") == Some("on") {
+        let why = if std::path::Path::new("/dev/vhost-net").exists() {
+            "vhost-net is not supported by Casemate; use vhost=off"
+        } else {
+            "this host has no /dev/vhost-net (its kernel lacks vhost-net); use vhost=off"
+        };
+        return Err(bad(opt, "vhost=on", why));
+    }
+    if kv.get("vnet_hdr") == Some("off") {
+        return Err(bad(
+            opt,
+            "vnet_hdr=off",
+            "Casemate's taps always carry the vnet header",
+        ));
+    }
+    if kv.get("queues").is_some_and(|q| q != "1") {
+        return Err(bad(
+            opt,
+            kv.get("queues").unwrap_or_default(),
+            "only queues=1: multiqueue is not implemented yet",
+        ));
+    }
+    let fd = kv
+        .get("fd")
+        .map(|v| {
+            v.parse::<i32>()
+                .map_err(|_| bad(opt, v, "fd= must be a descriptor number"))
+        })
+        .transpose()?;
+    let ifname = kv.get("ifname").map(str::to_string);
+    if fd.is_some() && ifname.is_some() {
+        return Err(bad(opt, "fd", "ifname= and fd= exclude each other"));
+    }
+    Ok(NetBackendConfig::Tap { ifname, fd })
+}
+
+/// `model=`: the transport it implies (None: the machine's own).
+fn model(opt: &str, m: Option<&str>) -> Result<Option<Transport>, CliError> {
+    match m {
+        None | Some("virtio") => Ok(None),
+        Some("virtio-net-pci") => Ok(Some(Transport::Pci)),
+        Some("virtio-net-device") => Ok(Some(Transport::Mmio)),
+        Some(m) => Err(bad(
+            opt,
+            m,
+            format!(
+                "NIC model '{m}' is not available: Casemate has only virtio-net (model=virtio)"
+            ),
+        )),
+    }
+}
+
+impl NetOpts {
+    /// One `-netdev`, `-nic` or `-net` option (`name` without dashes).
+    pub fn option(&mut self, opt: &str, name: &str, v: &str) -> Result<(), CliError> {
+        let kv = KeyVals::parse(opt, v, "type")?;
+        let kind = kv.get("type").unwrap_or_default();
+        match name {
+            "netdev" => {
+                kv.only(opt, TAP_KEYS)?;
+                let id = kv
+                    .get("id")
+                    .filter(|i| !i.is_empty())
+                    .ok_or_else(|| bad(opt, v, "id= is required"))?;
+                if self.netdevs.iter().any(|(i, ..)| i == id) {
+                    return Err(bad(opt, id, "Duplicate ID for netdev"));
+                }
+                let b = backend(opt, kind, &kv)?;
+                self.netdevs.push((id.to_string(), b, false));
+            }
+            "nic" => {
+                if kind == "none" {
+                    return kv.only(opt, &["type"]);
+                }
+                let mut keys = TAP_KEYS.to_vec();
+                keys.extend(["model", "mac"]);
+                kv.only(opt, &keys)?;
+                let t = model(opt, kv.get("model"))?;
+                let b = backend(opt, kind, &kv)?;
+                let n = self.nics.len();
+                self.nics.push(NetConfig {
+                    id: kv
+                        .get("id")
+                        .map_or_else(|| format!("nic{n}"), str::to_string),
+                    backend: b,
+                    mac: kv.get("mac").map(str::to_string),
+                    transport: t,
+                });
+            }
+            _ => match kind {
+                "none" => kv.only(opt, &["type"])?,
+                "nic" => {
+                    kv.only(opt, &["type", "model", "macaddr", "netdev", "id", "name"])?;
+                    let t = model(opt, kv.get("model"))?;
+                    self.legacy_nics.push((
+                        kv.get("macaddr").map(str::to_string),
+                        t,
+                        kv.get("netdev").map(str::to_string),
+                    ));
+                }
+                _ => {
+                    let mut keys = TAP_KEYS.to_vec();
+                    keys.push("name");
+                    kv.only(opt, &keys)?;
+                    self.legacy_taps.push(backend(opt, kind, &kv)?);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// The `-netdev` a NIC names, marked taken (a netdev serves one NIC).
+    fn take(&self, opt: &str, id: &str) -> Result<NetBackendConfig, CliError> {
+        let Some((_, b, _)) = self.netdevs.iter().find(|(i, ..)| i == id) else {
+            return Err(bad(opt, id, "no -netdev has this id"));
+        };
+        let mut used = self.used.borrow_mut();
+        if used.iter().any(|u| u == id) {
+            return Err(bad(
+                opt,
+                id,
+                "this -netdev is already in use by another NIC",
+            ));
+        }
+        used.push(id.to_string());
+        Ok(b.clone())
+    }
+}
+
+/// `-device virtio-net-pci|virtio-net-device,netdev=ID[,mac=][,id=]`.
+pub fn device(
+    opt: &str,
+    kv: &KeyVals,
+    t: Transport,
+    objects: &Objects,
+) -> Result<DeviceConfig, CliError> {
+    kv.only(opt, &["driver", "id", "netdev", "mac"])?;
+    let netdev = kv.get("netdev").ok_or_else(|| {
+        bad(
+            opt,
+            kv.get("driver").unwrap_or_default(),
+            "netdev= is required",
+        )
+    })?;
+    let backend = objects.net.take(opt, netdev)?;
+    Ok(DeviceConfig::Net(NetConfig {
+        id: kv.get("id").unwrap_or(netdev).to_string(),
+        backend,
+        mac: kv.get("mac").map(str::to_string),
+        transport: Some(t),
+    }))
+}
+
+/// After every option: add the `-nic` and `-net` NICs, give NICs without
+/// a MAC QEMU's default for their position, and refuse duplicate MACs and
+/// `-netdev`s no NIC uses.
+pub fn finish(devices: &mut Vec<DeviceConfig>, objects: &Objects) -> Result<(), CliError> {
+    let net = &objects.net;
+    devices.extend(net.nics.iter().cloned().map(DeviceConfig::Net));
+    if net.legacy_nics.len() != net.legacy_taps.len()
+        && net.legacy_nics.iter().any(|(_, _, n)| n.is_none())
+    {
+        return Err(bad(
+            "-net",
+            "nic",
+            format!(
+                "{} '-net nic' and {} '-net tap': each NIC pairs with one tap, in order",
+                net.legacy_nics.len(),
+                net.legacy_taps.len()
+            ),
+        ));
+    }
+    let mut taps = net.legacy_taps.iter();
+    for (i, (mac, t, netdev)) in net.legacy_nics.iter().enumerate() {
+        let backend = match netdev {
+            Some(id) => net.take("-net", id)?,
+            None => taps
+                .next()
+                .cloned()
+                .ok_or_else(|| bad("-net", "nic", "no -net tap for it"))?,
+        };
+        devices.push(DeviceConfig::Net(NetConfig {
+            id: format!("net{i}"),
+            backend,
+            mac: mac.clone(),
+            transport: *t,
+        }));
+    }
+    if let Some((id, ..)) = net
+        .netdevs
+        .iter()
+        .find(|(id, ..)| !net.used.borrow().contains(id))
+    {
+        return Err(bad(
+            "-netdev",
+            id,
+            "no NIC uses this netdev (add -device virtio-net-pci,netdev=ID)",
+        ));
+    }
+    let mut seen: Vec<[u8; 6]> = Vec::new();
+    let mut n = 0;
+    for d in devices.iter_mut() {
+        let DeviceConfig::Net(c) = d else { continue };
+        let mac = match &c.mac {
+            Some(m) => parse_mac(m).ok_or_else(|| {
+                bad(
+                    "-device",
+                    m,
+                    "mac= is not six hex bytes like 52:54:00:12:34:56",
+                )
+            })?,
+            None => default_mac(n),
+        };
+        if seen.contains(&mac) {
+            return Err(bad(
+                "-device",
+                &format_mac(mac),
+                format!("NIC {} has the same MAC as another NIC", c.id),
+            ));
+        }
+        seen.push(mac);
+        c.mac = Some(format_mac(mac));
+        n += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Command};
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Vec<NetConfig>, CliError> {
+        match parse(args.iter().map(|s| s.to_string()))? {
+            Command::Run { config, .. } => Ok(config
+                .devices
+                .into_iter()
+                .filter_map(|d| match d {
+                    DeviceConfig::Net(n) => Some(n),
+                    _ => None,
+                })
+                .collect()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn tap(name: &str) -> NetBackendConfig {
+        NetBackendConfig::Tap {
+            ifname: Some(name.into()),
+            fd: None,
+        }
+    }
+
+    #[test]
+    fn netdev_with_device_and_default_macs() {
+        let n = run(&[
+            "-M",
+            "q35",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
+            "-netdev",
+            "tap,id=n1,fd=7",
+            "-device",
+            "virtio-net-pci,netdev=n1,id=second",
+        ])
+        .unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(
+            n[0],
+            NetConfig {
+                id: "n0".into(),
+                backend: tap("tap0"),
+                mac: Some("52:54:00:12:34:56".into()),
+                transport: Some(Transport::Pci),
+            }
+        );
+        assert_eq!(n[1].id, "second");
+        assert_eq!(n[1].mac.as_deref(), Some("52:54:00:12:34:57"));
+        assert_eq!(
+            n[1].backend,
+            NetBackendConfig::Tap {
+                ifname: None,
+                fd: Some(7)
+            }
+        );
+    }
+
+    #[test]
+    fn nic_and_legacy_net_pairs() {
+        let n = run(&[
+            "-nic",
+            "tap,ifname=t1,script=no,model=virtio-net-device,mac=52:54:00:aa:bb:cc",
+        ])
+        .unwrap();
+        assert_eq!(n[0].backend, tap("t1"));
+        assert_eq!(n[0].transport, Some(Transport::Mmio));
+        assert_eq!(n[0].mac.as_deref(), Some("52:54:00:aa:bb:cc"));
+        let n = run(&[
+            "-net",
+            "nic,model=virtio",
+            "-net",
+            "tap,ifname=t2,script=no",
+        ])
+        .unwrap();
+        assert_eq!((n[0].backend.clone(), n[0].transport), (tap("t2"), None));
+        assert!(run(&["-net", "none"]).unwrap().is_empty());
+        assert!(run(&["-nic", "none"]).unwrap().is_empty());
+        assert!(run(&["-net", "nic"]).is_err(), "a NIC without a tap");
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["-nic", "tap,ifname=t,model=e1000"], "e1000"),
+            (&["-net", "nic,model=rtl8139"], "rtl8139"),
+            (
+                &["-netdev", "tap,id=n,ifname=t,script=/etc/qemu-ifup"],
+                "ifup",
+            ),
+            (&["-netdev", "tap,id=n,ifname=t,vhost=on"], "vhost"),
+            (&["-netdev", "tap,id=n,ifname=t,queues=4"], "multiqueue"),
+            (&["-netdev", "user,id=n"], "passt"),
+            (&["-netdev", "tap,id=n,ifname=t"], "no NIC uses"),
+            (&["-device", "virtio-net-pci,netdev=x"], "no -netdev"),
+            (
+                &[
+                    "-netdev",
+                    "tap,id=n,ifname=a",
+                    "-netdev",
+                    "tap,id=n,ifname=b",
+                ],
+                "Duplicate ID",
+            ),
+            (
+                &[
+                    "-netdev",
+                    "tap,id=n,ifname=a",
+                    "-device",
+                    "virtio-net-pci,netdev=n",
+                    "-device",
+                    "virtio-net-pci,netdev=n,id=x",
+                ],
+                "already in use",
+            ),
+            (
+                &[
+                    "-nic",
+                    "tap,ifname=a,mac=52:54:00:12:34:57",
+                    "-nic",
+                    "tap,ifname=b",
+                ],
+                "same MAC",
+            ),
+            (
+                &["-nic", "tap,ifname=a,mac=52:54:00:12:34"],
+                "six hex bytes",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = run(args).unwrap_err().to_string();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
+}

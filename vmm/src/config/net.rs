@@ -1,0 +1,150 @@
+//! `NetConfig`: a virtio-net device and the host network behind it
+//! (`-netdev tap,id=,ifname=|fd=` with `-device virtio-net-pci|
+//! virtio-net-device,netdev=ID[,mac=]`, or `-nic`/`-net` as QEMU spells
+//! them). MACs default as QEMU's: 52:54:00:12:34:56 for the first NIC,
+//! +1 for each next one.
+
+use serde::{Deserialize, Serialize};
+
+use super::device::DeviceKind;
+use super::Transport;
+
+/// The host side of a NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum NetBackendConfig {
+    /// A tap: attached (or created) by `ifname`, else an inherited fd
+    /// (`fd=N`, as QEMU's; an `-add-fd` fd works too); with neither, the
+    /// kernel names a new one.
+    Tap {
+        #[serde(default)]
+        ifname: Option<String>,
+        #[serde(default)]
+        fd: Option<i32>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The device's id (`-device ...,id=`, else the netdev's).
+    pub id: String,
+    pub backend: NetBackendConfig,
+    /// `aa:bb:cc:dd:ee:ff`; None: QEMU's default for the NIC's position.
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub transport: Option<Transport>,
+}
+
+/// QEMU's default MAC of the `n`th NIC (0-based).
+pub fn default_mac(n: usize) -> [u8; 6] {
+    let last = 0x56u8.wrapping_add(n as u8);
+    [0x52, 0x54, 0x00, 0x12, 0x34, last]
+}
+
+pub fn format_mac(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// `aa:bb:cc:dd:ee:ff` (or with `-`); None if it is not six hex bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for b in &mut m {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
+}
+
+impl NetConfig {
+    /// The MAC this NIC gets as the `n`th NIC.
+    pub fn mac_or_default(&self, n: usize) -> [u8; 6] {
+        self.mac
+            .as_deref()
+            .and_then(parse_mac)
+            .unwrap_or_else(|| default_mac(n))
+    }
+}
+
+impl DeviceKind for NetConfig {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn transport(&self) -> Option<Transport> {
+        self.transport
+    }
+
+    fn qemu_name(&self, t: Transport) -> &'static str {
+        match t {
+            Transport::Mmio => "virtio-net-device",
+            Transport::Pci => "virtio-net-pci",
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(m) = &self.mac {
+            let Some(mac) = parse_mac(m) else {
+                return Err(format!(
+                    "mac '{m}' is not six hex bytes like 52:54:00:12:34:56"
+                ));
+            };
+            if mac[0] & 1 != 0 {
+                return Err(format!("mac '{m}' is a multicast address"));
+            }
+        }
+        match &self.backend {
+            NetBackendConfig::Tap {
+                ifname: Some(_),
+                fd: Some(_),
+            } => Err("a tap takes ifname or fd, not both".into()),
+            NetBackendConfig::Tap {
+                ifname: Some(n), ..
+            } if n.len() >= 16 || n.contains('/') || n.is_empty() => Err(format!(
+                "ifname '{n}' is not an interface name (1 to 15 bytes, no '/')"
+            )),
+            NetBackendConfig::Tap { fd: Some(fd), .. } if *fd < 0 => {
+                Err(format!("fd={fd} is not a file descriptor"))
+            }
+            NetBackendConfig::Tap { .. } => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_format_and_default_as_qemu() {
+        assert_eq!(parse_mac("52:54:00:12:34:56"), Some(default_mac(0)));
+        assert_eq!(format_mac(default_mac(2)), "52:54:00:12:34:58");
+        assert_eq!(
+            parse_mac("52-54-00-AB-cd-01"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 1])
+        );
+        for bad in [
+            "52:54:00:12:34",
+            "52:54:00:12:34:56:78",
+            "5:54:00:12:34:56",
+            "zz:54:00:12:34:56",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        let c = NetConfig {
+            id: "n".into(),
+            backend: NetBackendConfig::Tap {
+                ifname: Some("tap0".into()),
+                fd: None,
+            },
+            mac: Some("01:00:5e:00:00:01".into()),
+            transport: None,
+        };
+        assert!(c.check().unwrap_err().contains("multicast"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Registry entry for virtio-net: opens the tap once per process (by name,
+//! or the inherited fd) and builds `NetDevice` on it at each boot, so a
+//! guest reboot keeps the same tap.
+
+use std::sync::Arc;
+
+use casemate_devices::virtio::net::tap::Tap;
+use casemate_devices::virtio::net::{NetBackend, NetConfig as Model, NetDevice};
+use casemate_devices::virtio::VirtioDevice;
+
+use super::{DeviceFactory, DeviceSpec};
+use crate::config::{NetBackendConfig, NetConfig};
+use crate::resources::{FdSets, ResourceError};
+
+struct Net {
+    backend: Arc<dyn NetBackend>,
+    mac: Option<[u8; 6]>,
+}
+
+impl DeviceSpec for NetConfig {
+    fn open(&self, fds: &FdSets) -> Result<Box<dyn DeviceFactory>, ResourceError> {
+        let err = |source| ResourceError::Net {
+            id: self.id.clone(),
+            source,
+        };
+        let tap = match &self.backend {
+            NetBackendConfig::Tap { fd: Some(fd), .. } => {
+                Tap::from_fd(fds.dup_fd("-netdev tap", *fd)?).map_err(err)?
+            }
+            NetBackendConfig::Tap { ifname, .. } => {
+                Tap::open(ifname.as_deref().unwrap_or("")).map_err(err)?
+            }
+        };
+        log::info!("net {}: tap {}", self.id, tap.name());
+        Ok(Box::new(Net {
+            backend: Arc::new(tap),
+            mac: self.mac.as_deref().and_then(crate::config::net::parse_mac),
+        }))
+    }
+}
+
+impl DeviceFactory for Net {
+    fn kind(&self) -> &'static str {
+        "net"
+    }
+
+    fn build(&self, name: String) -> Box<dyn VirtioDevice> {
+        // Without a MAC in the config (the CLI always sets one), QEMU's
+        // default for the NIC's position, which the name carries (`net1`).
+        let n = name.trim_start_matches("net").parse().unwrap_or(0);
+        let mac = self
+            .mac
+            .unwrap_or_else(|| crate::config::net::default_mac(n));
+        Box::new(NetDevice::new(Model {
+            name,
+            mac,
+            backend: self.backend.clone(),
+        }))
+    }
+}
