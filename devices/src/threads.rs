@@ -51,6 +51,7 @@ impl Role {
             Self::Worker("blk") => "worker-blk",
             Self::Worker("rng") => "worker-rng",
             Self::Worker("intx") => "worker-intx",
+            Self::Worker("net") => "worker-net",
             Self::Worker(_) => "worker-other",
             Self::IoHelper => "io-helper",
             Self::Prealloc => "prealloc",

@@ -405,13 +405,20 @@ fn pid_ns_supervisor_forwards_sigterm_and_cleans_up() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let text = read_until_ready(&mut stdout);
     assert!(text.contains("standin: pid=1"), "{text}");
+    // Child::wait closes the child's stdin first: keep it open, or the
+    // stand-in sees EOF and exits on its own before the signal reaches it.
+    let stdin = child.stdin.take();
     // SAFETY: kill on the jailer we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
+    drop(stdin);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     println!("{text}{rest}");
-    assert!(rest.contains("standin: got SIGTERM"), "{rest}");
+    assert!(
+        rest.contains("standin: got SIGTERM"),
+        "status {status:?}, rest: {rest}"
+    );
     // The supervisor survived the signal, waited, cleaned up, and passed on
     // the VM's status.
     assert_eq!(status.code(), Some(128 + libc::SIGTERM));

@@ -21,6 +21,7 @@ const ROLES: &[&str] = &[
     "worker-blk",
     "worker-rng",
     "worker-intx",
+    "worker-net",
     "worker-other",
     "io-helper",
     "prealloc",

@@ -32,6 +32,10 @@ pub fn rules() -> Vec<Rule> {
         Rule::ioctl(KVM_CREATE_IRQCHIP, "in-kernel PIC, IOAPIC and LAPICs"),
         Rule::ioctl(KVM_CREATE_PIT2, "in-kernel PIT"),
         Rule::ioctl(
+            libc::TUNSETOFFLOAD,
+            "virtio-net: the offloads the guest accepted go to its tap at start and reset",
+        ),
+        Rule::ioctl(
             KVM_IRQFD,
             "wiring device interrupts (INTx, MSI-X) to eventfds",
         ),

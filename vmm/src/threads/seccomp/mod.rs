@@ -102,6 +102,7 @@ pub const ROLES: &[Role] = &[
     Role::Worker("blk"),
     Role::Worker("rng"),
     Role::Worker("intx"),
+    Role::Worker("net"),
     Role::Worker("other"),
     Role::IoHelper,
     Role::Prealloc,
@@ -225,7 +226,9 @@ impl Filters {
     /// The program for `role` (a worker of an unlisted kind gets `other`'s).
     pub fn get(&self, role: Role) -> &BpfProgram {
         let key = match role {
-            Role::Worker(k) if !matches!(k, "blk" | "rng" | "intx") => Role::Worker("other"),
+            Role::Worker(k) if !matches!(k, "blk" | "rng" | "intx" | "net") => {
+                Role::Worker("other")
+            }
             r => r,
         };
         // Every role in ROLES is built, and `key` is always one of them.

@@ -2,7 +2,8 @@
 //! eventfds. Every kind shares the loop's calls; the kinds add what their
 //! backend does: `blk` submits to io_uring or hands requests to the pool
 //! and does synchronous flushes and discards, `rng` reads its source and
-//! runs a timerfd, `intx` re-raises level interrupts on resample.
+//! runs a timerfd, `intx` re-raises level interrupts on resample, `net`
+//! moves frames between its tap and guest memory.
 
 use super::Rule;
 use libc::*;
@@ -67,6 +68,16 @@ pub fn rules(kind: &str) -> Vec<Rule> {
             Rule::arg(SYS_getrandom, 2, 0, "rng-builtin: the kernel's entropy"),
             Rule::any(SYS_timerfd_settime, "the rate limit's period timer"),
             Rule::any(SYS_timerfd_gettime, "the rate limit's period timer"),
+        ]),
+        "net" => r.extend([
+            Rule::any(
+                SYS_readv,
+                "a frame from the tap straight into guest buffers",
+            ),
+            Rule::any(
+                SYS_writev,
+                "a guest frame straight from guest memory to the tap",
+            ),
         ]),
         _ => {}
     }
