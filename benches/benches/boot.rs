@@ -5,6 +5,11 @@
 //! - `pio_exit` / `mmio_exit`: one port-I/O or MMIO exit round trip, as the
 //!   probe measures it from inside the guest (time per iteration = per exit).
 //!
+//! - `tiny_first_byte` / `tiny_exit`: the same for a 40-byte PVH guest
+//!   (benches/tiny/tiny.S: one byte to COM1, then isa-debug-exit and the
+//!   ACPI sleep register), so the VMM's own start and end are what is
+//!   measured, not the probe's work.
+//!
 //! QEMU runs `-M microvm` (its fastest machine) with isa-debug-exit; it is
 //! skipped with a printed reason when not installed. Needs /dev/kvm.
 
@@ -78,6 +83,75 @@ fn boot(c: &mut Criterion) {
     }
 }
 
+/// Assemble benches/tiny into `dir` with binutils; None (and a line) when
+/// that is not possible here.
+fn tiny_guest(s: &Scratch) -> Option<String> {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tiny");
+    let obj = s.path("tiny.o");
+    let elf = s.path("tiny.elf");
+    let ok = Command::new("as")
+        .args(["--32", "-o"])
+        .arg(&obj)
+        .arg(format!("{src}/tiny.S"))
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("ld")
+            .args(["-m", "elf_i386", "-T", &format!("{src}/link.ld"), "-o"])
+            .arg(&elf)
+            .arg(&obj)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        println!("SKIP tiny guest benches: binutils (as, ld) could not build benches/tiny");
+        return None;
+    }
+    Some(elf.to_string_lossy().into_owned())
+}
+
+fn tiny(c: &mut Criterion) {
+    let s = Scratch::new("bench-tiny");
+    let Some(elf) = tiny_guest(&s) else {
+        return;
+    };
+    let mut vmms: Vec<(&str, Command)> = Vec::new();
+    let mut cm = Command::new(bin("casemate"));
+    cm.args(["-m", "128M", "-kernel", &elf]);
+    vmms.push(("casemate", cm));
+    let mut off = Command::new(bin("casemate"));
+    off.args(["-m", "128M", "-kernel", &elf, "-sandbox", "off"]);
+    vmms.push(("casemate-sandbox-off", off));
+    if have("qemu-system-x86_64") {
+        let mut q = Command::new("qemu-system-x86_64");
+        q.args(["-enable-kvm", "-M", "microvm", "-m", "128M", "-nodefaults"])
+            .args(["-nographic", "-serial", "stdio", "-kernel", &elf])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+        vmms.push(("qemu-microvm", q));
+    }
+    let copy = |c: &Command| {
+        let mut n = Command::new(c.get_program());
+        n.args(c.get_args());
+        n
+    };
+    for (group, pick) in [("tiny_first_byte", 0usize), ("tiny_exit", 1)] {
+        let mut g = c.benchmark_group(group);
+        g.sample_size(30).measurement_time(Duration::from_secs(5));
+        for (name, cmd) in &vmms {
+            g.bench_function(*name, |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            let (f, e, out) = timed(copy(cmd));
+                            assert!(out.starts_with('x'), "{name}: {out:?}");
+                            [f, e][pick]
+                        })
+                        .sum()
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 fn exits(c: &mut Criterion) {
     let s = Scratch::new("bench-exits");
     let vmms = vmms(&s);
@@ -99,5 +173,5 @@ fn exits(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, boot, exits);
+criterion_group!(benches, boot, tiny, exits);
 criterion_main!(benches);

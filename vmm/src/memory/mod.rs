@@ -186,9 +186,12 @@ pub fn build(
 ) -> Result<GuestRam, MemoryError> {
     let t0 = Instant::now();
     let back = backing::open(b, opts.sysfs)?;
-    let threads = b
-        .prealloc_threads
-        .map_or_else(prealloc::default_threads, |n| n as usize);
+    // Only prealloc uses threads; finding the default reads cgroup files.
+    let threads = match (b.prealloc, b.prealloc_threads) {
+        (false, _) => 1,
+        (true, Some(n)) => n as usize,
+        (true, None) => prealloc::default_threads(),
+    };
     let hugetlb = back.hugepage.is_some();
     let anon_private = back.file.is_none() && !b.share;
     let method = prealloc::choose(anon_private, prealloc::populate_write_supported(), threads);

@@ -37,7 +37,10 @@ static FILTERS: OnceLock<Filters> = OnceLock::new();
 /// spawner and install the per-role start hook; once per process (later
 /// calls change nothing).
 pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
-    if let Some(filters) = Filters::build(mode)? {
+    let t0 = std::time::Instant::now();
+    let built = Filters::build(mode)?;
+    log::debug!("seccomp filters compiled in {:?}", t0.elapsed());
+    if let Some(filters) = built {
         if FILTERS.get().is_none() {
             fix_malloc_arena_limit();
             seccomp::install_handler().map_err(SeccompError::Handler)?;
@@ -57,7 +60,17 @@ pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
 /// Setting the limit up front (to glibc's own default, 8 per CPU) means
 /// it never looks.
 fn fix_malloc_arena_limit() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // glibc counts online CPUs, not the cgroup quota available_parallelism
+    // reads (three files): the affinity mask is the same count here, cheaply.
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    let cpus = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            libc::CPU_COUNT(&set).max(1) as usize
+        } else {
+            1
+        }
+    };
     let max = i32::try_from(cpus.saturating_mul(8)).unwrap_or(i32::MAX);
     // SAFETY: mallopt only sets a malloc tunable; no memory is passed.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, max) };
