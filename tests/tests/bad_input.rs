@@ -67,7 +67,10 @@ fn truncated_bzimage() {
     let mut img = vec![0u8; 0x400];
     img[0x202..0x206].copy_from_slice(b"HdrS");
     let k = s.file("bz", &img);
-    refuses(&["-kernel", &k], "bad bzImage");
+    refuses(
+        &["-kernel", &k],
+        "bad bzImage: boot protocol 0.00: 2.00 or later is needed",
+    );
 }
 
 #[test]
@@ -173,4 +176,30 @@ fn block_device_on_the_wrong_machine() {
         ],
         "already used by a device",
     );
+}
+
+#[test]
+fn a_missing_image_is_named_once_and_a_bzimage_says_which_field_is_wrong() {
+    let out = casemate(&["-drive", "file=/nonexistent/disk.img,format=raw"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("/nonexistent/disk.img").count(), 1, "{err}");
+    assert!(err.contains("drive drive0"), "{err}");
+    if !kvm_or_skip("a_bzimage_says_which_field_is_wrong") {
+        return;
+    }
+    let s = Scratch::new("bz-fields");
+    let mut img = vec![0u8; 0x1000];
+    img[0x202..0x206].copy_from_slice(b"HdrS");
+    img[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    img[0x1f1] = 60; // setup sectors past the file's end
+    let k = s.file("bz", &img);
+    refuses(
+        &["-kernel", &k],
+        "setup_sects=60 puts the kernel at byte 0x7a00",
+    );
+    img[0x1f1] = 1;
+    img[0x1f4..0x1f8].copy_from_slice(&0x1000u32.to_le_bytes());
+    let k = s.file("bz2", &img);
+    refuses(&["-kernel", &k], "syssize says the kernel is 0x10000 bytes");
 }

@@ -53,7 +53,8 @@ pub enum DevError {
     Irq(#[from] VmError),
     #[error("placing a device on the bus")]
     Bus(#[from] BusError),
-    #[error("drive {id}: cannot open {path}")]
+    /// The cause names the file and what failed.
+    #[error("drive {id}")]
     Disk {
         id: String,
         path: PathBuf,

@@ -52,6 +52,8 @@ pub enum LoadError {
     NotAKernel(PathBuf),
     #[error("kernel {path}: bad ELF: {why}")]
     BadElf { path: PathBuf, why: String },
+    #[error("kernel {path}: bad bzImage: {why}")]
+    BadBzHeader { path: PathBuf, why: String },
     #[error("kernel {path}: bad bzImage")]
     BadBzImage {
         path: PathBuf,
@@ -179,6 +181,10 @@ pub fn load_kernel(
     }
     // linux-loader reads the whole bzImage into guest RAM above 1 MiB.
     let size = src.size();
+    check_bzimage(src, size).map_err(|why| LoadError::BadBzHeader {
+        path: path.into(),
+        why,
+    })?;
     too_large("kernel", path, size, ram.low_end.saturating_sub(HIMEM))?;
     let r = match &file {
         None => BzImage::load(
@@ -217,6 +223,46 @@ pub fn load_kernel(
         },
         end: r.kernel_end,
     })
+}
+
+/// The setup header's promises against the file, so a broken bzImage is
+/// refused saying which field is wrong (linux-loader's own errors, such as
+/// an arithmetic underflow, do not say).
+fn check_bzimage(src: &dyn elf::Source, size: u64) -> Result<(), String> {
+    let mut h = [0u8; 0x210];
+    if size < h.len() as u64 {
+        return Err(format!("{size} bytes: too short for a setup header"));
+    }
+    src.read_at(&mut h, 0)
+        .map_err(|e| format!("reading its setup header: {e}"))?;
+    let version = u16::from_le_bytes([h[0x206], h[0x207]]);
+    if version < 0x200 {
+        return Err(format!(
+            "boot protocol {}.{:02}: 2.00 or later is needed",
+            version >> 8,
+            version & 0xff
+        ));
+    }
+    // setup_sects 0 means 4, for historical reasons.
+    let setup = if h[0x1f1] == 0 {
+        4
+    } else {
+        u64::from(h[0x1f1])
+    };
+    let kernel_at = (setup + 1) * 512;
+    let syssize = u64::from(u32::from_le_bytes([h[0x1f4], h[0x1f5], h[0x1f6], h[0x1f7]])) * 16;
+    if kernel_at >= size {
+        return Err(format!(
+            "setup_sects={} puts the kernel at byte {kernel_at:#x}, past the file's end ({size:#x})",
+            h[0x1f1]
+        ));
+    }
+    if syssize == 0 || kernel_at + syssize > size {
+        return Err(format!(
+            "syssize says the kernel is {syssize:#x} bytes from {kernel_at:#x}, but the file has {size:#x}"
+        ));
+    }
+    Ok(())
 }
 
 /// Place the initrd page-aligned at the top of RAM below `limit`.
