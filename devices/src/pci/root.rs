@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::config::CONFIG_SPACE_SIZE;
 use super::{Bdf, PciDevice};
-use crate::bus::{BusAction, BusDevice, PlatformRequest};
+use crate::bus::{BusAction, BusDevice, PlatformRequest, Range, Target};
 
 /// Slots on bus 0.
 pub const SLOTS: u8 = 32;
@@ -35,6 +35,31 @@ pub enum PciError {
         func: u8,
         existing: String,
     },
+}
+
+/// The bus ranges function `bdf` decodes now, memory BARs then I/O BARs,
+/// each pointing straight at the function (what the VMM places on its
+/// MMIO and port buses, and moves on `BarsMoved`).
+pub fn bar_ranges(bdf: Bdf, dev: &SharedPciDevice) -> (Vec<Range>, Vec<Range>) {
+    let (mut mem, mut io) = (Vec::new(), Vec::new());
+    for b in lock(dev).active_bars() {
+        let r = Range {
+            base: b.addr,
+            len: b.size,
+            name: format!("{bdf} BAR{}", b.index),
+            owner: Some(bdf),
+            target: Target::Bar {
+                dev: dev.clone(),
+                bar: b.index,
+            },
+        };
+        if b.kind.is_io() {
+            io.push(r);
+        } else {
+            mem.push(r);
+        }
+    }
+    (mem, io)
 }
 
 /// See the module doc.

@@ -40,6 +40,21 @@ pub enum StatusChange {
     Reset,
 }
 
+impl StatusChange {
+    /// What the transport with registry key `device` returns for this
+    /// change from its bus write: a request for the control thread, or
+    /// nothing.
+    pub fn request(self, device: crate::bus::DeviceKey) -> crate::bus::BusAction {
+        match self {
+            StatusChange::None => crate::bus::BusAction::None,
+            change => crate::bus::BusAction::Platform(crate::bus::PlatformRequest::Virtio {
+                device,
+                change,
+            }),
+        }
+    }
+}
+
 pub struct VirtioCommonState {
     pub status: u8,
     pub device_features_sel: u32,

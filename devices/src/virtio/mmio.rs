@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::common::{Activation, StatusChange, VirtioCommonState, VirtioLifecycle};
 use super::{VirtioDevice, VirtioIrq, WorkerHost};
-use crate::bus::{BusAction, BusDevice, DeviceKey, PlatformRequest};
+use crate::bus::{BusAction, BusDevice, DeviceKey};
 use crate::irq::IrqLine;
 
 /// Bytes of MMIO space per device (registers + config), as QEMU uses.
@@ -145,13 +145,9 @@ impl MmioTransport {
     }
 
     fn set_status(&mut self, v: u8) -> BusAction {
-        match self.state.set_status(v, self.dev.as_mut()) {
-            StatusChange::None => BusAction::None,
-            change => BusAction::Platform(PlatformRequest::Virtio {
-                device: self.key,
-                change,
-            }),
-        }
+        self.state
+            .set_status(v, self.dev.as_mut())
+            .request(self.key)
     }
 }
 
@@ -196,6 +192,7 @@ impl BusDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::PlatformRequest;
     use crate::irq::testing::CountingIrq;
     use crate::virtio::status::NEEDS_RESET;
     use crate::virtio::status::*;

@@ -78,3 +78,45 @@ impl WorkerHost for RecordingHost {
         self.stops.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// Counts used-buffer interrupts, for worker tests.
+#[derive(Default)]
+pub struct CountingVirtioIrq(pub AtomicUsize);
+
+impl super::VirtioIrq for CountingVirtioIrq {
+    fn signal_used(&self, _queue: u16) -> std::io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn signal_config(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CountingVirtioIrq {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Split-ring descriptors for `chains`, each a list of (guest address,
+/// length, device-writable), linked in order from index 0, as a mock
+/// queue's `add_desc_chains` takes them.
+pub fn chain_descriptors(
+    chains: &[Vec<(u64, u32, bool)>],
+) -> Vec<virtio_queue::desc::RawDescriptor> {
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::split::Descriptor;
+    let mut raw = Vec::new();
+    for chain in chains {
+        let base = raw.len() as u16;
+        for (i, &(addr, len, w)) in chain.iter().enumerate() {
+            let mut flags = if w { VRING_DESC_F_WRITE as u16 } else { 0 };
+            if i + 1 < chain.len() {
+                flags |= VRING_DESC_F_NEXT as u16;
+            }
+            raw.push(Descriptor::new(addr, len, flags, base + i as u16 + 1).into());
+        }
+    }
+    raw
+}

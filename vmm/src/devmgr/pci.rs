@@ -12,7 +12,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use casemate_devices::bus::{Range, Target};
 use casemate_devices::pci::{root, Bdf, ConfigIo, Ecam, IoSpace, PciRoot, CONFIG_IO_LEN};
 use casemate_devices::virtio::common::VirtioLifecycle;
 use casemate_devices::virtio::pci::{
@@ -163,25 +162,7 @@ impl PciPlatform {
         let Some(dev) = self.root().and_then(|r| r.function(bdf)).cloned() else {
             return;
         };
-        let bars = root::lock(&dev).active_bars();
-        let (mut mem, mut io) = (Vec::new(), Vec::new());
-        for b in bars {
-            let r = Range {
-                base: b.addr,
-                len: b.size,
-                name: format!("{bdf} BAR{}", b.index),
-                owner: Some(bdf),
-                target: Target::Bar {
-                    dev: dev.clone(),
-                    bar: b.index,
-                },
-            };
-            if b.kind.is_io() {
-                io.push(r);
-            } else {
-                mem.push(r);
-            }
-        }
+        let (mem, io) = root::bar_ranges(bdf, &dev);
         for (bus, ranges, space) in [
             (&buses.mmio, mem, IoSpace::Mmio),
             (&buses.pio, io, IoSpace::Pio),

@@ -1,35 +1,23 @@
 //! The block worker end to end, without KVM: anonymous guest memory, a mock
 //! split queue, a raw image in a temp file, and a recording interrupt.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use casemate_disk::{open_image, OpenOptions};
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::request::*;
 use super::worker::DONE_TOKEN;
 use super::*;
-use crate::virtio::{ReadyQueue, VirtioIrq};
+use crate::virtio::ReadyQueue;
 
 mod vmmm_alias {
     pub use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 }
 
-#[derive(Default)]
-struct Irqs(AtomicUsize);
-impl VirtioIrq for Irqs {
-    fn signal_used(&self, _q: u16) -> std::io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    fn signal_config(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+type Irqs = crate::virtio::testing::CountingVirtioIrq;
 
 /// Both engines: every worker test runs with each, and checks it got it.
 const ENGINES: [(EngineChoice, EngineKind); 2] = [
@@ -91,22 +79,7 @@ fn rig_with(name: &str, o: Opts, kind: EngineKind, chains: &[Vec<(u64, u32, bool
     };
     let disk: Arc<dyn casemate_disk::DiskImage> = Arc::from(open_image(&path, &opts).unwrap());
     let vq = MockSplitQueue::new(&mem, 64);
-    let mut raw = Vec::new();
-    for chain in chains {
-        let base = raw.len() as u16;
-        for (i, &(addr, len, w)) in chain.iter().enumerate() {
-            let mut flags = if w { VRING_DESC_F_WRITE as u16 } else { 0 };
-            if i + 1 < chain.len() {
-                flags |= VRING_DESC_F_NEXT as u16;
-            }
-            raw.push(RawDescriptor::from(SplitDescriptor::new(
-                addr,
-                len,
-                flags,
-                base + i as u16 + 1,
-            )));
-        }
-    }
+    let raw = crate::virtio::testing::chain_descriptors(chains);
     vq.add_desc_chains(&raw, 0).unwrap();
     let queue = vq.create_queue().unwrap();
     let vq_used = vq.used_addr();

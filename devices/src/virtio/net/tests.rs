@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_net as vn;
@@ -15,19 +15,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::worker::NetWorker;
 use super::*;
-use crate::virtio::{ReadyQueue, VirtioIrq};
+use crate::virtio::ReadyQueue;
 
-#[derive(Default)]
-struct Irqs(AtomicUsize);
-impl VirtioIrq for Irqs {
-    fn signal_used(&self, _q: u16) -> std::io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    fn signal_config(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+type Irqs = crate::virtio::testing::CountingVirtioIrq;
 
 /// Frames waiting to be read, frames sent, the offloads last set.
 struct Fake {

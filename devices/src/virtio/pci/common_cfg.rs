@@ -6,8 +6,7 @@
 //! drivers must use. The status machine itself is `VirtioCommonState`.
 
 use super::VirtioPciTransport;
-use crate::bus::{BusAction, PlatformRequest};
-use crate::virtio::common::StatusChange;
+use crate::bus::BusAction;
 
 const DEVICE_FEATURE_SELECT: u64 = 0x00;
 const DEVICE_FEATURE: u64 = 0x04;
@@ -138,12 +137,8 @@ impl VirtioPciTransport {
     }
 
     fn set_status(&mut self, v: u8) -> BusAction {
-        match self.state.set_status(v, self.dev.as_mut()) {
-            StatusChange::None => BusAction::None,
-            change => BusAction::Platform(PlatformRequest::Virtio {
-                device: self.key,
-                change,
-            }),
-        }
+        self.state
+            .set_status(v, self.dev.as_mut())
+            .request(self.key)
     }
 }

@@ -4,7 +4,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
-use crate::bus::{Bus, BusAction, PlatformRequest, Range, Target};
+use crate::bus::{Bus, BusAction, PlatformRequest};
 use crate::pci::testing::{FakeIntx, FakeIoEvents, FakeMsi, MsiCall};
 use crate::pci::{Bdf, Ecam, PciRoot};
 use crate::virtio::status::*;
@@ -364,20 +364,8 @@ fn notify_ioeventfds_follow_bar_0() {
 /// decoding BARs become its ranges on the bus.
 fn place(bus: &Bus, root: &PciRoot, bdf: Bdf) {
     let dev = root.function(bdf).unwrap().clone();
-    let bars = crate::pci::root::lock(&dev).active_bars();
-    let ranges = bars
-        .into_iter()
-        .map(|b| Range {
-            base: b.addr,
-            len: b.size,
-            name: format!("{bdf} BAR{}", b.index),
-            owner: Some(bdf),
-            target: Target::Bar {
-                dev: dev.clone(),
-                bar: b.index,
-            },
-        })
-        .collect();
+    let (ranges, io) = crate::pci::root::bar_ranges(bdf, &dev);
+    assert!(io.is_empty(), "virtio-pci has no I/O BAR");
     assert!(bus.set_owned(bdf, ranges).is_empty());
 }
 

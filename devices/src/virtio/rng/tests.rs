@@ -4,26 +4,14 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
-use crate::virtio::{ReadyQueue, VirtioIrq};
+use crate::virtio::ReadyQueue;
 
-#[derive(Default)]
-struct Irqs(AtomicUsize);
-impl VirtioIrq for Irqs {
-    fn signal_used(&self, _q: u16) -> std::io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    fn signal_config(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+type Irqs = crate::virtio::testing::CountingVirtioIrq;
 
 /// Writes 0xa5 and counts what it gave out.
 #[derive(Default)]
@@ -48,22 +36,7 @@ struct Rig {
 fn rig(chains: &[Vec<(u64, u32, bool)>], limit: Option<RateLimit>) -> Rig {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let vq = MockSplitQueue::new(&mem, 16);
-    let mut raw = Vec::new();
-    for chain in chains {
-        let base = raw.len() as u16;
-        for (i, &(addr, len, w)) in chain.iter().enumerate() {
-            let mut flags = if w { VRING_DESC_F_WRITE as u16 } else { 0 };
-            if i + 1 < chain.len() {
-                flags |= VRING_DESC_F_NEXT as u16;
-            }
-            raw.push(RawDescriptor::from(SplitDescriptor::new(
-                addr,
-                len,
-                flags,
-                base + i as u16 + 1,
-            )));
-        }
-    }
+    let raw = crate::virtio::testing::chain_descriptors(chains);
     vq.add_desc_chains(&raw, 0).unwrap();
     let queue = vq.create_queue().unwrap();
     let source = Arc::new(Fives::default());
