@@ -1,7 +1,12 @@
 //! Boot information handed to the kernel: the command line, and either the
 //! PVH `hvm_start_info` (with memory map and initrd module) or the Linux zero
-//! page (`boot_params` with e820 table and RSDP address).
+//! page (`boot_params` with e820 table and RSDP address). This module fills
+//! the structs; linux-loader's boot configurators (`PvhBootConfigurator`,
+//! `LinuxBootConfigurator`) check that they fit in guest RAM and write them.
 
+use linux_loader::configurator::linux::LinuxBootConfigurator;
+use linux_loader::configurator::pvh::PvhBootConfigurator;
+use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
@@ -27,6 +32,12 @@ pub enum BootError {
     CmdlineNul,
     #[error("memory map has {0} entries, more than the boot protocol holds")]
     TooManyE820(usize),
+    #[error("writing the {what} boot information")]
+    Configurator {
+        what: &'static str,
+        #[source]
+        source: linux_loader::configurator::Error,
+    },
     #[error("writing {what} to guest memory")]
     Memory {
         what: &'static str,
@@ -82,19 +93,17 @@ pub fn write_pvh(
     rsdp: u64,
     initrd: Option<LoadedInitrd>,
 ) -> Result<u64, BootError> {
-    for (i, e) in e820.iter().enumerate() {
-        let m = MemmapEntry(hvm_memmap_table_entry {
-            addr: e.addr,
-            size: e.size,
-            type_: e.kind,
-            reserved: 0,
-        });
-        mem.write_obj(
-            m,
-            GuestAddress(PVH_MEMMAP + (i * std::mem::size_of::<MemmapEntry>()) as u64),
-        )
-        .map_err(mem_err("PVH memory map"))?;
-    }
+    let memmap: Vec<MemmapEntry> = e820
+        .iter()
+        .map(|e| {
+            MemmapEntry(hvm_memmap_table_entry {
+                addr: e.addr,
+                size: e.size,
+                type_: e.kind,
+                reserved: 0,
+            })
+        })
+        .collect();
     let mut info = hvm_start_info {
         magic: XEN_HVM_START_MAGIC,
         version: 1,
@@ -104,19 +113,26 @@ pub fn write_pvh(
         memmap_entries: e820.len() as u32,
         ..Default::default()
     };
-    if let Some(rd) = initrd {
-        let m = ModEntry(hvm_modlist_entry {
+    let module = initrd.map(|rd| {
+        info.nr_modules = 1;
+        info.modlist_paddr = PVH_MODLIST;
+        ModEntry(hvm_modlist_entry {
             paddr: rd.addr,
             size: rd.size,
             ..Default::default()
-        });
-        mem.write_obj(m, GuestAddress(PVH_MODLIST))
-            .map_err(mem_err("PVH module list"))?;
-        info.nr_modules = 1;
-        info.modlist_paddr = PVH_MODLIST;
+        })
+    });
+    let mut params = BootParams::new(&StartInfo(info), GuestAddress(PVH_INFO));
+    params.set_sections(&memmap, GuestAddress(PVH_MEMMAP));
+    if let Some(m) = module {
+        params.set_modules(&[m], GuestAddress(PVH_MODLIST));
     }
-    mem.write_obj(StartInfo(info), GuestAddress(PVH_INFO))
-        .map_err(mem_err("PVH start_info"))?;
+    PvhBootConfigurator::write_bootparams(&params, mem).map_err(|source| {
+        BootError::Configurator {
+            what: "PVH",
+            source,
+        }
+    })?;
     Ok(PVH_INFO)
 }
 
@@ -158,8 +174,13 @@ pub fn write_zero_page(
         };
     }
     p.e820_entries = e820.len() as u8;
-    mem.write_obj(ZeroPage(p), GuestAddress(ZERO_PAGE))
-        .map_err(mem_err("zero page"))?;
+    let params = BootParams::new(&ZeroPage(p), GuestAddress(ZERO_PAGE));
+    LinuxBootConfigurator::write_bootparams(&params, mem).map_err(|source| {
+        BootError::Configurator {
+            what: "Linux zero page",
+            source,
+        }
+    })?;
     Ok(ZERO_PAGE)
 }
 
