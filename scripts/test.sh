@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 tools/linux-guest/build.sh
 cargo build --workspace --bins
+# The jailed tests need a statically linked casemate (a jail has no /lib).
+# With --target it builds under target/x86_64-unknown-linux-gnu, apart from
+# the build above, and RUSTFLAGS reach neither build scripts nor proc macros.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build -p casemate-vmm --bin casemate \
+    --target x86_64-unknown-linux-gnu
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
