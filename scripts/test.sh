@@ -4,7 +4,7 @@
 # (cached under target/linux-guest: minutes the first time, nothing after),
 # then runs the whole suite (unit, integration, QEMU interop, Linux guests)
 # and ends with one `N passed, N failed` line. Needs root and /dev/kvm;
-# under CI=true a missing KVM or guest kernel fails.
+# under CI=true a missing KVM, guest kernel or static casemate fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
