@@ -391,7 +391,11 @@ struct NetNs(String);
 
 impl NetNs {
     fn new(name: &str) -> Self {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        // A namespace of the same name left by a killed run.
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
         let st = Command::new("ip").args(["netns", "add", name]).status().unwrap();
         assert!(st.success(), "ip netns add {name}");
         Self(name.to_string())
@@ -499,5 +503,21 @@ fn jailed_vm_is_confined_and_its_disk_reset_and_power_off_work() {
     assert!(
         !jail::jail_dir(&base, &vmm, "sb-run").exists(),
         "jail left behind"
+    );
+
+    // -snapshot builds its overlay from the image's path, and a jailed VMM
+    // gets the disk as an fd: refused at start-up with one clear line (the
+    // reboot above writes the real disk instead).
+    let mut snap = vm("probe=blk-reboot");
+    snap.insert(0, "-snapshot".into());
+    let out = run_with_limit(
+        jailed("sb-snap", &["--new-pid-ns"], &snap),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("-snapshot needs the image's path"),
+        "{:?}: {err}",
+        out.status
     );
 }
