@@ -86,7 +86,13 @@ pub fn jail_dir(base: &Path, vmm: &Path, id: &str) -> PathBuf {
 /// `casemate-jailer --cleanup` for a jail run without `--new-pid-ns`.
 pub fn cleanup(vmm: &Path, base: &Path, id: &str) {
     let out = Command::new(bin("casemate-jailer"))
-        .args(["--cleanup", "--id", id, "--exec-file", vmm.to_str().unwrap()])
+        .args([
+            "--cleanup",
+            "--id",
+            id,
+            "--exec-file",
+            vmm.to_str().unwrap(),
+        ])
         .args(["--chroot-base-dir", base.to_str().unwrap()])
         .output()
         .unwrap();

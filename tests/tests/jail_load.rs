@@ -57,7 +57,12 @@ fn start_all(cmds: Vec<Command>) -> Vec<Duration> {
                 let mut console = String::from_utf8_lossy(&first[..n]).into_owned();
                 out.read_to_string(&mut console).unwrap();
                 let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 let status = child.wait().unwrap();
                 assert!(!dog.disarm(), "{c:?} hung");
                 assert!(
@@ -112,11 +117,12 @@ fn leftover_cgroups() -> Vec<PathBuf> {
             .join(path.trim_start_matches('/'))
             .join("casemate");
         if let Ok(rd) = std::fs::read_dir(&dir) {
-            left.extend(
-                rd.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("load-")),
-            );
+            left.extend(rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("load-")
+            }));
         }
     }
     left

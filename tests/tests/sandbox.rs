@@ -335,10 +335,7 @@ fn observe_jailed(mut cmd: Command, jail_root: &Path) -> Seen {
             break;
         }
     }
-    assert!(
-        console.contains("probe: spin"),
-        "no spin line: {console}"
-    );
+    assert!(console.contains("probe: spin"), "no spin line: {console}");
     let vmm = jail::first_child(child.id()).expect("the jailed VMM");
     let p = vmm.to_string();
     let root = std::fs::metadata(format!("/proc/{p}/root/")).unwrap();
@@ -358,14 +355,20 @@ fn observe_jailed(mut cmd: Command, jail_root: &Path) -> Seen {
     let seen = Seen {
         vmm,
         threads: threads(vmm),
-        status: ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:", "NoNewPrivs:", "Uid:", "Gid:", "Groups:"]
-            .into_iter()
-            .map(|k| (k, jail::status_field(vmm, k)))
-            .collect(),
-        root_id: (
-            (root.dev(), root.ino()),
-            (host_root.dev(), host_root.ino()),
-        ),
+        status: [
+            "CapEff:",
+            "CapPrm:",
+            "CapBnd:",
+            "CapAmb:",
+            "NoNewPrivs:",
+            "Uid:",
+            "Gid:",
+            "Groups:",
+        ]
+        .into_iter()
+        .map(|k| (k, jail::status_field(vmm, k)))
+        .collect(),
+        root_id: ((root.dev(), root.ino()), (host_root.dev(), host_root.ino())),
         root_entries,
         ns: ["mnt", "pid", "net"]
             .into_iter()
@@ -396,7 +399,10 @@ impl NetNs {
             .args(["netns", "del", name])
             .stderr(Stdio::null())
             .status();
-        let st = Command::new("ip").args(["netns", "add", name]).status().unwrap();
+        let st = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
         assert!(st.success(), "ip netns add {name}");
         Self(name.to_string())
     }
@@ -427,9 +433,18 @@ fn jailed_vm_is_confined_and_its_disk_reset_and_power_off_work() {
     let dr = drive(&d, "");
     let vm = |append: &'static str| -> Vec<String> {
         [
-            "-M", "q35", "-smp", "2", "-drive", &dr, "-object",
-            "rng-random,id=r,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=r",
-            "-append", append,
+            "-M",
+            "q35",
+            "-smp",
+            "2",
+            "-drive",
+            &dr,
+            "-object",
+            "rng-random,id=r,filename=/dev/urandom",
+            "-device",
+            "virtio-rng-pci,rng=r",
+            "-append",
+            append,
         ]
         .map(String::from)
         .to_vec()
@@ -458,8 +473,14 @@ fn jailed_vm_is_confined_and_its_disk_reset_and_power_off_work() {
 
     // The VMM's root is the jail's root directory (a bind mount of it:
     // same device and inode), holding only the VMM copy, dev and proc.
-    assert_eq!(seen.root_id.0, seen.root_id.1, "/proc/PID/root is not the jail");
-    assert!(!jail_root.exists(), "jail root left behind after the VM ended");
+    assert_eq!(
+        seen.root_id.0, seen.root_id.1,
+        "/proc/PID/root is not the jail"
+    );
+    assert!(
+        !jail_root.exists(),
+        "jail root left behind after the VM ended"
+    );
     assert_eq!(seen.root_entries, ["casemate", "dev", "proc"]);
 
     for (n, id) in &seen.ns {

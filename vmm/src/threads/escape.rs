@@ -262,7 +262,13 @@ mod tests {
             Attempt::parse("main:loosen-seccomp").map(|a| a.what),
             Ok(What::LoosenSeccomp)
         );
-        for bad in ["main", "vcpu:mount", "main:ptrace=0", "main:ptrace=x", "main:chroot"] {
+        for bad in [
+            "main",
+            "vcpu:mount",
+            "main:ptrace=0",
+            "main:ptrace=x",
+            "main:chroot",
+        ] {
             assert!(Attempt::parse(bad).is_err(), "{bad}");
         }
     }
