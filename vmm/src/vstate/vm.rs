@@ -106,6 +106,6 @@ pub fn host_memory() -> u64 {
         (libc::sysinfo(&mut i) == 0).then_some(i)
     };
     info.map_or(0, |i| {
-        u64::from(i.totalram).saturating_mul(u64::from(i.mem_unit.max(1)))
+        i.totalram.saturating_mul(u64::from(i.mem_unit.max(1)))
     })
 }
