@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod blkcheck;
 pub mod elf;
+pub mod jail;
 pub mod linux;
 
 /// The workspace's target directory, found from this test executable

@@ -7,11 +7,13 @@
 //! (root, with a static casemate) the same holds under the jailer.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use casemate_tests::{bin, boot_probe, casemate, kvm_or_skip, run_with_limit, Scratch, Watchdog};
+use casemate_tests::{
+    bin, boot_probe, casemate, jail, kvm_or_skip, run_with_limit, Scratch, Watchdog,
+};
 
 const ROLES: &[&str] = &[
     "main",
@@ -296,18 +298,124 @@ fn landlock_denies_host_files_after_set_up() {
     assert_eq!(open_after_setup(&["-sandbox", "on,landlock=off"]), "opened");
 }
 
-/// A statically linked casemate (the jail has no /lib), if one was built:
-/// `RUSTFLAGS="-C target-feature=+crt-static" cargo build -p casemate-vmm
-/// --bin casemate --target x86_64-unknown-linux-gnu`.
-fn static_casemate() -> Option<PathBuf> {
-    let t = casemate_tests::target_dir();
-    let profile = t.file_name()?.to_owned();
-    let p = t
-        .parent()?
-        .join("x86_64-unknown-linux-gnu")
-        .join(profile)
-        .join("casemate");
-    p.exists().then_some(p)
+/// What the test reads from `/proc` of a running jailed VMM.
+struct Seen {
+    vmm: u32,
+    threads: Vec<(String, String, String, u64)>,
+    status: Vec<(&'static str, String)>,
+    /// (dev, inode) of `/proc/PID/root/` and of the jail root on the host.
+    root_id: ((u64, u64), (u64, u64)),
+    root_entries: Vec<String>,
+    ns: Vec<(&'static str, String)>,
+    pids_cgroup: Option<String>,
+    /// `pids.max` and `cgroup.procs` of that cgroup while the VM runs.
+    pids_max: String,
+    procs: String,
+}
+
+/// Start the jailed VM (it runs `probe=spin`), wait for the probe's first
+/// line on the console (the guest is running, every thread exists), read
+/// `/proc` of the VMM, then let it finish and reap it.
+fn observe_jailed(mut cmd: Command, jail_root: &Path) -> Seen {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::fs::MetadataExt;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let dog = Watchdog::arm(child.id(), Duration::from_secs(60));
+    let mut err = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut console = String::new();
+    while !console.contains("probe: spin") {
+        if out.read_line(&mut console).unwrap() == 0 {
+            break;
+        }
+    }
+    assert!(console.contains("probe: spin"), "no spin line: {console}");
+    let vmm = jail::first_child(child.id()).expect("the jailed VMM");
+    let p = vmm.to_string();
+    let root = std::fs::metadata(format!("/proc/{p}/root/")).unwrap();
+    let mut root_entries: Vec<String> = std::fs::read_dir(format!("/proc/{p}/root/"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    root_entries.sort();
+    let host_root = std::fs::metadata(jail_root).unwrap();
+    let pids_cgroup = jail::cgroup_of(vmm, "pids");
+    let cg_file = |f: &str| {
+        pids_cgroup
+            .as_ref()
+            .and_then(|c| std::fs::read_to_string(format!("/sys/fs/cgroup/pids{c}/{f}")).ok())
+            .unwrap_or_default()
+    };
+    let seen = Seen {
+        vmm,
+        threads: threads(vmm),
+        status: [
+            "CapEff:",
+            "CapPrm:",
+            "CapBnd:",
+            "CapAmb:",
+            "NoNewPrivs:",
+            "Uid:",
+            "Gid:",
+            "Groups:",
+        ]
+        .into_iter()
+        .map(|k| (k, jail::status_field(vmm, k)))
+        .collect(),
+        root_id: ((root.dev(), root.ino()), (host_root.dev(), host_root.ino())),
+        root_entries,
+        ns: ["mnt", "pid", "net"]
+            .into_iter()
+            .map(|n| (n, jail::ns(&p, n)))
+            .collect(),
+        pids_max: cg_file("pids.max"),
+        procs: cg_file("cgroup.procs"),
+        pids_cgroup,
+    };
+    out.read_to_string(&mut console).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!dog.disarm());
+    let err = err_reader.join().unwrap();
+    assert!(
+        status.success() && console.contains("probe: done status=ok"),
+        "{status:?}\n{console}\n{err}"
+    );
+    seen
+}
+
+/// A network namespace for the jail (`ip netns`), deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(name: &str) -> Self {
+        // A namespace of the same name left by a killed run.
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        let st = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        Self(name.to_string())
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }
 
 #[test]
@@ -315,46 +423,96 @@ fn jailed_vm_is_confined_and_its_disk_reset_and_power_off_work() {
     if !kvm_or_skip("jailed_vm") {
         return;
     }
-    // SAFETY: geteuid only reads the caller's effective uid.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP jailed_vm: the jailer needs root");
-        return;
-    }
-    let Some(vmm) = static_casemate() else {
-        println!(
-            "SKIP jailed_vm: no static casemate; build one with RUSTFLAGS=\"-C \
-             target-feature=+crt-static\" cargo build -p casemate-vmm --bin casemate \
-             --target x86_64-unknown-linux-gnu"
-        );
+    let Some(vmm) = jail::jail_or_skip("jailed_vm") else {
         return;
     };
     let s = Scratch::new("sandbox-jail");
     let d = disk(&s);
     let base = s.path("jails");
-    let jail = |id: &str, append: &str| {
-        let mut c = Command::new(bin("casemate-jailer"));
-        c.args(["--id", id, "--exec-file", vmm.to_str().unwrap()])
-            .args(["--uid", "65534", "--gid", "65534", "--new-pid-ns"])
-            .args(["--chroot-base-dir", base.to_str().unwrap(), "--"])
-            .args(["-M", "q35", "-smp", "2", "-drive", &drive(&d, "")])
-            .args(["-object", "rng-random,id=r,filename=/dev/urandom"])
-            .args(["-device", "virtio-rng-pci,rng=r", "-append", append]);
-        c
+    let netns = NetNs::new(&format!("cm-sb-{}", std::process::id()));
+    let dr = drive(&d, "");
+    let vm = |append: &'static str| -> Vec<String> {
+        [
+            "-M",
+            "q35",
+            "-smp",
+            "2",
+            "-drive",
+            &dr,
+            "-object",
+            "rng-random,id=r,filename=/dev/urandom",
+            "-device",
+            "virtio-rng-pci,rng=r",
+            "-append",
+            append,
+        ]
+        .map(String::from)
+        .to_vec()
     };
-    // The VMM is the supervisor's only child.
-    let vmm_pid = |sup: u32| {
-        let kids = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap();
-        kids.split_whitespace()
-            .next()
-            .expect("the jailed VMM")
-            .parse()
-            .unwrap()
+    let jailed = |id: &str, extra: &[&str], args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        jail::jailer(&vmm, &base, id, extra, &args)
     };
-    let seen = threads_of_running(jail("sb-spin", "probe=spin ms=3000"), vmm_pid);
-    assert_all_filtered(&seen);
+    let np = netns.path();
+    let extra = ["--new-pid-ns", "--netns", &np, "--cgroup", "pids.max=64"];
+    let jail_root = jail::jail_dir(&base, &vmm, "sb-spin").join("root");
+    let seen = observe_jailed(
+        jailed("sb-spin", &extra, &vm("probe=spin ms=3000")),
+        &jail_root,
+    );
+
+    assert_all_filtered(&seen.threads);
+    let want = |k: &str| seen.status.iter().find(|x| x.0 == k).unwrap().1.clone();
+    for k in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(want(k), "0000000000000000", "{k}");
+    }
+    assert_eq!(want("NoNewPrivs:"), "1");
+    assert_eq!(want("Uid:"), "65534\t65534\t65534\t65534");
+    assert_eq!(want("Gid:"), "65534\t65534\t65534\t65534");
+    assert_eq!(want("Groups:"), "", "supplementary groups");
+
+    // The VMM's root is the jail's root directory (a bind mount of it:
+    // same device and inode), holding only the VMM copy, dev and proc.
+    assert_eq!(
+        seen.root_id.0, seen.root_id.1,
+        "/proc/PID/root is not the jail"
+    );
+    assert!(
+        !jail_root.exists(),
+        "jail root left behind after the VM ended"
+    );
+    assert_eq!(seen.root_entries, ["casemate", "dev", "proc"]);
+
+    for (n, id) in &seen.ns {
+        assert_ne!(id, &jail::ns("self", n), "{n} namespace is the test's own");
+    }
+    let net = seen.ns.iter().find(|x| x.0 == "net").unwrap();
+    let want_net = std::fs::metadata(&np).unwrap();
+    assert_eq!(
+        net.1,
+        format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&want_net)),
+        "the VMM is in the --netns given"
+    );
+
+    let cg = seen.pids_cgroup.expect("the VMM in a pids cgroup");
+    assert!(cg.ends_with("/casemate/sb-spin"), "{cg}");
+    assert_eq!(seen.pids_max.trim(), "64", "pids.max of {cg}");
+    assert!(
+        seen.procs.lines().any(|l| l == seen.vmm.to_string()),
+        "VMM {} not in {cg}/cgroup.procs: {}",
+        seen.vmm,
+        seen.procs
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/pids{cg}")).exists(),
+        "VM cgroup {cg} left behind"
+    );
 
     for append in ["probe=blk", "probe=rng", "probe=blk-reboot"] {
-        let out = run_with_limit(jail("sb-run", append), Duration::from_secs(60));
+        let out = run_with_limit(
+            jailed("sb-run", &["--new-pid-ns"], &vm(append)),
+            Duration::from_secs(60),
+        );
         let console = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && console.contains("probe: done status=ok"),
@@ -364,7 +522,23 @@ fn jailed_vm_is_confined_and_its_disk_reset_and_power_off_work() {
         );
     }
     assert!(
-        !base.join("casemate").join("sb-run").exists(),
+        !jail::jail_dir(&base, &vmm, "sb-run").exists(),
         "jail left behind"
+    );
+
+    // -snapshot builds its overlay from the image's path, and a jailed VMM
+    // gets the disk as an fd: refused at start-up with one clear line (the
+    // reboot above writes the real disk instead).
+    let mut snap = vm("probe=blk-reboot");
+    snap.insert(0, "-snapshot".into());
+    let out = run_with_limit(
+        jailed("sb-snap", &["--new-pid-ns"], &snap),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("-snapshot needs the image's path"),
+        "{:?}: {err}",
+        out.status
     );
 }

@@ -338,6 +338,11 @@ fn option(
         "seccomp-selftest" => return Ok(Some(Command::SeccompSelftest(val()?))),
         "sandbox" => c.sandbox = sandbox(raw, &val()?, c.sandbox.clone())?,
         "selftest-open" => c.sandbox.selftest_open = Some(val()?.into()),
+        "selftest-escape" => {
+            let v = val()?;
+            crate::threads::escape::Attempt::parse(&v).map_err(|why| bad(raw, &v, why))?;
+            c.sandbox.selftest_escape = Some(v);
+        }
         "seccomp" => {
             let v = val()?;
             c.sandbox.seccomp = match v.as_str() {
@@ -599,9 +604,11 @@ fn sandbox(opt: &str, v: &str, cur: SandboxConfig) -> Result<SandboxConfig, CliE
                 m => m,
             },
             selftest_open: cur.selftest_open.clone(),
+            selftest_escape: cur.selftest_escape.clone(),
         },
         Some("off") => SandboxConfig {
             selftest_open: cur.selftest_open.clone(),
+            selftest_escape: cur.selftest_escape.clone(),
             ..SandboxConfig::off()
         },
         None => cur.clone(),

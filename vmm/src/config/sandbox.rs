@@ -16,6 +16,11 @@ pub struct SandboxConfig {
     /// `openat` itself.
     #[serde(skip)]
     pub selftest_open: Option<std::path::PathBuf>,
+    /// Hidden `--selftest-escape WHERE:WHAT` (tests): after the same point,
+    /// one escape attempt (`threads::escape`) on the main thread or the
+    /// spawner, its outcome reported on stderr.
+    #[serde(skip)]
+    pub selftest_escape: Option<String>,
 }
 
 impl SandboxConfig {
@@ -25,6 +30,7 @@ impl SandboxConfig {
             seccomp: SeccompMode::Off,
             landlock: LandlockMode::Off,
             selftest_open: None,
+            selftest_escape: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! spawner threads (every later thread inherits it), then the main
 //! thread's own filter. `-sandbox off` / `--seccomp off` skip the parts.
 
+pub mod escape;
 pub mod landlock;
 pub mod seccomp;
 pub mod selftest;
@@ -131,6 +132,9 @@ pub fn confine_main(config: &ValidConfig) -> Result<(), SandboxError> {
             p.display(),
             r.unwrap_or_else(|e| e.to_string())
         );
+    }
+    if let Some(spec) = &config.sandbox.selftest_escape {
+        escape::run(spec);
     }
     enter(Role::Main);
     Ok(())

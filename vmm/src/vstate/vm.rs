@@ -97,14 +97,15 @@ impl Vm {
     }
 }
 
-/// Host memory in bytes, from /proc/meminfo (0 if unreadable).
+/// Host memory in bytes (0 if unknown), from sysinfo(2): a jailed VMM
+/// without a pid namespace has no /proc to read /proc/meminfo from.
 pub fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
+    // SAFETY: a zeroed sysinfo is valid; sysinfo(2) fills the struct we own.
+    let info = unsafe {
+        let mut i: libc::sysinfo = std::mem::zeroed();
+        (libc::sysinfo(&mut i) == 0).then_some(i)
+    };
+    info.map_or(0, |i| {
+        i.totalram.saturating_mul(u64::from(i.mem_unit.max(1)))
+    })
 }
