@@ -13,6 +13,7 @@ use std::time::Duration;
 pub mod blkcheck;
 pub mod elf;
 pub mod linux;
+pub mod netns;
 
 /// The workspace's target directory, found from this test executable
 /// (target/<profile>/deps/<test>).

@@ -167,7 +167,11 @@ flushed, exit 0).
                                 virtio-net over a tap (created or attached by
                                 name, or inherited); MACs default to QEMU's
                                 52:54:00:12:34:56 (+1 per NIC); no ifup scripts
-Not supported yet (rejected by name, all at once): -netdev user|bridge,
+  -netdev bridge,id=ID[,br=br0][,helper=/usr/lib/qemu/qemu-bridge-helper]
+                                a tap on a bridge, made by QEMU's privileged
+                                helper (ACL: /etc/qemu/bridge.conf); also
+                                -nic bridge,br=..., -net bridge,br=...
+Not supported yet (rejected by name, all at once): -netdev user,
 other -object and -device types, -vga, -monitor, -S, -bios, -boot, -hda,
 -cdrom, -audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
 ";

@@ -2,6 +2,7 @@
 //! with `-device virtio-net-pci|virtio-net-device,netdev=ID[,mac=]`,
 //! `-nic tap,...[,model=][,mac=]` (both at once), the legacy
 //! `-net nic[,model=] -net tap,...` pair, and `-net none`/`-nic none`.
+//! `-netdev bridge,br=,helper=` runs QEMU's bridge helper for a tap.
 //! Casemate never runs ifup/ifdown scripts: `script=` or `downscript=`
 //! other than `no` is refused. Only virtio-net exists: other NIC models
 //! are refused by name.
@@ -25,6 +26,23 @@ const TAP_KEYS: &[&str] = &[
     "vnet_hdr",
     "queues",
 ];
+
+/// Keys of `-netdev bridge` (and `-nic bridge`, `-net bridge`).
+const BRIDGE_KEYS: &[&str] = &["type", "id", "br", "helper"];
+
+/// QEMU's default bridge (`DEFAULT_BRIDGE_INTERFACE`).
+const DEFAULT_BRIDGE: &str = "br0";
+
+/// The keys a backend of type `kind` takes, plus `extra`.
+fn keys(kind: &str, extra: &[&'static str]) -> Vec<&'static str> {
+    let mut k = if kind == "bridge" {
+        BRIDGE_KEYS.to_vec()
+    } else {
+        TAP_KEYS.to_vec()
+    };
+    k.extend(extra);
+    k
+}
 
 /// The networking options seen so far.
 #[derive(Default)]
@@ -51,11 +69,12 @@ fn backend(opt: &str, kind: &str, kv: &KeyVals) -> Result<NetBackendConfig, CliE
                 "user-mode networking (passt) is not implemented yet; use a tap",
             ))
         }
-        "bridge" => return Err(bad(
-            opt,
-            kind,
-            "-netdev bridge is not implemented yet; attach a tap to the bridge and use -netdev tap",
-        )),
+        "bridge" => {
+            return Ok(NetBackendConfig::Bridge {
+                br: kv.get("br").unwrap_or(DEFAULT_BRIDGE).to_string(),
+                helper: kv.get("helper").map(str::to_string),
+            })
+        }
         "vhost-user" | "vhost-vdpa" | "socket" | "stream" | "dgram" | "l2tpv3" | "vde"
         | "hubport" | "netmap" | "af-xdp" => {
             return Err(bad(opt, kind, "only tap networking is supported"))
@@ -130,7 +149,7 @@ impl NetOpts {
         let kind = kv.get("type").unwrap_or_default();
         match name {
             "netdev" => {
-                kv.only(opt, TAP_KEYS)?;
+                kv.only(opt, &keys(kind, &[]))?;
                 let id = kv
                     .get("id")
                     .filter(|i| !i.is_empty())
@@ -145,9 +164,7 @@ impl NetOpts {
                 if kind == "none" {
                     return kv.only(opt, &["type"]);
                 }
-                let mut keys = TAP_KEYS.to_vec();
-                keys.extend(["model", "mac"]);
-                kv.only(opt, &keys)?;
+                kv.only(opt, &keys(kind, &["model", "mac"]))?;
                 let t = model(opt, kv.get("model"))?;
                 let b = backend(opt, kind, &kv)?;
                 let n = self.nics.len();
@@ -172,9 +189,7 @@ impl NetOpts {
                     ));
                 }
                 _ => {
-                    let mut keys = TAP_KEYS.to_vec();
-                    keys.push("name");
-                    kv.only(opt, &keys)?;
+                    kv.only(opt, &keys(kind, &["name"]))?;
                     self.legacy_taps.push(backend(opt, kind, &kv)?);
                 }
             },
@@ -381,6 +396,35 @@ mod tests {
         assert!(run(&["-net", "none"]).unwrap().is_empty());
         assert!(run(&["-nic", "none"]).unwrap().is_empty());
         assert!(run(&["-net", "nic"]).is_err(), "a NIC without a tap");
+    }
+
+    #[test]
+    fn bridge_as_qemu_spells_it() {
+        let n = run(&[
+            "-netdev",
+            "bridge,id=b,br=cmbr0,helper=/opt/helper",
+            "-device",
+            "virtio-net-pci,netdev=b",
+            "-nic",
+            "bridge",
+        ])
+        .unwrap();
+        assert_eq!(
+            n[0].backend,
+            NetBackendConfig::Bridge {
+                br: "cmbr0".into(),
+                helper: Some("/opt/helper".into())
+            }
+        );
+        assert_eq!(
+            n[1].backend,
+            NetBackendConfig::Bridge {
+                br: "br0".into(),
+                helper: None
+            }
+        );
+        let e = run(&["-netdev", "bridge,id=b,ifname=x"]).unwrap_err();
+        assert!(e.to_string().contains("ifname"), "{e}");
     }
 
     #[test]

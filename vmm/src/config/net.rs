@@ -22,6 +22,14 @@ pub enum NetBackendConfig {
         #[serde(default)]
         fd: Option<i32>,
     },
+    /// A tap on bridge `br`, made by QEMU's privileged bridge helper
+    /// (`helper`, default `/usr/lib/qemu/qemu-bridge-helper`), which
+    /// checks `/etc/qemu/bridge.conf`.
+    Bridge {
+        br: String,
+        #[serde(default)]
+        helper: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +120,17 @@ impl DeviceKind for NetConfig {
                 Err(format!("fd={fd} is not a file descriptor"))
             }
             NetBackendConfig::Tap { .. } => Ok(()),
+            NetBackendConfig::Bridge { br, .. }
+                if br.len() >= 16 || br.contains('/') || br.is_empty() =>
+            {
+                Err(format!(
+                    "br '{br}' is not an interface name (1 to 15 bytes, no '/')"
+                ))
+            }
+            NetBackendConfig::Bridge { helper: Some(h), .. } if h.is_empty() => {
+                Err("helper= is empty".into())
+            }
+            NetBackendConfig::Bridge { .. } => Ok(()),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! status in the configuration space, checksum and TSO offloads both ways
 //! and mergeable receive buffers. The guest-visible device (`NetDevice`)
 //! is here; the queue loop is `worker`, the host side a `NetBackend`
-//! (`backend`), for now a tap (`tap`).
+//! (`backend`): a tap (`tap`), possibly made by QEMU's bridge helper
+//! (`bridge`).
 //!
 //! Frames go between guest memory and the backend with readv/writev and
 //! are never copied or buffered by the VMM; the tap keeps the vnet header
@@ -11,6 +12,7 @@
 //! the offloads the guest accepts are handed to the tap (TUNSETOFFLOAD).
 
 pub mod backend;
+pub mod bridge;
 pub mod tap;
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,10 @@
 //! Registry entry for virtio-net: opens the tap once per process (by name,
-//! or the inherited fd) and builds `NetDevice` on it at each boot, so a
+//! the inherited fd, or from QEMU's bridge helper) and builds `NetDevice` on it at each boot, so a
 //! guest reboot keeps the same tap.
 
 use std::sync::Arc;
 
+use casemate_devices::virtio::net::bridge;
 use casemate_devices::virtio::net::tap::Tap;
 use casemate_devices::virtio::net::{NetBackend, NetConfig as Model, NetDevice};
 use casemate_devices::virtio::VirtioDevice;
@@ -29,6 +30,15 @@ impl DeviceSpec for NetConfig {
             }
             NetBackendConfig::Tap { ifname, .. } => {
                 Tap::open(ifname.as_deref().unwrap_or("")).map_err(err)?
+            }
+            // Here, before any sandbox: the helper is a forked process.
+            NetBackendConfig::Bridge { br, helper } => {
+                bridge::open(br, helper.as_deref().map(std::path::Path::new)).map_err(
+                    |source| ResourceError::Bridge {
+                        id: self.id.clone(),
+                        source,
+                    },
+                )?
             }
         };
         log::info!("net {}: tap {}", self.id, tap.name());
