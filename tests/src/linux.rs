@@ -114,6 +114,8 @@ pub struct LinuxBoot {
     pub disks: Vec<String>,
     /// A virtio-rng device fed from the host's /dev/urandom.
     pub rng: bool,
+    /// A virtio-net NIC on this existing tap (eth0 in the guest).
+    pub tap: Option<String>,
 }
 
 impl LinuxBoot {
@@ -126,6 +128,7 @@ impl LinuxBoot {
             init_args: Vec::new(),
             disks: Vec::new(),
             rng: false,
+            tap: None,
         }
     }
 
@@ -154,6 +157,11 @@ impl LinuxBoot {
         self
     }
 
+    pub fn tap(mut self, ifname: &str) -> Self {
+        self.tap = Some(ifname.to_string());
+        self
+    }
+
     /// virtio-mmio on microvm, virtio-pci on pc and q35: the device name's
     /// suffix for `-device virtio-blk-*` and `virtio-rng-*`.
     fn virtio_suffix(&self) -> &'static str {
@@ -164,14 +172,23 @@ impl LinuxBoot {
         }
     }
 
-    /// The same `-object`/`-device` pair on both VMMs (QEMU's syntax).
-    fn rng_args(&self, c: &mut Command) {
+    /// The same `-object`/`-netdev`/`-device` options on both VMMs
+    /// (QEMU's syntax).
+    fn device_args(&self, c: &mut Command) {
         if self.rng {
             c.args(["-object", "rng-random,id=rng0,filename=/dev/urandom"])
                 .args([
                     "-device",
                     &format!("virtio-rng-{},rng=rng0", self.virtio_suffix()),
                 ]);
+        }
+        if let Some(t) = &self.tap {
+            c.args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={t},script=no,downscript=no,vhost=off"),
+                "-device",
+                &format!("virtio-net-{},netdev=n0", self.virtio_suffix()),
+            ]);
         }
     }
 
@@ -207,7 +224,7 @@ impl LinuxBoot {
         for d in &self.disks {
             c.args(["-drive", &format!("file={d},format=raw,if=virtio")]);
         }
-        self.rng_args(&mut c);
+        self.device_args(&mut c);
         c
     }
 
@@ -231,7 +248,7 @@ impl LinuxBoot {
             c.args(["-drive", &format!("id=d{i},file={d},format=raw,if=none")])
                 .args(["-device", &format!("virtio-blk-{suffix},drive=d{i}")]);
         }
-        self.rng_args(&mut c);
+        self.device_args(&mut c);
         c
     }
 }
@@ -298,12 +315,17 @@ mod tests {
         let a = fake();
         let b = LinuxBoot::new(pci_machine(&a, "q35"), &a)
             .disk("/d.raw")
-            .rng();
+            .rng()
+            .tap("tap0");
         let cm = args(&b.casemate_at(Path::new("casemate")));
         let q = args(&b.qemu());
         for v in [&cm, &q] {
             assert!(v.contains(&"rng-random,id=rng0,filename=/dev/urandom".to_string()));
             assert!(v.contains(&"virtio-rng-pci,rng=rng0".to_string()));
+            assert!(v.contains(&"virtio-net-pci,netdev=n0".to_string()));
+            assert!(
+                v.contains(&"tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_string())
+            );
         }
         assert!(q.contains(&"virtio-blk-pci,drive=d0".to_string()));
         assert!(!q.iter().any(|x| x.contains("force-legacy")));

@@ -120,6 +120,32 @@ impl NetNs {
             .expect("spawning casemate in the namespace")
     }
 
+    /// `cmd` run inside the namespace (through `ip netns exec`).
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        c
+    }
+
+    /// As `enter`, on a thread of its own that the caller joins later
+    /// (host-side servers while a VM boots).
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns(2) on an fd we opened; it moves only this
+            // thread, which ends when `f` returns.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+
     /// Run `f` on a thread that has joined the namespace, so the sockets
     /// it makes live there.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
@@ -301,4 +327,3 @@ pub fn open_tap0() -> OwnedFd {
     assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
     f.into()
 }
-

@@ -133,12 +133,7 @@ fn two_vms_on_one_bridge_through_the_helper() {
     // A bridge the ACL does not allow: the helper's own reason.
     let refused = |netdev: &str| {
         let out = finish(
-            ns.casemate(&[
-                "-netdev",
-                netdev,
-                "-device",
-                "virtio-net-device,netdev=n0",
-            ]),
+            ns.casemate(&["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"]),
             Duration::from_secs(20),
         );
         assert!(!out.status.success());
@@ -149,7 +144,10 @@ fn two_vms_on_one_bridge_through_the_helper() {
     assert!(e.contains("cmbr1") && e.contains("access denied"), "{e}");
     let e = refused("bridge,id=n0,br=cmbr0,helper=/nonexistent/helper");
     println!("no helper: {e}");
-    assert!(e.contains("/nonexistent/helper") && e.contains("not installed"), "{e}");
+    assert!(
+        e.contains("/nonexistent/helper") && e.contains("not installed"),
+        "{e}"
+    );
 }
 
 #[test]
