@@ -59,6 +59,12 @@ pub enum ResourceError {
         #[source]
         source: casemate_devices::virtio::net::bridge::BridgeError,
     },
+    #[error("net {id}")]
+    Passt {
+        id: String,
+        #[source]
+        source: casemate_devices::virtio::net::passt::PasstError,
+    },
     #[error("{what} fd={fd}: not an open file descriptor of this process")]
     InheritedFd {
         what: &'static str,

@@ -2,7 +2,8 @@
 //! with `-device virtio-net-pci|virtio-net-device,netdev=ID[,mac=]`,
 //! `-nic tap,...[,model=][,mac=]` (both at once), the legacy
 //! `-net nic[,model=] -net tap,...` pair, and `-net none`/`-nic none`.
-//! `-netdev bridge,br=,helper=` runs QEMU's bridge helper for a tap.
+//! `-netdev bridge,br=,helper=` runs QEMU's bridge helper for a tap;
+//! `-netdev user[,hostfwd=...]` runs passt.
 //! Casemate never runs ifup/ifdown scripts: `script=` or `downscript=`
 //! other than `no` is refused. Only virtio-net exists: other NIC models
 //! are refused by name.
@@ -12,7 +13,7 @@ use std::cell::RefCell;
 use super::devices::Objects;
 use super::{bad, CliError, KeyVals};
 use crate::config::net::{default_mac, format_mac, parse_mac};
-use crate::config::{DeviceConfig, NetBackendConfig, NetConfig, Transport};
+use crate::config::{DeviceConfig, HostFwd, NetBackendConfig, NetConfig, Transport};
 
 /// Keys of `-netdev tap` (and of the tap part of `-nic`/`-net tap`).
 const TAP_KEYS: &[&str] = &[
@@ -30,15 +31,18 @@ const TAP_KEYS: &[&str] = &[
 /// Keys of `-netdev bridge` (and `-nic bridge`, `-net bridge`).
 const BRIDGE_KEYS: &[&str] = &["type", "id", "br", "helper"];
 
+/// Keys of `-netdev user` (and `-nic user`, `-net user`).
+const USER_KEYS: &[&str] = &["type", "id", "hostfwd"];
+
 /// QEMU's default bridge (`DEFAULT_BRIDGE_INTERFACE`).
 const DEFAULT_BRIDGE: &str = "br0";
 
 /// The keys a backend of type `kind` takes, plus `extra`.
 fn keys(kind: &str, extra: &[&'static str]) -> Vec<&'static str> {
-    let mut k = if kind == "bridge" {
-        BRIDGE_KEYS.to_vec()
-    } else {
-        TAP_KEYS.to_vec()
+    let mut k = match kind {
+        "bridge" => BRIDGE_KEYS.to_vec(),
+        "user" => USER_KEYS.to_vec(),
+        _ => TAP_KEYS.to_vec(),
     };
     k.extend(extra);
     k
@@ -63,11 +67,11 @@ fn backend(opt: &str, kind: &str, kv: &KeyVals) -> Result<NetBackendConfig, CliE
     match kind {
         "tap" => {}
         "user" => {
-            return Err(bad(
-                opt,
-                kind,
-                "user-mode networking (passt) is not implemented yet; use a tap",
-            ))
+            let hostfwd = kv
+                .get_all("hostfwd")
+                .map(|h| HostFwd::parse(h).map_err(|why| bad(opt, h, why)))
+                .collect::<Result<_, _>>()?;
+            return Ok(NetBackendConfig::User { hostfwd });
         }
         "bridge" => {
             return Ok(NetBackendConfig::Bridge {
@@ -399,6 +403,20 @@ mod tests {
     }
 
     #[test]
+    fn user_with_host_forwards() {
+        let n = run(&[
+            "-nic",
+            "user,hostfwd=tcp::8080-:80,hostfwd=udp::5007-:7,model=virtio-net-device",
+        ])
+        .unwrap();
+        let NetBackendConfig::User { hostfwd } = &n[0].backend else {
+            panic!("{n:?}")
+        };
+        assert_eq!(hostfwd.len(), 2);
+        assert!(hostfwd[1].udp && hostfwd[1].guest_port == 7);
+    }
+
+    #[test]
     fn bridge_as_qemu_spells_it() {
         let n = run(&[
             "-netdev",
@@ -438,7 +456,11 @@ mod tests {
             ),
             (&["-netdev", "tap,id=n,ifname=t,vhost=on"], "vhost"),
             (&["-netdev", "tap,id=n,ifname=t,queues=4"], "multiqueue"),
-            (&["-netdev", "user,id=n"], "passt"),
+            (
+                &["-netdev", "user,id=n,hostfwd=tcp:1.2.3.4:1-:2"],
+                "host address",
+            ),
+            (&["-netdev", "user,id=n,smb=/x"], "smb"),
             (&["-netdev", "tap,id=n,ifname=t"], "no NIC uses"),
             (&["-device", "virtio-net-pci,netdev=x"], "no -netdev"),
             (
