@@ -114,8 +114,9 @@ pub struct LinuxBoot {
     pub disks: Vec<String>,
     /// A virtio-rng device fed from the host's /dev/urandom.
     pub rng: bool,
-    /// A virtio-net NIC on this existing tap (eth0 in the guest).
-    pub tap: Option<String>,
+    /// A virtio-net NIC (eth0 in the guest) on this `-netdev` (without
+    /// its `id=`), e.g. `tap,ifname=tap0,...` or `user`.
+    pub netdev: Option<String>,
 }
 
 impl LinuxBoot {
@@ -128,7 +129,7 @@ impl LinuxBoot {
             init_args: Vec::new(),
             disks: Vec::new(),
             rng: false,
-            tap: None,
+            netdev: None,
         }
     }
 
@@ -157,8 +158,15 @@ impl LinuxBoot {
         self
     }
 
-    pub fn tap(mut self, ifname: &str) -> Self {
-        self.tap = Some(ifname.to_string());
+    /// A NIC on the existing tap `ifname`.
+    pub fn tap(self, ifname: &str) -> Self {
+        self.netdev(&format!(
+            "tap,ifname={ifname},script=no,downscript=no,vhost=off"
+        ))
+    }
+
+    pub fn netdev(mut self, spec: &str) -> Self {
+        self.netdev = Some(spec.to_string());
         self
     }
 
@@ -182,10 +190,10 @@ impl LinuxBoot {
                     &format!("virtio-rng-{},rng=rng0", self.virtio_suffix()),
                 ]);
         }
-        if let Some(t) = &self.tap {
+        if let Some(n) = &self.netdev {
             c.args([
                 "-netdev",
-                &format!("tap,id=n0,ifname={t},script=no,downscript=no,vhost=off"),
+                &format!("{n},id=n0"),
                 "-device",
                 &format!("virtio-net-{},netdev=n0", self.virtio_suffix()),
             ]);

@@ -76,6 +76,26 @@ impl NetNs {
         self.ip(&["link", "set", name, "up"]);
     }
 
+    /// An uplink for passt, which needs a default route to pick its
+    /// interface: a veth pair up0/up1 at 192.0.2.1/24 (a documentation
+    /// range), default route via 192.0.2.254, all inside the namespace.
+    pub fn uplink(&self) {
+        self.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+        self.links.borrow_mut().push("up0".into());
+        self.ip(&["addr", "add", "192.0.2.1/24", "dev", "up0"]);
+        self.ip(&["link", "set", "up0", "up"]);
+        self.ip(&["link", "set", "up1", "up"]);
+        self.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.0.2.254",
+            "dev",
+            "up0",
+        ]);
+    }
+
     /// A bridge `name` at `addr` (CIDR), up, with STP off (the default) so
     /// ports forward as soon as they have carrier.
     pub fn bridge(&self, name: &str, addr: &str) {

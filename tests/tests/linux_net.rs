@@ -4,7 +4,8 @@
 //! tap0 at 10.0.2.2/24 and runs a UDP echo and a TCP echo server there
 //! (threads that joined the namespace); the guest takes 10.0.2.15/24,
 //! echoes one datagram, and sends 64 KiB over TCP and reads them back,
-//! with checksum offload and TSO on.
+//! with checksum offload and TSO on. The same exchange over `-netdev user`
+//! (passt) reaches servers on the namespace's loopback.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, UdpSocket};
@@ -21,9 +22,9 @@ const TCP_BYTES: usize = 65536;
 /// How long the servers wait for a guest that is still booting.
 const SERVE: Duration = Duration::from_secs(170);
 
-/// UDP echo on 10.0.2.2: echoes the first datagram, returns its length.
-fn udp_echo() -> usize {
-    let s = UdpSocket::bind(("10.0.2.2", UDP_PORT)).expect("UDP bind");
+/// UDP echo on `at`: echoes the first datagram, returns its length.
+fn udp_echo(at: &str) -> usize {
+    let s = UdpSocket::bind((at, UDP_PORT)).expect("UDP bind");
     s.set_read_timeout(Some(SERVE)).unwrap();
     let mut buf = [0u8; 2048];
     match s.recv_from(&mut buf) {
@@ -35,10 +36,10 @@ fn udp_echo() -> usize {
     }
 }
 
-/// TCP echo on 10.0.2.2: one connection, echoed until the guest closes;
+/// TCP echo on `at`: one connection, echoed until the guest closes;
 /// returns the bytes echoed.
-fn tcp_echo() -> usize {
-    let l = TcpListener::bind(("10.0.2.2", TCP_PORT)).expect("TCP bind");
+fn tcp_echo(at: &str) -> usize {
+    let l = TcpListener::bind((at, TCP_PORT)).expect("TCP bind");
     l.set_nonblocking(true).unwrap();
     let start = Instant::now();
     let mut conn = loop {
@@ -69,16 +70,15 @@ struct Servers {
     tcp: JoinHandle<usize>,
 }
 
-fn servers(ns: &NetNs) -> Servers {
+fn servers(ns: &NetNs, at: &'static str) -> Servers {
     Servers {
-        udp: ns.spawn_in(udp_echo),
-        tcp: ns.spawn_in(tcp_echo),
+        udp: ns.spawn_in(move || udp_echo(at)),
+        tcp: ns.spawn_in(move || tcp_echo(at)),
     }
 }
 
 fn net_boot(boot: LinuxBoot) -> LinuxBoot {
-    boot.tap("tap0")
-        .init_arg("casemate.mode=net")
+    boot.init_arg("casemate.mode=net")
         .init_arg("casemate.ip=10.0.2.15/24")
         .init_arg("casemate.host=10.0.2.2")
         .init_arg(&format!("casemate.udp={UDP_PORT}"))
@@ -94,7 +94,21 @@ fn line<'a>(r: &'a Report, topic: &str) -> &'a std::collections::BTreeMap<String
         .unwrap_or_else(|| panic!("no `{topic}` line:\n{}", r.raw))
 }
 
+/// How the guest reaches the host: a tap in the namespace (servers on
+/// 10.0.2.2, offloads on), or `-netdev user` through passt (servers on
+/// the namespace's loopback, reached at the gateway 10.0.2.2; passt takes
+/// complete frames, so no offloads).
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Tap,
+    User,
+}
+
 fn linux_net(test: &str, machine: &'static str, qemu: bool) {
+    linux_net_over(test, machine, qemu, Link::Tap)
+}
+
+fn linux_net_over(test: &str, machine: &'static str, qemu: bool, link: Link) {
     if qemu && !have("qemu-system-x86_64") {
         println!("SKIP {test}: qemu-system-x86_64 is not installed");
         return;
@@ -102,7 +116,15 @@ fn linux_net(test: &str, machine: &'static str, qemu: bool) {
     let Some(a) = artifacts_or_skip(test) else {
         return;
     };
-    let Some(ns) = NetNs::with_tap(test) else {
+    if link == Link::User && !have("passt") {
+        println!("SKIP {test}: passt is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let ns = match link {
+        Link::Tap => NetNs::with_tap(test),
+        Link::User => NetNs::new(test).inspect(NetNs::uplink),
+    };
+    let Some(ns) = ns else {
         return;
     };
     let m = if machine == "microvm" {
@@ -110,8 +132,12 @@ fn linux_net(test: &str, machine: &'static str, qemu: bool) {
     } else {
         pci_machine(&a, machine)
     };
-    let boot = net_boot(LinuxBoot::new(m, &a));
-    let srv = servers(&ns);
+    let (boot, at) = match link {
+        Link::Tap => (LinuxBoot::new(m, &a).tap("tap0"), "10.0.2.2"),
+        Link::User => (LinuxBoot::new(m, &a).netdev("user"), "127.0.0.1"),
+    };
+    let boot = net_boot(boot);
+    let srv = servers(&ns, at);
     let cmd = if qemu { boot.qemu() } else { boot.casemate() };
     let (r, out) = run(ns.wrap(&cmd));
     let log = format!(
@@ -126,8 +152,9 @@ fn linux_net(test: &str, machine: &'static str, qemu: bool) {
     println!("{test}: host echoed udp={udp} tcp={tcp}");
     r.assert_ok();
     let eth = line(&r, "net eth0");
+    let on = if link == Link::Tap { "1" } else { "0" };
     for k in ["tx_csum", "tso", "f_csum", "f_guest_csum", "f_host_tso4"] {
-        assert_eq!(eth.get(k).map(String::as_str), Some("1"), "{k}\n{log}");
+        assert_eq!(eth.get(k).map(String::as_str), Some(on), "{k}\n{log}");
     }
     let u = line(&r, "net udp");
     assert_eq!(u.get("match").map(String::as_str), Some("1"), "{log}");
@@ -164,4 +191,14 @@ fn casemate_q35_linux_virtio_net_pci_udp_and_tcp() {
 #[test]
 fn qemu_microvm_linux_virtio_net_udp_and_tcp() {
     linux_net("qemu_microvm_linux_virtio_net_udp_and_tcp", "microvm", true);
+}
+
+#[test]
+fn casemate_microvm_linux_user_net_reaches_the_host_loopback() {
+    linux_net_over(
+        "casemate_microvm_linux_user_net_reaches_the_host_loopback",
+        "microvm",
+        false,
+        Link::User,
+    );
 }

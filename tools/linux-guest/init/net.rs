@@ -125,11 +125,9 @@ pub fn run(args: &Args) -> Outcome {
     sys::set_timeouts(s, 10).map_err(|e| failed("setsockopt", e, "net-socket"))?;
     udp(s, host, udp_port)?;
     let _ = sys::close(s);
-    tcp(host, tcp_port, tcp_bytes)?;
-    if tx_csum != 1 || tso != 1 {
-        return Err("net-offloads-off");
-    }
-    Ok(())
+    // The offloads are reported, not required: a backend that takes only
+    // complete frames (passt) offers none; the host test knows which.
+    tcp(host, tcp_port, tcp_bytes)
 }
 
 /// An ethtool "get" of one `struct ethtool_value` (cmd, data).
