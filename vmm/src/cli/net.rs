@@ -81,7 +81,11 @@ fn backend(opt: &str, kind: &str, kv: &KeyVals) -> Result<NetBackendConfig, CliE
         }
         "vhost-user" | "vhost-vdpa" | "socket" | "stream" | "dgram" | "l2tpv3" | "vde"
         | "hubport" | "netmap" | "af-xdp" => {
-            return Err(bad(opt, kind, "only tap networking is supported"))
+            return Err(bad(
+                opt,
+                kind,
+                "only tap, bridge and user networking are supported",
+            ))
         }
         _ => return Err(bad(opt, kind, "unknown network backend type")),
     }
@@ -249,15 +253,20 @@ pub fn device(
 pub fn finish(devices: &mut Vec<DeviceConfig>, objects: &Objects) -> Result<(), CliError> {
     let net = &objects.net;
     devices.extend(net.nics.iter().cloned().map(DeviceConfig::Net));
-    if net.legacy_nics.len() != net.legacy_taps.len()
-        && net.legacy_nics.iter().any(|(_, _, n)| n.is_none())
-    {
+    // Each `-net nic` without netdev= pairs with one `-net tap|bridge|user`;
+    // a backend left without a NIC would silently do nothing.
+    let plain = net
+        .legacy_nics
+        .iter()
+        .filter(|(_, _, n)| n.is_none())
+        .count();
+    if plain != net.legacy_taps.len() {
         return Err(bad(
             "-net",
             "nic",
             format!(
-                "{} '-net nic' and {} '-net tap': each NIC pairs with one tap, in order",
-                net.legacy_nics.len(),
+                "{} '-net nic' and {} '-net tap|bridge|user': each NIC pairs with one, in order",
+                plain,
                 net.legacy_taps.len()
             ),
         ));
@@ -414,6 +423,8 @@ mod tests {
         };
         assert_eq!(hostfwd.len(), 2);
         assert!(hostfwd[1].udp && hostfwd[1].guest_port == 7);
+        let n = run(&["-net", "nic", "-net", "user,hostfwd=tcp::2222-:22"]).unwrap();
+        assert!(matches!(&n[0].backend, NetBackendConfig::User { hostfwd } if hostfwd.len() == 1));
     }
 
     #[test]
