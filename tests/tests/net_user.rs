@@ -122,3 +122,50 @@ fn user_without_passt_is_refused_clearly() {
     assert!(!out.status.success());
     assert!(e.contains("passt") && e.contains("not installed"), "{e}");
 }
+
+/// passt's pid: the child of `vmm` named passt (or passt.avx2, which
+/// Debian's passt re-executes itself as).
+fn passt_child(vmm: u32) -> Option<i32> {
+    let kids = std::fs::read_to_string(format!("/proc/{vmm}/task/{vmm}/children")).ok()?;
+    kids.split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim().starts_with("passt"))
+        })
+}
+
+/// passt dies under a running VM: the worker logs the lost stream and
+/// stops reading it, the VMM keeps running and the guest ends normally.
+#[test]
+fn passt_killed_under_a_running_vm() {
+    let test = "passt_killed_under_a_running_vm";
+    if !have("passt") {
+        println!("SKIP {test}: passt is not installed");
+        return;
+    }
+    let Some(ns) = NetNs::new(test) else {
+        return;
+    };
+    ns.uplink();
+    let child = ns.casemate(&[
+        "-netdev",
+        &format!("user,id=n0,hostfwd=udp::{FWD_PORT}-:7"),
+        "-device",
+        "virtio-net-device,netdev=n0",
+        "-append",
+        "probe=net peer=10.0.2.2 ms=4000",
+    ]);
+    assert_eq!(ns.enter(|| forwarded_echoes(1)), 1);
+    let pid = passt_child(child.id()).expect("passt under the VMM");
+    // SAFETY: kill(2) of the passt this test's VMM started, by its pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = finish(child, Duration::from_secs(30));
+    let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{test}: {stderr}");
+    assert!(out.status.success(), "{}\n{stderr}", r.raw);
+    r.assert_ok();
+    assert!(stderr.contains("passt(n0)"), "{stderr}");
+}
