@@ -2,7 +2,7 @@
 # Installs what the tests need on a fresh Debian 12 machine: QEMU 7.2 (the
 # reference peer: qemu-system-x86 with the matching qemu-utils, installed
 # together because a newer qemu-utils may be present that qemu-system-x86
-# would conflict with) and iproute2. Idempotent: does nothing when present.
+# would conflict with), iproute2 and passt (-netdev user). Idempotent: does nothing when present.
 set -euo pipefail
 
 want_qemu() {
@@ -22,5 +22,11 @@ if want_qemu || ! command -v ip >/dev/null 2>&1; then
     [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "setup: no qemu-system-x86 package available" >&2; exit 1; }
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --allow-downgrades \
         "qemu-system-x86=$v" "qemu-utils=$v" iproute2 >/dev/null
+fi
+# passt: the user-mode stack behind -netdev user (tests/tests/net_user.rs).
+if ! command -v passt >/dev/null 2>&1; then
+    echo "setup: installing passt" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq passt >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust stable) is required" >&2; exit 1; }

@@ -14,6 +14,7 @@ pub mod blkcheck;
 pub mod elf;
 pub mod jail;
 pub mod linux;
+pub mod netns;
 
 /// The workspace's target directory, found from this test executable
 /// (target/<profile>/deps/<test>).

@@ -114,6 +114,9 @@ pub struct LinuxBoot {
     pub disks: Vec<String>,
     /// A virtio-rng device fed from the host's /dev/urandom.
     pub rng: bool,
+    /// A virtio-net NIC (eth0 in the guest) on this `-netdev` (without
+    /// its `id=`), e.g. `tap,ifname=tap0,...` or `user`.
+    pub netdev: Option<String>,
 }
 
 impl LinuxBoot {
@@ -126,6 +129,7 @@ impl LinuxBoot {
             init_args: Vec::new(),
             disks: Vec::new(),
             rng: false,
+            netdev: None,
         }
     }
 
@@ -154,6 +158,18 @@ impl LinuxBoot {
         self
     }
 
+    /// A NIC on the existing tap `ifname`.
+    pub fn tap(self, ifname: &str) -> Self {
+        self.netdev(&format!(
+            "tap,ifname={ifname},script=no,downscript=no,vhost=off"
+        ))
+    }
+
+    pub fn netdev(mut self, spec: &str) -> Self {
+        self.netdev = Some(spec.to_string());
+        self
+    }
+
     /// virtio-mmio on microvm, virtio-pci on pc and q35: the device name's
     /// suffix for `-device virtio-blk-*` and `virtio-rng-*`.
     fn virtio_suffix(&self) -> &'static str {
@@ -164,14 +180,23 @@ impl LinuxBoot {
         }
     }
 
-    /// The same `-object`/`-device` pair on both VMMs (QEMU's syntax).
-    fn rng_args(&self, c: &mut Command) {
+    /// The same `-object`/`-netdev`/`-device` options on both VMMs
+    /// (QEMU's syntax).
+    fn device_args(&self, c: &mut Command) {
         if self.rng {
             c.args(["-object", "rng-random,id=rng0,filename=/dev/urandom"])
                 .args([
                     "-device",
                     &format!("virtio-rng-{},rng=rng0", self.virtio_suffix()),
                 ]);
+        }
+        if let Some(n) = &self.netdev {
+            c.args([
+                "-netdev",
+                &format!("{n},id=n0"),
+                "-device",
+                &format!("virtio-net-{},netdev=n0", self.virtio_suffix()),
+            ]);
         }
     }
 
@@ -207,7 +232,7 @@ impl LinuxBoot {
         for d in &self.disks {
             c.args(["-drive", &format!("file={d},format=raw,if=virtio")]);
         }
-        self.rng_args(&mut c);
+        self.device_args(&mut c);
         c
     }
 
@@ -231,7 +256,7 @@ impl LinuxBoot {
             c.args(["-drive", &format!("id=d{i},file={d},format=raw,if=none")])
                 .args(["-device", &format!("virtio-blk-{suffix},drive=d{i}")]);
         }
-        self.rng_args(&mut c);
+        self.device_args(&mut c);
         c
     }
 }
@@ -298,12 +323,17 @@ mod tests {
         let a = fake();
         let b = LinuxBoot::new(pci_machine(&a, "q35"), &a)
             .disk("/d.raw")
-            .rng();
+            .rng()
+            .tap("tap0");
         let cm = args(&b.casemate_at(Path::new("casemate")));
         let q = args(&b.qemu());
         for v in [&cm, &q] {
             assert!(v.contains(&"rng-random,id=rng0,filename=/dev/urandom".to_string()));
             assert!(v.contains(&"virtio-rng-pci,rng=rng0".to_string()));
+            assert!(v.contains(&"virtio-net-pci,netdev=n0".to_string()));
+            assert!(
+                v.contains(&"tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_string())
+            );
         }
         assert!(q.contains(&"virtio-blk-pci,drive=d0".to_string()));
         assert!(!q.iter().any(|x| x.contains("force-legacy")));

@@ -110,8 +110,8 @@ fn zero_cpus() {
 fn unknown_and_unsupported_options() {
     refuses(&["-frobnicate"], "unknown option '-frobnicate'");
     refuses(
-        &["-netdev", "user,id=n0"],
-        "user-mode networking (passt) is not implemented yet",
+        &["-netdev", "vde,id=n0"],
+        "only tap, bridge and user networking are supported",
     );
     refuses(&["-vga", "std"], "option '-vga' is not supported yet");
     refuses(&["-m"], "option '-m' needs a value");

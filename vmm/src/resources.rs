@@ -53,6 +53,18 @@ pub enum ResourceError {
         #[source]
         source: casemate_devices::virtio::net::tap::TapError,
     },
+    #[error("net {id}")]
+    Bridge {
+        id: String,
+        #[source]
+        source: casemate_devices::virtio::net::bridge::BridgeError,
+    },
+    #[error("net {id}")]
+    Passt {
+        id: String,
+        #[source]
+        source: casemate_devices::virtio::net::passt::PasstError,
+    },
     #[error("{what} fd={fd}: not an open file descriptor of this process")]
     InheritedFd {
         what: &'static str,

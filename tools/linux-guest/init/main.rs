@@ -6,10 +6,12 @@
 //! isa-debug-exit (port 0xf4), then reboot(2), which with `reboot=k` resets
 //! through the i8042 (`-no-reboot` makes that an exit).
 //!
-//! Kernel command line: `casemate.mode=hello|blk|rng` or a comma-separated
+//! Kernel command line: `casemate.mode=hello|blk|rng|net` or a comma-separated
 //! list of them (default hello), `casemate.int80=1` (one getpid through
 //! `int $0x80`), `casemate.fork=1` (a child that exits 7),
-//! `casemate.exit=debug`. Every system call costs
+//! `casemate.exit=debug`; for `net`: `casemate.ip=A.B.C.D/N`,
+//! `casemate.host=IP`, `casemate.udp=PORT`, `casemate.tcp=PORT`,
+//! `casemate.tcp_bytes=N` (net.rs). Every system call costs
 //! milliseconds on the project's host, so the init makes few of them.
 #![no_std]
 #![no_main]
@@ -18,6 +20,7 @@ mod blk;
 mod line;
 #[path = "../../probe/src/mem.rs"]
 mod mem;
+mod net;
 mod rng;
 mod sys;
 
@@ -82,6 +85,7 @@ fn run(args: &Args) -> Outcome {
             b"hello" => hello(args)?,
             b"blk" => blk::run()?,
             b"rng" => rng::run()?,
+            b"net" => net::run(args)?,
             other => {
                 Line::topic("unknown_mode").text("mode", other).emit();
                 return Err("unknown-mode");

@@ -26,6 +26,11 @@ mod nr {
     pub const PREAD64: usize = 17;
     pub const PWRITE64: usize = 18;
     pub const GETPID: usize = 39;
+    pub const SOCKET: usize = 41;
+    pub const CONNECT: usize = 42;
+    pub const SENDTO: usize = 44;
+    pub const RECVFROM: usize = 45;
+    pub const SETSOCKOPT: usize = 54;
     pub const FORK: usize = 57;
     pub const EXIT: usize = 60;
     pub const WAIT4: usize = 61;
@@ -181,4 +186,65 @@ pub fn restart() -> Result<usize> {
         LINUX_REBOOT_CMD_RESTART,
         0,
     )
+}
+
+/// ioctl(2) with a pointer (or plain) argument.
+pub fn ioctl(fd: usize, req: usize, arg: usize) -> Result<usize> {
+    sys(nr::IOCTL, fd, req, arg, 0)
+}
+
+pub fn socket(domain: usize, kind: usize) -> Result<usize> {
+    sys(nr::SOCKET, domain, kind | O_CLOEXEC, 0, 0)
+}
+
+/// An IPv4 `sockaddr_in`: family, port (big-endian), address, padding.
+#[repr(C)]
+pub struct SockaddrIn {
+    pub family: u16,
+    pub port_be: u16,
+    pub addr: [u8; 4],
+    pub zero: [u8; 8],
+}
+
+impl SockaddrIn {
+    pub fn new(addr: [u8; 4], port: u16) -> Self {
+        SockaddrIn {
+            family: 2, // AF_INET
+            port_be: port.to_be(),
+            addr,
+            zero: [0; 8],
+        }
+    }
+}
+
+const SOCKADDR_IN_LEN: usize = core::mem::size_of::<SockaddrIn>();
+
+pub fn connect(fd: usize, to: &SockaddrIn) -> Result<usize> {
+    sys(nr::CONNECT, fd, to as *const SockaddrIn as usize, SOCKADDR_IN_LEN, 0)
+}
+
+/// sendto(2); `to` None on a connected socket.
+pub fn sendto(fd: usize, b: &[u8], to: Option<&SockaddrIn>) -> Result<usize> {
+    let (p, l) = to.map_or((0, 0), |t| (t as *const SockaddrIn as usize, SOCKADDR_IN_LEN));
+    check(syscall6(nr::SENDTO, [fd, b.as_ptr() as usize, b.len(), 0, p, l]))
+}
+
+pub fn recv(fd: usize, b: &mut [u8]) -> Result<usize> {
+    check(syscall6(nr::RECVFROM, [fd, b.as_mut_ptr() as usize, b.len(), 0, 0, 0]))
+}
+
+/// SO_RCVTIMEO and SO_SNDTIMEO of `secs` seconds, so a lost peer fails the
+/// mode instead of hanging the VM.
+pub fn set_timeouts(fd: usize, secs: i64) -> Result<()> {
+    const SOL_SOCKET: usize = 1;
+    const SO_RCVTIMEO: usize = 20;
+    const SO_SNDTIMEO: usize = 21;
+    let tv = [secs, 0i64];
+    for opt in [SO_RCVTIMEO, SO_SNDTIMEO] {
+        check(syscall6(
+            nr::SETSOCKOPT,
+            [fd, SOL_SOCKET, opt, tv.as_ptr() as usize, 16, 0],
+        ))?;
+    }
+    Ok(())
 }

@@ -167,7 +167,15 @@ flushed, exit 0).
                                 virtio-net over a tap (created or attached by
                                 name, or inherited); MACs default to QEMU's
                                 52:54:00:12:34:56 (+1 per NIC); no ifup scripts
-Not supported yet (rejected by name, all at once): -netdev user|bridge,
+  -netdev bridge,id=ID[,br=br0][,helper=/usr/lib/qemu/qemu-bridge-helper]
+                                a tap on a bridge, made by QEMU's privileged
+                                helper (ACL: /etc/qemu/bridge.conf); also
+                                -nic bridge,br=..., -net bridge,br=...
+  -netdev user,id=ID[,hostfwd=tcp|udp::HOSTPORT-:GUESTPORT]...
+                                user-mode networking through passt (apt-get
+                                install passt): guest 10.0.2.15/24, gateway
+                                10.0.2.2 = the host's loopback; also -nic user
+Not supported yet (rejected by name, all at once):
 other -object and -device types, -vga, -monitor, -S, -bios, -boot, -hda,
 -cdrom, -audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
 ";
@@ -682,6 +690,14 @@ impl KeyVals {
     pub(crate) fn set(&mut self, k: &str, v: &str) {
         self.pairs.retain(|(key, _)| key != k);
         self.pairs.push((k.into(), v.into()));
+    }
+
+    /// Every value of a key that may repeat (`hostfwd=`), in order.
+    pub(crate) fn get_all<'a>(&'a self, k: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn get(&self, k: &str) -> Option<&str> {

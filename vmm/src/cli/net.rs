@@ -2,6 +2,8 @@
 //! with `-device virtio-net-pci|virtio-net-device,netdev=ID[,mac=]`,
 //! `-nic tap,...[,model=][,mac=]` (both at once), the legacy
 //! `-net nic[,model=] -net tap,...` pair, and `-net none`/`-nic none`.
+//! `-netdev bridge,br=,helper=` runs QEMU's bridge helper for a tap;
+//! `-netdev user[,hostfwd=...]` runs passt.
 //! Casemate never runs ifup/ifdown scripts: `script=` or `downscript=`
 //! other than `no` is refused. Only virtio-net exists: other NIC models
 //! are refused by name.
@@ -11,7 +13,7 @@ use std::cell::RefCell;
 use super::devices::Objects;
 use super::{bad, CliError, KeyVals};
 use crate::config::net::{default_mac, format_mac, parse_mac};
-use crate::config::{DeviceConfig, NetBackendConfig, NetConfig, Transport};
+use crate::config::{DeviceConfig, HostFwd, NetBackendConfig, NetConfig, Transport};
 
 /// Keys of `-netdev tap` (and of the tap part of `-nic`/`-net tap`).
 const TAP_KEYS: &[&str] = &[
@@ -25,6 +27,26 @@ const TAP_KEYS: &[&str] = &[
     "vnet_hdr",
     "queues",
 ];
+
+/// Keys of `-netdev bridge` (and `-nic bridge`, `-net bridge`).
+const BRIDGE_KEYS: &[&str] = &["type", "id", "br", "helper"];
+
+/// Keys of `-netdev user` (and `-nic user`, `-net user`).
+const USER_KEYS: &[&str] = &["type", "id", "hostfwd"];
+
+/// QEMU's default bridge (`DEFAULT_BRIDGE_INTERFACE`).
+const DEFAULT_BRIDGE: &str = "br0";
+
+/// The keys a backend of type `kind` takes, plus `extra`.
+fn keys(kind: &str, extra: &[&'static str]) -> Vec<&'static str> {
+    let mut k = match kind {
+        "bridge" => BRIDGE_KEYS.to_vec(),
+        "user" => USER_KEYS.to_vec(),
+        _ => TAP_KEYS.to_vec(),
+    };
+    k.extend(extra);
+    k
+}
 
 /// The networking options seen so far.
 #[derive(Default)]
@@ -45,20 +67,25 @@ fn backend(opt: &str, kind: &str, kv: &KeyVals) -> Result<NetBackendConfig, CliE
     match kind {
         "tap" => {}
         "user" => {
+            let hostfwd = kv
+                .get_all("hostfwd")
+                .map(|h| HostFwd::parse(h).map_err(|why| bad(opt, h, why)))
+                .collect::<Result<_, _>>()?;
+            return Ok(NetBackendConfig::User { hostfwd });
+        }
+        "bridge" => {
+            return Ok(NetBackendConfig::Bridge {
+                br: kv.get("br").unwrap_or(DEFAULT_BRIDGE).to_string(),
+                helper: kv.get("helper").map(str::to_string),
+            })
+        }
+        "vhost-user" | "vhost-vdpa" | "socket" | "stream" | "dgram" | "l2tpv3" | "vde"
+        | "hubport" | "netmap" | "af-xdp" => {
             return Err(bad(
                 opt,
                 kind,
-                "user-mode networking (passt) is not implemented yet; use a tap",
+                "only tap, bridge and user networking are supported",
             ))
-        }
-        "bridge" => return Err(bad(
-            opt,
-            kind,
-            "-netdev bridge is not implemented yet; attach a tap to the bridge and use -netdev tap",
-        )),
-        "vhost-user" | "vhost-vdpa" | "socket" | "stream" | "dgram" | "l2tpv3" | "vde"
-        | "hubport" | "netmap" | "af-xdp" => {
-            return Err(bad(opt, kind, "only tap networking is supported"))
         }
         _ => return Err(bad(opt, kind, "unknown network backend type")),
     }
@@ -130,7 +157,7 @@ impl NetOpts {
         let kind = kv.get("type").unwrap_or_default();
         match name {
             "netdev" => {
-                kv.only(opt, TAP_KEYS)?;
+                kv.only(opt, &keys(kind, &[]))?;
                 let id = kv
                     .get("id")
                     .filter(|i| !i.is_empty())
@@ -145,9 +172,7 @@ impl NetOpts {
                 if kind == "none" {
                     return kv.only(opt, &["type"]);
                 }
-                let mut keys = TAP_KEYS.to_vec();
-                keys.extend(["model", "mac"]);
-                kv.only(opt, &keys)?;
+                kv.only(opt, &keys(kind, &["model", "mac"]))?;
                 let t = model(opt, kv.get("model"))?;
                 let b = backend(opt, kind, &kv)?;
                 let n = self.nics.len();
@@ -172,9 +197,7 @@ impl NetOpts {
                     ));
                 }
                 _ => {
-                    let mut keys = TAP_KEYS.to_vec();
-                    keys.push("name");
-                    kv.only(opt, &keys)?;
+                    kv.only(opt, &keys(kind, &["name"]))?;
                     self.legacy_taps.push(backend(opt, kind, &kv)?);
                 }
             },
@@ -230,15 +253,20 @@ pub fn device(
 pub fn finish(devices: &mut Vec<DeviceConfig>, objects: &Objects) -> Result<(), CliError> {
     let net = &objects.net;
     devices.extend(net.nics.iter().cloned().map(DeviceConfig::Net));
-    if net.legacy_nics.len() != net.legacy_taps.len()
-        && net.legacy_nics.iter().any(|(_, _, n)| n.is_none())
-    {
+    // Each `-net nic` without netdev= pairs with one `-net tap|bridge|user`;
+    // a backend left without a NIC would silently do nothing.
+    let plain = net
+        .legacy_nics
+        .iter()
+        .filter(|(_, _, n)| n.is_none())
+        .count();
+    if plain != net.legacy_taps.len() {
         return Err(bad(
             "-net",
             "nic",
             format!(
-                "{} '-net nic' and {} '-net tap': each NIC pairs with one tap, in order",
-                net.legacy_nics.len(),
+                "{} '-net nic' and {} '-net tap|bridge|user': each NIC pairs with one, in order",
+                plain,
                 net.legacy_taps.len()
             ),
         ));
@@ -384,6 +412,51 @@ mod tests {
     }
 
     #[test]
+    fn user_with_host_forwards() {
+        let n = run(&[
+            "-nic",
+            "user,hostfwd=tcp::8080-:80,hostfwd=udp::5007-:7,model=virtio-net-device",
+        ])
+        .unwrap();
+        let NetBackendConfig::User { hostfwd } = &n[0].backend else {
+            panic!("{n:?}")
+        };
+        assert_eq!(hostfwd.len(), 2);
+        assert!(hostfwd[1].udp && hostfwd[1].guest_port == 7);
+        let n = run(&["-net", "nic", "-net", "user,hostfwd=tcp::2222-:22"]).unwrap();
+        assert!(matches!(&n[0].backend, NetBackendConfig::User { hostfwd } if hostfwd.len() == 1));
+    }
+
+    #[test]
+    fn bridge_as_qemu_spells_it() {
+        let n = run(&[
+            "-netdev",
+            "bridge,id=b,br=cmbr0,helper=/opt/helper",
+            "-device",
+            "virtio-net-pci,netdev=b",
+            "-nic",
+            "bridge",
+        ])
+        .unwrap();
+        assert_eq!(
+            n[0].backend,
+            NetBackendConfig::Bridge {
+                br: "cmbr0".into(),
+                helper: Some("/opt/helper".into())
+            }
+        );
+        assert_eq!(
+            n[1].backend,
+            NetBackendConfig::Bridge {
+                br: "br0".into(),
+                helper: None
+            }
+        );
+        let e = run(&["-netdev", "bridge,id=b,ifname=x"]).unwrap_err();
+        assert!(e.to_string().contains("ifname"), "{e}");
+    }
+
+    #[test]
     fn refusals_say_why() {
         let cases: &[(&[&str], &str)] = &[
             (&["-nic", "tap,ifname=t,model=e1000"], "e1000"),
@@ -394,7 +467,11 @@ mod tests {
             ),
             (&["-netdev", "tap,id=n,ifname=t,vhost=on"], "vhost"),
             (&["-netdev", "tap,id=n,ifname=t,queues=4"], "multiqueue"),
-            (&["-netdev", "user,id=n"], "passt"),
+            (
+                &["-netdev", "user,id=n,hostfwd=tcp:1.2.3.4:1-:2"],
+                "host address",
+            ),
+            (&["-netdev", "user,id=n,smb=/x"], "smb"),
             (&["-netdev", "tap,id=n,ifname=t"], "no NIC uses"),
             (&["-device", "virtio-net-pci,netdev=x"], "no -netdev"),
             (

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use device::DeviceConfig;
 pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
-pub use net::{NetBackendConfig, NetConfig};
+pub use net::{HostFwd, NetBackendConfig, NetConfig};
 pub use rng::{RngBackendConfig, RngConfig};
 pub use sandbox::{LandlockMode, SandboxConfig, SeccompMode};
 pub use validate::{ConfigError, Problems, ValidConfig};

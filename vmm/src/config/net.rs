@@ -22,6 +22,73 @@ pub enum NetBackendConfig {
         #[serde(default)]
         fd: Option<i32>,
     },
+    /// A tap on bridge `br`, made by QEMU's privileged bridge helper
+    /// (`helper`, default `/usr/lib/qemu/qemu-bridge-helper`), which
+    /// checks `/etc/qemu/bridge.conf`.
+    Bridge {
+        br: String,
+        #[serde(default)]
+        helper: Option<String>,
+    },
+    /// User-mode networking through passt (`-netdev user`), with QEMU's
+    /// slirp addresses, and host ports forwarded to the guest.
+    User {
+        #[serde(default)]
+        hostfwd: Vec<HostFwd>,
+    },
+}
+
+/// `hostfwd=tcp::HOSTPORT-:GUESTPORT` (or udp).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFwd {
+    #[serde(default)]
+    pub udp: bool,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+impl HostFwd {
+    /// QEMU's `[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`;
+    /// passt binds every host address and knows one guest address, so
+    /// only empty addresses (or the guest's 10.0.2.15) are taken.
+    pub fn parse(s: &str) -> Result<HostFwd, String> {
+        let bad = |why: &str| format!("hostfwd '{s}': {why}");
+        let (host, guest) = s
+            .split_once('-')
+            .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport"))?;
+        let mut h = host.splitn(3, ':');
+        let (proto, haddr, hport) = match (h.next(), h.next(), h.next()) {
+            (Some(p), Some(a), Some(port)) => (p, a, port),
+            (Some(a), Some(port), None) => ("tcp", a, port),
+            _ => return Err(bad("expected [tcp|udp]:[hostaddr]:hostport")),
+        };
+        let udp = match proto {
+            "" | "tcp" => false,
+            "udp" => true,
+            p => return Err(bad(&format!("protocol '{p}' is not tcp or udp"))),
+        };
+        if !haddr.is_empty() {
+            return Err(bad(
+                "a host address is not supported (passt binds them all)",
+            ));
+        }
+        let (gaddr, gport) = guest.rsplit_once(':').unwrap_or(("", guest));
+        if !gaddr.is_empty() && gaddr != "10.0.2.15" {
+            return Err(bad("the guest address can only be 10.0.2.15"));
+        }
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&v| v != 0)
+                .ok_or_else(|| bad(&format!("'{p}' is not a port")))
+        };
+        Ok(HostFwd {
+            udp,
+            host_port: port(hport)?,
+            guest_port: port(gport)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +179,18 @@ impl DeviceKind for NetConfig {
                 Err(format!("fd={fd} is not a file descriptor"))
             }
             NetBackendConfig::Tap { .. } => Ok(()),
+            NetBackendConfig::Bridge { br, .. }
+                if br.len() >= 16 || br.contains('/') || br.is_empty() =>
+            {
+                Err(format!(
+                    "br '{br}' is not an interface name (1 to 15 bytes, no '/')"
+                ))
+            }
+            NetBackendConfig::Bridge {
+                helper: Some(h), ..
+            } if h.is_empty() => Err("helper= is empty".into()),
+            NetBackendConfig::Bridge { .. } => Ok(()),
+            NetBackendConfig::User { .. } => Ok(()),
         }
     }
 }
@@ -146,5 +225,29 @@ mod tests {
             transport: None,
         };
         assert!(c.check().unwrap_err().contains("multicast"));
+    }
+
+    #[test]
+    fn hostfwd_as_qemu_spells_it() {
+        let f = |udp, host_port, guest_port| HostFwd {
+            udp,
+            host_port,
+            guest_port,
+        };
+        assert_eq!(HostFwd::parse("tcp::8080-:80"), Ok(f(false, 8080, 80)));
+        assert_eq!(
+            HostFwd::parse("udp::5007-10.0.2.15:7"),
+            Ok(f(true, 5007, 7))
+        );
+        assert_eq!(HostFwd::parse(":2222-:22"), Ok(f(false, 2222, 22)));
+        for bad in [
+            "tcp:1.2.3.4:80-:80",
+            "sctp::1-:1",
+            "tcp::x-:1",
+            "tcp::1-:0",
+            "tcp::1",
+        ] {
+            assert!(HostFwd::parse(bad).is_err(), "{bad}");
+        }
     }
 }

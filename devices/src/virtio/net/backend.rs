@@ -1,5 +1,5 @@
-//! `NetBackend`: where frames go and come from (a tap today; a bridge
-//! helper's tap or a passt socket later). Every frame, both ways, starts
+//! `NetBackend`: where frames go and come from (a tap, possibly from the
+//! bridge helper, or a passt socket). Every frame, both ways, starts
 //! with the 12-byte vnet header, which the backend passes through as is.
 //! Transfers are scatter-gather straight into or out of guest memory.
 
@@ -39,4 +39,9 @@ pub trait NetBackend: Send + Sync {
     fn fd(&self) -> RawFd;
     /// The TUN_F_* offloads frames handed to the guest may carry.
     fn set_offloads(&self, flags: u32) -> std::io::Result<()>;
+    /// Whether frames may carry partial checksums and GSO both ways (a
+    /// tap: yes). Without, the device offers no checksum or TSO features.
+    fn takes_offloads(&self) -> bool {
+        true
+    }
 }

@@ -3,7 +3,8 @@
 //! status in the configuration space, checksum and TSO offloads both ways
 //! and mergeable receive buffers. The guest-visible device (`NetDevice`)
 //! is here; the queue loop is `worker`, the host side a `NetBackend`
-//! (`backend`), for now a tap (`tap`).
+//! (`backend`): a tap (`tap`), possibly made by QEMU's bridge helper
+//! (`bridge`), or passt's user-mode stack (`passt`).
 //!
 //! Frames go between guest memory and the backend with readv/writev and
 //! are never copied or buffered by the VMM; the tap keeps the vnet header
@@ -11,6 +12,8 @@
 //! the offloads the guest accepts are handed to the tap (TUNSETOFFLOAD).
 
 pub mod backend;
+pub mod bridge;
+pub mod passt;
 pub mod tap;
 #[cfg(test)]
 mod tests;
@@ -48,6 +51,11 @@ pub const OFFERED: u64 = bit(vn::VIRTIO_NET_F_MAC)
     | bit(vn::VIRTIO_NET_F_HOST_TSO6)
     | bit(vn::VIRTIO_NET_F_GUEST_TSO4)
     | bit(vn::VIRTIO_NET_F_GUEST_TSO6);
+
+/// What is left of `OFFERED` for a backend that takes only complete
+/// frames (passt).
+pub const NO_OFFLOADS: u64 =
+    bit(vn::VIRTIO_NET_F_MAC) | bit(vn::VIRTIO_NET_F_STATUS) | bit(vn::VIRTIO_NET_F_MRG_RXBUF);
 
 /// The tap offload flags (TUN_F_*) for what the guest accepted: the
 /// kernel may then hand us frames with partial checksums or GSO.
@@ -116,7 +124,11 @@ impl VirtioDevice for NetDevice {
     }
 
     fn features(&self) -> u64 {
-        VIRTIO_F_VERSION_1 | OFFERED
+        if self.cfg.backend.takes_offloads() {
+            VIRTIO_F_VERSION_1 | OFFERED
+        } else {
+            VIRTIO_F_VERSION_1 | (OFFERED & NO_OFFLOADS)
+        }
     }
 
     fn ack_features(&mut self, features: u64) {

@@ -380,3 +380,42 @@ fn device_offers_features_config_and_sets_tap_offloads() {
         "TSO needs checksum offload"
     );
 }
+
+/// A backend that takes only complete frames (passt): the device offers
+/// MAC, STATUS and MRG_RXBUF, no checksum or TSO bits.
+#[test]
+fn a_backend_without_offloads_gets_no_offload_features() {
+    struct Complete(Arc<Fake>);
+    impl NetBackend for Complete {
+        fn name(&self) -> &str {
+            "complete"
+        }
+        unsafe fn readv(&self, iov: &[Iov]) -> std::io::Result<usize> {
+            // SAFETY: the caller's guarantee, passed on.
+            unsafe { self.0.readv(iov) }
+        }
+        unsafe fn writev(&self, iov: &[Iov]) -> std::io::Result<usize> {
+            // SAFETY: the caller's guarantee, passed on.
+            unsafe { self.0.writev(iov) }
+        }
+        fn fd(&self) -> RawFd {
+            self.0.fd()
+        }
+        fn set_offloads(&self, flags: u32) -> std::io::Result<()> {
+            self.0.set_offloads(flags)
+        }
+        fn takes_offloads(&self) -> bool {
+            false
+        }
+    }
+    let d = NetDevice::new(NetConfig {
+        name: "net0".into(),
+        mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+        backend: Arc::new(Complete(Fake::new())),
+    });
+    let want = VIRTIO_F_VERSION_1
+        | 1 << vn::VIRTIO_NET_F_MAC
+        | 1 << vn::VIRTIO_NET_F_STATUS
+        | 1 << vn::VIRTIO_NET_F_MRG_RXBUF;
+    assert_eq!(d.features(), want);
+}

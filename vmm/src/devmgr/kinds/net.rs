@@ -1,9 +1,11 @@
 //! Registry entry for virtio-net: opens the tap once per process (by name,
-//! or the inherited fd) and builds `NetDevice` on it at each boot, so a
+//! the inherited fd, or from QEMU's bridge helper) or starts passt and builds `NetDevice` on it at each boot, so a
 //! guest reboot keeps the same tap.
 
 use std::sync::Arc;
 
+use casemate_devices::virtio::net::bridge;
+use casemate_devices::virtio::net::passt::{Forward, Passt};
 use casemate_devices::virtio::net::tap::Tap;
 use casemate_devices::virtio::net::{NetBackend, NetConfig as Model, NetDevice};
 use casemate_devices::virtio::VirtioDevice;
@@ -23,17 +25,43 @@ impl DeviceSpec for NetConfig {
             id: self.id.clone(),
             source,
         };
-        let tap = match &self.backend {
+        let tap: Arc<dyn NetBackend> = match &self.backend {
             NetBackendConfig::Tap { fd: Some(fd), .. } => {
-                Tap::from_fd(fds.dup_fd("-netdev tap", *fd)?).map_err(err)?
+                Arc::new(Tap::from_fd(fds.dup_fd("-netdev tap", *fd)?).map_err(err)?)
             }
             NetBackendConfig::Tap { ifname, .. } => {
-                Tap::open(ifname.as_deref().unwrap_or("")).map_err(err)?
+                Arc::new(Tap::open(ifname.as_deref().unwrap_or("")).map_err(err)?)
             }
+            // Also here, before any sandbox: passt is a child process.
+            NetBackendConfig::User { hostfwd } => {
+                let fwd: Vec<Forward> = hostfwd
+                    .iter()
+                    .map(|h| Forward {
+                        udp: h.udp,
+                        host_port: h.host_port,
+                        guest_port: h.guest_port,
+                    })
+                    .collect();
+                Arc::new(
+                    Passt::start(&self.id, &fwd).map_err(|source| ResourceError::Passt {
+                        id: self.id.clone(),
+                        source,
+                    })?,
+                )
+            }
+            // Here, before any sandbox: the helper is a forked process.
+            NetBackendConfig::Bridge { br, helper } => Arc::new(
+                bridge::open(br, helper.as_deref().map(std::path::Path::new)).map_err(
+                    |source| ResourceError::Bridge {
+                        id: self.id.clone(),
+                        source,
+                    },
+                )?,
+            ),
         };
-        log::info!("net {}: tap {}", self.id, tap.name());
+        log::info!("net {}: {}", self.id, tap.name());
         Ok(Box::new(Net {
-            backend: Arc::new(tap),
+            backend: tap,
             mac: self.mac.as_deref().and_then(crate::config::net::parse_mac),
         }))
     }

@@ -78,6 +78,12 @@ pub fn rules(kind: &str) -> Vec<Rule> {
                 SYS_writev,
                 "a guest frame straight from guest memory to the tap",
             ),
+            Rule::arg(
+                SYS_recvfrom,
+                3,
+                libc::MSG_DONTWAIT as u64,
+                "passt: the next piece of a length-prefixed frame, never blocking",
+            ),
         ]),
         _ => {}
     }
