@@ -90,35 +90,50 @@ pub struct OpenedFile {
 /// The `-add-fd` sets, each fd owned by the VMM from start-up on.
 #[derive(Default)]
 pub struct FdSets {
-    sets: Vec<(u32, OwnedFd)>,
+    /// (set, the fd number the launcher gave, our duplicate of it)
+    sets: Vec<(u32, i32, OwnedFd)>,
 }
 
 impl FdSets {
     pub fn adopt(list: &[FdSetConfig]) -> Result<Self, ResourceError> {
         let mut sets = Vec::new();
+        let mut originals: Vec<i32> = Vec::new();
         for e in list {
-            // SAFETY: fcntl(F_GETFD) only queries the descriptor.
-            if unsafe { libc::fcntl(e.fd, libc::F_GETFD) } < 0 {
+            if e.fd < 3 {
+                return Err(ResourceError::BadFd {
+                    fd: e.fd,
+                    source: std::io::Error::other("fds 0, 1 and 2 are the standard streams"),
+                });
+            }
+            // As QEMU: each set holds its own duplicate (close-on-exec), so
+            // one fd named in two sets is neither closed twice nor shared.
+            // SAFETY: F_DUPFD_CLOEXEC only duplicates the descriptor.
+            let dup = unsafe { libc::fcntl(e.fd, libc::F_DUPFD_CLOEXEC, 3) };
+            if dup < 0 {
                 return Err(ResourceError::BadFd {
                     fd: e.fd,
                     source: std::io::Error::last_os_error(),
                 });
             }
-            // SAFETY: the launcher handed this fd to the process for the
-            // VMM to use (`-add-fd`), it is open (checked above), and
-            // nothing else in the process owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(e.fd) };
-            sets.push((e.set, fd));
+            // SAFETY: `dup` was just created and is owned by nothing else.
+            sets.push((e.set, e.fd, unsafe { OwnedFd::from_raw_fd(dup) }));
+            if !originals.contains(&e.fd) {
+                originals.push(e.fd);
+            }
+        }
+        for fd in originals {
+            // SAFETY: the launcher handed these fds to the VMM (`-add-fd`);
+            // each is closed once, its duplicates live on in the sets.
+            unsafe { libc::close(fd) };
         }
         Ok(Self { sets })
     }
 
-    /// A duplicate of inherited fd `fd` (QEMU's `fd=N`): the `-add-fd`
-    /// one when it names that fd, else the raw descriptor, left open as
-    /// it was handed over.
+    /// A duplicate of inherited fd `fd` (QEMU's `fd=N`): from the `-add-fd`
+    /// that named it, else the raw inherited descriptor.
     pub fn dup_fd(&self, what: &'static str, fd: i32) -> Result<OwnedFd, ResourceError> {
         let err = |source| ResourceError::InheritedFd { what, fd, source };
-        if let Some((_, owned)) = self.sets.iter().find(|(_, o)| o.as_raw_fd() == fd) {
+        if let Some((_, _, owned)) = self.sets.iter().find(|(_, orig, _)| *orig == fd) {
             return owned.try_clone().map_err(err);
         }
         // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor and touches
@@ -157,7 +172,7 @@ impl FdSets {
         };
         let set = set.map_err(&fdset_err)?;
         let mut found = false;
-        for (s, fd) in self.sets.iter().filter(|(s, _)| *s == set) {
+        for (s, _, fd) in self.sets.iter().filter(|(s, _, _)| *s == set) {
             found = true;
             // SAFETY: F_GETFL only queries the descriptor's flags.
             let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };

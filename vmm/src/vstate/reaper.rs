@@ -86,15 +86,24 @@ fn reaper(vmfd: RawFd, pidfd: RawFd, ready: RawFd) -> ! {
     let mut from: RawFd = 0;
     let mut sorted = keep;
     sorted.sort_unstable();
+    let mut ok = true;
     for k in sorted {
         if k > from {
             // SAFETY: close_range(2) closes fds we own in [from, k - 1].
-            unsafe { libc::syscall(libc::SYS_close_range, from as u32, (k - 1) as u32, 0) };
+            ok &= unsafe { libc::syscall(libc::SYS_close_range, from as u32, (k - 1) as u32, 0) }
+                == 0;
         }
         from = k + 1;
     }
     // SAFETY: as above, every fd above the last kept one.
-    unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0) };
+    ok &= unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0) } == 0;
+    if !ok {
+        // No close_range (kernels before 5.9): this child would keep the
+        // images' locks and the console's pipes. Leave without saying
+        // ready; the VMM then reads EOF and does the teardown itself.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(1) }
+    }
     // SAFETY: write, close, poll and _exit are async-signal-safe and only
     // use the fds kept above.
     unsafe {

@@ -4,7 +4,8 @@
 //! read is fine: the device reports how many bytes it wrote.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 /// Fills buffers with random bytes.
@@ -19,14 +20,34 @@ pub enum RngSource {
     Getrandom,
 }
 
+impl RngSource {
+    /// A source reading `file` (opened once, by path or inherited), made
+    /// non-blocking (see `fill`).
+    pub fn file(path: PathBuf, file: File) -> std::io::Result<Self> {
+        // SAFETY: F_GETFL/F_SETFL only read and set the descriptor's flags.
+        let ok = unsafe {
+            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            fl >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) == 0
+        };
+        if !ok {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(RngSource::File { path, file })
+    }
+}
+
 impl EntropySource for RngSource {
     fn fill(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
-            // read_at ignores the offset on character devices and pipes,
-            // and lets several workers share one open file.
+            // A plain read: files, character devices and pipes alike. The
+            // descriptor is made non-blocking at construction, so a source
+            // with nothing to give (a FIFO, /dev/hwrng, an old kernel's
+            // /dev/random) returns 0 bytes to the guest instead of wedging
+            // the worker, whose stop eventfd would then go unread.
             RngSource::File { file, .. } => loop {
-                match file.read_at(buf, 0) {
+                match (&*file).read(buf) {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(0),
                     r => return r,
                 }
             },

@@ -135,3 +135,25 @@ fn rate_limit_holds_requests_until_the_next_period() {
     let fds = r.worker.fds();
     assert_eq!(fds.len(), 2, "queue and rate-limit timer");
 }
+
+#[test]
+fn a_source_with_nothing_to_give_returns_nothing_instead_of_blocking() {
+    // A pipe nobody writes to: a blocking read would wedge the worker.
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fds into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both fds were just created and are owned here.
+    let (r, _w) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let src = RngSource::file("pipe".into(), r).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(src.fill(&mut buf).unwrap(), 0);
+    use std::io::Write;
+    (&_w).write_all(b"abc").unwrap();
+    assert_eq!(src.fill(&mut buf).unwrap(), 3);
+}

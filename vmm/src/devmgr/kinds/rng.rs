@@ -21,10 +21,14 @@ struct Rng {
 impl DeviceSpec for RngConfig {
     fn open(&self, fds: &FdSets) -> Result<Box<dyn DeviceFactory>, ResourceError> {
         let source = match &self.backend {
-            RngBackendConfig::Random { filename } => RngSource::File {
-                path: filename.clone(),
-                file: fds.open("rng source", filename, false)?,
-            },
+            RngBackendConfig::Random { filename } => {
+                let file = fds.open("rng source", filename, false)?;
+                RngSource::file(filename.clone(), file).map_err(|source| ResourceError::Open {
+                    what: "rng source",
+                    path: filename.clone(),
+                    source,
+                })?
+            }
             RngBackendConfig::Builtin => RngSource::Getrandom,
         };
         Ok(Box::new(Rng {
