@@ -63,7 +63,13 @@ pub struct VirtioCommonState {
     pub queue_sel: u32,
     pub queues: Vec<QueueConfig>,
     pub config_generation: u32,
+    /// Warnings about the driver's mistakes logged so far: a guest looping
+    /// on a bad status write must not flood the host's log.
+    warned: u32,
 }
+
+/// Guest-caused warnings logged per device before going quiet.
+const MAX_WARNINGS: u32 = 8;
 
 impl VirtioCommonState {
     pub fn new(dev: &dyn VirtioDevice) -> Self {
@@ -84,6 +90,7 @@ impl VirtioCommonState {
             queue_sel: 0,
             queues,
             config_generation: 0,
+            warned: 0,
         }
     }
 
@@ -126,10 +133,13 @@ impl VirtioCommonState {
         let old = self.status;
         // Bits can only be added, never cleared, short of a reset.
         if v & old != old {
-            log::warn!(
-                "{}: driver cleared status bits {old:#x} -> {v:#x}; ignored",
-                dev.name()
-            );
+            if self.warned < MAX_WARNINGS {
+                self.warned += 1;
+                log::warn!(
+                    "{}: driver cleared status bits {old:#x} -> {v:#x}; ignored",
+                    dev.name()
+                );
+            }
             return StatusChange::None;
         }
         let added = v & !old;
@@ -245,6 +255,8 @@ pub struct Activation {
     notify: Vec<EventFd>,
     worker: Option<u64>,
     needs_reset: Arc<AtomicBool>,
+    /// Start failures logged so far (see `MAX_WARNINGS`).
+    warned: u32,
 }
 
 /// What the control thread calls on a transport after one of its status
@@ -262,6 +274,7 @@ impl Activation {
             notify,
             worker: None,
             needs_reset: Arc::new(AtomicBool::new(false)),
+            warned: 0,
         }
     }
 
@@ -298,7 +311,10 @@ impl Activation {
             return;
         }
         if let Err(e) = self.try_start(dev, queues, irq, host) {
-            log::warn!("{}: cannot start: {}", dev.name(), ErrorChain(&e));
+            if self.warned < MAX_WARNINGS {
+                self.warned += 1;
+                log::warn!("{}: cannot start: {}", dev.name(), ErrorChain(&e));
+            }
             self.needs_reset.store(true, Ordering::Release);
         }
     }

@@ -39,12 +39,13 @@ pub fn from_keyvals<'a, T: Deserialize<'a>>(
     kv: &'a KeyVals,
     skip: &[&str],
 ) -> Result<T, CliError> {
-    let pairs: Vec<(String, &'a str)> = kv
-        .pairs
-        .iter()
-        .filter(|(k, _)| !skip.contains(&k.as_str()))
-        .map(|(k, v)| (k.replace('-', "_"), v.as_str()))
-        .collect();
+    // As QEMU's option parser: a key given twice keeps its last value.
+    let mut pairs: Vec<(String, &'a str)> = Vec::new();
+    for (k, v) in kv.pairs.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
+        let k = k.replace('-', "_");
+        pairs.retain(|(old, _)| *old != k);
+        pairs.push((k, v.as_str()));
+    }
     T::deserialize(MapDe {
         pairs: pairs.into_iter(),
         value: None,
@@ -128,7 +129,12 @@ struct ValueDe<'a>(&'a str);
 macro_rules! parse_num {
     ($($m:ident $t:ty => $visit:ident),*) => {$(
         fn $m<V: Visitor<'de>>(self, v: V) -> Result<V::Value, KvError> {
-            let n: $t = self.0.parse().map_err(|_| {
+            // Decimal or 0x-hex, as QEMU parses numbers.
+            let parsed = match self.0.strip_prefix("0x").or_else(|| self.0.strip_prefix("0X")) {
+                Some(hex) => <$t>::from_str_radix(hex, 16),
+                None => self.0.parse(),
+            };
+            let n: $t = parsed.map_err(|_| {
                 KvError(format!("'{}' is not a whole number", self.0))
             })?;
             v.$visit(n)
@@ -145,8 +151,8 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
 
     fn deserialize_bool<V: Visitor<'de>>(self, v: V) -> Result<V::Value, KvError> {
         match self.0 {
-            "on" | "yes" | "true" => v.visit_bool(true),
-            "off" | "no" | "false" => v.visit_bool(false),
+            "on" | "yes" | "y" | "true" => v.visit_bool(true),
+            "off" | "no" | "n" | "false" => v.visit_bool(false),
             x => Err(KvError(format!("'{x}' is not on or off"))),
         }
     }
@@ -220,6 +226,13 @@ mod tests {
                 size: Some(2 << 20),
             }
         );
+    }
+
+    #[test]
+    fn qemu_habits_last_key_wins_hex_numbers_short_booleans() {
+        let k = kv("a,count=1,count=0x10,fast=y");
+        let o: Opts = from_keyvals("-x", &k, &[]).unwrap();
+        assert_eq!((o.count, o.fast), (16, true));
     }
 
     #[test]

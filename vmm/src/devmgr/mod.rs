@@ -210,7 +210,7 @@ impl DeviceManager {
                 None => log::warn!("lifecycle request for unknown device {device}"),
             },
             PlatformRequest::BarsMoved { bdf } => match &self.pci {
-                Some(p) => p.place_bars(&self.buses, bdf),
+                Some(p) => p.bars_moved(&self.buses, bdf),
                 None => log::warn!("BAR move of {bdf} on a machine without PCI"),
             },
         }

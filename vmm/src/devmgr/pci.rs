@@ -49,6 +49,8 @@ pub struct PciPlatform {
     #[allow(dead_code)]
     mmio64: Window,
     slots: FreeList<u8>,
+    /// BAR placement warnings logged so far.
+    warned: std::sync::atomic::AtomicU32,
 }
 
 impl PciPlatform {
@@ -68,6 +70,7 @@ impl PciPlatform {
             ),
             mmio64: Window::new("64-bit PCI memory", pci_mmio64_start(ram), PCI_MMIO64_SIZE),
             slots: FreeList::new("PCI slot", slots),
+            warned: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -155,6 +158,20 @@ impl PciPlatform {
         Ok(())
     }
 
+    /// `bdf` decodes other ranges now: place it, then every other function
+    /// again, so one whose BAR was refused while `bdf` sat on its range
+    /// answers again once `bdf` has moved away (at most 256 functions, and
+    /// guests move BARs rarely).
+    pub fn bars_moved(&self, buses: &Buses, bdf: Bdf) {
+        self.place_bars(buses, bdf);
+        let Some(root) = self.root() else {
+            return;
+        };
+        for (other, _) in root.functions().into_iter().filter(|(b, _)| *b != bdf) {
+            self.place_bars(buses, other);
+        }
+    }
+
     /// Put function `bdf`'s decoding BARs on the buses, replacing where
     /// they were. A BAR the guest moved onto another device's range does
     /// not answer (logged), as on hardware where the result is undefined.
@@ -168,7 +185,15 @@ impl PciPlatform {
             (&buses.pio, io, IoSpace::Pio),
         ] {
             for e in bus.set_owned(bdf, ranges) {
-                log::warn!("{bdf}: {space:?} BAR not mapped: {e}");
+                // A guest moving BARs onto each other in a loop must not
+                // flood the log: the first few say what happened.
+                if self
+                    .warned
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    < 8
+                {
+                    log::warn!("{bdf}: {space:?} BAR not mapped: {e}");
+                }
             }
         }
         log::debug!("{bdf}: BARs placed");

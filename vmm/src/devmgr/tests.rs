@@ -190,3 +190,54 @@ fn a_guest_moving_a_bar_moves_its_bus_range() {
     );
     assert!(dm.buses.mmio.read(new, &mut b), "the new one does");
 }
+
+#[test]
+fn a_bar_refused_under_another_answers_again_once_that_one_moves_away() {
+    let hv = FakeHv::default();
+    let mem = mem();
+    let w = Wiring { hv: &hv, mem: &mem };
+    let mut dm = manager(MachineKind::Q35);
+    dm.add_virtio(&w, "a", fake(), None).unwrap();
+    dm.add_virtio(&w, "b", fake(), None).unwrap();
+    dm.finish().unwrap();
+    let bdf = |i: usize| match dm.devices()[i].placement {
+        Placement::Pci { bdf } => bdf,
+        Placement::Mmio { .. } => panic!("q35 places on PCI"),
+    };
+    let (a, b) = (bdf(0), bdf(1));
+    let base = |d: &DeviceManager, f: casemate_devices::pci::Bdf| {
+        d.buses
+            .mmio
+            .ranges()
+            .into_iter()
+            .find(|r| r.0.starts_with(&f.to_string()))
+            .map(|r| r.1)
+    };
+    let (a_at, b_at) = (base(&dm, a).unwrap(), base(&dm, b).unwrap());
+    let ecam = crate::arch::layout::PCI_ECAM;
+    let bar0 = |f: casemate_devices::pci::Bdf| ecam + (u64::from(f.dev) << 15) + 0x10;
+    let host = RecordingHost::default();
+    // b moves onto a: refused, b has no range.
+    let act = dm
+        .buses
+        .mmio
+        .write(bar0(b), &(a_at as u32).to_le_bytes())
+        .unwrap();
+    let BusAction::Platform(req) = act else {
+        panic!("{act:?}")
+    };
+    dm.handle(req, &host);
+    assert_eq!(base(&dm, b), None);
+    // a moves away: b's BAR, still at a's old place, answers there now.
+    let act = dm
+        .buses
+        .mmio
+        .write(bar0(a), &(b_at as u32).to_le_bytes())
+        .unwrap();
+    let BusAction::Platform(req) = act else {
+        panic!("{act:?}")
+    };
+    dm.handle(req, &host);
+    assert_eq!(base(&dm, a), Some(b_at));
+    assert_eq!(base(&dm, b), Some(a_at));
+}
