@@ -332,7 +332,7 @@ mod tests {
             assert!(v.contains(&"virtio-rng-pci,rng=rng0".to_string()));
             assert!(v.contains(&"virtio-net-pci,netdev=n0".to_string()));
             assert!(
-                v.contains(&"tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off".to_string())
+                v.contains(&"tap,ifname=tap0,script=no,downscript=no,vhost=off,id=n0".to_string())
             );
         }
         assert!(q.contains(&"virtio-blk-pci,drive=d0".to_string()));

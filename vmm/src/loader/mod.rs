@@ -181,11 +181,11 @@ pub fn load_kernel(
     }
     // linux-loader reads the whole bzImage into guest RAM above 1 MiB.
     let size = src.size();
+    too_large("kernel", path, size, ram.low_end.saturating_sub(HIMEM))?;
     check_bzimage(src, size).map_err(|why| LoadError::BadBzHeader {
         path: path.into(),
         why,
     })?;
-    too_large("kernel", path, size, ram.low_end.saturating_sub(HIMEM))?;
     let r = match &file {
         None => BzImage::load(
             mem,
