@@ -210,7 +210,7 @@ impl Bus {
         };
         match &e.target {
             Target::Device(d) => lock(d).read(off, data),
-            Target::Bar { dev, bar } => lock_pci(dev).bar_read(*bar, off, data),
+            Target::Bar { dev, bar } => crate::pci::root::lock(dev).bar_read(*bar, off, data),
         }
         true
     }
@@ -221,7 +221,7 @@ impl Bus {
         let (e, off) = find(&snap, addr)?;
         Some(match &e.target {
             Target::Device(d) => lock(d).write(off, data),
-            Target::Bar { dev, bar } => lock_pci(dev).bar_write(*bar, off, data),
+            Target::Bar { dev, bar } => crate::pci::root::lock(dev).bar_write(*bar, off, data),
         })
     }
 }
@@ -238,10 +238,6 @@ fn find(list: &[Range], addr: u64) -> Option<(&Range, u64)> {
 /// still in a consistent-enough state for a register model; taking the
 /// guard keeps the VM running instead of cascading the panic.
 fn lock(dev: &SharedDevice) -> MutexGuard<'_, dyn BusDevice + 'static> {
-    dev.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn lock_pci(dev: &SharedPciDevice) -> MutexGuard<'_, dyn crate::pci::PciDevice + 'static> {
     dev.lock().unwrap_or_else(|p| p.into_inner())
 }
 

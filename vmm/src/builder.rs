@@ -226,7 +226,7 @@ fn place_devices(
     hv: &KvmHypervisor<'_>,
     machine: &'static MachineModel,
 ) -> Result<DeviceManager, BuildError> {
-    let mut dm = DeviceManager::new(machine, &res.layout);
+    let mut dm = DeviceManager::new(machine);
     dm.add_legacy(hv, &res.console, config.rtc, &res.layout)?;
     let w = Wiring { hv, mem: &res.mem };
     for (i, (d, disk)) in config.drives.iter().zip(&res.disks).enumerate() {

@@ -234,8 +234,9 @@ impl Resources {
             });
         }
         let layout = RamLayout::new(config.memory);
+        let backend = config.ram_backend();
         let ram = memory::build(
-            &config.ram_backend(),
+            &backend,
             &layout.ranges(),
             RamOptions {
                 thp: config.thp,
@@ -270,7 +271,7 @@ impl Resources {
             .iter()
             .map(|d| kinds::spec(d).open(&fds))
             .collect::<Result<_, _>>()?;
-        let fresh = config.ram_backend().kind != crate::config::BackendKind::File;
+        let fresh = backend.kind != crate::config::BackendKind::File;
         Ok(Self {
             fresh_ram: std::sync::atomic::AtomicBool::new(fresh),
             kvm,

@@ -147,12 +147,17 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// `mmio` or `pci`, the QEMU device name a kind has on this transport.
+    pub fn pick(self, mmio: &'static str, pci: &'static str) -> &'static str {
+        match self {
+            Self::Mmio => mmio,
+            Self::Pci => pci,
+        }
+    }
+
     /// The QEMU device name of a block device on this transport.
     pub fn blk_device(self) -> &'static str {
-        match self {
-            Self::Mmio => "virtio-blk-device",
-            Self::Pci => "virtio-blk-pci",
-        }
+        self.pick("virtio-blk-device", "virtio-blk-pci")
     }
 }
 

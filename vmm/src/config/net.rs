@@ -148,10 +148,7 @@ impl DeviceKind for NetConfig {
     }
 
     fn qemu_name(&self, t: Transport) -> &'static str {
-        match t {
-            Transport::Mmio => "virtio-net-device",
-            Transport::Pci => "virtio-net-pci",
-        }
+        t.pick("virtio-net-device", "virtio-net-pci")
     }
 
     fn check(&self) -> Result<(), String> {

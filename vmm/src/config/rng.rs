@@ -51,10 +51,7 @@ impl DeviceKind for RngConfig {
     }
 
     fn qemu_name(&self, t: Transport) -> &'static str {
-        match t {
-            Transport::Mmio => "virtio-rng-device",
-            Transport::Pci => "virtio-rng-pci",
-        }
+        t.pick("virtio-rng-device", "virtio-rng-pci")
     }
 
     fn check(&self) -> Result<(), String> {

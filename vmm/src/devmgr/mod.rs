@@ -33,7 +33,6 @@ pub use console::Console;
 pub use virtio_mmio::virtio_mmio_cmdline;
 
 use crate::arch::acpi::VirtioMmioSlot;
-use crate::arch::layout::RamLayout;
 use crate::config::Transport;
 use crate::machine::MachineModel;
 use crate::vstate::exit::Buses;
@@ -127,14 +126,14 @@ pub struct Wiring<'a> {
 
 impl DeviceManager {
     /// Empty buses and the allocators of `machine`.
-    pub fn new(machine: &'static MachineModel, ram: &RamLayout) -> Self {
+    pub fn new(machine: &'static MachineModel) -> Self {
         Self {
             buses: Arc::new(Buses {
                 pio: Bus::new(),
                 mmio: Bus::new(),
             }),
             machine,
-            pci: machine.pci.map(|h| pci::PciPlatform::new(h, ram)),
+            pci: machine.pci.map(pci::PciPlatform::new),
             mmio: machine.mmio.map(virtio_mmio::MmioPlatform::new),
             lifecycles: HashMap::new(),
             devices: Vec::new(),

@@ -24,8 +24,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::alloc::{FreeList, Window};
 use super::{DevError, Placement, Wiring};
 use crate::arch::layout::{
-    pci_intx_gsi, pci_mmio64_start, RamLayout, PCI_ECAM, PCI_ECAM_SIZE, PCI_MMIO32_END,
-    PCI_MMIO32_START, PCI_MMIO64_SIZE,
+    pci_intx_gsi, PCI_ECAM, PCI_ECAM_SIZE, PCI_MMIO32_END, PCI_MMIO32_START,
 };
 use crate::machine::PciHost;
 use crate::vstate::exit::Buses;
@@ -45,16 +44,13 @@ pub struct PciPlatform {
     host: PciHost,
     root: RootState,
     mmio32: Window,
-    /// Kept for 64-bit BARs too large for the 32-bit window (VFIO).
-    #[allow(dead_code)]
-    mmio64: Window,
     slots: FreeList<u8>,
     /// BAR placement warnings logged so far.
     warned: std::sync::atomic::AtomicU32,
 }
 
 impl PciPlatform {
-    pub fn new(host: PciHost, ram: &RamLayout) -> Self {
+    pub fn new(host: PciHost) -> Self {
         let mut r = PciRoot::new();
         // Slots 0 and isa_slot are free on a fresh root.
         let _ = r.add(0, Arc::new(Mutex::new((host.host_bridge)())));
@@ -68,7 +64,6 @@ impl PciPlatform {
                 PCI_MMIO32_START,
                 PCI_MMIO32_END - PCI_MMIO32_START,
             ),
-            mmio64: Window::new("64-bit PCI memory", pci_mmio64_start(ram), PCI_MMIO64_SIZE),
             slots: FreeList::new("PCI slot", slots),
             warned: std::sync::atomic::AtomicU32::new(0),
         }

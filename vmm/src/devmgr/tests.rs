@@ -55,7 +55,7 @@ fn fake() -> Box<dyn VirtioDevice> {
 }
 
 fn manager(kind: MachineKind) -> DeviceManager {
-    DeviceManager::new(machine::model(kind), &RamLayout::new(16 << 20))
+    DeviceManager::new(machine::model(kind))
 }
 
 #[test]
