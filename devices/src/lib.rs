@@ -15,6 +15,7 @@ pub mod irq;
 pub mod legacy;
 pub mod pci;
 pub mod threads;
+pub mod vfio;
 pub mod virtio;
 
 pub use bus::{Bus, BusAction, BusDevice, BusError, DeviceKey, PlatformRequest};
