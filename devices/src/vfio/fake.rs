@@ -122,6 +122,9 @@ pub struct FakeVfio {
     config: Mutex<Vec<u8>>,
     bytes: Mutex<HashMap<(u32, u64), u8>>,
     calls: Mutex<Vec<Call>>,
+    /// The eventfds the device holds, per (irq index, vector): what it
+    /// signals in `signal`.
+    held: Mutex<HashMap<(u32, u32), EventFd>>,
     failing: Mutex<HashSet<FakeOp>>,
 }
 
@@ -194,6 +197,7 @@ impl FakeVfio {
             config: Mutex::new(cfg),
             bytes: Mutex::new(HashMap::new()),
             calls: Mutex::new(Vec::new()),
+            held: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashSet::new()),
         }
     }
@@ -221,6 +225,16 @@ impl FakeVfio {
     /// The calls so far, emptying the record.
     pub fn take(&self) -> Vec<Call> {
         std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    /// Fire vector `v` of irq `index` as the device would: signal the
+    /// eventfd it holds. False if it holds none.
+    pub fn signal(&self, index: u32, v: u32) -> bool {
+        self.held
+            .lock()
+            .unwrap()
+            .get(&(index, v))
+            .is_some_and(|f| f.write(1).is_ok())
     }
 
     /// The device's configuration bytes as it holds them.
@@ -353,12 +367,17 @@ impl VfioDeviceIo for FakeVfio {
             start,
             fds: fds.iter().map(|f| f.as_raw_fd()).collect(),
         });
+        let mut held = self.held.lock().unwrap();
+        for (i, f) in fds.iter().enumerate() {
+            held.insert((index, start + i as u32), f.try_clone()?);
+        }
         Ok(())
     }
 
     fn disable_irqs(&self, index: u32) -> io::Result<()> {
         self.check(FakeOp::DisableIrqs)?;
         self.record(Call::DisableIrqs { index });
+        self.held.lock().unwrap().retain(|k, _| k.0 != index);
         Ok(())
     }
 
@@ -416,6 +435,11 @@ impl FakeMsiIrqfds {
 
     pub fn fd(&self, v: u16) -> RawFd {
         self.fds[usize::from(v)].as_raw_fd()
+    }
+
+    /// Whether vector `v`'s irqfd was signalled since the last look.
+    pub fn fired(&self, v: u16) -> bool {
+        self.fds[usize::from(v)].read().is_ok()
     }
 }
 

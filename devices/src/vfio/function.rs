@@ -433,14 +433,13 @@ impl VfioPciFunction {
     /// Device reset: on guest reset. Interrupts go back to INTx, MSI and
     /// MSI-X to their power-on state; BAR addresses stay.
     pub fn reset(&mut self) -> Result<(), VfioError> {
+        self.set_mode(self.idle_mode())?;
         if let Some(m) = &mut self.msix {
             m.reset();
         }
         if let Some((c, _)) = &mut self.msi {
             c.reset();
         }
-        // MSI-X and MSI now read disabled: this turns them off on the device.
-        self.set_mode(self.idle_mode())?;
         self.reset_device()
     }
 
