@@ -23,6 +23,7 @@ pub mod io;
 pub mod msi;
 pub mod msix;
 pub mod seams;
+pub mod user;
 
 use std::io as stdio;
 
