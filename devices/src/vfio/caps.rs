@@ -1,8 +1,10 @@
 //! The device's capability list, filtered to what a guest here can use.
 //!
-//! Kept: MSI, MSI-X (both emulated by the model) and PCI Express (passed
-//! through, so drivers find their link and device control registers).
-//! Everything else (power management, VPD, vendor-specific, ...) is unlinked:
+//! Kept: MSI, MSI-X (both emulated by the model), PCI Express (passed
+//! through, so drivers find their link and device control registers) and
+//! vendor-specific capabilities (passed through: virtio-pci finds its
+//! register blocks through them). Everything else (power management, VPD,
+//! bridge and hot-plug capabilities, ...) is unlinked:
 //! the model answers the capabilities pointer and the kept capabilities'
 //! next pointers from this list, while the bytes themselves stay where the
 //! device has them. The list is read once from the device's configuration
@@ -10,6 +12,7 @@
 //! there rather than failing the device.
 
 pub const CAP_MSI: u8 = 0x05;
+pub const CAP_VENDOR: u8 = 0x09;
 pub const CAP_PCIE: u8 = 0x10;
 pub const CAP_MSIX: u8 = 0x11;
 
@@ -32,7 +35,7 @@ pub struct CapList {
 
 /// Whether the model exposes capability `id`.
 pub fn kept(id: u8) -> bool {
-    matches!(id, CAP_MSI | CAP_MSIX | CAP_PCIE)
+    matches!(id, CAP_MSI | CAP_VENDOR | CAP_MSIX | CAP_PCIE)
 }
 
 impl CapList {

@@ -39,9 +39,9 @@ pub struct FakeMsix {
     pub pba_offset: u32,
 }
 
-/// What the fake device looks like. Power management and a
-/// vendor-specific capability are always in its list (the model must hide
-/// them), and an extended capability sits at 0x100.
+/// What the fake device looks like. Power management and VPD
+/// capabilities are always in its list (the model must hide them), and an
+/// extended capability sits at 0x100.
 #[derive(Debug, Clone, Default)]
 pub struct FakeSpec {
     pub ids: PciIds,
@@ -57,7 +57,7 @@ pub struct FakeSpec {
 /// Where the fake puts its capabilities.
 pub const PM_AT: u8 = 0x40;
 pub const MSI_AT: u8 = 0x50;
-pub const VENDOR_AT: u8 = 0x70;
+pub const VPD_AT: u8 = 0x70;
 pub const MSIX_AT: u8 = 0x80;
 pub const PCIE_AT: u8 = 0x90;
 
@@ -164,7 +164,7 @@ impl FakeVfio {
             body.resize(24, 0);
             chain.push((MSI_AT, body));
         }
-        chain.push((VENDOR_AT, vec![0x09, 0, 4, 0]));
+        chain.push((VPD_AT, vec![0x03, 0, 0, 0, 0, 0, 0, 0]));
         if let Some(m) = spec.msix {
             let mut body = vec![CAP_MSIX, 0];
             body.extend_from_slice(&(m.vectors - 1).to_le_bytes());

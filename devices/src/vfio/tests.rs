@@ -294,7 +294,7 @@ fn sparse_areas_are_honoured() {
 }
 
 #[test]
-fn capability_list_keeps_msi_msix_and_pcie_only() {
+fn capability_list_hides_power_management_and_vpd() {
     let mut r = rig();
     let f = &mut r.f;
     assert_ne!(cr(f, 0x06, 2) & 0x10, 0, "status says there is a list");
