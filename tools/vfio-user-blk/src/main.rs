@@ -123,6 +123,8 @@ fn main() -> Result<()> {
     let server = Server::new(&args.socket, true, irqs, regions)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("listening on {}", args.socket.display()))?;
+    // Tests wait for this line (CASEMATE_LOG=info) instead of polling.
+    log::info!("listening on {}", args.socket.display());
     server
         .run(&mut backend)
         .map_err(|e| anyhow::anyhow!("{e}"))
