@@ -233,7 +233,8 @@ fn place_devices(
         dm.add_virtio(&w, &d.id, Box::new(block_device(i, d, disk)), d.transport)?;
     }
     let mut count: HashMap<&str, usize> = HashMap::new();
-    for (d, f) in config.devices.iter().zip(&res.devices) {
+    let virtio = config.devices.iter().filter(|d| d.assigned().is_none());
+    for (d, f) in virtio.zip(&res.devices) {
         let n = count.entry(f.kind()).or_default();
         let name = format!("{}{n}", f.kind());
         *n += 1;

@@ -65,6 +65,13 @@ pub enum ResourceError {
         #[source]
         source: casemate_devices::virtio::net::passt::PasstError,
     },
+    #[error("vfio-user-pci {id}: cannot connect to its server at {path}")]
+    VfioUser {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} fd={fd}: not an open file descriptor of this process")]
     InheritedFd {
         what: &'static str,
@@ -213,8 +220,11 @@ pub struct Resources {
     pub initrd: Option<OpenedFile>,
     /// One per `config.drives` entry, in order.
     pub disks: Vec<Arc<dyn DiskImage>>,
-    /// One per `config.devices` entry, in order.
+    /// One per virtio `config.devices` entry, in order.
     pub devices: Vec<Box<dyn DeviceFactory>>,
+    /// One per assigned (`vfio-user-pci`) `config.devices` entry, in
+    /// order: the connection outlives reboots, as the device process does.
+    pub assigned: Vec<Arc<casemate_devices::vfio::user::VfioUserDevice>>,
     /// Guest RAM has never been written: anonymous or memfd RAM before the
     /// first boot (a file backend may hold anything).
     fresh_ram: std::sync::atomic::AtomicBool,
@@ -269,7 +279,13 @@ impl Resources {
         let devices = config
             .devices
             .iter()
-            .map(|d| kinds::spec(d).open(&fds))
+            .filter_map(|d| kinds::spec(d).map(|s| s.open(&fds)))
+            .collect::<Result<_, _>>()?;
+        let assigned = config
+            .devices
+            .iter()
+            .filter_map(|d| d.assigned())
+            .map(kinds::vfio_user::connect)
             .collect::<Result<_, _>>()?;
         let fresh = backend.kind != crate::config::BackendKind::File;
         Ok(Self {
@@ -283,6 +299,7 @@ impl Resources {
             initrd,
             disks,
             devices,
+            assigned,
         })
     }
 }

@@ -11,6 +11,7 @@ mod kv;
 mod machine;
 mod net;
 mod rng;
+mod vfio;
 
 use std::path::PathBuf;
 
@@ -151,6 +152,11 @@ Casemate options:
   -device virtio-rng-pci|virtio-rng-device[,rng=ID][,max-bytes=N][,period=MS]
                                 entropy device (virtio-rng), rate-limited to
                                 max-bytes per period as QEMU
+  -device vfio-user-pci,socket=PATH[,id=ID]   (pc, q35)
+  -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"PATH\",\"type\":\"unix\"}}'
+                                a PCI function served over vfio-user by
+                                another process; guest RAM must be shareable
+                                (memory-backend-memfd, or -file with share=on)
   -add-fd fd=N,set=S[,opaque=STR]
                                 an inherited fd; name it as /dev/fdset/S in
                                 -drive file=, -kernel, -initrd, filename=
@@ -445,7 +451,10 @@ fn option(
         "usb" => p.usb = true,
         "drive" => p.drives.drive(raw, &val()?)?,
         "device" => {
-            let v = val()?;
+            let mut v = val()?;
+            if v.trim_start().starts_with('{') {
+                v = vfio::json_to_keyvals(raw, &v)?;
+            }
             let kv = KeyVals::parse(raw, &v, "driver")?;
             let driver = kv.get("driver").unwrap_or_default();
             match devices::DEVICES.iter().find(|(n, ..)| *n == driver) {

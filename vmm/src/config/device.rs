@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{NetConfig, RngConfig, Transport};
+use super::{NetConfig, RngConfig, Transport, VfioUserConfig};
 
 /// What validation needs of every device kind.
 pub trait DeviceKind {
@@ -23,6 +23,8 @@ pub trait DeviceKind {
 pub enum DeviceConfig {
     Rng(RngConfig),
     Net(NetConfig),
+    #[serde(rename = "vfio-user-pci")]
+    VfioUser(VfioUserConfig),
 }
 
 impl DeviceConfig {
@@ -30,6 +32,15 @@ impl DeviceConfig {
         match self {
             Self::Rng(c) => c,
             Self::Net(c) => c,
+            Self::VfioUser(c) => c,
+        }
+    }
+
+    /// A device assigned through VFIO rather than a virtio device.
+    pub fn assigned(&self) -> Option<&VfioUserConfig> {
+        match self {
+            Self::VfioUser(c) => Some(c),
+            _ => None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod rng;
 pub mod sandbox;
 pub mod size;
 pub mod validate;
+pub mod vfio;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ pub use net::{HostFwd, NetBackendConfig, NetConfig};
 pub use rng::{RngBackendConfig, RngConfig};
 pub use sandbox::{LandlockMode, SandboxConfig, SeccompMode};
 pub use validate::{ConfigError, Problems, ValidConfig};
+pub use vfio::VfioUserConfig;
 
 /// A whole VM, as `casemate` or `--config FILE` describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

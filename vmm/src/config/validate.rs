@@ -208,6 +208,24 @@ impl VmConfig {
                 d.qemu_name(t).to_string()
             }));
         }
+        // A vfio-user server maps guest RAM through the fds it is sent:
+        // only shared, file-backed RAM shows it the guest's writes.
+        let ram = self.ram_backend();
+        let shareable = ram.share && ram.kind != super::BackendKind::Ram;
+        for d in self.devices.iter().filter_map(DeviceConfig::assigned) {
+            if !shareable {
+                p.push(ConfigError::Device {
+                    id: d.id.clone(),
+                    why: format!(
+                        "vfio-user-pci needs guest RAM the device process can map, and {}{} \
+                         cannot be shared: use -object memory-backend-memfd,id=mem,size=... \
+                         -machine memory-backend=mem (or memory-backend-file with share=on)",
+                        ram.kind.qom_type(),
+                        if ram.share { "" } else { " without share=on" }
+                    ),
+                });
+            }
+        }
         let count = self.drives.len() + self.devices.len();
         if count > m.device_limit() {
             p.push(ConfigError::TooManyDevices {

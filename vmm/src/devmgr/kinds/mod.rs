@@ -7,6 +7,7 @@
 pub mod blk;
 mod net;
 mod rng;
+pub mod vfio_user;
 
 use casemate_devices::virtio::VirtioDevice;
 
@@ -26,10 +27,12 @@ pub trait DeviceFactory: Send + Sync {
     fn build(&self, name: String) -> Box<dyn VirtioDevice>;
 }
 
-/// The registry line of each kind.
-pub fn spec(d: &DeviceConfig) -> &dyn DeviceSpec {
+/// The registry line of each virtio kind; None for assigned devices,
+/// which `vfio_user` opens and the device manager places as PCI functions.
+pub fn spec(d: &DeviceConfig) -> Option<&dyn DeviceSpec> {
     match d {
-        DeviceConfig::Rng(c) => c,
-        DeviceConfig::Net(c) => c,
+        DeviceConfig::Rng(c) => Some(c),
+        DeviceConfig::Net(c) => Some(c),
+        DeviceConfig::VfioUser(_) => None,
     }
 }

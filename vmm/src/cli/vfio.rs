@@ -1,0 +1,80 @@
+//! `-device vfio-user-pci,socket=PATH[,id=ID]` and QEMU 10's JSON form
+//! `-device '{"driver":"vfio-user-pci","socket":{"path":PATH,"type":"unix"}}'`.
+
+use serde::Deserialize;
+
+use super::devices::Objects;
+use super::kv::from_keyvals;
+use super::{bad, CliError, KeyVals};
+use crate::config::{DeviceConfig, Transport, VfioUserConfig};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VfioUserOpts {
+    id: Option<String>,
+    socket: Option<String>,
+}
+
+pub fn device(
+    opt: &str,
+    kv: &KeyVals,
+    _t: Transport,
+    _objects: &Objects,
+) -> Result<DeviceConfig, CliError> {
+    let o: VfioUserOpts = from_keyvals(opt, kv, &["driver"])?;
+    let socket = o
+        .socket
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad(opt, "vfio-user-pci", "socket=PATH is required"))?;
+    Ok(DeviceConfig::VfioUser(VfioUserConfig {
+        id: o.id.unwrap_or_else(|| "vfio-user".into()),
+        socket: socket.into(),
+    }))
+}
+
+/// QEMU's JSON `-device` for `vfio-user-pci`, as the `key=value` form it
+/// stands for (commas doubled, as QEMU escapes them). Other drivers in
+/// JSON form are refused by name.
+pub fn json_to_keyvals(opt: &str, text: &str) -> Result<String, CliError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Socket {
+        path: String,
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Json {
+        driver: String,
+        id: Option<String>,
+        socket: Socket,
+    }
+    let j: Json = serde_json::from_str(text).map_err(|e| {
+        bad(
+            opt,
+            text,
+            format!("JSON -device is supported for vfio-user-pci only: {e}"),
+        )
+    })?;
+    if j.driver != "vfio-user-pci" {
+        return Err(bad(
+            opt,
+            &j.driver,
+            "JSON -device is supported for vfio-user-pci only",
+        ));
+    }
+    if j.socket.kind != "unix" {
+        return Err(bad(
+            opt,
+            &j.socket.kind,
+            "only a \"unix\" socket is supported",
+        ));
+    }
+    let esc = |s: &str| s.replace(',', ",,");
+    let mut kv = format!("vfio-user-pci,socket={}", esc(&j.socket.path));
+    if let Some(id) = j.id {
+        kv.push_str(&format!(",id={}", esc(&id)));
+    }
+    Ok(kv)
+}
