@@ -241,6 +241,10 @@ fn place_devices(
         let k = d.kind();
         dm.add_virtio(&w, k.id(), f.build(name), k.transport())?;
     }
+    let assigned = config.devices.iter().filter_map(|d| d.assigned());
+    for (i, (c, dev)) in assigned.zip(&res.assigned).enumerate() {
+        dm.add_vfio(&w, &c.id, format!("vfio-user{i}"), dev.clone(), dev.clone())?;
+    }
     dm.finish()?;
     Ok(dm)
 }

@@ -30,7 +30,7 @@ use std::io as stdio;
 pub use dma::{DmaMapper, DmaRegion};
 pub use function::{VfioPciFunction, VfioPciParams};
 pub use io::{DeviceInfo, IrqInfo, MmapArea, RegionInfo, VfioDeviceIo};
-pub use seams::{IntxIrqfds, MemSlots, MsiIrqfds};
+pub use seams::{IntxIrqfds, MemSlots, MsiAllocator, MsiIrqfds};
 
 /// Why an assigned device could not be set up or driven. Guest accesses
 /// never produce these: a failing access is logged (rate-limited) and the

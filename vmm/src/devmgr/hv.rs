@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use casemate_devices::pci::{IntxLine, IoEvents, MsiVectors};
+use casemate_devices::vfio::{IntxIrqfds, MemSlots, MsiIrqfds};
 use casemate_devices::IrqLine;
 
 use super::DevError;
@@ -19,4 +20,10 @@ pub trait Hypervisor {
     fn intx(&self, gsi: u32) -> Result<Arc<dyn IntxLine>, DevError>;
     /// Registration of queue-notify ioeventfds.
     fn ioevents(&self) -> Arc<dyn IoEvents>;
+    /// `count` MSI or MSI-X vectors whose irqfds an assigned device fires.
+    fn msi_irqfds(&self, count: u16) -> Result<Arc<dyn MsiIrqfds>, DevError>;
+    /// INTx pin `gsi` for an assigned device: trigger and resample fds.
+    fn intx_irqfds(&self, gsi: u32) -> Result<Arc<dyn IntxIrqfds>, DevError>;
+    /// Memory slots for assigned devices' mappable BAR areas.
+    fn mem_slots(&self) -> Arc<dyn MemSlots>;
 }

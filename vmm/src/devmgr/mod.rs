@@ -82,6 +82,8 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
+    #[error("placing an assigned device")]
+    Vfio(#[from] casemate_devices::vfio::VfioError),
     #[error("{device}: registering a queue ioeventfd")]
     IoEvent {
         device: String,
@@ -180,6 +182,32 @@ impl DeviceManager {
             }
         };
         self.lifecycles.insert(key, life);
+        self.devices.push(DeviceInfo {
+            key,
+            id: id.to_string(),
+            name,
+            placement,
+        });
+        Ok(())
+    }
+
+    /// Place an assigned device as a PCI function (pc, q35).
+    pub fn add_vfio(
+        &mut self,
+        w: &Wiring<'_>,
+        id: &str,
+        name: String,
+        io: Arc<dyn casemate_devices::vfio::VfioDeviceIo>,
+        dma: Arc<dyn casemate_devices::vfio::DmaMapper>,
+    ) -> Result<(), DevError> {
+        let key = self.devices.len() as DeviceKey;
+        let machine = self.machine.name;
+        let p = self.pci.as_mut().ok_or_else(|| DevError::NoTransport {
+            device: name.clone(),
+            machine,
+            transport: "PCI",
+        })?;
+        let placement = p.add_vfio(w, name.clone(), io, dma)?;
         self.devices.push(DeviceInfo {
             key,
             id: id.to_string(),

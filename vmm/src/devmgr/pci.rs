@@ -29,6 +29,8 @@ use crate::arch::layout::{
 use crate::machine::PciHost;
 use crate::vstate::exit::Buses;
 
+mod vfio;
+
 /// CONFIG_ADDRESS/CONFIG_DATA, plus the reset control register at 0xCF9.
 const CONFIG_PORT: u64 = 0xcf8;
 /// The first slot for devices given on the command line.
@@ -47,6 +49,8 @@ pub struct PciPlatform {
     slots: FreeList<u8>,
     /// BAR placement warnings logged so far.
     warned: std::sync::atomic::AtomicU32,
+    /// Assigned functions, whose memory slots follow their BARs.
+    vfio: Vec<(Bdf, vfio::SharedVfio)>,
 }
 
 impl PciPlatform {
@@ -66,6 +70,7 @@ impl PciPlatform {
             ),
             slots: FreeList::new("PCI slot", slots),
             warned: std::sync::atomic::AtomicU32::new(0),
+            vfio: Vec::new(),
         }
     }
 
@@ -150,6 +155,7 @@ impl PciPlatform {
         for (bdf, _) in root.functions() {
             self.place_bars(buses, bdf);
         }
+        self.sync_vfio_slots(None);
         Ok(())
     }
 
@@ -159,6 +165,7 @@ impl PciPlatform {
     /// guests move BARs rarely).
     pub fn bars_moved(&self, buses: &Buses, bdf: Bdf) {
         self.place_bars(buses, bdf);
+        self.sync_vfio_slots(Some(bdf));
         let Some(root) = self.root() else {
             return;
         };

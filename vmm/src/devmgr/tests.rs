@@ -44,6 +44,25 @@ impl Hypervisor for FakeHv {
     fn ioevents(&self) -> Arc<dyn IoEvents> {
         self.io.clone()
     }
+    fn msi_irqfds(
+        &self,
+        count: u16,
+    ) -> Result<Arc<dyn casemate_devices::vfio::MsiIrqfds>, DevError> {
+        Ok(Arc::new(
+            casemate_devices::vfio::fake::FakeMsiIrqfds::new(count).unwrap(),
+        ))
+    }
+    fn intx_irqfds(
+        &self,
+        _gsi: u32,
+    ) -> Result<Arc<dyn casemate_devices::vfio::IntxIrqfds>, DevError> {
+        Ok(Arc::new(
+            casemate_devices::vfio::fake::FakeIntxIrqfds::new().unwrap(),
+        ))
+    }
+    fn mem_slots(&self) -> Arc<dyn casemate_devices::vfio::MemSlots> {
+        Arc::new(casemate_devices::vfio::fake::FakeSlots::default())
+    }
 }
 
 fn mem() -> GuestMemoryMmap {

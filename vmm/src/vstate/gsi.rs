@@ -183,6 +183,15 @@ impl MsiVectors for KvmMsiVectors {
     }
 }
 
+/// An assigned device fires the irqfds itself (see `devices::vfio`).
+impl casemate_devices::vfio::MsiIrqfds for KvmMsiVectors {
+    fn irqfd(&self, v: u16) -> io::Result<&EventFd> {
+        self.irqfds.get(usize::from(v)).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("no MSI vector {v}"))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

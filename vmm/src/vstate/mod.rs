@@ -10,4 +10,5 @@ pub mod kick;
 pub mod platform;
 pub mod reaper;
 pub mod vcpu;
+pub mod vfio;
 pub mod vm;

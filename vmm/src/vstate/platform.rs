@@ -18,6 +18,7 @@ pub struct KvmHypervisor<'a> {
     vm: &'a Vm,
     router: Arc<GsiRouter>,
     intx: Mutex<Vec<Arc<KvmIntx>>>,
+    slots: Arc<super::vfio::KvmSlots>,
 }
 
 impl<'a> KvmHypervisor<'a> {
@@ -26,6 +27,7 @@ impl<'a> KvmHypervisor<'a> {
             vm,
             router: Arc::new(GsiRouter::new(vm.fd.clone())),
             intx: Mutex::new(Vec::new()),
+            slots: Arc::new(super::vfio::KvmSlots::new(vm.fd.clone())),
         }
     }
 
@@ -59,5 +61,27 @@ impl Hypervisor for KvmHypervisor<'_> {
 
     fn ioevents(&self) -> Arc<dyn IoEvents> {
         Arc::new(KvmIoEvents(self.vm.fd.clone()))
+    }
+
+    fn msi_irqfds(
+        &self,
+        count: u16,
+    ) -> Result<Arc<dyn casemate_devices::vfio::MsiIrqfds>, DevError> {
+        Ok(Arc::new(KvmMsiVectors::new(
+            self.router.clone(),
+            &self.vm.fd,
+            count,
+        )?))
+    }
+
+    fn intx_irqfds(
+        &self,
+        gsi: u32,
+    ) -> Result<Arc<dyn casemate_devices::vfio::IntxIrqfds>, DevError> {
+        Ok(Arc::new(super::vfio::KvmVfioIntx::new(&self.vm.fd, gsi)?))
+    }
+
+    fn mem_slots(&self) -> Arc<dyn casemate_devices::vfio::MemSlots> {
+        self.slots.clone()
     }
 }

@@ -145,5 +145,13 @@ pub fn rules() -> Vec<Rule> {
             SYS_tgkill,
             "kicking vCPU threads out of KVM_RUN (pthread_kill)",
         ),
+        Rule::any(
+            SYS_sendmsg,
+            "vfio-user: setting up an assigned device each boot (DMA map with RAM fds, irq eventfds)",
+        ),
+        Rule::any(SYS_recvmsg, "vfio-user: the device process's replies (region fds)"),
+        Rule::any(SYS_shutdown, "vfio-user: closing a connection that broke"),
+        Rule::any(SYS_sendto, "vfio-user: requests (std sends on a UNIX stream)"),
+        Rule::any(SYS_recvfrom, "vfio-user: replies (std receives on a UNIX stream)"),
     ]
 }

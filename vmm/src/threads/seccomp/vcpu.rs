@@ -35,5 +35,19 @@ pub fn rules() -> Vec<Rule> {
             F_GETFD as u64,
             "std checks an fd before closing it",
         ),
+        Rule::any(
+            SYS_sendmsg,
+            "vfio-user: region accesses and irq eventfds sent to the device process",
+        ),
+        Rule::any(SYS_recvmsg, "vfio-user: the device process's replies"),
+        Rule::any(SYS_shutdown, "vfio-user: closing a connection that broke"),
+        Rule::any(
+            SYS_sendto,
+            "vfio-user: requests (std sends on a UNIX stream)",
+        ),
+        Rule::any(
+            SYS_recvfrom,
+            "vfio-user: replies (std receives on a UNIX stream)",
+        ),
     ]
 }
