@@ -1,0 +1,251 @@
+//! VFIO device assignment end to end over vfio-user: the probe guest's
+//! virtio-pci driver drives a virtio-blk function that lives in another
+//! process (`casemate-vfio-user-blk`), through the VMM's VFIO PCI model, on
+//! q35 and pc; the data lands in the server's image. Also: the JSON
+//! `-device` form, refusals (microvm, RAM that cannot be shared), and a
+//! server killed mid-I/O (the VMM logs it, keeps running, powers off
+//! cleanly on SIGTERM).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use casemate_tests::blkcheck::check;
+use casemate_tests::{bin, boot_probe, casemate, kvm_or_skip, Scratch, Watchdog};
+
+const DISK: usize = 16 << 20;
+
+/// The device process, killed and reaped on drop.
+struct Server {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the server on `image`; returns once it listens (it says so on
+/// stderr at info level).
+fn server(s: &Scratch, image: &str) -> Server {
+    let sock = s.path("vfu.sock");
+    let mut child = Command::new(bin("casemate-vfio-user-blk"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--image", image, "--format", "raw"])
+        .env("CASEMATE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let dog = Watchdog::arm(child.id(), Duration::from_secs(30));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(err.read_line(&mut line).unwrap(), 0, "server ended early");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    assert!(!dog.disarm(), "the server never listened");
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = err.read_to_end(&mut sink);
+    });
+    Server { child, sock }
+}
+
+/// Shared memfd RAM and the assigned device, key=value form.
+fn vm_args(machine: &str, sock: &str) -> Vec<String> {
+    [
+        "-M",
+        machine,
+        "-m",
+        "128M",
+        "-object",
+        "memory-backend-memfd,id=mem,size=128M",
+        "-machine",
+        "memory-backend=mem",
+        "-device",
+        &format!("vfio-user-pci,socket={sock}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn probe_blk_lands_in_the_servers_image(machine: &str) {
+    if !kvm_or_skip(&format!("vfio-user blk on {machine}")) {
+        return;
+    }
+    let s = Scratch::new(&format!("{machine}-vfu-blk"));
+    let d = s.file("d.raw", &vec![0u8; DISK]);
+    let srv = server(&s, &d);
+    let mut args = vm_args(machine, &srv.sock.to_string_lossy());
+    args.extend(["-append".into(), "probe=blk".into()]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (r, out) = boot_probe(&a);
+    r.assert_ok();
+    assert_eq!(r.want("transport"), "pci");
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        console.contains("vendor=0x1af4 device=0x1042"),
+        "the assigned function is a modern virtio-blk:\n{console}"
+    );
+    drop(srv);
+    let image = std::fs::read(&d).unwrap();
+    let n = check(&console, &image).unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert!(n >= 19, "only {n} sectors checked");
+}
+
+#[test]
+fn probe_blk_lands_in_the_servers_image_q35() {
+    probe_blk_lands_in_the_servers_image("q35");
+}
+
+#[test]
+fn probe_blk_lands_in_the_servers_image_pc() {
+    probe_blk_lands_in_the_servers_image("pc");
+}
+
+#[test]
+fn json_device_form_and_blk_bench() {
+    if !kvm_or_skip("vfio-user JSON -device with blk-bench") {
+        return;
+    }
+    let s = Scratch::new("vfu-json");
+    let d = s.file("d.raw", &vec![0u8; DISK]);
+    let srv = server(&s, &d);
+    let json = format!(
+        r#"{{"driver":"vfio-user-pci","socket":{{"path":"{}","type":"unix"}}}}"#,
+        srv.sock.display()
+    );
+    let (r, out) = boot_probe(&[
+        "-M",
+        "q35",
+        "-m",
+        "128M",
+        "-object",
+        "memory-backend-memfd,id=mem,size=128M",
+        "-machine",
+        "memory-backend=mem",
+        "-device",
+        &json,
+        "-append",
+        "probe=blk-bench mode=randwrite bs=4096 qd=8 n=500",
+    ]);
+    r.assert_ok();
+    let console = String::from_utf8_lossy(&out.stdout);
+    let b = casemate_tests::Report::with_prefix(&console, "probe: blk-bench ");
+    assert_eq!(b.want("ops"), "500", "{console}");
+    assert_eq!(b.want("errors"), "0", "{console}");
+}
+
+#[test]
+fn microvm_and_unshareable_ram_are_refused_with_reasons() {
+    let out = casemate(&[
+        "-M",
+        "microvm",
+        "-device",
+        "vfio-user-pci,socket=/nonexistent.sock",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("microvm has none"), "{err}");
+    let out = casemate(&[
+        "-M",
+        "q35",
+        "-device",
+        "vfio-user-pci,socket=/nonexistent.sock",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("memory-backend-ram without share=on cannot be shared"),
+        "{err}"
+    );
+    let out = casemate(&["-M", "q35", "-device", "vfio-user-pci"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("socket=PATH is required"), "{err}");
+    let out = casemate(&[
+        "-M",
+        "q35",
+        "-device",
+        r#"{"driver":"vfio-user-pci","socket":{"path":"/x","type":"inet"}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("only a \"unix\" socket"), "{err}");
+    let mut args = vm_args("q35", "/nonexistent/vfu.sock");
+    args.extend(["-append".into(), "probe=hello".into()]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = casemate(&a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot connect to its server at /nonexistent/vfu.sock"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_server_killed_mid_io_is_logged_and_the_vm_powers_off_cleanly() {
+    if !kvm_or_skip("vfio-user server killed mid-I/O") {
+        return;
+    }
+    let s = Scratch::new("vfu-kill");
+    let d = s.file("d.raw", &vec![0u8; DISK]);
+    let mut srv = server(&s, &d);
+    let mut args = vm_args("q35", &srv.sock.to_string_lossy());
+    args.extend([
+        "-append".into(),
+        "probe=blk-bench mode=randwrite bs=4096 qd=8 ms=60000".into(),
+    ]);
+    let mut vm = Command::new(bin("casemate"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dog = Watchdog::arm(vm.id(), Duration::from_secs(90));
+    // The guest is writing once the image has data.
+    let mut out = BufReader::new(vm.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("probe: blk ") && !line.contains("probe: pci ") {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "the VM ended early");
+    }
+    let stdout = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        rest
+    });
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    // The VMM notices on the next access and says so.
+    let mut err = BufReader::new(vm.stderr.take().unwrap());
+    let mut logged = String::new();
+    loop {
+        let mut l = String::new();
+        assert_ne!(err.read_line(&mut l).unwrap(), 0, "VMM ended: {logged}");
+        logged.push_str(&l);
+        if l.contains("VFIO device vfio-user0") {
+            break;
+        }
+    }
+    assert!(vm.try_wait().unwrap().is_none(), "the VMM keeps running");
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    assert_eq!(unsafe { libc::kill(vm.id() as i32, libc::SIGTERM) }, 0);
+    let status = vm.wait().unwrap();
+    let _ = stdout.join();
+    assert!(!dog.disarm(), "the VMM did not end after SIGTERM");
+    assert_eq!(status.code(), Some(0), "clean power-off: {logged}");
+}
