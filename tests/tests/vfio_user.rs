@@ -249,3 +249,81 @@ fn a_server_killed_mid_io_is_logged_and_the_vm_powers_off_cleanly() {
     assert!(!dog.disarm(), "the VMM did not end after SIGTERM");
     assert_eq!(status.code(), Some(0), "clean power-off: {logged}");
 }
+
+/// The host pattern the Linux init reads back before writing its own
+/// (as tests/linux.rs lays it out).
+const HOST_LBA: usize = 4096;
+const HOST_PASS: usize = 100;
+
+/// Linux's virtio_blk on a disk served by the device process: the init's
+/// blk mode reads the host pattern and writes its own, which must land in
+/// the server's image; `msi` says whether Linux programmed MSI-X routes
+/// (the VMM's debug log) or stayed on INTx (`pci=nomsi`).
+fn linux_virtio_blk_through_vfio_user(machine: &'static str, extra: Option<&str>, msi: bool) {
+    use casemate_tests::blkcheck::check_lines;
+    use casemate_tests::linux::{artifacts_or_skip, pci_machine, run, LinuxBoot};
+    let test = format!("linux virtio_blk through vfio-user on {machine}");
+    if !kvm_or_skip(&test) {
+        return;
+    }
+    let Some(a) = artifacts_or_skip(&test) else {
+        return;
+    };
+    let s = Scratch::new(&format!("vfu-linux-{machine}"));
+    let size = 16usize << 20;
+    let mut image = vec![0u8; size];
+    for (k, sector) in image[HOST_LBA * 512..(HOST_LBA + 8) * 512]
+        .chunks_mut(512)
+        .enumerate()
+    {
+        for (i, b) in sector.iter_mut().enumerate() {
+            *b = (((HOST_LBA + k) * 7 + HOST_PASS + i) & 0xff) as u8;
+        }
+    }
+    let disk = s.file("disk.raw", &image);
+    let srv = server(&s, &disk);
+    let mut boot = LinuxBoot::new(pci_machine(&a, machine), &a)
+        .mem_mib(256)
+        .init_arg("casemate.mode=blk");
+    if let Some(w) = extra {
+        boot = boot.init_arg(w);
+    }
+    let mut cmd = boot.casemate();
+    cmd.args([
+        "-object",
+        "memory-backend-memfd,id=mem,size=256M",
+        "-machine",
+        "memory-backend=mem",
+        "-device",
+        &format!("vfio-user-pci,socket={}", srv.sock.display()),
+        "--log",
+        "debug",
+    ]);
+    let (r, out) = run(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let log = format!("{stdout}\n--- stderr ---\n{stderr}");
+    r.assert_ok();
+    assert!(out.status.success(), "exit {:?}\n{log}", out.status);
+    assert_eq!(r.want("match"), "1", "host pattern not seen\n{log}");
+    assert_eq!(r.want("mismatches"), "0", "{log}");
+    drop(srv);
+    let after = std::fs::read(&disk).unwrap();
+    let n = check_lines(&stdout, &after, "init: blk ").unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(n >= 35, "only {n} sectors checked\n{log}");
+    assert_eq!(
+        stderr.contains("MSI route: GSI"),
+        msi,
+        "MSI-X expected: {msi}\n{stderr}"
+    );
+}
+
+#[test]
+fn linux_virtio_blk_through_vfio_user_q35_msix() {
+    linux_virtio_blk_through_vfio_user("q35", None, true);
+}
+
+#[test]
+fn linux_virtio_blk_through_vfio_user_pc_intx() {
+    linux_virtio_blk_through_vfio_user("pc", Some("pci=nomsi"), false);
+}

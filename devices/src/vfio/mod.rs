@@ -20,6 +20,7 @@ pub mod dma;
 pub mod fake;
 pub mod function;
 pub mod io;
+pub mod kernel;
 pub mod msi;
 pub mod msix;
 pub mod seams;
