@@ -233,7 +233,10 @@ fn place_devices(
         dm.add_virtio(&w, &d.id, Box::new(block_device(i, d, disk)), d.transport)?;
     }
     let mut count: HashMap<&str, usize> = HashMap::new();
-    let virtio = config.devices.iter().filter(|d| d.assigned().is_none());
+    let virtio = config
+        .devices
+        .iter()
+        .filter(|d| d.assigned().is_none() && d.host_assigned().is_none());
     for (d, f) in virtio.zip(&res.devices) {
         let n = count.entry(f.kind()).or_default();
         let name = format!("{}{n}", f.kind());

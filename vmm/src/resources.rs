@@ -72,6 +72,17 @@ pub enum ResourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("vfio-pci {id}")]
+    VfioPci {
+        id: String,
+        #[source]
+        source: casemate_devices::vfio::kernel::KernelError,
+    },
+    #[error(
+        "vfio-pci {id}: {bdf} can be assigned, but driving kernel VFIO devices is not \
+         implemented yet (vfio-user-pci is)"
+    )]
+    VfioPciNotYet { id: String, bdf: String },
     #[error("{what} fd={fd}: not an open file descriptor of this process")]
     InheritedFd {
         what: &'static str,
@@ -287,6 +298,7 @@ impl Resources {
             .filter_map(|d| d.assigned())
             .map(kinds::vfio_user::connect)
             .collect::<Result<_, _>>()?;
+        kinds::vfio_pci::open_all(&config.devices)?;
         let fresh = backend.kind != crate::config::BackendKind::File;
         Ok(Self {
             fresh_ram: std::sync::atomic::AtomicBool::new(fresh),

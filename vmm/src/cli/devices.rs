@@ -24,6 +24,7 @@ pub const DEVICES: &[(&str, Transport, DeviceParser)] = &[
     ("virtio-net-pci", Transport::Pci, net::device),
     ("virtio-net-device", Transport::Mmio, net::device),
     ("vfio-user-pci", Transport::Pci, vfio::device),
+    ("vfio-pci", Transport::Pci, vfio::pci_device),
 ];
 
 /// The `-object`s of the command line that devices refer to by id.

@@ -78,3 +78,33 @@ pub fn json_to_keyvals(opt: &str, text: &str) -> Result<String, CliError> {
     }
     Ok(kv)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VfioPciOpts {
+    id: Option<String>,
+    host: Option<String>,
+    sysfsdev: Option<String>,
+}
+
+/// `-device vfio-pci,host=BUS:DEV.FN|sysfsdev=PATH[,id=ID]`.
+pub fn pci_device(
+    opt: &str,
+    kv: &KeyVals,
+    _t: Transport,
+    _objects: &Objects,
+) -> Result<DeviceConfig, CliError> {
+    let o: VfioPciOpts = from_keyvals(opt, kv, &["driver"])?;
+    if o.host.is_some() == o.sysfsdev.is_some() {
+        return Err(bad(
+            opt,
+            "vfio-pci",
+            "give one of host=BUS:DEV.FN or sysfsdev=PATH",
+        ));
+    }
+    Ok(DeviceConfig::VfioPci(crate::config::VfioPciConfig {
+        id: o.id.unwrap_or_else(|| "vfio-pci".into()),
+        host: o.host,
+        sysfsdev: o.sysfsdev.map(Into::into),
+    }))
+}

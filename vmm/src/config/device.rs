@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{NetConfig, RngConfig, Transport, VfioUserConfig};
+use super::{NetConfig, RngConfig, Transport, VfioPciConfig, VfioUserConfig};
 
 /// What validation needs of every device kind.
 pub trait DeviceKind {
@@ -25,6 +25,8 @@ pub enum DeviceConfig {
     Net(NetConfig),
     #[serde(rename = "vfio-user-pci")]
     VfioUser(VfioUserConfig),
+    #[serde(rename = "vfio-pci")]
+    VfioPci(VfioPciConfig),
 }
 
 impl DeviceConfig {
@@ -33,13 +35,22 @@ impl DeviceConfig {
             Self::Rng(c) => c,
             Self::Net(c) => c,
             Self::VfioUser(c) => c,
+            Self::VfioPci(c) => c,
         }
     }
 
-    /// A device assigned through VFIO rather than a virtio device.
+    /// A device assigned through vfio-user rather than a virtio device.
     pub fn assigned(&self) -> Option<&VfioUserConfig> {
         match self {
             Self::VfioUser(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// A host device assigned through the kernel's VFIO.
+    pub fn host_assigned(&self) -> Option<&VfioPciConfig> {
+        match self {
+            Self::VfioPci(c) => Some(c),
             _ => None,
         }
     }

@@ -26,7 +26,7 @@ pub use net::{HostFwd, NetBackendConfig, NetConfig};
 pub use rng::{RngBackendConfig, RngConfig};
 pub use sandbox::{LandlockMode, SandboxConfig, SeccompMode};
 pub use validate::{ConfigError, Problems, ValidConfig};
-pub use vfio::VfioUserConfig;
+pub use vfio::{VfioPciConfig, VfioUserConfig};
 
 /// A whole VM, as `casemate` or `--config FILE` describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

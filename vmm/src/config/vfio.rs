@@ -42,3 +42,42 @@ impl DeviceKind for VfioUserConfig {
         Ok(())
     }
 }
+
+/// A host PCI device assigned through the kernel's VFIO (QEMU's
+/// `-device vfio-pci,host=BUS:DEV.FN` or `sysfsdev=PATH`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfioPciConfig {
+    pub id: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub sysfsdev: Option<PathBuf>,
+}
+
+impl DeviceKind for VfioPciConfig {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn transport(&self) -> Option<Transport> {
+        Some(Transport::Pci)
+    }
+
+    fn qemu_name(&self, t: Transport) -> &'static str {
+        t.pick(
+            "-M q35 or -M pc: an assigned device needs a PCI bus, microvm has none",
+            "vfio-pci",
+        )
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match (&self.host, &self.sysfsdev) {
+            (Some(h), None) => casemate_devices::vfio::kernel::canonical_bdf(h)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (None, Some(_)) => Ok(()),
+            _ => Err("vfio-pci takes one of host=BUS:DEV.FN or sysfsdev=PATH".into()),
+        }
+    }
+}

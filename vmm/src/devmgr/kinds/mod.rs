@@ -7,6 +7,7 @@
 pub mod blk;
 mod net;
 mod rng;
+pub mod vfio_pci;
 pub mod vfio_user;
 
 use casemate_devices::virtio::VirtioDevice;
@@ -33,6 +34,6 @@ pub fn spec(d: &DeviceConfig) -> Option<&dyn DeviceSpec> {
     match d {
         DeviceConfig::Rng(c) => Some(c),
         DeviceConfig::Net(c) => Some(c),
-        DeviceConfig::VfioUser(_) => None,
+        DeviceConfig::VfioUser(_) | DeviceConfig::VfioPci(_) => None,
     }
 }
