@@ -327,3 +327,25 @@ fn linux_virtio_blk_through_vfio_user_msix_on_q35_intx_on_pc() {
     // device's unmask.
     linux_virtio_blk_through_vfio_user("pc", Some("pci=nomsi"), false);
 }
+
+/// The guest moves the assigned function's BAR (decode off, new address,
+/// decode on) and the whole blk sequence runs at the new address.
+#[test]
+fn a_guest_moved_bar_keeps_the_assigned_device_working() {
+    if !kvm_or_skip("vfio-user BAR moved by the guest") {
+        return;
+    }
+    let s = Scratch::new("vfu-barmove");
+    let d = s.file("d.raw", &vec![0u8; DISK]);
+    let srv = server(&s, &d);
+    let mut args = vm_args("q35", &srv.sock.to_string_lossy());
+    args.extend(["-append".into(), "probe=bar-move".into()]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (r, out) = boot_probe(&a);
+    r.assert_ok();
+    drop(srv);
+    let console = String::from_utf8_lossy(&out.stdout);
+    let image = std::fs::read(&d).unwrap();
+    let n = check(&console, &image).unwrap_or_else(|e| panic!("{e}\n{console}"));
+    assert!(n >= 19, "only {n} sectors checked");
+}

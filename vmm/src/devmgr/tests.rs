@@ -260,3 +260,68 @@ fn a_bar_refused_under_another_answers_again_once_that_one_moves_away() {
     assert_eq!(base(&dm, a), Some(b_at));
     assert_eq!(base(&dm, b), Some(a_at));
 }
+
+/// A FakeVfio function with one 16 KiB memory BAR and MSI-X in it.
+fn fake_vfio() -> Arc<casemate_devices::vfio::fake::FakeVfio> {
+    use casemate_devices::pci::BarKind;
+    use casemate_devices::vfio::fake::{FakeBar, FakeMsix, FakeSpec, FakeVfio};
+    Arc::new(FakeVfio::new(FakeSpec {
+        bars: vec![FakeBar {
+            index: 0,
+            kind: BarKind::Mem32,
+            size: 0x4000,
+            mmap: true,
+            sparse: Vec::new(),
+        }],
+        msix: Some(FakeMsix {
+            vectors: 2,
+            table_bar: 0,
+            table_offset: 0,
+            pba_bar: 0,
+            pba_offset: 0x2000,
+        }),
+        intx: true,
+        reset: true,
+        ..Default::default()
+    }))
+}
+
+#[test]
+fn an_assigned_device_gets_a_slot_a_decoding_bar_and_microvm_refuses_it() {
+    for kind in [MachineKind::Q35, MachineKind::Pc] {
+        let hv = FakeHv::default();
+        let mem = mem();
+        let w = Wiring { hv: &hv, mem: &mem };
+        let mut dm = manager(kind);
+        let dev = fake_vfio();
+        dm.add_vfio(&w, "a", "vfio-user0".into(), dev.clone(), dev.clone())
+            .unwrap();
+        dm.finish().unwrap();
+        let Placement::Pci { bdf } = dm.devices()[0].placement else {
+            panic!("not on PCI");
+        };
+        let root = dm.pci_root().unwrap();
+        let f = root.function(bdf).unwrap();
+        let bars = casemate_devices::pci::root::lock(f).active_bars();
+        assert_eq!(bars.len(), 1, "{kind:?}: BAR 0 decodes");
+        assert_eq!(bars[0].size, 0x4000);
+        let calls = dev.take();
+        assert_eq!(
+            calls.first(),
+            Some(&casemate_devices::vfio::fake::Call::Reset),
+            "reset first"
+        );
+        assert!(calls
+            .iter()
+            .any(|c| matches!(c, casemate_devices::vfio::fake::Call::DmaMap(_))));
+    }
+    let hv = FakeHv::default();
+    let mem = mem();
+    let w = Wiring { hv: &hv, mem: &mem };
+    let mut dm = manager(MachineKind::Microvm);
+    let dev = fake_vfio();
+    let e = dm
+        .add_vfio(&w, "a", "vfio-user0".into(), dev.clone(), dev)
+        .unwrap_err();
+    assert!(e.to_string().contains("has no PCI transport"), "{e}");
+}
