@@ -349,3 +349,31 @@ fn a_guest_moved_bar_keeps_the_assigned_device_working() {
     let n = check(&console, &image).unwrap_or_else(|e| panic!("{e}\n{console}"));
     assert!(n >= 19, "only {n} sectors checked");
 }
+
+/// A server that accepts and then never answers: the VMM gives up after
+/// its per-request deadline with a clear error instead of hanging.
+#[test]
+fn a_server_that_never_answers_fails_the_start_with_a_timeout() {
+    let s = Scratch::new("vfu-mute");
+    let sock = s.path("mute.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let hold = std::thread::spawn(move || {
+        // Keep the connection open, silently, until the VMM hangs up.
+        if let Ok((mut c, _)) = l.accept() {
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
+        }
+    });
+    let mut args = vm_args("q35", &sock.to_string_lossy());
+    args.extend(["-append".into(), "probe=hello".into()]);
+    let mut cmd = Command::new(bin("casemate"));
+    cmd.args(&args);
+    let start = std::time::Instant::now();
+    let out = casemate_tests::run_with_limit(cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect to its server"), "{err}");
+    assert!(err.contains("no reply from the server in time"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    hold.join().unwrap();
+}
