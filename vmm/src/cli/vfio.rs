@@ -108,3 +108,26 @@ pub fn pci_device(
         sysfsdev: o.sysfsdev.map(Into::into),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_device_becomes_the_key_value_form_with_commas_escaped() {
+        let kv = json_to_keyvals(
+            "-device",
+            r#"{"driver":"vfio-user-pci","id":"d0","socket":{"path":"/tmp/a,b.sock","type":"unix"}}"#,
+        )
+        .unwrap();
+        assert_eq!(kv, "vfio-user-pci,socket=/tmp/a,,b.sock,id=d0");
+        let e = json_to_keyvals("-device", r#"{"driver":"virtio-blk-pci"}"#).unwrap_err();
+        assert!(e.to_string().contains("vfio-user-pci only"), "{e}");
+        let e = json_to_keyvals(
+            "-device",
+            r#"{"driver":"vfio-user-pci","socket":{"path":"/x","type":"unix"},"x":1}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+}

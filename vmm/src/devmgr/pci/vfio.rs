@@ -91,7 +91,14 @@ impl PciPlatform {
                 continue;
             }
             if let Err(e) = lock(f).sync_slots() {
-                log::warn!("{bdf}: {e}");
+                // The guest moves BARs: the first few failures say why.
+                if self
+                    .warned
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    < 8
+                {
+                    log::warn!("{bdf}: {e} (the area keeps trapping)");
+                }
             }
         }
     }
