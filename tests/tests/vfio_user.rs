@@ -377,3 +377,26 @@ fn a_server_that_never_answers_fails_the_start_with_a_timeout() {
     assert!(start.elapsed() < Duration::from_secs(30));
     hold.join().unwrap();
 }
+
+/// A guest reset within one VMM run: the next boot resets the device,
+/// maps guest RAM again and reads back what the first boot wrote.
+#[test]
+fn a_guest_reset_resets_the_device_and_keeps_its_data() {
+    if !kvm_or_skip("vfio-user across a guest reset") {
+        return;
+    }
+    let s = Scratch::new("vfu-reboot");
+    let d = s.file("d.raw", &vec![0u8; DISK]);
+    let srv = server(&s, &d);
+    let mut args = vm_args("q35", &srv.sock.to_string_lossy());
+    args.extend(["-append".into(), "probe=blk-reboot".into()]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (r, out) = boot_probe(&a);
+    r.assert_ok();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(console.contains("blk-reboot phase=1"), "{console}");
+    assert!(
+        console.contains("blk-reboot phase=2 read=ok ok=1"),
+        "{console}"
+    );
+}
