@@ -20,6 +20,18 @@ const DISK: usize = 16 << 20;
 struct Server {
     child: Child,
     sock: PathBuf,
+    log: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Server {
+    /// Its log, once it has ended (it does when the VMM disconnects).
+    fn finish(mut self) -> String {
+        let _ = self.child.wait();
+        self.log
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Server {
@@ -32,12 +44,16 @@ impl Drop for Server {
 /// Start the server on `image`; returns once it listens (it says so on
 /// stderr at info level).
 fn server(s: &Scratch, image: &str) -> Server {
+    server_logging(s, image, "info")
+}
+
+fn server_logging(s: &Scratch, image: &str, level: &str) -> Server {
     let sock = s.path("vfu.sock");
     let mut child = Command::new(bin("casemate-vfio-user-blk"))
         .arg("--socket")
         .arg(&sock)
         .args(["--image", image, "--format", "raw"])
-        .env("CASEMATE_LOG", "info")
+        .env("CASEMATE_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -54,11 +70,16 @@ fn server(s: &Scratch, image: &str) -> Server {
         }
     }
     assert!(!dog.disarm(), "the server never listened");
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
+    let log = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        rest
     });
-    Server { child, sock }
+    Server {
+        child,
+        sock,
+        log: Some(log),
+    }
 }
 
 /// Shared memfd RAM and the assigned device, key=value form.
@@ -399,4 +420,35 @@ fn a_guest_reset_resets_the_device_and_keeps_its_data() {
         console.contains("blk-reboot phase=2 read=ok ok=1"),
         "{console}"
     );
+}
+
+/// 4 GiB of guest RAM: the part above the PCI hole is shared with the
+/// server too, at its own offset in the memfd.
+#[test]
+fn ram_above_4g_is_dma_mapped_into_the_server() {
+    if !kvm_or_skip("vfio-user with RAM above 4 GiB") {
+        return;
+    }
+    let s = Scratch::new("vfu-4g");
+    let d = s.file("d.raw", &vec![0u8; DISK]);
+    let srv = server_logging(&s, &d, "debug");
+    let sock = srv.sock.to_string_lossy().into_owned();
+    let (r, _) = boot_probe(&[
+        "-M",
+        "q35",
+        "-m",
+        "4G",
+        "-object",
+        "memory-backend-memfd,id=mem,size=4G",
+        "-machine",
+        "memory-backend=mem",
+        "-device",
+        &format!("vfio-user-pci,socket={sock}"),
+        "-append",
+        "probe=blk",
+    ]);
+    r.assert_ok();
+    let log = srv.finish();
+    assert!(log.contains("DMA map 0x0+0xc0000000"), "{log}");
+    assert!(log.contains("DMA map 0x100000000+0x40000000"), "{log}");
 }
