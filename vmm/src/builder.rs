@@ -248,6 +248,10 @@ fn place_devices(
     for (i, (c, dev)) in assigned.zip(&res.assigned).enumerate() {
         dm.add_vfio(&w, &c.id, format!("vfio-user{i}"), dev.clone(), dev.clone())?;
     }
+    let host = config.devices.iter().filter_map(|d| d.host_assigned());
+    for (i, (c, dev)) in host.zip(&res.host_assigned).enumerate() {
+        dm.add_vfio(&w, &c.id, format!("vfio{i}"), dev.clone(), dev.clone())?;
+    }
     dm.finish()?;
     Ok(dm)
 }

@@ -78,11 +78,15 @@ pub enum ResourceError {
         #[source]
         source: casemate_devices::vfio::kernel::KernelError,
     },
-    #[error(
-        "vfio-pci {id}: {bdf} can be assigned, but driving kernel VFIO devices is not \
-         implemented yet (vfio-user-pci is)"
-    )]
+    #[error("vfio-pci {id}: give host= or sysfsdev= ({bdf})")]
     VfioPciNotYet { id: String, bdf: String },
+    #[error("vfio-pci {id}: opening {bdf} through VFIO")]
+    VfioPciOpen {
+        id: String,
+        bdf: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} fd={fd}: not an open file descriptor of this process")]
     InheritedFd {
         what: &'static str,
@@ -236,6 +240,8 @@ pub struct Resources {
     /// One per assigned (`vfio-user-pci`) `config.devices` entry, in
     /// order: the connection outlives reboots, as the device process does.
     pub assigned: Vec<Arc<casemate_devices::vfio::user::VfioUserDevice>>,
+    /// One per `vfio-pci` `config.devices` entry, in order.
+    pub host_assigned: Vec<Arc<casemate_devices::vfio::kernel::KernelVfio>>,
     /// Guest RAM has never been written: anonymous or memfd RAM before the
     /// first boot (a file backend may hold anything).
     fresh_ram: std::sync::atomic::AtomicBool,
@@ -298,7 +304,7 @@ impl Resources {
             .filter_map(|d| d.assigned())
             .map(kinds::vfio_user::connect)
             .collect::<Result<_, _>>()?;
-        kinds::vfio_pci::open_all(&config.devices)?;
+        let host_assigned = kinds::vfio_pci::open_all(&config.devices)?;
         let fresh = backend.kind != crate::config::BackendKind::File;
         Ok(Self {
             fresh_ram: std::sync::atomic::AtomicBool::new(fresh),
@@ -312,6 +318,7 @@ impl Resources {
             disks,
             devices,
             assigned,
+            host_assigned,
         })
     }
 }

@@ -158,9 +158,10 @@ Casemate options:
                                 another process; guest RAM must be shareable
                                 (memory-backend-memfd, or -file with share=on)
   -device vfio-pci,host=BUS:DEV.FN|sysfsdev=PATH[,id=ID]
-                                a host device bound to vfio-pci: checked
-                                (VFIO present, driver, IOMMU group) and
-                                refused with the reason; not driven yet
+                                a host device bound to vfio-pci (pc, q35):
+                                checked (VFIO present, driver, IOMMU group,
+                                refused with the reason), then opened through
+                                a VFIO container
   -add-fd fd=N,set=S[,opaque=STR]
                                 an inherited fd; name it as /dev/fdset/S in
                                 -drive file=, -kernel, -initrd, filename=

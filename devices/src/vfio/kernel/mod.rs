@@ -6,11 +6,15 @@
 //! has one).
 //!
 //! Both roots are parameters, so tests run on a recorded tree in a temp
-//! dir. Opening the device and driving it through `vfio-ioctls` (the
-//! `VfioDeviceIo` over the kernel) is not here yet: `plan` is the part a
-//! host without VFIO (this one) can exercise and test.
+//! dir. `plan` is the part a host without VFIO (this one) can exercise;
+//! `KernelVfio` (`device`) then opens and drives the device through
+//! `vfio-ioctls`.
+
+mod device;
 
 use std::path::{Path, PathBuf};
+
+pub use device::KernelVfio;
 
 /// Which device: `host=BUS:DEV.FN` (segment 0 unless given) or
 /// `sysfsdev=PATH`.

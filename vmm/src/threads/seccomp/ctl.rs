@@ -153,5 +153,14 @@ pub fn rules() -> Vec<Rule> {
         Rule::any(SYS_shutdown, "vfio-user: closing a connection that broke"),
         Rule::any(SYS_sendto, "vfio-user: requests (std sends on a UNIX stream)"),
         Rule::any(SYS_recvfrom, "vfio-user: replies (std receives on a UNIX stream)"),
+        Rule::ioctl(
+            VFIO_DEVICE_SET_IRQS,
+            "kernel VFIO: MSI/MSI-X enable and vector eventfds of an assigned device",
+        ),
+        Rule::any(SYS_pread64, "kernel VFIO: region reads of an assigned device"),
+        Rule::any(SYS_pwrite64, "kernel VFIO: region writes of an assigned device"),
+        Rule::ioctl(VFIO_DEVICE_RESET, "kernel VFIO: device reset each boot"),
+        Rule::ioctl(VFIO_IOMMU_MAP_DMA, "kernel VFIO: guest RAM mapped for DMA each boot"),
+        Rule::ioctl(VFIO_IOMMU_UNMAP_DMA, "kernel VFIO: DMA unmapped at the end of a boot"),
     ]
 }

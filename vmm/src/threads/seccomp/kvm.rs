@@ -48,6 +48,13 @@ pub const KVM_SET_CPUID2: u64 = ioc(W, 0x90, size_of::<kvm_cpuid2>());
 pub const KVM_GET_TSC_KHZ: u64 = io(0xa3);
 pub const KVM_SIGNAL_MSI: u64 = ioc(W, 0xa5, size_of::<kvm_msi>());
 
+/// VFIO's ioctls an assigned host device needs after set-up (type ';',
+/// base 100, all `_IO`: linux/vfio.h).
+pub const VFIO_DEVICE_SET_IRQS: u64 = 0x3b00 | 110;
+pub const VFIO_DEVICE_RESET: u64 = 0x3b00 | 111;
+pub const VFIO_IOMMU_MAP_DMA: u64 = 0x3b00 | 113;
+pub const VFIO_IOMMU_UNMAP_DMA: u64 = 0x3b00 | 114;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,5 +49,17 @@ pub fn rules() -> Vec<Rule> {
             SYS_recvfrom,
             "vfio-user: replies (std receives on a UNIX stream)",
         ),
+        Rule::ioctl(
+            VFIO_DEVICE_SET_IRQS,
+            "kernel VFIO: MSI/MSI-X enable and vector eventfds of an assigned device",
+        ),
+        Rule::any(
+            SYS_pread64,
+            "kernel VFIO: region reads of an assigned device",
+        ),
+        Rule::any(
+            SYS_pwrite64,
+            "kernel VFIO: region writes of an assigned device",
+        ),
     ]
 }
