@@ -37,9 +37,21 @@ macro_rules! on_machines {
 }
 
 on_machines!(host_pings_guest_and_gets_udp_echoes: microvm, pc, q35);
+on_machines!(with_event_idx_pings_and_udp_work_too: microvm, q35);
 
 fn host_pings_guest_and_gets_udp_echoes(machine: &str) {
-    let test = format!("host_pings_guest_and_gets_udp_echoes on {machine}");
+    pings_and_echoes(machine, "probe=net ms=5000", "0");
+}
+
+/// The probe negotiating VIRTIO_RING_F_EVENT_IDX: it then notifies only
+/// past the device's `avail_event`, so a device that forgot to write it
+/// would stop receiving the probe's transmits and refills.
+fn with_event_idx_pings_and_udp_work_too(machine: &str) {
+    pings_and_echoes(machine, "probe=net ms=5000 event_idx=1", "1");
+}
+
+fn pings_and_echoes(machine: &str, append: &str, event_idx: &str) {
+    let test = format!("{append} on {machine}");
     let Some(ns) = NetNs::with_tap(&test) else {
         return;
     };
@@ -52,7 +64,7 @@ fn host_pings_guest_and_gets_udp_echoes(machine: &str) {
         "-device",
         device,
         "-append",
-        "probe=net ms=5000",
+        append,
     ]);
     let (udp, pings) = ns.enter(|| {
         let udp = udp_echoes(GUEST, 4, Duration::from_secs(4));
@@ -71,6 +83,7 @@ fn host_pings_guest_and_gets_udp_echoes(machine: &str) {
     assert_eq!((udp, pings), (4, 3), "{}", r.raw);
     assert_eq!(r.want("transport"), transport, "{}", r.raw);
     assert_eq!(r.want("mac"), GUEST_MAC, "{}", r.raw);
+    assert_eq!(r.want("event_idx"), event_idx, "{}", r.raw);
     let n = |k: &str| r.want(k).parse::<u64>().unwrap();
     assert!(n("udp") >= 5 && n("icmp") == 3, "{}", r.raw);
     assert!(n("tx") >= n("udp") + n("icmp"), "{}", r.raw);
@@ -112,24 +125,27 @@ fn probe_net_passes_under_qemu() {
     }
     let scratch = Scratch::new("net-qemu");
     let probe = scratch.probe();
-    let cases: [(&str, &[&str], &str); 2] = [
-        (
-            "microvm",
-            &[
-                "-global",
-                "virtio-mmio.force-legacy=false",
-                "-device",
-                "virtio-net-device,netdev=n0",
-            ],
-            "mmio",
-        ),
-        ("q35", &["-device", "virtio-net-pci,netdev=n0"], "pci"),
+    let mmio: &[&str] = &[
+        "-global",
+        "virtio-mmio.force-legacy=false",
+        "-device",
+        "virtio-net-device,netdev=n0",
     ];
-    for (machine, device, transport) in cases {
+    let cases: [(&str, &[&str], &str, &str); 3] = [
+        ("microvm", mmio, "mmio", "probe=net ms=4000"),
+        ("microvm", mmio, "mmio", "probe=net ms=4000 event_idx=1"),
+        (
+            "q35",
+            &["-device", "virtio-net-pci,netdev=n0"],
+            "pci",
+            "probe=net ms=4000",
+        ),
+    ];
+    for (machine, device, transport, append) in cases {
         let Some(ns) = NetNs::with_tap("probe_net_passes_under_qemu") else {
             return;
         };
-        let q = qemu_probe(machine, &probe, "1", "probe=net ms=4000");
+        let q = qemu_probe(machine, &probe, "1", append);
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(q.get_program())
@@ -154,6 +170,12 @@ fn probe_net_passes_under_qemu() {
         r.assert_ok();
         assert_eq!((udp, pings), (2, 2), "{}", r.raw);
         assert_eq!(r.want("transport"), transport, "{}", r.raw);
+        let event_idx = if append.contains("event_idx=1") {
+            "1"
+        } else {
+            "0"
+        };
+        assert_eq!(r.want("event_idx"), event_idx, "{}", r.raw);
         assert_eq!(out.status.code(), Some(1), "isa-debug-exit ok: {}", r.raw);
     }
 }

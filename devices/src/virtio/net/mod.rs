@@ -26,7 +26,10 @@ use virtio_bindings::virtio_net as vn;
 pub use backend::{Iov, NetBackend};
 use worker::NetWorker;
 
-use super::{StartContext, StartError, VirtioDevice, Worker, TYPE_NET, VIRTIO_F_VERSION_1};
+use super::{
+    use_event_idx, StartContext, StartError, VirtioDevice, Worker, TYPE_NET, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
+};
 
 /// Queue size offered for both queues.
 pub const QUEUE_SIZE: u16 = 256;
@@ -124,10 +127,11 @@ impl VirtioDevice for NetDevice {
     }
 
     fn features(&self) -> u64 {
+        let ring = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX;
         if self.cfg.backend.takes_offloads() {
-            VIRTIO_F_VERSION_1 | OFFERED
+            ring | OFFERED
         } else {
-            VIRTIO_F_VERSION_1 | (OFFERED & NO_OFFLOADS)
+            ring | (OFFERED & NO_OFFLOADS)
         }
     }
 
@@ -145,7 +149,8 @@ impl VirtioDevice for NetDevice {
         log::debug!("{}: ignoring config write at {offset:#x}", self.cfg.name);
     }
 
-    fn activate(&mut self, ctx: StartContext) -> Result<Box<dyn Worker>, StartError> {
+    fn activate(&mut self, mut ctx: StartContext) -> Result<Box<dyn Worker>, StartError> {
+        use_event_idx(&mut ctx.queues, self.acked);
         if ctx.queues.len() != 2 {
             return Err(StartError::Invalid {
                 device: self.cfg.name.clone(),

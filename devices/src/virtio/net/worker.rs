@@ -195,11 +195,47 @@ impl NetWorker {
     fn process_tx(&mut self) -> Result<(), WorkerError> {
         let mut done = false;
         let mut bufs = Vec::new();
+        loop {
+            let popped = self.drain_tx(&mut bufs)?;
+            done |= popped > 0;
+            // With event indexes the guest notifies again only once its
+            // index passes the `avail_event` this writes: look again for
+            // what it posted meanwhile, or that waits for a kick that
+            // never comes. A ring that says "more" but yields nothing is
+            // broken (its index runs ahead); its chains are never served.
+            let more = self
+                .tx
+                .queue
+                .enable_notification(&self.mem)
+                .map_err(|e| self.queue_err(1, e))?;
+            if !more {
+                break;
+            }
+            if popped == 0 {
+                self.log(format_args!("transmit ring index is out of range"));
+                break;
+            }
+        }
+        if done
+            && self
+                .tx
+                .queue
+                .needs_notification(&self.mem)
+                .map_err(|e| self.queue_err(1, e))?
+        {
+            self.signal(1)?;
+        }
+        Ok(())
+    }
+
+    /// Send what the transmit ring holds; returns how many chains.
+    fn drain_tx(&mut self, bufs: &mut Vec<(GuestAddress, u32)>) -> Result<usize, WorkerError> {
+        let mut popped = 0;
         while let Some(chain) = self.tx.queue.pop_descriptor_chain(&self.mem) {
             let head = chain.head_index();
             self.iov.clear();
             bufs.clear();
-            match parse_chain(chain, &self.mem, false, &mut self.iov, &mut bufs) {
+            match parse_chain(chain, &self.mem, false, &mut self.iov, bufs) {
                 Ok(_) => {
                     // SAFETY: the iovecs were built from guest memory
                     // (checked inside RAM by get_slices), which `self.mem`
@@ -222,18 +258,9 @@ impl NetWorker {
                 .queue
                 .add_used(&self.mem, head, 0)
                 .map_err(|e| self.queue_err(1, e))?;
-            done = true;
+            popped += 1;
         }
-        if done
-            && self
-                .tx
-                .queue
-                .needs_notification(&self.mem)
-                .map_err(|e| self.queue_err(1, e))?
-        {
-            self.signal(1)?;
-        }
-        Ok(())
+        Ok(popped)
     }
 
     /// Gather receive chains for one frame into `self.iov`/`self.chains`:
@@ -288,14 +315,31 @@ impl NetWorker {
     /// Receive frames while both a frame and buffers for it are there.
     fn process_rx(&mut self) -> Result<(), WorkerError> {
         let mut used = false;
+        // Whether the ring was just re-armed and said more had come.
+        let mut rearmed = false;
         loop {
             let before = self.stats.bad_chains;
             if !self.gather_rx()? {
-                used |= self.stats.bad_chains != before;
-                // No buffers: stop reading until the guest posts some.
+                let progress = self.stats.bad_chains != before;
+                used |= progress;
+                // No buffers: ask for the guest's next notification (with
+                // event indexes that means writing `avail_event`) and look
+                // once more, for buffers posted before that took effect.
+                // "More" twice with nothing to pop is a broken ring.
+                let more = self
+                    .rx
+                    .queue
+                    .enable_notification(&self.mem)
+                    .map_err(|e| self.queue_err(0, e))?;
+                if more && (progress || !rearmed) {
+                    rearmed = true;
+                    continue;
+                }
+                // Stop reading until the guest posts some.
                 self.watch(false);
                 break;
             }
+            rearmed = false;
             used |= self.stats.bad_chains != before;
             // SAFETY: the iovecs were built from guest memory inside RAM
             // (get_slices), which `self.mem` keeps mapped for the call.
