@@ -378,3 +378,66 @@ fn vhost_on_is_refused_with_the_reason() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("vhost"), "{e}");
 }
+
+/// `host_mtu=9000` on a tap Casemate creates: the guest reads MTU 9000
+/// from the device (VIRTIO_NET_F_MTU) and the new tap has MTU 9000 while
+/// the VM runs (the first report line shows the device is up; the tap
+/// goes away with the VMM).
+#[test]
+fn host_mtu_reaches_the_guest_and_the_tap_casemate_creates() {
+    use std::io::{BufRead, BufReader, Read};
+    let Some(ns) = NetNs::new("host_mtu_reaches_the_guest_and_the_tap_casemate_creates") else {
+        return;
+    };
+    let mut child = ns.casemate(&[
+        "-netdev",
+        "tap,id=n0,ifname=cmmtu0,script=no,downscript=no",
+        "-device",
+        "virtio-net-device,netdev=n0,host_mtu=9000",
+        "-append",
+        "probe=net rx=0 ms=3000",
+    ]);
+    let dog = casemate_tests::Watchdog::arm(child.id(), Duration::from_secs(30));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut console = String::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        console.push_str(&line);
+        if line.starts_with("probe: net transport=") {
+            break;
+        }
+        line.clear();
+    }
+    let link = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "link", "show", "cmmtu0"])
+        .output()
+        .expect("ip link show");
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    out.read_to_string(&mut console).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!dog.disarm(), "casemate ran past 30 s:\n{console}");
+    assert!(status.success(), "{console}");
+    let r = Report::parse(&console);
+    r.assert_ok();
+    assert_eq!(r.want("mtu"), "9000", "{console}");
+    assert!(link.contains(" mtu 9000 "), "tap while running: {link}");
+}
+
+/// An MTU outside 68..=65535 is refused on the command line, naming it.
+#[test]
+fn host_mtu_out_of_range_is_refused() {
+    for bad in ["67", "65536"] {
+        let out = casemate_tests::casemate(&[
+            "-netdev",
+            "tap,id=n0,ifname=tapx",
+            "-device",
+            &format!("virtio-net-device,netdev=n0,host_mtu={bad}"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            err.contains("host_mtu= must be a number in 68..=65535"),
+            "{bad}: {err}"
+        );
+    }
+}

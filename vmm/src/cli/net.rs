@@ -12,7 +12,7 @@ use std::cell::RefCell;
 
 use super::devices::Objects;
 use super::{bad, CliError, KeyVals};
-use crate::config::net::{default_mac, format_mac, parse_mac};
+use crate::config::net::{default_mac, format_mac, parse_mac, MTU_RANGE};
 use crate::config::{DeviceConfig, HostFwd, NetBackendConfig, NetConfig, Transport};
 
 /// Keys of `-netdev tap` (and of the tap part of `-nic`/`-net tap`).
@@ -134,6 +134,14 @@ fn backend(opt: &str, kind: &str, kv: &KeyVals) -> Result<NetBackendConfig, CliE
     Ok(NetBackendConfig::Tap { ifname, fd })
 }
 
+/// A number as QEMU reads one: decimal or `0x` hex.
+fn number(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
 /// `model=`: the transport it implies (None: the machine's own).
 fn model(opt: &str, m: Option<&str>) -> Result<Option<Transport>, CliError> {
     match m {
@@ -183,6 +191,7 @@ impl NetOpts {
                     backend: b,
                     mac: kv.get("mac").map(str::to_string),
                     transport: t,
+                    host_mtu: None,
                 });
             }
             _ => match kind {
@@ -230,7 +239,27 @@ pub fn device(
     t: Transport,
     objects: &Objects,
 ) -> Result<DeviceConfig, CliError> {
-    kv.only(opt, &["driver", "id", "netdev", "mac"])?;
+    kv.only(opt, &["driver", "id", "netdev", "mac", "host_mtu"])?;
+    let host_mtu = kv
+        .get("host_mtu")
+        .map(|v| {
+            number(v)
+                .and_then(|m| u32::try_from(m).ok())
+                .filter(|m| MTU_RANGE.contains(m))
+                .map(|m| m as u16)
+                .ok_or_else(|| {
+                    bad(
+                        opt,
+                        v,
+                        format!(
+                            "host_mtu= must be a number in {}..={}",
+                            MTU_RANGE.start(),
+                            MTU_RANGE.end()
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
     let netdev = kv.get("netdev").ok_or_else(|| {
         bad(
             opt,
@@ -244,6 +273,7 @@ pub fn device(
         backend,
         mac: kv.get("mac").map(str::to_string),
         transport: Some(t),
+        host_mtu,
     }))
 }
 
@@ -285,6 +315,7 @@ pub fn finish(devices: &mut Vec<DeviceConfig>, objects: &Objects) -> Result<(), 
             backend,
             mac: mac.clone(),
             transport: *t,
+            host_mtu: None,
         }));
     }
     if let Some((id, ..)) = net
@@ -375,6 +406,7 @@ mod tests {
                 backend: tap("tap0"),
                 mac: Some("52:54:00:12:34:56".into()),
                 transport: Some(Transport::Pci),
+                host_mtu: None,
             }
         );
         assert_eq!(n[1].id, "second");
@@ -386,6 +418,28 @@ mod tests {
                 fd: Some(7)
             }
         );
+    }
+
+    #[test]
+    fn host_mtu_is_taken_in_range_and_refused_outside() {
+        let dev = |m: &str| {
+            run(&[
+                "-netdev",
+                "tap,id=n0,ifname=tap0",
+                "-device",
+                &format!("virtio-net-device,netdev=n0,host_mtu={m}"),
+            ])
+        };
+        assert_eq!(dev("9000").unwrap()[0].host_mtu, Some(9000));
+        assert_eq!(dev("0x44").unwrap()[0].host_mtu, Some(68));
+        assert_eq!(dev("65535").unwrap()[0].host_mtu, Some(65535));
+        for bad in ["67", "65536", "0", "-1", "jumbo", "99999999999999999999"] {
+            let e = dev(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("host_mtu= must be a number in 68..=65535"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -102,7 +102,15 @@ pub struct NetConfig {
     pub mac: Option<String>,
     #[serde(default)]
     pub transport: Option<Transport>,
+    /// QEMU's `host_mtu`: the MTU offered to the guest (VIRTIO_NET_F_MTU),
+    /// 68..=65535; a tap Casemate creates gets it too.
+    #[serde(default)]
+    pub host_mtu: Option<u16>,
 }
+
+/// The MTUs `host_mtu` takes: IPv4's minimum up to what the config
+/// field holds (QEMU's own bounds).
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
 /// QEMU's default MAC of the `n`th NIC (0-based).
 pub fn default_mac(n: usize) -> [u8; 6] {
@@ -152,6 +160,16 @@ impl DeviceKind for NetConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        if let Some(m) = self
+            .host_mtu
+            .filter(|&m| !MTU_RANGE.contains(&u32::from(m)))
+        {
+            return Err(format!(
+                "host_mtu={m} is out of range {}..={}",
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ));
+        }
         if let Some(m) = &self.mac {
             let Some(mac) = parse_mac(m) else {
                 return Err(format!(
@@ -220,8 +238,23 @@ mod tests {
             },
             mac: Some("01:00:5e:00:00:01".into()),
             transport: None,
+            host_mtu: None,
         };
         assert!(c.check().unwrap_err().contains("multicast"));
+        let c = NetConfig {
+            mac: None,
+            host_mtu: Some(67),
+            ..c
+        };
+        assert_eq!(
+            c.check().unwrap_err(),
+            "host_mtu=67 is out of range 68..=65535"
+        );
+        let c = NetConfig {
+            host_mtu: Some(68),
+            ..c
+        };
+        assert_eq!(c.check(), Ok(()));
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct NetConfig {
     pub name: String,
     pub mac: [u8; 6],
     pub backend: Arc<dyn NetBackend>,
+    /// QEMU's `host_mtu`: offered as VIRTIO_NET_F_MTU, the largest frame
+    /// payload the guest should send (68..=65535, checked by the config).
+    pub mtu: Option<u16>,
 }
 
 pub struct NetDevice {
@@ -101,14 +104,14 @@ impl NetDevice {
     }
 
     /// `virtio_net_config` up to `mtu`: mac, status (link up), one queue
-    /// pair; the MTU field is only meaningful with VIRTIO_NET_F_MTU,
-    /// which is not offered.
+    /// pair, and the MTU (read by the driver only with VIRTIO_NET_F_MTU,
+    /// offered when `host_mtu` is set).
     fn config_bytes(&self) -> [u8; 12] {
         let mut c = [0u8; 12];
         c[..6].copy_from_slice(&self.cfg.mac);
         c[6..8].copy_from_slice(&(vn::VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
         c[8..10].copy_from_slice(&1u16.to_le_bytes());
-        c[10..12].copy_from_slice(&1500u16.to_le_bytes());
+        c[10..12].copy_from_slice(&self.cfg.mtu.unwrap_or(1500).to_le_bytes());
         c
     }
 }
@@ -127,7 +130,10 @@ impl VirtioDevice for NetDevice {
     }
 
     fn features(&self) -> u64 {
-        let ring = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX;
+        let mut ring = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX;
+        if self.cfg.mtu.is_some() {
+            ring |= bit(vn::VIRTIO_NET_F_MTU);
+        }
         if self.cfg.backend.takes_offloads() {
             ring | OFFERED
         } else {
@@ -175,6 +181,7 @@ impl VirtioDevice for NetDevice {
             ctx,
             self.cfg.backend.clone(),
             self.acked,
+            self.cfg.mtu,
         )))
     }
 

@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::backend::{Iov, NetBackend};
 use super::HDR_LEN;
@@ -42,6 +42,8 @@ pub enum TapError {
 pub struct Tap {
     file: File,
     name: String,
+    /// Whether attaching made the interface (it did not exist before).
+    created: bool,
 }
 
 /// An `ifreq` with the name and flags set.
@@ -56,6 +58,24 @@ fn ifreq(name: &str, flags: libc::c_int) -> libc::ifreq {
 }
 
 const FLAGS: libc::c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+
+/// The interface name in an `ifreq` the kernel filled in.
+fn ifr_name(req: &libc::ifreq) -> String {
+    req.ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect()
+}
+
+/// Whether interface `name` exists (in this network namespace).
+fn exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
 
 impl Tap {
     /// Attach to tap `name`, creating it when it does not exist (which
@@ -73,6 +93,7 @@ impl Tap {
                 name: name.into(),
                 source,
             })?;
+        let created = name.is_empty() || !exists(name);
         let mut req = ifreq(name, FLAGS);
         // SAFETY: TUNSETIFF reads and writes an `ifreq`, which `req` is,
         // on a /dev/net/tun fd we own.
@@ -86,7 +107,9 @@ impl Tap {
         }
         let tap = Tap {
             file,
-            name: name.into(),
+            // The kernel's name (it picks one when `name` is empty).
+            name: ifr_name(&req),
+            created,
         };
         tap.set_hdr_len()?;
         Ok(tap)
@@ -119,12 +142,7 @@ impl Tap {
                 ),
             });
         }
-        let name: String = req
-            .ifr_name
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8 as char)
-            .collect();
+        let name = ifr_name(&req);
         // SAFETY: F_GETFL/F_SETFL on an fd we own change only its flags.
         let fl = unsafe { libc::fcntl(raw, libc::F_GETFL) };
         // SAFETY: as above.
@@ -137,9 +155,39 @@ impl Tap {
         let tap = Tap {
             file: File::from(fd),
             name,
+            created: false,
         };
         tap.set_hdr_len()?;
         Ok(tap)
+    }
+
+    /// Whether `open` made the interface (then its settings are ours).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Set the interface's MTU (SIOCSIFMTU through a datagram socket;
+    /// needs CAP_NET_ADMIN, as creating the tap did).
+    pub fn set_mtu(&self, mtu: u16) -> Result<(), TapError> {
+        let err = |what| TapError::Ioctl {
+            name: self.name.clone(),
+            what,
+            source: io::Error::last_os_error(),
+        };
+        // SAFETY: socket(2) with constant arguments; the fd is owned below.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(err("opening a socket to set the MTU"));
+        }
+        // SAFETY: `s` is a new fd nobody else owns.
+        let s = unsafe { OwnedFd::from_raw_fd(s) };
+        let mut req = ifreq(&self.name, 0);
+        req.ifr_ifru.ifru_mtu = libc::c_int::from(mtu);
+        // SAFETY: SIOCSIFMTU reads an `ifreq`, which `req` is.
+        if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFMTU, &req) } < 0 {
+            return Err(err("setting the MTU (SIOCSIFMTU)"));
+        }
+        Ok(())
     }
 
     fn set_hdr_len(&self) -> Result<(), TapError> {

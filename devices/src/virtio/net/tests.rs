@@ -205,7 +205,7 @@ fn rig() -> (Rig, StartContext) {
 
 fn worker(acked: u64) -> (Rig, NetWorker) {
     let (r, ctx) = rig();
-    let w = NetWorker::new("net-test".into(), ctx, r.fake.clone(), acked);
+    let w = NetWorker::new("net-test".into(), ctx, r.fake.clone(), acked, None);
     (r, w)
 }
 
@@ -352,6 +352,7 @@ fn device_offers_features_config_and_sets_tap_offloads() {
         name: "net0".into(),
         mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         backend: fake.clone(),
+        mtu: None,
     });
     assert_eq!(d.device_type(), 1);
     assert_eq!(d.queue_max_sizes(), &[QUEUE_SIZE, QUEUE_SIZE]);
@@ -419,6 +420,7 @@ fn a_backend_without_offloads_gets_no_offload_features() {
         name: "net0".into(),
         mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         backend: Arc::new(Complete(Fake::new())),
+        mtu: None,
     });
     let want = VIRTIO_F_VERSION_1
         | crate::virtio::VIRTIO_RING_F_EVENT_IDX
@@ -429,3 +431,39 @@ fn a_backend_without_offloads_gets_no_offload_features() {
 }
 
 mod event_idx;
+
+/// `host_mtu`: VIRTIO_NET_F_MTU offered and the MTU in the config space
+/// (bytes 10..12); without it neither, and the field reads 1500.
+#[test]
+fn host_mtu_is_offered_in_features_and_config() {
+    for (mtu, want) in [(Some(9000u16), 9000u16), (None, 1500)] {
+        let d = NetDevice::new(NetConfig {
+            name: "net0".into(),
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            backend: Fake::new(),
+            mtu,
+        });
+        let offered = d.features() & (1 << vn::VIRTIO_NET_F_MTU) != 0;
+        assert_eq!(offered, mtu.is_some(), "{mtu:?}");
+        let mut c = [0u8; 2];
+        d.read_config(10, &mut c);
+        assert_eq!(u16::from_le_bytes(c), want, "{mtu:?}");
+    }
+}
+
+/// With a jumbo MTU and mergeable buffers, one frame gathers enough
+/// buffers for the whole MTU (not just 1518 bytes).
+#[test]
+fn a_jumbo_mtu_frame_spans_mergeable_buffers() {
+    let (mut r, ctx) = rig();
+    let mut w = NetWorker::new("net-test".into(), ctx, r.fake.clone(), MRG, Some(9000));
+    for i in 0..8 {
+        r.rx.post(&r.mem, &[(0x20000 + 0x1000 * i, 2048, true)]);
+    }
+    r.fake.inbox.lock().unwrap().push_back(frame(9014, 5));
+    w.on_event(TAP).unwrap();
+    assert_eq!(w.stats.rx_frames, 1);
+    assert_eq!(r.rx.used_idx(&r.mem), 5, "9026 bytes in 2048-byte buffers");
+    let nb: u16 = r.mem.read_obj(GuestAddress(0x20000 + 10)).unwrap();
+    assert_eq!(nb, 5);
+}

@@ -137,6 +137,7 @@ impl NetWorker {
         mut ctx: StartContext,
         backend: Arc<dyn NetBackend>,
         acked: u64,
+        mtu: Option<u16>,
     ) -> Self {
         let tx = ctx.queues.remove(1);
         let rx = ctx.queues.remove(0);
@@ -150,9 +151,14 @@ impl NetWorker {
             irq: ctx.irq,
             backend,
             mrg: has(vn::VIRTIO_NET_F_MRG_RXBUF),
-            // A GSO frame is up to 64 KiB; otherwise an Ethernet frame with
-            // a VLAN tag.
-            rx_need: HDR_LEN + if tso { 65550 } else { 1518 },
+            // A GSO frame is up to 64 KiB; otherwise an Ethernet frame
+            // (header and VLAN tag: 18 bytes) of the MTU the device offers.
+            rx_need: HDR_LEN
+                + if tso {
+                    65550
+                } else {
+                    18 + usize::from(mtu.unwrap_or(1500).max(1500))
+                },
             watching: true,
             change: None,
             iov: Vec::new(),

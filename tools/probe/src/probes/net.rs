@@ -256,6 +256,7 @@ fn setup(ctx: &Ctx, post_rx: bool) -> Result<Setup, &'static str> {
     l.kv_str("mac", &mac_text)
         .kv_hex("negotiated", net.features)
         .kv_u("event_idx", u64::from(net.features & crate::virtio::F_EVENT_IDX != 0))
+        .kv_u("mtu", u64::from(net.mtu))
         .kv_u("queue_size", net.rx.size as u64)
         .kv_u("ms", ms)
         .kv_u("rx_posted", u64::from(post_rx))

@@ -1,5 +1,5 @@
-//! virtio-net (type 1) on either transport: VERSION_1 and MAC only (no
-//! offloads, no mergeable buffers), so every frame, both ways, is the
+//! virtio-net (type 1) on either transport: VERSION_1, MAC and MTU only
+//! (no offloads, no mergeable buffers; the MTU is only reported), so every frame, both ways, is the
 //! 12-byte `virtio_net_hdr_v1` (zeroed when sending) and the Ethernet
 //! frame in one buffer. Receive queue 0 keeps `RX_BUFS` device-writable
 //! buffers of `BUF` bytes posted; transmit queue 1 sends from its own
@@ -8,6 +8,7 @@
 use super::queue::{Buf, Queue, RingMem};
 use super::{Dma, Transport};
 
+pub const F_MTU: u64 = 1 << 3;
 pub const F_MAC: u64 = 1 << 5;
 pub const HDR: usize = 12;
 pub const BUF: usize = 2048;
@@ -25,6 +26,8 @@ pub struct Net {
     pub tx: Queue,
     pub features: u64,
     pub mac: [u8; 6],
+    /// The device's MTU with VIRTIO_NET_F_MTU, else 0.
+    pub mtu: u16,
     /// Buffer slot of each descriptor head in flight.
     rx_slot: [u8; 256],
     tx_slot: [u8; 256],
@@ -44,7 +47,7 @@ impl Net {
     /// Reset, features, both queues, DRIVER_OK, then (with `post_rx`)
     /// every receive buffer posted (one notification).
     pub fn open(t: Transport, post_rx: bool) -> Result<Net, &'static str> {
-        let (_, features) = t.start(F_MAC)?;
+        let (_, features) = t.start(F_MAC | F_MTU)?;
         let rx = Queue::new_in(&t, 0, RX_BUFS as u16, &RX_RING)?;
         let tx = Queue::new_in(&t, 1, TX_BUFS as u16, &TX_RING)?;
         let mut mac = [0u8; 6];
@@ -56,6 +59,7 @@ impl Net {
         } else {
             mac = [0x52, 0x54, 0, 0x12, 0x34, 0x99];
         }
+        let mtu = if features & F_MTU != 0 { (t.config_read32(8) >> 16) as u16 } else { 0 };
         t.driver_ok();
         let mut tx_free = [0u8; TX_BUFS];
         for (i, f) in tx_free.iter_mut().enumerate() {
@@ -67,6 +71,7 @@ impl Net {
             tx,
             features,
             mac,
+            mtu,
             rx_slot: [0; 256],
             tx_slot: [0; 256],
             tx_free,

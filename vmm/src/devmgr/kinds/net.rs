@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use casemate_devices::virtio::net::bridge;
 use casemate_devices::virtio::net::passt::{Forward, Passt};
-use casemate_devices::virtio::net::tap::Tap;
+use casemate_devices::virtio::net::tap::{Tap, TapError};
 use casemate_devices::virtio::net::{NetBackend, NetConfig as Model, NetDevice};
 use casemate_devices::virtio::VirtioDevice;
 
@@ -17,6 +17,17 @@ use crate::resources::{FdSets, ResourceError};
 struct Net {
     backend: Arc<dyn NetBackend>,
     mac: Option<[u8; 6]>,
+    mtu: Option<u16>,
+}
+
+/// A tap by name; one this process made gets the `host_mtu` (a tap that
+/// already existed keeps its owner's settings, as with QEMU).
+fn open_tap(ifname: &str, mtu: Option<u16>) -> Result<Tap, TapError> {
+    let tap = Tap::open(ifname)?;
+    if let Some(m) = mtu.filter(|_| tap.created()) {
+        tap.set_mtu(m)?;
+    }
+    Ok(tap)
 }
 
 impl DeviceSpec for NetConfig {
@@ -30,7 +41,7 @@ impl DeviceSpec for NetConfig {
                 Arc::new(Tap::from_fd(fds.dup_fd("-netdev tap", *fd)?).map_err(err)?)
             }
             NetBackendConfig::Tap { ifname, .. } => {
-                Arc::new(Tap::open(ifname.as_deref().unwrap_or("")).map_err(err)?)
+                Arc::new(open_tap(ifname.as_deref().unwrap_or(""), self.host_mtu).map_err(err)?)
             }
             // Also here, before any sandbox: passt is a child process.
             NetBackendConfig::User { hostfwd } => {
@@ -63,6 +74,7 @@ impl DeviceSpec for NetConfig {
         Ok(Box::new(Net {
             backend: tap,
             mac: self.mac.as_deref().and_then(crate::config::net::parse_mac),
+            mtu: self.host_mtu,
         }))
     }
 }
@@ -83,6 +95,7 @@ impl DeviceFactory for Net {
             name,
             mac,
             backend: self.backend.clone(),
+            mtu: self.mtu,
         }))
     }
 }

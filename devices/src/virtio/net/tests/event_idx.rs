@@ -10,7 +10,7 @@ use crate::virtio::{use_event_idx, VIRTIO_RING_F_EVENT_IDX};
 fn worker_event_idx(acked: u64) -> (Rig, NetWorker) {
     let (r, mut ctx) = rig();
     use_event_idx(&mut ctx.queues, acked | VIRTIO_RING_F_EVENT_IDX);
-    let w = NetWorker::new("net-test".into(), ctx, r.fake.clone(), acked);
+    let w = NetWorker::new("net-test".into(), ctx, r.fake.clone(), acked, None);
     (r, w)
 }
 
@@ -97,6 +97,7 @@ fn event_idx_is_offered_and_follows_the_driver() {
         name: "net0".into(),
         mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         backend: fake,
+        mtu: None,
     });
     assert_ne!(d.features() & VIRTIO_RING_F_EVENT_IDX, 0);
     for acked in [0, VIRTIO_RING_F_EVENT_IDX] {
