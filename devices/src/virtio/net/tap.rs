@@ -2,7 +2,8 @@
 //! IFF_VNET_HDR, attached by name (an existing tap, or a new one the
 //! kernel creates), or an inherited fd (the jailer's handoff, QEMU's
 //! `fd=`), made non-blocking with a 12-byte vnet header
-//! (TUNSETVNETHDRSZ).
+//! (TUNSETVNETHDRSZ). A multiqueue tap (IFF_MULTI_QUEUE) is one fd per
+//! queue; queues the guest does not use are detached (TUNSETQUEUE).
 //!
 //! Written here rather than taken from crates.io: the tap crates there
 //! (`tun-rs`, `tun`, `tappers`, `tun-tap`) are for programs that want IP
@@ -14,6 +15,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::backend::{Iov, NetBackend};
 use super::HDR_LEN;
@@ -44,6 +46,9 @@ pub struct Tap {
     name: String,
     /// Whether attaching made the interface (it did not exist before).
     created: bool,
+    /// Whether this queue is attached (TUNSETQUEUE refuses to attach or
+    /// detach twice, and a device reset starts over).
+    attached: AtomicBool,
 }
 
 /// An `ifreq` with the name and flags set.
@@ -81,6 +86,24 @@ impl Tap {
     /// Attach to tap `name`, creating it when it does not exist (which
     /// needs CAP_NET_ADMIN; attaching to a tap owned by our user does not).
     pub fn open(name: &str) -> Result<Tap, TapError> {
+        Self::open_flags(name, FLAGS)
+    }
+
+    /// `queues` queues of one multiqueue tap (IFF_MULTI_QUEUE), each its
+    /// own fd; the kernel makes the tap on the first when `name` does not
+    /// exist (an empty name: it picks one, which the others then take).
+    pub fn open_queues(name: &str, queues: u16) -> Result<Vec<Tap>, TapError> {
+        let first = Self::open_flags(name, FLAGS | libc::IFF_MULTI_QUEUE)?;
+        let mut taps = Vec::with_capacity(usize::from(queues));
+        let name = first.name.clone();
+        taps.push(first);
+        for _ in 1..queues {
+            taps.push(Self::open_flags(&name, FLAGS | libc::IFF_MULTI_QUEUE)?);
+        }
+        Ok(taps)
+    }
+
+    fn open_flags(name: &str, flags: libc::c_int) -> Result<Tap, TapError> {
         if name.len() >= libc::IFNAMSIZ {
             return Err(TapError::Name { name: name.into() });
         }
@@ -94,7 +117,7 @@ impl Tap {
                 source,
             })?;
         let created = name.is_empty() || !exists(name);
-        let mut req = ifreq(name, FLAGS);
+        let mut req = ifreq(name, flags);
         // SAFETY: TUNSETIFF reads and writes an `ifreq`, which `req` is,
         // on a /dev/net/tun fd we own.
         let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
@@ -110,6 +133,7 @@ impl Tap {
             // The kernel's name (it picks one when `name` is empty).
             name: ifr_name(&req),
             created,
+            attached: AtomicBool::new(true),
         };
         tap.set_hdr_len()?;
         Ok(tap)
@@ -156,6 +180,7 @@ impl Tap {
             file: File::from(fd),
             name,
             created: false,
+            attached: AtomicBool::new(true),
         };
         tap.set_hdr_len()?;
         Ok(tap)
@@ -236,6 +261,26 @@ impl NetBackend for Tap {
 
     fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    fn set_enabled(&self, on: bool) -> io::Result<()> {
+        if self.attached.load(Ordering::Relaxed) == on {
+            return Ok(());
+        }
+        let flag = if on {
+            libc::IFF_ATTACH_QUEUE
+        } else {
+            libc::IFF_DETACH_QUEUE
+        };
+        let req = ifreq("", flag);
+        // SAFETY: TUNSETQUEUE reads an `ifreq`, which `req` is, on a tap
+        // fd we own.
+        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETQUEUE, &req) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.attached.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     fn set_offloads(&self, flags: u32) -> io::Result<()> {

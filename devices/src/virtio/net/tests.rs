@@ -24,6 +24,8 @@ struct Fake {
     sent: Mutex<Vec<Vec<u8>>>,
     offloads: AtomicU32,
     fd: EventFd,
+    /// Attached (multiqueue), as `set_enabled` left it.
+    enabled: AtomicBool,
 }
 
 impl Fake {
@@ -33,6 +35,7 @@ impl Fake {
             sent: Mutex::default(),
             offloads: AtomicU32::new(u32::MAX),
             fd: EventFd::new(EFD_NONBLOCK).unwrap(),
+            enabled: AtomicBool::new(true),
         })
     }
 }
@@ -74,6 +77,10 @@ impl NetBackend for Fake {
     }
     fn set_offloads(&self, flags: u32) -> std::io::Result<()> {
         self.offloads.store(flags, Ordering::SeqCst);
+        Ok(())
+    }
+    fn set_enabled(&self, on: bool) -> std::io::Result<()> {
+        self.enabled.store(on, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -353,6 +360,8 @@ fn device_offers_features_config_and_sets_tap_offloads() {
         mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         backend: fake.clone(),
         mtu: None,
+        mq: false,
+        more: Vec::new(),
     });
     assert_eq!(d.device_type(), 1);
     assert_eq!(d.queue_max_sizes(), &[QUEUE_SIZE, QUEUE_SIZE]);
@@ -421,6 +430,8 @@ fn a_backend_without_offloads_gets_no_offload_features() {
         mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         backend: Arc::new(Complete(Fake::new())),
         mtu: None,
+        mq: false,
+        more: Vec::new(),
     });
     let want = VIRTIO_F_VERSION_1
         | crate::virtio::VIRTIO_RING_F_EVENT_IDX
@@ -431,6 +442,7 @@ fn a_backend_without_offloads_gets_no_offload_features() {
 }
 
 mod event_idx;
+mod mq;
 
 /// `host_mtu`: VIRTIO_NET_F_MTU offered and the MTU in the config space
 /// (bytes 10..12); without it neither, and the field reads 1500.
@@ -442,6 +454,8 @@ fn host_mtu_is_offered_in_features_and_config() {
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
             backend: Fake::new(),
             mtu,
+            mq: false,
+            more: Vec::new(),
         });
         let offered = d.features() & (1 << vn::VIRTIO_NET_F_MTU) != 0;
         assert_eq!(offered, mtu.is_some(), "{mtu:?}");

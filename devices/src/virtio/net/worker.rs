@@ -49,6 +49,9 @@ pub struct NetWorker {
     tx: ReadyQueue,
     irq: Arc<dyn VirtioIrq>,
     backend: Arc<dyn NetBackend>,
+    /// False for a multiqueue pair the driver has not enabled: its
+    /// backend queue is detached and its receive ring left alone.
+    enabled: bool,
     mrg: bool,
     /// Receive buffer space gathered per frame with MRG_RXBUF.
     rx_need: usize,
@@ -131,7 +134,19 @@ fn parse_chain(
     Ok(u32::try_from(total).unwrap_or(u32::MAX))
 }
 
+/// What a queue pair's worker is given besides its two queues.
+pub struct PairParts {
+    pub name: String,
+    pub mem: GuestMemoryMmap,
+    pub irq: Arc<dyn VirtioIrq>,
+    pub backend: Arc<dyn NetBackend>,
+    pub acked: u64,
+    pub mtu: Option<u16>,
+}
+
 impl NetWorker {
+    /// The single-pair device: `ctx` holds exactly its receive and
+    /// transmit queues.
     pub fn new(
         name: String,
         mut ctx: StartContext,
@@ -141,14 +156,39 @@ impl NetWorker {
     ) -> Self {
         let tx = ctx.queues.remove(1);
         let rx = ctx.queues.remove(0);
+        Self::pair(
+            PairParts {
+                name,
+                mem: ctx.mem,
+                irq: ctx.irq,
+                backend,
+                acked,
+                mtu,
+            },
+            rx,
+            tx,
+        )
+    }
+
+    /// One queue pair (of several with multiqueue) on its own backend.
+    pub fn pair(p: PairParts, rx: ReadyQueue, tx: ReadyQueue) -> Self {
+        let PairParts {
+            name,
+            mem,
+            irq,
+            backend,
+            acked,
+            mtu,
+        } = p;
         let has = |b: u32| acked & (1u64 << b) != 0;
         let tso = has(vn::VIRTIO_NET_F_GUEST_TSO4) || has(vn::VIRTIO_NET_F_GUEST_TSO6);
         Self {
             name,
-            mem: ctx.mem,
+            mem,
             rx,
             tx,
-            irq: ctx.irq,
+            irq,
+            enabled: true,
             backend,
             mrg: has(vn::VIRTIO_NET_F_MRG_RXBUF),
             // A GSO frame is up to 64 KiB; otherwise an Ethernet frame
@@ -173,6 +213,29 @@ impl NetWorker {
             self.logged += 1;
             log::warn!("{}: {what}", self.name);
         }
+    }
+
+    /// Enable or disable this pair (multiqueue VQ_PAIRS_SET): the
+    /// backend queue is attached or detached, so the kernel steers no
+    /// frames to a queue nobody reads, and receiving follows.
+    pub fn set_enabled(&mut self, on: bool) -> std::io::Result<()> {
+        if self.enabled == on {
+            return Ok(());
+        }
+        self.backend.set_enabled(on)?;
+        self.enabled = on;
+        self.watch(on);
+        Ok(())
+    }
+
+    /// Start disabled (a multiqueue pair past the first, until the
+    /// driver asks for it): detached and not watched from the outset.
+    pub fn start_disabled(&mut self) -> std::io::Result<()> {
+        self.backend.set_enabled(false)?;
+        self.enabled = false;
+        self.watching = false;
+        self.change = None;
+        Ok(())
     }
 
     fn watch(&mut self, on: bool) {
@@ -213,7 +276,7 @@ impl NetWorker {
                 .tx
                 .queue
                 .enable_notification(&self.mem)
-                .map_err(|e| self.queue_err(1, e))?;
+                .map_err(|e| self.queue_err(self.tx.index, e))?;
             if !more {
                 break;
             }
@@ -227,9 +290,9 @@ impl NetWorker {
                 .tx
                 .queue
                 .needs_notification(&self.mem)
-                .map_err(|e| self.queue_err(1, e))?
+                .map_err(|e| self.queue_err(self.tx.index, e))?
         {
-            self.signal(1)?;
+            self.signal(self.tx.index)?;
         }
         Ok(())
     }
@@ -263,7 +326,7 @@ impl NetWorker {
             self.tx
                 .queue
                 .add_used(&self.mem, head, 0)
-                .map_err(|e| self.queue_err(1, e))?;
+                .map_err(|e| self.queue_err(self.tx.index, e))?;
             popped += 1;
         }
         Ok(popped)
@@ -304,7 +367,7 @@ impl NetWorker {
                     self.rx
                         .queue
                         .add_used(&self.mem, head, 0)
-                        .map_err(|e| self.queue_err(0, e))?;
+                        .map_err(|e| self.queue_err(self.rx.index, e))?;
                 }
             }
         }
@@ -336,7 +399,7 @@ impl NetWorker {
                     .rx
                     .queue
                     .enable_notification(&self.mem)
-                    .map_err(|e| self.queue_err(0, e))?;
+                    .map_err(|e| self.queue_err(self.rx.index, e))?;
                 if more && (progress || !rearmed) {
                     rearmed = true;
                     continue;
@@ -388,9 +451,9 @@ impl NetWorker {
                 .rx
                 .queue
                 .needs_notification(&self.mem)
-                .map_err(|e| self.queue_err(0, e))?
+                .map_err(|e| self.queue_err(self.rx.index, e))?
         {
-            self.signal(0)?;
+            self.signal(self.rx.index)?;
         }
         Ok(())
     }
@@ -411,7 +474,7 @@ impl NetWorker {
             self.rx
                 .queue
                 .add_used(&self.mem, head, len as u32)
-                .map_err(|e| self.queue_err(0, e))?;
+                .map_err(|e| self.queue_err(self.rx.index, e))?;
         }
         self.unpop(self.chains.len() - count as usize);
         self.write_num_buffers(count);
@@ -443,11 +506,14 @@ impl NetWorker {
 
 impl Worker for NetWorker {
     fn fds(&self) -> Vec<(RawFd, u32)> {
-        vec![
+        let mut f = vec![
             (self.rx.notify.as_raw_fd(), RX),
             (self.tx.notify.as_raw_fd(), TX),
-            (self.backend.fd(), BACKEND),
-        ]
+        ];
+        if self.watching {
+            f.push((self.backend.fd(), BACKEND));
+        }
+        f
     }
 
     fn on_event(&mut self, token: u32) -> Result<(), WorkerError> {
@@ -468,7 +534,9 @@ impl Worker for NetWorker {
         }
         match token {
             TX => self.process_tx(),
-            // A stale wakeup after we asked to stop watching: ignore.
+            // A stale wakeup after we asked to stop watching, or a pair
+            // the driver has not enabled: ignore.
+            _ if !self.enabled => Ok(()),
             BACKEND if !self.watching => Ok(()),
             _ => self.process_rx(),
         }

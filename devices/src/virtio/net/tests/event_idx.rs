@@ -98,6 +98,8 @@ fn event_idx_is_offered_and_follows_the_driver() {
         mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         backend: fake,
         mtu: None,
+        mq: false,
+        more: Vec::new(),
     });
     assert_ne!(d.features() & VIRTIO_RING_F_EVENT_IDX, 0);
     for acked in [0, VIRTIO_RING_F_EVENT_IDX] {
