@@ -441,3 +441,54 @@ fn host_mtu_out_of_range_is_refused() {
         );
     }
 }
+
+/// `probe=net-bench` (what tools/netbench times) works both ways: `tx`
+/// sends frames; `rx` counts the datagrams the host keeps sending to the
+/// guest's MAC (a static neighbour entry: the bench mode answers no ARP).
+/// Only that frames moved is checked; the rates are the benchmark's.
+#[test]
+fn net_bench_probe_moves_frames_both_ways() {
+    let Some(ns) = NetNs::with_tap("net_bench_probe_moves_frames_both_ways") else {
+        return;
+    };
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.0.2.15",
+        "lladdr",
+        GUEST_MAC,
+        "dev",
+        "tap0",
+    ]);
+    for dir in ["tx", "rx"] {
+        let child = ns.casemate(&[
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
+            "-device",
+            "virtio-net-device,netdev=n0",
+            "-append",
+            &format!("probe=net-bench dir={dir} size=1000 ms=300 event_idx=1"),
+        ]);
+        let pid = child.id();
+        let sender = (dir == "rx").then(|| {
+            ns.spawn_in(move || {
+                let s = UdpSocket::bind("10.0.2.2:0").unwrap();
+                let payload = [0x5au8; 958];
+                // Until the VMM is gone (kill(pid, 0) fails).
+                // SAFETY: signal 0 only checks that the process exists.
+                while unsafe { libc::kill(pid as i32, 0) } == 0 {
+                    let _ = s.send_to(&payload, "10.0.2.15:9");
+                }
+            })
+        });
+        let out = finish(child, Duration::from_secs(30));
+        if let Some(s) = sender {
+            s.join().unwrap();
+        }
+        let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
+        r.assert_ok();
+        let n = |k: &str| r.want(k).parse::<u64>().unwrap();
+        assert_eq!(r.want("dir"), dir, "{}", r.raw);
+        assert!(n("frames") > 0 && n("fps") > 0, "{}", r.raw);
+    }
+}
