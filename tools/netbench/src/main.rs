@@ -2,7 +2,8 @@
 //! 7.2 (`-netdev tap,vhost=off`: this host has no vhost-net) with the
 //! same probe ELF on the same tap, alternating run by run, and the host's
 //! own single-queue tap limit (`host::ceiling`) as the ceiling, in one
-//! table: tx and rx frames/s at 64 and 1500 bytes, medians of `--runs`.
+//! table: tx and rx frames/s at 64 and 1500 bytes, and 64 KiB TSO frames
+//! (Mbit/s), medians of `--runs`.
 //!
 //! Everything happens in a network namespace of its own (`cm-netbench-
 //! PID`, with tap `nb0` up and no address), deleted at the end: no frame
@@ -148,8 +149,8 @@ fn vmm(ns: &Ns, o: &Opts, qemu: bool, probe: &str, append: &str) -> Command {
 }
 
 /// One probe run; for rx with the blaster flooding the tap meanwhile.
-fn once(ns: &Ns, o: &Opts, qemu: bool, probe: &str, tx: bool, size: usize) -> Result<f64> {
-    let dir = if tx { "tx" } else { "rx" };
+fn once(ns: &Ns, o: &Opts, qemu: bool, probe: &str, dir: &str, size: usize) -> Result<f64> {
+    let tx = dir != "rx";
     let append = format!(
         "probe=net-bench dir={dir} size={size} ms={} event_idx=1",
         o.ms
@@ -192,7 +193,7 @@ fn main() -> Result<()> {
         let [_, ifname, dir, size, ms] = args.as_slice() else {
             bail!("--ceiling IFNAME tx|rx SIZE MS");
         };
-        let f = host::ceiling(ifname, dir == "tx", size.parse()?, ms.parse()?)?;
+        let f = host::ceiling(ifname, dir, size.parse()?, ms.parse()?)?;
         println!("ceiling fps={f:.0}");
         return Ok(());
     }
@@ -216,14 +217,20 @@ fn main() -> Result<()> {
         "| row | casemate fps | qemu fps | casemate/qemu | host tap ceiling fps | casemate Mbit/s | qemu Mbit/s |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for tx in [true, false] {
-        for size in SIZES {
+    let rows = [
+        ("tx", SIZES[0]),
+        ("tx", SIZES[1]),
+        ("rx", SIZES[0]),
+        ("rx", SIZES[1]),
+        ("tso", host::TSO_FRAME),
+    ];
+    {
+        for (dir, size) in rows {
             let (mut c, mut q) = (Vec::new(), Vec::new());
             for _ in 0..o.runs {
-                c.push(once(&ns, &o, false, &probe, tx, size)?);
-                q.push(once(&ns, &o, true, &probe, tx, size)?);
+                c.push(once(&ns, &o, false, &probe, dir, size)?);
+                q.push(once(&ns, &o, true, &probe, dir, size)?);
             }
-            let dir = if tx { "tx" } else { "rx" };
             let out = ns
                 .cmd(me.to_str().context("exe path")?)
                 .args(["--ceiling", TAP, dir, &size.to_string(), &o.ms.to_string()])
@@ -239,8 +246,9 @@ fn main() -> Result<()> {
             let (c, q) = (median(c), median(q));
             let mbit = |f: f64| f * size as f64 * 8.0 / 1e6;
             println!(
-                "| {dir} {size} B | {c:.0} | {q:.0} | {:.2} | {ceil:.0} | {:.0} | {:.0} |",
+                "| {dir} {size} B | {c:.0} | {q:.0} | {:.2} | {ceil:.0} ({:.0} Mbit/s) | {:.0} | {:.0} |",
                 c / q,
+                mbit(ceil),
                 mbit(c),
                 mbit(q)
             );
