@@ -443,7 +443,7 @@ fn host_mtu_out_of_range_is_refused() {
 }
 
 /// `probe=net-bench` (what tools/netbench times) works both ways: `tx`
-/// sends frames; `rx` counts the datagrams the host keeps sending to the
+/// sends frames, `tso` its 64 KiB GSO frame; `rx` counts the datagrams the host keeps sending to the
 /// guest's MAC (a static neighbour entry: the bench mode answers no ARP).
 /// Only that frames moved is checked; the rates are the benchmark's.
 #[test]
@@ -460,7 +460,7 @@ fn net_bench_probe_moves_frames_both_ways() {
         "dev",
         "tap0",
     ]);
-    for dir in ["tx", "rx"] {
+    for dir in ["tx", "rx", "tso"] {
         let child = ns.casemate(&[
             "-netdev",
             "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
@@ -490,5 +490,43 @@ fn net_bench_probe_moves_frames_both_ways() {
         let n = |k: &str| r.want(k).parse::<u64>().unwrap();
         assert_eq!(r.want("dir"), dir, "{}", r.raw);
         assert!(n("frames") > 0 && n("fps") > 0, "{}", r.raw);
+    }
+}
+
+/// The same probe mode under QEMU 7.2 (the reference the benchmark
+/// compares with): tx and the TSO frame both leave through the tap.
+#[test]
+fn net_bench_probe_passes_under_qemu() {
+    if !qemu_or_skip("net_bench_probe_passes_under_qemu") {
+        return;
+    }
+    let scratch = Scratch::new("net-bench-qemu");
+    let probe = scratch.probe();
+    for dir in ["tx", "tso"] {
+        let Some(ns) = NetNs::with_tap("net_bench_probe_passes_under_qemu") else {
+            return;
+        };
+        let append = format!("probe=net-bench dir={dir} ms=300 event_idx=1");
+        let q = qemu_probe("microvm", &probe, "1", &append);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(q.get_program())
+            .args(q.get_args())
+            .args(["-global", "virtio-mmio.force-legacy=false"])
+            .args([
+                "-netdev",
+                "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
+            ])
+            .args(["-device", "virtio-net-device,netdev=n0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning qemu in the namespace");
+        let out = finish(child, Duration::from_secs(60));
+        let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
+        r.assert_ok();
+        assert_eq!(r.want("dir"), dir, "{}", r.raw);
+        assert!(r.want("frames").parse::<u64>().unwrap() > 0, "{}", r.raw);
     }
 }

@@ -84,7 +84,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
     let ms = a.number("ms", 2000).map_err(|_| "bad-arg")?;
     let n = a.number("n", u64::MAX).map_err(|_| "bad-arg")?;
     let which = a.number("index", 0).map_err(|_| "bad-arg")? as usize;
-    if !(60..=1514).contains(&size) || ms == 0 {
+    if (!tso && !(60..=1514).contains(&size)) || ms == 0 {
         return Err("bad-arg");
     }
     let (khz, _) = tsc::khz();
