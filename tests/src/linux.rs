@@ -117,6 +117,8 @@ pub struct LinuxBoot {
     /// A virtio-net NIC (eth0 in the guest) on this `-netdev` (without
     /// its `id=`), e.g. `tap,ifname=tap0,...` or `user`.
     pub netdev: Option<String>,
+    /// Extra `-device virtio-net-*` properties, e.g. `,mq=on`.
+    pub nic_opts: String,
 }
 
 impl LinuxBoot {
@@ -130,6 +132,7 @@ impl LinuxBoot {
             disks: Vec::new(),
             rng: false,
             netdev: None,
+            nic_opts: String::new(),
         }
     }
 
@@ -165,6 +168,12 @@ impl LinuxBoot {
         ))
     }
 
+    /// Extra properties for the NIC's `-device` (starting with `,`).
+    pub fn nic_opts(mut self, opts: &str) -> Self {
+        self.nic_opts = opts.to_string();
+        self
+    }
+
     pub fn netdev(mut self, spec: &str) -> Self {
         self.netdev = Some(spec.to_string());
         self
@@ -195,7 +204,11 @@ impl LinuxBoot {
                 "-netdev",
                 &format!("{n},id=n0"),
                 "-device",
-                &format!("virtio-net-{},netdev=n0", self.virtio_suffix()),
+                &format!(
+                    "virtio-net-{},netdev=n0{}",
+                    self.virtio_suffix(),
+                    self.nic_opts
+                ),
             ]);
         }
     }

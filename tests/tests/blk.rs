@@ -73,14 +73,23 @@ on_every_machine!(writethrough_write_survives_sigkill);
 on_every_machine!(malformed_descriptors_fail_requests_not_the_vmm);
 pending_on!(moved_bar_keeps_the_disk_working: q35, pc);
 pending_on!(snapshot_writes_survive_a_guest_reset: microvm, pc, q35);
+pending_on!(with_event_idx_patterns_land_too: microvm, q35);
 
 fn guest_patterns_land_at_the_right_offsets(machine: &str) {
-    if !kvm_or_skip(&format!(
-        "guest_patterns_land_at_the_right_offsets on {machine}"
-    )) {
+    patterns_land(machine, "probe=blk", "0");
+}
+
+/// The same with the probe asking for VIRTIO_RING_F_EVENT_IDX: the device
+/// must write `avail_event` or the probe stops notifying and times out.
+fn with_event_idx_patterns_land_too(machine: &str) {
+    patterns_land(machine, "probe=blk event_idx=1", "1");
+}
+
+fn patterns_land(machine: &str, append: &str, event_idx: &str) {
+    if !kvm_or_skip(&format!("{append} on {machine}")) {
         return;
     }
-    let s = Scratch::new(&format!("{machine}-blk-raw"));
+    let s = Scratch::new(&format!("{machine}-blk-raw-{event_idx}"));
     let d = raw_disk(&s, "d.raw");
     let (r, out) = boot_probe(&[
         "-M",
@@ -88,9 +97,10 @@ fn guest_patterns_land_at_the_right_offsets(machine: &str) {
         "-drive",
         &drive(&d, ",format=raw"),
         "-append",
-        "probe=blk",
+        append,
     ]);
     r.assert_ok();
+    assert_eq!(r.want("event_idx"), event_idx, "{}", r.raw);
     assert_eq!(r.want("transport"), transport(machine));
     let console = String::from_utf8_lossy(&out.stdout);
     // q35's probe must reach the device through the MCFG's ECAM window.

@@ -37,9 +37,21 @@ macro_rules! on_machines {
 }
 
 on_machines!(host_pings_guest_and_gets_udp_echoes: microvm, pc, q35);
+on_machines!(with_event_idx_pings_and_udp_work_too: microvm, q35);
 
 fn host_pings_guest_and_gets_udp_echoes(machine: &str) {
-    let test = format!("host_pings_guest_and_gets_udp_echoes on {machine}");
+    pings_and_echoes(machine, "probe=net ms=5000", "0");
+}
+
+/// The probe negotiating VIRTIO_RING_F_EVENT_IDX: it then notifies only
+/// past the device's `avail_event`, so a device that forgot to write it
+/// would stop receiving the probe's transmits and refills.
+fn with_event_idx_pings_and_udp_work_too(machine: &str) {
+    pings_and_echoes(machine, "probe=net ms=5000 event_idx=1", "1");
+}
+
+fn pings_and_echoes(machine: &str, append: &str, event_idx: &str) {
+    let test = format!("{append} on {machine}");
     let Some(ns) = NetNs::with_tap(&test) else {
         return;
     };
@@ -52,7 +64,7 @@ fn host_pings_guest_and_gets_udp_echoes(machine: &str) {
         "-device",
         device,
         "-append",
-        "probe=net ms=5000",
+        append,
     ]);
     let (udp, pings) = ns.enter(|| {
         let udp = udp_echoes(GUEST, 4, Duration::from_secs(4));
@@ -71,6 +83,7 @@ fn host_pings_guest_and_gets_udp_echoes(machine: &str) {
     assert_eq!((udp, pings), (4, 3), "{}", r.raw);
     assert_eq!(r.want("transport"), transport, "{}", r.raw);
     assert_eq!(r.want("mac"), GUEST_MAC, "{}", r.raw);
+    assert_eq!(r.want("event_idx"), event_idx, "{}", r.raw);
     let n = |k: &str| r.want(k).parse::<u64>().unwrap();
     assert!(n("udp") >= 5 && n("icmp") == 3, "{}", r.raw);
     assert!(n("tx") >= n("udp") + n("icmp"), "{}", r.raw);
@@ -112,24 +125,27 @@ fn probe_net_passes_under_qemu() {
     }
     let scratch = Scratch::new("net-qemu");
     let probe = scratch.probe();
-    let cases: [(&str, &[&str], &str); 2] = [
-        (
-            "microvm",
-            &[
-                "-global",
-                "virtio-mmio.force-legacy=false",
-                "-device",
-                "virtio-net-device,netdev=n0",
-            ],
-            "mmio",
-        ),
-        ("q35", &["-device", "virtio-net-pci,netdev=n0"], "pci"),
+    let mmio: &[&str] = &[
+        "-global",
+        "virtio-mmio.force-legacy=false",
+        "-device",
+        "virtio-net-device,netdev=n0",
     ];
-    for (machine, device, transport) in cases {
+    let cases: [(&str, &[&str], &str, &str); 3] = [
+        ("microvm", mmio, "mmio", "probe=net ms=4000"),
+        ("microvm", mmio, "mmio", "probe=net ms=4000 event_idx=1"),
+        (
+            "q35",
+            &["-device", "virtio-net-pci,netdev=n0"],
+            "pci",
+            "probe=net ms=4000",
+        ),
+    ];
+    for (machine, device, transport, append) in cases {
         let Some(ns) = NetNs::with_tap("probe_net_passes_under_qemu") else {
             return;
         };
-        let q = qemu_probe(machine, &probe, "1", "probe=net ms=4000");
+        let q = qemu_probe(machine, &probe, "1", append);
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(q.get_program())
@@ -154,6 +170,12 @@ fn probe_net_passes_under_qemu() {
         r.assert_ok();
         assert_eq!((udp, pings), (2, 2), "{}", r.raw);
         assert_eq!(r.want("transport"), transport, "{}", r.raw);
+        let event_idx = if append.contains("event_idx=1") {
+            "1"
+        } else {
+            "0"
+        };
+        assert_eq!(r.want("event_idx"), event_idx, "{}", r.raw);
         assert_eq!(out.status.code(), Some(1), "isa-debug-exit ok: {}", r.raw);
     }
 }
@@ -355,4 +377,156 @@ fn vhost_on_is_refused_with_the_reason() {
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("vhost"), "{e}");
+}
+
+/// `host_mtu=9000` on a tap Casemate creates: the guest reads MTU 9000
+/// from the device (VIRTIO_NET_F_MTU) and the new tap has MTU 9000 while
+/// the VM runs (the first report line shows the device is up; the tap
+/// goes away with the VMM).
+#[test]
+fn host_mtu_reaches_the_guest_and_the_tap_casemate_creates() {
+    use std::io::{BufRead, BufReader, Read};
+    let Some(ns) = NetNs::new("host_mtu_reaches_the_guest_and_the_tap_casemate_creates") else {
+        return;
+    };
+    let mut child = ns.casemate(&[
+        "-netdev",
+        "tap,id=n0,ifname=cmmtu0,script=no,downscript=no",
+        "-device",
+        "virtio-net-device,netdev=n0,host_mtu=9000",
+        "-append",
+        "probe=net rx=0 ms=3000",
+    ]);
+    let dog = casemate_tests::Watchdog::arm(child.id(), Duration::from_secs(30));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut console = String::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        console.push_str(&line);
+        if line.starts_with("probe: net transport=") {
+            break;
+        }
+        line.clear();
+    }
+    let link = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "link", "show", "cmmtu0"])
+        .output()
+        .expect("ip link show");
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    out.read_to_string(&mut console).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!dog.disarm(), "casemate ran past 30 s:\n{console}");
+    assert!(status.success(), "{console}");
+    let r = Report::parse(&console);
+    r.assert_ok();
+    assert_eq!(r.want("mtu"), "9000", "{console}");
+    assert!(link.contains(" mtu 9000 "), "tap while running: {link}");
+}
+
+/// An MTU outside 68..=65535 is refused on the command line, naming it.
+#[test]
+fn host_mtu_out_of_range_is_refused() {
+    for bad in ["67", "65536"] {
+        let out = casemate_tests::casemate(&[
+            "-netdev",
+            "tap,id=n0,ifname=tapx",
+            "-device",
+            &format!("virtio-net-device,netdev=n0,host_mtu={bad}"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            err.contains("host_mtu= must be a number in 68..=65535"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+/// `probe=net-bench` (what tools/netbench times) works both ways: `tx`
+/// sends frames, `tso` its 64 KiB GSO frame; `rx` counts the datagrams the host keeps sending to the
+/// guest's MAC (a static neighbour entry: the bench mode answers no ARP).
+/// Only that frames moved is checked; the rates are the benchmark's.
+#[test]
+fn net_bench_probe_moves_frames_both_ways() {
+    let Some(ns) = NetNs::with_tap("net_bench_probe_moves_frames_both_ways") else {
+        return;
+    };
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.0.2.15",
+        "lladdr",
+        GUEST_MAC,
+        "dev",
+        "tap0",
+    ]);
+    for dir in ["tx", "rx", "tso"] {
+        let child = ns.casemate(&[
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
+            "-device",
+            "virtio-net-device,netdev=n0",
+            "-append",
+            &format!("probe=net-bench dir={dir} size=1000 ms=300 event_idx=1"),
+        ]);
+        let pid = child.id();
+        let sender = (dir == "rx").then(|| {
+            ns.spawn_in(move || {
+                let s = UdpSocket::bind("10.0.2.2:0").unwrap();
+                let payload = [0x5au8; 958];
+                // Until the VMM is gone (kill(pid, 0) fails).
+                // SAFETY: signal 0 only checks that the process exists.
+                while unsafe { libc::kill(pid as i32, 0) } == 0 {
+                    let _ = s.send_to(&payload, "10.0.2.15:9");
+                }
+            })
+        });
+        let out = finish(child, Duration::from_secs(30));
+        if let Some(s) = sender {
+            s.join().unwrap();
+        }
+        let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
+        r.assert_ok();
+        let n = |k: &str| r.want(k).parse::<u64>().unwrap();
+        assert_eq!(r.want("dir"), dir, "{}", r.raw);
+        assert!(n("frames") > 0 && n("fps") > 0, "{}", r.raw);
+    }
+}
+
+/// The same probe mode under QEMU 7.2 (the reference the benchmark
+/// compares with): tx and the TSO frame both leave through the tap.
+#[test]
+fn net_bench_probe_passes_under_qemu() {
+    if !qemu_or_skip("net_bench_probe_passes_under_qemu") {
+        return;
+    }
+    let scratch = Scratch::new("net-bench-qemu");
+    let probe = scratch.probe();
+    for dir in ["tx", "tso"] {
+        let Some(ns) = NetNs::with_tap("net_bench_probe_passes_under_qemu") else {
+            return;
+        };
+        let append = format!("probe=net-bench dir={dir} ms=300 event_idx=1");
+        let q = qemu_probe("microvm", &probe, "1", &append);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(q.get_program())
+            .args(q.get_args())
+            .args(["-global", "virtio-mmio.force-legacy=false"])
+            .args([
+                "-netdev",
+                "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
+            ])
+            .args(["-device", "virtio-net-device,netdev=n0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning qemu in the namespace");
+        let out = finish(child, Duration::from_secs(60));
+        let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
+        r.assert_ok();
+        assert_eq!(r.want("dir"), dir, "{}", r.raw);
+        assert!(r.want("frames").parse::<u64>().unwrap() > 0, "{}", r.raw);
+    }
 }

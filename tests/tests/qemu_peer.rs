@@ -67,6 +67,7 @@ fn blk_probes_pass_under_qemu_q35() {
     let disk = s.file("d.raw", &vec![0u8; 16 << 20]);
     for append in [
         "probe=blk",
+        "probe=blk event_idx=1",
         "probe=blk-bench mode=randwrite bs=4096 qd=32 n=2000",
     ] {
         let mut c = qemu_probe("q35", &probe, "1", append);
@@ -78,7 +79,13 @@ fn blk_probes_pass_under_qemu_q35() {
         assert_eq!(r.want("transport"), "pci", "{console}");
         assert!(console.contains("access=ecam"), "{console}");
         assert_eq!(out.status.code(), Some(1), "{console}");
-        if append == "probe=blk" {
+        if append.starts_with("probe=blk ") || append == "probe=blk" {
+            let want = if append.contains("event_idx=1") {
+                "1"
+            } else {
+                "0"
+            };
+            assert_eq!(r.want("event_idx"), want, "{console}");
             let image = std::fs::read(&disk).unwrap();
             let n = check(&console, &image).unwrap_or_else(|e| panic!("{e}\n{console}"));
             assert!(n >= 19, "only {n} sectors checked");

@@ -47,6 +47,23 @@ pub mod status {
 
 /// Transport-level feature bits every device offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+/// VIRTIO_RING_F_EVENT_IDX: the driver says through `used_event` when it
+/// wants an interrupt, the device through `avail_event` when it wants a
+/// notification (virtio 1.x, 2.7.10).
+pub const VIRTIO_RING_F_EVENT_IDX: u64 =
+    1 << virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+
+/// Turn event-index suppression on in every queue when the driver
+/// accepted it. A worker of such queues must call
+/// `enable_notification` whenever it finds a ring empty and look again
+/// when that says more arrived: with event indexes the driver notifies
+/// only when its index passes the `avail_event` that call writes.
+pub fn use_event_idx(queues: &mut [ReadyQueue], acked: u64) {
+    use virtio_queue::QueueT;
+    for q in queues {
+        q.queue.set_event_idx(acked & VIRTIO_RING_F_EVENT_IDX != 0);
+    }
+}
 
 /// Device ids (virtio 1.x, 5).
 pub const TYPE_BLOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;

@@ -10,6 +10,15 @@
 //!   `casemate.tcp_bytes=N` (default 65536) bytes of a pattern and reads
 //!   them all back, comparing each byte.
 //!
+//! - with `casemate.pairs=N` (multiqueue): N combined channels through
+//!   ethtool (ETHTOOL_SCHANNELS, as `ethtool -L eth0 combined N`; the
+//!   driver sends VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET), then `FLOWS` more UDP
+//!   echoes, each from its own socket (its own flow: the stack spreads
+//!   flows over the transmit queues by hash, and the tap answers a flow
+//!   on the queue it came from), then the interrupts each of the device's
+//!   queues took, from /proc/interrupts (`net irqs input0=.. output0=..
+//!   input1=..`: ethtool's per-queue statistics need far more code).
+//!
 //! Sockets time out after 10 s so a silent host fails the mode, not the VM.
 
 use crate::line::Line;
@@ -120,6 +129,9 @@ pub fn run(args: &Args) -> Outcome {
         .u("f_guest_tso4", bit(7))
         .u("f_host_tso4", bit(11))
         .u("f_mrg_rxbuf", bit(15))
+        .u("f_ctrl_vq", bit(17))
+        .u("f_mq", bit(22))
+        .u("f_event_idx", bit(29))
         .emit();
 
     sys::set_timeouts(s, 10).map_err(|e| failed("setsockopt", e, "net-socket"))?;
@@ -127,7 +139,94 @@ pub fn run(args: &Args) -> Outcome {
     let _ = sys::close(s);
     // The offloads are reported, not required: a backend that takes only
     // complete frames (passt) offers none; the host test knows which.
-    tcp(host, tcp_port, tcp_bytes)
+    tcp(host, tcp_port, tcp_bytes)?;
+    match args.get("pairs").and_then(parse_u64) {
+        Some(pairs) if pairs > 1 => flows_udp(host, udp_port, pairs as u32),
+        _ => Ok(()),
+    }
+}
+
+/// UDP flows after switching to `pairs` channels; enough that all landing
+/// on one of two queues is a 1-in-2000 chance.
+pub const FLOWS: usize = 12;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_SCHANNELS: u32 = 0x3d;
+
+/// `pairs` channels, `FLOWS` UDP echoes, then the per-queue interrupts.
+fn flows_udp(host: [u8; 4], port: u16, pairs: u32) -> Outcome {
+    let s = sys::socket(AF_INET, SOCK_DGRAM).map_err(|e| failed("socket-udp", e, "net-socket"))?;
+    // struct ethtool_channels: cmd, then max rx/tx/other/combined, then
+    // the rx/tx/other/combined counts.
+    let mut ch = [0u32; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    let mut r = Ifreq::eth0();
+    r.data[0] = ch.as_mut_ptr() as u64;
+    ifioctl(s, SIOCETHTOOL, &mut r, "ETHTOOL_GCHANNELS")?;
+    let max = ch[4];
+    ch[0] = ETHTOOL_SCHANNELS;
+    ch[8] = pairs;
+    let mut r = Ifreq::eth0();
+    r.data[0] = ch.as_mut_ptr() as u64;
+    ifioctl(s, SIOCETHTOOL, &mut r, "ETHTOOL_SCHANNELS")?;
+    ch = [0; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    let mut r = Ifreq::eth0();
+    r.data[0] = ch.as_mut_ptr() as u64;
+    ifioctl(s, SIOCETHTOOL, &mut r, "ETHTOOL_GCHANNELS")?;
+    let _ = sys::close(s);
+    Line::topic("net channels")
+        .u("max", u64::from(max))
+        .u("combined", u64::from(ch[8]))
+        .emit();
+    for _ in 0..FLOWS {
+        let s = sys::socket(AF_INET, SOCK_DGRAM).map_err(|e| failed("socket-udp", e, "net-socket"))?;
+        sys::set_timeouts(s, 10).map_err(|e| failed("setsockopt", e, "net-socket"))?;
+        let r = udp(s, host, port);
+        let _ = sys::close(s);
+        r?;
+    }
+    let mut buf = [0u8; 16384];
+    let n = read_small(c"/proc/interrupts", &mut buf)?;
+    let mut l = Line::topic("net irqs");
+    for q in 0..pairs.min(8) {
+        for (dir, key) in [(&b"input"[..], "input"), (&b"output"[..], "output")] {
+            let total = queue_irqs(&buf[..n], dir, q);
+            let mut name = [0u8; 8];
+            let k = key.len();
+            name[..k].copy_from_slice(key.as_bytes());
+            name[k] = b'0' + q as u8;
+            l = l.u(core::str::from_utf8(&name[..=k]).unwrap_or("?"), total);
+        }
+    }
+    l.emit();
+    Ok(())
+}
+
+/// The interrupts of the line named `virtioN-<dir>.<q>` in
+/// /proc/interrupts, summed over the CPUs' columns.
+fn queue_irqs(text: &[u8], dir: &[u8], q: u32) -> u64 {
+    let mut total = 0;
+    for line in text.split(|&c| c == b'\n') {
+        let name = line
+            .rsplit(|c| c.is_ascii_whitespace())
+            .find(|w| !w.is_empty())
+            .unwrap_or(&[]);
+        let Some(dot) = name.iter().rposition(|&c| c == b'.') else { continue };
+        let (head, idx) = (&name[..dot], &name[dot + 1..]);
+        if !head.starts_with(b"virtio") || !head.ends_with(dir) || parse_u64(idx) != Some(u64::from(q)) {
+            continue;
+        }
+        // `  NN:  c0  c1  PCI-MSIX-... virtio0-input.0`: the counts follow
+        // the colon until the first word that is not a number.
+        let Some(colon) = line.iter().position(|&c| c == b':') else { continue };
+        for w in line[colon + 1..].split(|c| c.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
+            match parse_u64(w) {
+                Some(v) => total += v,
+                None => break,
+            }
+        }
+    }
+    total
 }
 
 /// An ethtool "get" of one `struct ethtool_value` (cmd, data).

@@ -62,6 +62,7 @@ extern "C" fn probe_main(kind: u32, info: u64) -> ! {
 
     let args = Args::new(boot.cmdline());
     power::set_exit_debug(args.exit_debug());
+    virtio::want_event_idx(args.get("event_idx") == Some(b"1".as_slice()));
     let name = args.probe();
     let outcome = match probes::find(name) {
         Some(p) => (p.run)(&probes::Ctx { boot, args }),

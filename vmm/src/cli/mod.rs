@@ -171,13 +171,15 @@ Accepted without effect (a note under --log info): -net none, -nic none,
 unused -object memory-backend-*; versioned machine names (pc-q35-7.2) map
 to q35/pc. SIGTERM, SIGINT and SIGHUP end the VM as a power-off (images
 flushed, exit 0).
-  -netdev tap,id=ID,ifname=NAME|fd=N[,script=no,downscript=no][,vhost=off]
+  -netdev tap,id=ID,ifname=NAME|fd=N|fds=A:B[,queues=N][,script=no,downscript=no][,vhost=off]
   -device virtio-net-pci|virtio-net-device,netdev=ID[,mac=52:54:00:12:34:56]
+         [,host_mtu=68..65535][,mq=on[,vectors=2N+2]]
   -nic tap,ifname=NAME[,model=virtio|virtio-net-pci|virtio-net-device][,mac=]
   -net nic[,model=virtio][,macaddr=] -net tap,ifname=NAME
                                 virtio-net over a tap (created or attached by
                                 name, or inherited); MACs default to QEMU's
-                                52:54:00:12:34:56 (+1 per NIC); no ifup scripts
+                                52:54:00:12:34:56 (+1 per NIC); no ifup scripts;
+                                queues=N (a multi_queue tap) needs mq=on
   -netdev bridge,id=ID[,br=br0][,helper=/usr/lib/qemu/qemu-bridge-helper]
                                 a tap on a bridge, made by QEMU's privileged
                                 helper (ACL: /etc/qemu/bridge.conf); also

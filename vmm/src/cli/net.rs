@@ -12,7 +12,7 @@ use std::cell::RefCell;
 
 use super::devices::Objects;
 use super::{bad, CliError, KeyVals};
-use crate::config::net::{default_mac, format_mac, parse_mac};
+use crate::config::net::{default_mac, format_mac, parse_mac, MAX_QUEUES, MTU_RANGE};
 use crate::config::{DeviceConfig, HostFwd, NetBackendConfig, NetConfig, Transport};
 
 /// Keys of `-netdev tap` (and of the tap part of `-nic`/`-net tap`).
@@ -26,6 +26,7 @@ const TAP_KEYS: &[&str] = &[
     "vhost",
     "vnet_hdr",
     "queues",
+    "fds",
 ];
 
 /// Keys of `-netdev bridge` (and `-nic bridge`, `-net bridge`).
@@ -113,13 +114,33 @@ fn backend(opt: &str, kind: &str, kv: &KeyVals) -> Result<NetBackendConfig, CliE
             "Casemate's taps always carry the vnet header",
         ));
     }
-    if kv.get("queues").is_some_and(|q| q != "1") {
-        return Err(bad(
-            opt,
-            kv.get("queues").unwrap_or_default(),
-            "only queues=1: multiqueue is not implemented yet",
-        ));
-    }
+    let queues = kv
+        .get("queues")
+        .map(|v| {
+            number(v)
+                .and_then(|q| u16::try_from(q).ok())
+                .filter(|q| (1..=MAX_QUEUES).contains(q))
+                .ok_or_else(|| {
+                    bad(
+                        opt,
+                        v,
+                        format!("queues= must be a number in 1..={MAX_QUEUES}"),
+                    )
+                })
+        })
+        .transpose()?;
+    let fds = match kv.get("fds") {
+        None => Vec::new(),
+        Some(v) => {
+            v.split(':')
+                .map(|f| {
+                    f.parse::<i32>().ok().filter(|&f| f >= 0).ok_or_else(|| {
+                        bad(opt, v, "fds= must be descriptor numbers separated by ':'")
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
     let fd = kv
         .get("fd")
         .map(|v| {
@@ -131,7 +152,20 @@ fn backend(opt: &str, kind: &str, kv: &KeyVals) -> Result<NetBackendConfig, CliE
     if fd.is_some() && ifname.is_some() {
         return Err(bad(opt, "fd", "ifname= and fd= exclude each other"));
     }
-    Ok(NetBackendConfig::Tap { ifname, fd })
+    Ok(NetBackendConfig::Tap {
+        ifname,
+        fd,
+        queues,
+        fds,
+    })
+}
+
+/// A number as QEMU reads one: decimal or `0x` hex.
+fn number(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
 }
 
 /// `model=`: the transport it implies (None: the machine's own).
@@ -183,6 +217,8 @@ impl NetOpts {
                     backend: b,
                     mac: kv.get("mac").map(str::to_string),
                     transport: t,
+                    host_mtu: None,
+                    mq: false,
                 });
             }
             _ => match kind {
@@ -230,7 +266,36 @@ pub fn device(
     t: Transport,
     objects: &Objects,
 ) -> Result<DeviceConfig, CliError> {
-    kv.only(opt, &["driver", "id", "netdev", "mac"])?;
+    let mut keys = vec!["driver", "id", "netdev", "mac", "host_mtu", "mq"];
+    if t == Transport::Pci {
+        keys.push("vectors");
+    }
+    kv.only(opt, &keys)?;
+    let mq = match kv.get("mq") {
+        None | Some("off" | "false" | "no" | "n") => false,
+        Some("on" | "true" | "yes" | "y") => true,
+        Some(v) => return Err(bad(opt, v, "mq= must be on or off")),
+    };
+    let host_mtu = kv
+        .get("host_mtu")
+        .map(|v| {
+            number(v)
+                .and_then(|m| u32::try_from(m).ok())
+                .filter(|m| MTU_RANGE.contains(m))
+                .map(|m| m as u16)
+                .ok_or_else(|| {
+                    bad(
+                        opt,
+                        v,
+                        format!(
+                            "host_mtu= must be a number in {}..={}",
+                            MTU_RANGE.start(),
+                            MTU_RANGE.end()
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
     let netdev = kv.get("netdev").ok_or_else(|| {
         bad(
             opt,
@@ -239,11 +304,26 @@ pub fn device(
         )
     })?;
     let backend = objects.net.take(opt, netdev)?;
+    if let Some(v) = kv.get("vectors") {
+        // Casemate gives every queue its own MSI-X vector plus one for
+        // configuration changes: QEMU's default for mq, 2 * queues + 2.
+        let pairs = if mq { backend.queues() } else { 1 };
+        let want = 2 * u64::from(pairs) + 2;
+        if number(v) != Some(want) {
+            return Err(bad(
+                opt,
+                v,
+                format!("vectors= must be {want} here: one MSI-X vector per queue (2 per pair, and the control queue's) plus the configuration vector"),
+            ));
+        }
+    }
     Ok(DeviceConfig::Net(NetConfig {
         id: kv.get("id").unwrap_or(netdev).to_string(),
         backend,
         mac: kv.get("mac").map(str::to_string),
         transport: Some(t),
+        host_mtu,
+        mq,
     }))
 }
 
@@ -285,6 +365,8 @@ pub fn finish(devices: &mut Vec<DeviceConfig>, objects: &Objects) -> Result<(), 
             backend,
             mac: mac.clone(),
             transport: *t,
+            host_mtu: None,
+            mq: false,
         }));
     }
     if let Some((id, ..)) = net
@@ -349,6 +431,8 @@ mod tests {
         NetBackendConfig::Tap {
             ifname: Some(name.into()),
             fd: None,
+            queues: None,
+            fds: Vec::new(),
         }
     }
 
@@ -375,6 +459,8 @@ mod tests {
                 backend: tap("tap0"),
                 mac: Some("52:54:00:12:34:56".into()),
                 transport: Some(Transport::Pci),
+                host_mtu: None,
+                mq: false,
             }
         );
         assert_eq!(n[1].id, "second");
@@ -383,9 +469,98 @@ mod tests {
             n[1].backend,
             NetBackendConfig::Tap {
                 ifname: None,
-                fd: Some(7)
+                fd: Some(7),
+                queues: None,
+                fds: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn multiqueue_netdev_and_device() {
+        let n = run(&[
+            "-M",
+            "q35",
+            "-netdev",
+            "tap,id=n0,ifname=tap0,queues=2,script=no,downscript=no,vhost=off",
+            "-device",
+            "virtio-net-pci,netdev=n0,mq=on,vectors=6",
+            "-netdev",
+            "tap,id=n1,fds=5:6:7",
+            "-device",
+            "virtio-net-pci,netdev=n1,mq=on",
+        ])
+        .unwrap();
+        assert!(n[0].mq && n[1].mq);
+        assert_eq!(n[0].backend.queues(), 2);
+        assert_eq!(
+            n[1].backend,
+            NetBackendConfig::Tap {
+                ifname: None,
+                fd: None,
+                queues: None,
+                fds: vec![5, 6, 7],
+            }
+        );
+        let err = |args: &[&str]| run(args).unwrap_err().to_string();
+        fn dev(d: &str) -> Vec<&str> {
+            vec![
+                "-M",
+                "q35",
+                "-netdev",
+                "tap,id=n0,ifname=t,queues=2",
+                "-device",
+                d,
+            ]
+        }
+        use crate::config::device::DeviceKind;
+        let single = run(&dev("virtio-net-pci,netdev=n0")).unwrap();
+        assert!(single[0].check().unwrap_err().contains("needs mq=on"));
+        for (d, want) in [
+            (
+                "virtio-net-pci,netdev=n0,mq=on,vectors=4",
+                "vectors= must be 6",
+            ),
+            ("virtio-net-pci,netdev=n0,mq=maybe", "mq= must be on or off"),
+        ] {
+            let e = err(&dev(d));
+            assert!(e.contains(want), "{d}: {e}");
+        }
+        for (nd, want) in [
+            ("tap,id=n0,queues=0", "queues= must be a number in 1..=127"),
+            ("tap,id=n0,queues=x", "queues= must be a number in 1..=127"),
+            ("tap,id=n0,fds=3:x", "fds= must be descriptor numbers"),
+        ] {
+            let e = err(&[
+                "-netdev",
+                nd,
+                "-device",
+                "virtio-net-device,netdev=n0,mq=on",
+            ]);
+            assert!(e.contains(want), "{nd}: {e}");
+        }
+    }
+
+    #[test]
+    fn host_mtu_is_taken_in_range_and_refused_outside() {
+        let dev = |m: &str| {
+            run(&[
+                "-netdev",
+                "tap,id=n0,ifname=tap0",
+                "-device",
+                &format!("virtio-net-device,netdev=n0,host_mtu={m}"),
+            ])
+        };
+        assert_eq!(dev("9000").unwrap()[0].host_mtu, Some(9000));
+        assert_eq!(dev("0x44").unwrap()[0].host_mtu, Some(68));
+        assert_eq!(dev("65535").unwrap()[0].host_mtu, Some(65535));
+        for bad in ["67", "65536", "0", "-1", "jumbo", "99999999999999999999"] {
+            let e = dev(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("host_mtu= must be a number in 68..=65535"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -466,7 +641,10 @@ mod tests {
                 "ifup",
             ),
             (&["-netdev", "tap,id=n,ifname=t,vhost=on"], "vhost"),
-            (&["-netdev", "tap,id=n,ifname=t,queues=4"], "multiqueue"),
+            (
+                &["-netdev", "tap,id=n,ifname=t,queues=400"],
+                "queues= must be a number in 1..=127",
+            ),
             (
                 &["-netdev", "user,id=n,hostfwd=tcp:1.2.3.4:1-:2"],
                 "host address",

@@ -21,6 +21,13 @@ pub enum NetBackendConfig {
         ifname: Option<String>,
         #[serde(default)]
         fd: Option<i32>,
+        /// `queues=N`: a multiqueue tap (IFF_MULTI_QUEUE), one fd per
+        /// queue pair; None is one queue.
+        #[serde(default)]
+        queues: Option<u16>,
+        /// `fds=a:b:c`: the inherited fds of a multiqueue tap's queues.
+        #[serde(default)]
+        fds: Vec<i32>,
     },
     /// A tap on bridge `br`, made by QEMU's privileged bridge helper
     /// (`helper`, default `/usr/lib/qemu/qemu-bridge-helper`), which
@@ -102,7 +109,35 @@ pub struct NetConfig {
     pub mac: Option<String>,
     #[serde(default)]
     pub transport: Option<Transport>,
+    /// QEMU's `host_mtu`: the MTU offered to the guest (VIRTIO_NET_F_MTU),
+    /// 68..=65535; a tap Casemate creates gets it too.
+    #[serde(default)]
+    pub host_mtu: Option<u16>,
+    /// `mq=on`: multiqueue with the control queue, one pair per tap queue.
+    #[serde(default)]
+    pub mq: bool,
 }
+
+/// The most queue pairs: two MSI-X vectors each, plus the control
+/// queue's and the configuration vector, within a function's 256.
+pub const MAX_QUEUES: u16 = 127;
+
+impl NetBackendConfig {
+    /// Queue pairs the backend provides (tap queues; 1 otherwise).
+    pub fn queues(&self) -> u16 {
+        match self {
+            NetBackendConfig::Tap { fds, .. } if !fds.is_empty() => fds.len() as u16,
+            NetBackendConfig::Tap {
+                queues: Some(q), ..
+            } => *q,
+            _ => 1,
+        }
+    }
+}
+
+/// The MTUs `host_mtu` takes: IPv4's minimum up to what the config
+/// field holds (QEMU's own bounds).
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
 /// QEMU's default MAC of the `n`th NIC (0-based).
 pub fn default_mac(n: usize) -> [u8; 6] {
@@ -152,6 +187,16 @@ impl DeviceKind for NetConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        if let Some(m) = self
+            .host_mtu
+            .filter(|&m| !MTU_RANGE.contains(&u32::from(m)))
+        {
+            return Err(format!(
+                "host_mtu={m} is out of range {}..={}",
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ));
+        }
         if let Some(m) = &self.mac {
             let Some(mac) = parse_mac(m) else {
                 return Err(format!(
@@ -162,11 +207,52 @@ impl DeviceKind for NetConfig {
                 return Err(format!("mac '{m}' is a multicast address"));
             }
         }
+        if let NetBackendConfig::Tap {
+            fd, fds, queues, ..
+        } = &self.backend
+        {
+            if fds.len() > usize::from(MAX_QUEUES) {
+                return Err(format!("fds= names more than {MAX_QUEUES} queues"));
+            }
+            if fd.is_some() && !fds.is_empty() {
+                return Err("a tap takes fd or fds, not both".into());
+            }
+            if let Some(bad) = fds.iter().find(|&&f| f < 0) {
+                return Err(format!("fds: {bad} is not a file descriptor"));
+            }
+            match *queues {
+                Some(q) if !(1..=MAX_QUEUES).contains(&q) => {
+                    return Err(format!("queues={q} is out of range 1..={MAX_QUEUES}"))
+                }
+                Some(q) if !fds.is_empty() && usize::from(q) != fds.len() => {
+                    return Err(format!(
+                        "queues={q} but fds= names {} fds (one per queue)",
+                        fds.len()
+                    ))
+                }
+                Some(q) if q > 1 && fd.is_some() => {
+                    return Err(format!("queues={q} takes fds=, one per queue, not fd="))
+                }
+                _ => {}
+            }
+        }
+        let q = self.backend.queues();
+        if q > 1 && !self.mq {
+            return Err(format!(
+                "the netdev has {q} queues: the device needs mq=on to use them"
+            ));
+        }
         match &self.backend {
             NetBackendConfig::Tap {
                 ifname: Some(_),
                 fd: Some(_),
+                ..
             } => Err("a tap takes ifname or fd, not both".into()),
+            NetBackendConfig::Tap {
+                ifname: Some(_),
+                fds,
+                ..
+            } if !fds.is_empty() => Err("a tap takes ifname or fds, not both".into()),
             NetBackendConfig::Tap {
                 ifname: Some(n), ..
             } if n.len() >= 16 || n.contains('/') || n.is_empty() => Err(format!(
@@ -217,11 +303,62 @@ mod tests {
             backend: NetBackendConfig::Tap {
                 ifname: Some("tap0".into()),
                 fd: None,
+                queues: None,
+                fds: Vec::new(),
             },
             mac: Some("01:00:5e:00:00:01".into()),
             transport: None,
+            host_mtu: None,
+            mq: false,
         };
         assert!(c.check().unwrap_err().contains("multicast"));
+        let c = NetConfig {
+            mac: None,
+            host_mtu: Some(67),
+            ..c
+        };
+        assert_eq!(
+            c.check().unwrap_err(),
+            "host_mtu=67 is out of range 68..=65535"
+        );
+        let c = NetConfig {
+            host_mtu: Some(68),
+            ..c
+        };
+        assert_eq!(c.check(), Ok(()));
+    }
+
+    #[test]
+    fn multiqueue_taps_are_checked() {
+        let c = |queues: Option<u16>, fds: &[i32], fd: Option<i32>, mq: bool| NetConfig {
+            id: "n".into(),
+            backend: NetBackendConfig::Tap {
+                ifname: None,
+                fd,
+                queues,
+                fds: fds.to_vec(),
+            },
+            mac: None,
+            transport: None,
+            host_mtu: None,
+            mq,
+        };
+        assert_eq!(c(Some(2), &[], None, true).check(), Ok(()));
+        assert_eq!(c(None, &[5, 6, 7], None, true).backend.queues(), 3);
+        assert_eq!(c(Some(3), &[5, 6, 7], None, true).check(), Ok(()));
+        assert_eq!(c(Some(1), &[], None, true).check(), Ok(()));
+        for (bad, want) in [
+            (c(Some(2), &[], None, false), "needs mq=on"),
+            (c(Some(0), &[], None, true), "out of range 1..=127"),
+            (c(Some(128), &[], None, true), "out of range 1..=127"),
+            (c(Some(2), &[5], None, true), "fds= names 1 fds"),
+            (c(None, &[5, -1], None, true), "-1 is not a file descriptor"),
+            (c(None, &[5, 6], Some(4), true), "fd or fds"),
+            (c(Some(2), &[], Some(4), true), "not fd="),
+        ] {
+            let e = bad.check().unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

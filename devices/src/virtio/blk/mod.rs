@@ -26,8 +26,8 @@ use request::{ID_LEN, SECTOR};
 use worker::BlockWorker;
 
 use super::{
-    read_config_bytes, StartContext, StartError, VirtioDevice, Worker, TYPE_BLOCK,
-    VIRTIO_F_VERSION_1,
+    read_config_bytes, use_event_idx, StartContext, StartError, VirtioDevice, Worker, TYPE_BLOCK,
+    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
 use virtio_queue::QueueT;
 
@@ -136,7 +136,12 @@ impl VirtioDevice for BlockDevice {
     }
 
     fn features(&self) -> u64 {
-        let mut f = VIRTIO_F_VERSION_1 | F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
+        let mut f = VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_EVENT_IDX
+            | F_SIZE_MAX
+            | F_SEG_MAX
+            | F_BLK_SIZE
+            | F_FLUSH;
         if self.cfg.read_only {
             f |= F_RO;
         } else {
@@ -162,7 +167,10 @@ impl VirtioDevice for BlockDevice {
         log::debug!("{}: ignoring config write at {offset:#x}", self.cfg.name);
     }
 
-    fn activate(&mut self, ctx: StartContext) -> Result<Box<dyn Worker>, StartError> {
+    fn activate(&mut self, mut ctx: StartContext) -> Result<Box<dyn Worker>, StartError> {
+        // The worker already re-checks each ring after enabling
+        // notifications (`serve_chunks`), as event indexes need.
+        use_event_idx(&mut ctx.queues, self.acked);
         let mut id = [0u8; ID_LEN];
         let serial = self.cfg.serial.as_bytes();
         id[..serial.len().min(ID_LEN)].copy_from_slice(&serial[..serial.len().min(ID_LEN)]);

@@ -39,6 +39,13 @@ pub trait NetBackend: Send + Sync {
     fn fd(&self) -> RawFd;
     /// The TUN_F_* offloads frames handed to the guest may carry.
     fn set_offloads(&self, flags: u32) -> std::io::Result<()>;
+    /// Attach (true) or detach this queue of a multiqueue tap, so that
+    /// the kernel steers frames only to queues the guest reads. Single
+    /// queue backends have nothing to do.
+    fn set_enabled(&self, on: bool) -> std::io::Result<()> {
+        let _ = on;
+        Ok(())
+    }
     /// Whether frames may carry partial checksums and GSO both ways (a
     /// tap: yes). Without, the device offers no checksum or TSO features.
     fn takes_offloads(&self) -> bool {

@@ -13,6 +13,8 @@
 
 pub mod backend;
 pub mod bridge;
+pub mod ctrl;
+mod mq;
 pub mod passt;
 pub mod tap;
 #[cfg(test)]
@@ -26,7 +28,10 @@ use virtio_bindings::virtio_net as vn;
 pub use backend::{Iov, NetBackend};
 use worker::NetWorker;
 
-use super::{StartContext, StartError, VirtioDevice, Worker, TYPE_NET, VIRTIO_F_VERSION_1};
+use super::{
+    use_event_idx, StartContext, StartError, VirtioDevice, Worker, TYPE_NET, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
+};
 
 /// Queue size offered for both queues.
 pub const QUEUE_SIZE: u16 = 256;
@@ -80,33 +85,73 @@ pub struct NetConfig {
     pub name: String,
     pub mac: [u8; 6],
     pub backend: Arc<dyn NetBackend>,
+    /// QEMU's `host_mtu`: offered as VIRTIO_NET_F_MTU, the largest frame
+    /// payload the guest should send (68..=65535, checked by the config).
+    pub mtu: Option<u16>,
+    /// `mq=on`: VIRTIO_NET_F_MQ and the control queue, with one queue pair
+    /// for `backend` and one for each of `more` (a multiqueue tap's other
+    /// queues).
+    pub mq: bool,
+    pub more: Vec<Arc<dyn NetBackend>>,
 }
+
+/// Features offered with `mq=on`: several pairs, the control queue that
+/// selects them, and the RX-mode commands Linux sends on it.
+pub const MQ_FEATURES: u64 =
+    bit(vn::VIRTIO_NET_F_MQ) | bit(vn::VIRTIO_NET_F_CTRL_VQ) | bit(vn::VIRTIO_NET_F_CTRL_RX);
 
 pub struct NetDevice {
     cfg: NetConfig,
     acked: u64,
-    max_sizes: [u16; 2],
+    /// Two per pair, plus the control queue with `mq`.
+    max_sizes: Vec<u16>,
 }
 
 impl NetDevice {
     pub fn new(cfg: NetConfig) -> Self {
+        let queues = if cfg.mq { 2 * cfg.pairs() + 1 } else { 2 };
         Self {
             cfg,
             acked: 0,
-            max_sizes: [QUEUE_SIZE; 2],
+            max_sizes: vec![QUEUE_SIZE; usize::from(queues)],
         }
     }
 
-    /// `virtio_net_config` up to `mtu`: mac, status (link up), one queue
-    /// pair; the MTU field is only meaningful with VIRTIO_NET_F_MTU,
-    /// which is not offered.
+    /// `virtio_net_config` up to `mtu`: mac, status (link up), the most
+    /// queue pairs (read with VIRTIO_NET_F_MQ), and the MTU (read by the driver only with VIRTIO_NET_F_MTU,
+    /// offered when `host_mtu` is set).
     fn config_bytes(&self) -> [u8; 12] {
         let mut c = [0u8; 12];
         c[..6].copy_from_slice(&self.cfg.mac);
         c[6..8].copy_from_slice(&(vn::VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
-        c[8..10].copy_from_slice(&1u16.to_le_bytes());
-        c[10..12].copy_from_slice(&1500u16.to_le_bytes());
+        c[8..10].copy_from_slice(&self.cfg.pairs().to_le_bytes());
+        c[10..12].copy_from_slice(&self.cfg.mtu.unwrap_or(1500).to_le_bytes());
         c
+    }
+}
+
+impl NetConfig {
+    /// Queue pairs the device offers.
+    pub fn pairs(&self) -> u16 {
+        1 + self.more.len() as u16
+    }
+}
+
+impl NetDevice {
+    /// The offloads the guest accepted, to the tap (on its first queue,
+    /// which is never detached; the setting is the interface's).
+    fn set_offloads(&self) -> Result<(), StartError> {
+        let offloads = tun_offloads(self.acked);
+        self.cfg
+            .backend
+            .set_offloads(offloads)
+            .map_err(|e| StartError::Invalid {
+                device: self.cfg.name.clone(),
+                why: format!(
+                    "{}: setting offloads {offloads:#x} (TUNSETOFFLOAD): {e}",
+                    self.cfg.backend.name()
+                ),
+            })
     }
 }
 
@@ -124,10 +169,17 @@ impl VirtioDevice for NetDevice {
     }
 
     fn features(&self) -> u64 {
+        let mut ring = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX;
+        if self.cfg.mtu.is_some() {
+            ring |= bit(vn::VIRTIO_NET_F_MTU);
+        }
+        if self.cfg.mq {
+            ring |= MQ_FEATURES;
+        }
         if self.cfg.backend.takes_offloads() {
-            VIRTIO_F_VERSION_1 | OFFERED
+            ring | OFFERED
         } else {
-            VIRTIO_F_VERSION_1 | (OFFERED & NO_OFFLOADS)
+            ring | (OFFERED & NO_OFFLOADS)
         }
     }
 
@@ -145,7 +197,12 @@ impl VirtioDevice for NetDevice {
         log::debug!("{}: ignoring config write at {offset:#x}", self.cfg.name);
     }
 
-    fn activate(&mut self, ctx: StartContext) -> Result<Box<dyn Worker>, StartError> {
+    fn activate(&mut self, mut ctx: StartContext) -> Result<Box<dyn Worker>, StartError> {
+        use_event_idx(&mut ctx.queues, self.acked);
+        if self.cfg.mq {
+            self.set_offloads()?;
+            return Ok(Box::new(mq::activate(&self.cfg, self.acked, ctx)?));
+        }
         if ctx.queues.len() != 2 {
             return Err(StartError::Invalid {
                 device: self.cfg.name.clone(),
@@ -155,21 +212,13 @@ impl VirtioDevice for NetDevice {
                 ),
             });
         }
-        let offloads = tun_offloads(self.acked);
-        if let Err(e) = self.cfg.backend.set_offloads(offloads) {
-            return Err(StartError::Invalid {
-                device: self.cfg.name.clone(),
-                why: format!(
-                    "{}: setting offloads {offloads:#x} (TUNSETOFFLOAD): {e}",
-                    self.cfg.backend.name()
-                ),
-            });
-        }
+        self.set_offloads()?;
         Ok(Box::new(NetWorker::new(
             self.cfg.name.clone(),
             ctx,
             self.cfg.backend.clone(),
             self.acked,
+            self.cfg.mtu,
         )))
     }
 

@@ -2,7 +2,8 @@
 //! IFF_VNET_HDR, attached by name (an existing tap, or a new one the
 //! kernel creates), or an inherited fd (the jailer's handoff, QEMU's
 //! `fd=`), made non-blocking with a 12-byte vnet header
-//! (TUNSETVNETHDRSZ).
+//! (TUNSETVNETHDRSZ). A multiqueue tap (IFF_MULTI_QUEUE) is one fd per
+//! queue; queues the guest does not use are detached (TUNSETQUEUE).
 //!
 //! Written here rather than taken from crates.io: the tap crates there
 //! (`tun-rs`, `tun`, `tappers`, `tun-tap`) are for programs that want IP
@@ -13,7 +14,8 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::backend::{Iov, NetBackend};
 use super::HDR_LEN;
@@ -42,6 +44,11 @@ pub enum TapError {
 pub struct Tap {
     file: File,
     name: String,
+    /// Whether attaching made the interface (it did not exist before).
+    created: bool,
+    /// Whether this queue is attached (TUNSETQUEUE refuses to attach or
+    /// detach twice, and a device reset starts over).
+    attached: AtomicBool,
 }
 
 /// An `ifreq` with the name and flags set.
@@ -57,10 +64,46 @@ fn ifreq(name: &str, flags: libc::c_int) -> libc::ifreq {
 
 const FLAGS: libc::c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
 
+/// The interface name in an `ifreq` the kernel filled in.
+fn ifr_name(req: &libc::ifreq) -> String {
+    req.ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect()
+}
+
+/// Whether interface `name` exists (in this network namespace).
+fn exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
 impl Tap {
     /// Attach to tap `name`, creating it when it does not exist (which
     /// needs CAP_NET_ADMIN; attaching to a tap owned by our user does not).
     pub fn open(name: &str) -> Result<Tap, TapError> {
+        Self::open_flags(name, FLAGS)
+    }
+
+    /// `queues` queues of one multiqueue tap (IFF_MULTI_QUEUE), each its
+    /// own fd; the kernel makes the tap on the first when `name` does not
+    /// exist (an empty name: it picks one, which the others then take).
+    pub fn open_queues(name: &str, queues: u16) -> Result<Vec<Tap>, TapError> {
+        let first = Self::open_flags(name, FLAGS | libc::IFF_MULTI_QUEUE)?;
+        let mut taps = Vec::with_capacity(usize::from(queues));
+        let name = first.name.clone();
+        taps.push(first);
+        for _ in 1..queues {
+            taps.push(Self::open_flags(&name, FLAGS | libc::IFF_MULTI_QUEUE)?);
+        }
+        Ok(taps)
+    }
+
+    fn open_flags(name: &str, flags: libc::c_int) -> Result<Tap, TapError> {
         if name.len() >= libc::IFNAMSIZ {
             return Err(TapError::Name { name: name.into() });
         }
@@ -73,7 +116,8 @@ impl Tap {
                 name: name.into(),
                 source,
             })?;
-        let mut req = ifreq(name, FLAGS);
+        let created = name.is_empty() || !exists(name);
+        let mut req = ifreq(name, flags);
         // SAFETY: TUNSETIFF reads and writes an `ifreq`, which `req` is,
         // on a /dev/net/tun fd we own.
         let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
@@ -86,7 +130,10 @@ impl Tap {
         }
         let tap = Tap {
             file,
-            name: name.into(),
+            // The kernel's name (it picks one when `name` is empty).
+            name: ifr_name(&req),
+            created,
+            attached: AtomicBool::new(true),
         };
         tap.set_hdr_len()?;
         Ok(tap)
@@ -119,12 +166,7 @@ impl Tap {
                 ),
             });
         }
-        let name: String = req
-            .ifr_name
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8 as char)
-            .collect();
+        let name = ifr_name(&req);
         // SAFETY: F_GETFL/F_SETFL on an fd we own change only its flags.
         let fl = unsafe { libc::fcntl(raw, libc::F_GETFL) };
         // SAFETY: as above.
@@ -137,9 +179,40 @@ impl Tap {
         let tap = Tap {
             file: File::from(fd),
             name,
+            created: false,
+            attached: AtomicBool::new(true),
         };
         tap.set_hdr_len()?;
         Ok(tap)
+    }
+
+    /// Whether `open` made the interface (then its settings are ours).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Set the interface's MTU (SIOCSIFMTU through a datagram socket;
+    /// needs CAP_NET_ADMIN, as creating the tap did).
+    pub fn set_mtu(&self, mtu: u16) -> Result<(), TapError> {
+        let err = |what| TapError::Ioctl {
+            name: self.name.clone(),
+            what,
+            source: io::Error::last_os_error(),
+        };
+        // SAFETY: socket(2) with constant arguments; the fd is owned below.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(err("opening a socket to set the MTU"));
+        }
+        // SAFETY: `s` is a new fd nobody else owns.
+        let s = unsafe { OwnedFd::from_raw_fd(s) };
+        let mut req = ifreq(&self.name, 0);
+        req.ifr_ifru.ifru_mtu = libc::c_int::from(mtu);
+        // SAFETY: SIOCSIFMTU reads an `ifreq`, which `req` is.
+        if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFMTU, &req) } < 0 {
+            return Err(err("setting the MTU (SIOCSIFMTU)"));
+        }
+        Ok(())
     }
 
     fn set_hdr_len(&self) -> Result<(), TapError> {
@@ -188,6 +261,26 @@ impl NetBackend for Tap {
 
     fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    fn set_enabled(&self, on: bool) -> io::Result<()> {
+        if self.attached.load(Ordering::Relaxed) == on {
+            return Ok(());
+        }
+        let flag = if on {
+            libc::IFF_ATTACH_QUEUE
+        } else {
+            libc::IFF_DETACH_QUEUE
+        };
+        let req = ifreq("", flag);
+        // SAFETY: TUNSETQUEUE reads an `ifreq`, which `req` is, on a tap
+        // fd we own.
+        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETQUEUE, &req) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.attached.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     fn set_offloads(&self, flags: u32) -> io::Result<()> {

@@ -49,6 +49,9 @@ pub struct NetWorker {
     tx: ReadyQueue,
     irq: Arc<dyn VirtioIrq>,
     backend: Arc<dyn NetBackend>,
+    /// False for a multiqueue pair the driver has not enabled: its
+    /// backend queue is detached and its receive ring left alone.
+    enabled: bool,
     mrg: bool,
     /// Receive buffer space gathered per frame with MRG_RXBUF.
     rx_need: usize,
@@ -131,28 +134,71 @@ fn parse_chain(
     Ok(u32::try_from(total).unwrap_or(u32::MAX))
 }
 
+/// What a queue pair's worker is given besides its two queues.
+pub struct PairParts {
+    pub name: String,
+    pub mem: GuestMemoryMmap,
+    pub irq: Arc<dyn VirtioIrq>,
+    pub backend: Arc<dyn NetBackend>,
+    pub acked: u64,
+    pub mtu: Option<u16>,
+}
+
 impl NetWorker {
+    /// The single-pair device: `ctx` holds exactly its receive and
+    /// transmit queues.
     pub fn new(
         name: String,
         mut ctx: StartContext,
         backend: Arc<dyn NetBackend>,
         acked: u64,
+        mtu: Option<u16>,
     ) -> Self {
         let tx = ctx.queues.remove(1);
         let rx = ctx.queues.remove(0);
+        Self::pair(
+            PairParts {
+                name,
+                mem: ctx.mem,
+                irq: ctx.irq,
+                backend,
+                acked,
+                mtu,
+            },
+            rx,
+            tx,
+        )
+    }
+
+    /// One queue pair (of several with multiqueue) on its own backend.
+    pub fn pair(p: PairParts, rx: ReadyQueue, tx: ReadyQueue) -> Self {
+        let PairParts {
+            name,
+            mem,
+            irq,
+            backend,
+            acked,
+            mtu,
+        } = p;
         let has = |b: u32| acked & (1u64 << b) != 0;
         let tso = has(vn::VIRTIO_NET_F_GUEST_TSO4) || has(vn::VIRTIO_NET_F_GUEST_TSO6);
         Self {
             name,
-            mem: ctx.mem,
+            mem,
             rx,
             tx,
-            irq: ctx.irq,
+            irq,
+            enabled: true,
             backend,
             mrg: has(vn::VIRTIO_NET_F_MRG_RXBUF),
-            // A GSO frame is up to 64 KiB; otherwise an Ethernet frame with
-            // a VLAN tag.
-            rx_need: HDR_LEN + if tso { 65550 } else { 1518 },
+            // A GSO frame is up to 64 KiB; otherwise an Ethernet frame
+            // (header and VLAN tag: 18 bytes) of the MTU the device offers.
+            rx_need: HDR_LEN
+                + if tso {
+                    65550
+                } else {
+                    18 + usize::from(mtu.unwrap_or(1500).max(1500))
+                },
             watching: true,
             change: None,
             iov: Vec::new(),
@@ -167,6 +213,29 @@ impl NetWorker {
             self.logged += 1;
             log::warn!("{}: {what}", self.name);
         }
+    }
+
+    /// Enable or disable this pair (multiqueue VQ_PAIRS_SET): the
+    /// backend queue is attached or detached, so the kernel steers no
+    /// frames to a queue nobody reads, and receiving follows.
+    pub fn set_enabled(&mut self, on: bool) -> std::io::Result<()> {
+        if self.enabled == on {
+            return Ok(());
+        }
+        self.backend.set_enabled(on)?;
+        self.enabled = on;
+        self.watch(on);
+        Ok(())
+    }
+
+    /// Start disabled (a multiqueue pair past the first, until the
+    /// driver asks for it): detached and not watched from the outset.
+    pub fn start_disabled(&mut self) -> std::io::Result<()> {
+        self.backend.set_enabled(false)?;
+        self.enabled = false;
+        self.watching = false;
+        self.change = None;
+        Ok(())
     }
 
     fn watch(&mut self, on: bool) {
@@ -195,11 +264,47 @@ impl NetWorker {
     fn process_tx(&mut self) -> Result<(), WorkerError> {
         let mut done = false;
         let mut bufs = Vec::new();
+        loop {
+            let popped = self.drain_tx(&mut bufs)?;
+            done |= popped > 0;
+            // With event indexes the guest notifies again only once its
+            // index passes the `avail_event` this writes: look again for
+            // what it posted meanwhile, or that waits for a kick that
+            // never comes. A ring that says "more" but yields nothing is
+            // broken (its index runs ahead); its chains are never served.
+            let more = self
+                .tx
+                .queue
+                .enable_notification(&self.mem)
+                .map_err(|e| self.queue_err(self.tx.index, e))?;
+            if !more {
+                break;
+            }
+            if popped == 0 {
+                self.log(format_args!("transmit ring index is out of range"));
+                break;
+            }
+        }
+        if done
+            && self
+                .tx
+                .queue
+                .needs_notification(&self.mem)
+                .map_err(|e| self.queue_err(self.tx.index, e))?
+        {
+            self.signal(self.tx.index)?;
+        }
+        Ok(())
+    }
+
+    /// Send what the transmit ring holds; returns how many chains.
+    fn drain_tx(&mut self, bufs: &mut Vec<(GuestAddress, u32)>) -> Result<usize, WorkerError> {
+        let mut popped = 0;
         while let Some(chain) = self.tx.queue.pop_descriptor_chain(&self.mem) {
             let head = chain.head_index();
             self.iov.clear();
             bufs.clear();
-            match parse_chain(chain, &self.mem, false, &mut self.iov, &mut bufs) {
+            match parse_chain(chain, &self.mem, false, &mut self.iov, bufs) {
                 Ok(_) => {
                     // SAFETY: the iovecs were built from guest memory
                     // (checked inside RAM by get_slices), which `self.mem`
@@ -221,19 +326,10 @@ impl NetWorker {
             self.tx
                 .queue
                 .add_used(&self.mem, head, 0)
-                .map_err(|e| self.queue_err(1, e))?;
-            done = true;
+                .map_err(|e| self.queue_err(self.tx.index, e))?;
+            popped += 1;
         }
-        if done
-            && self
-                .tx
-                .queue
-                .needs_notification(&self.mem)
-                .map_err(|e| self.queue_err(1, e))?
-        {
-            self.signal(1)?;
-        }
-        Ok(())
+        Ok(popped)
     }
 
     /// Gather receive chains for one frame into `self.iov`/`self.chains`:
@@ -271,7 +367,7 @@ impl NetWorker {
                     self.rx
                         .queue
                         .add_used(&self.mem, head, 0)
-                        .map_err(|e| self.queue_err(0, e))?;
+                        .map_err(|e| self.queue_err(self.rx.index, e))?;
                 }
             }
         }
@@ -288,14 +384,31 @@ impl NetWorker {
     /// Receive frames while both a frame and buffers for it are there.
     fn process_rx(&mut self) -> Result<(), WorkerError> {
         let mut used = false;
+        // Whether the ring was just re-armed and said more had come.
+        let mut rearmed = false;
         loop {
             let before = self.stats.bad_chains;
             if !self.gather_rx()? {
-                used |= self.stats.bad_chains != before;
-                // No buffers: stop reading until the guest posts some.
+                let progress = self.stats.bad_chains != before;
+                used |= progress;
+                // No buffers: ask for the guest's next notification (with
+                // event indexes that means writing `avail_event`) and look
+                // once more, for buffers posted before that took effect.
+                // "More" twice with nothing to pop is a broken ring.
+                let more = self
+                    .rx
+                    .queue
+                    .enable_notification(&self.mem)
+                    .map_err(|e| self.queue_err(self.rx.index, e))?;
+                if more && (progress || !rearmed) {
+                    rearmed = true;
+                    continue;
+                }
+                // Stop reading until the guest posts some.
                 self.watch(false);
                 break;
             }
+            rearmed = false;
             used |= self.stats.bad_chains != before;
             // SAFETY: the iovecs were built from guest memory inside RAM
             // (get_slices), which `self.mem` keeps mapped for the call.
@@ -338,9 +451,9 @@ impl NetWorker {
                 .rx
                 .queue
                 .needs_notification(&self.mem)
-                .map_err(|e| self.queue_err(0, e))?
+                .map_err(|e| self.queue_err(self.rx.index, e))?
         {
-            self.signal(0)?;
+            self.signal(self.rx.index)?;
         }
         Ok(())
     }
@@ -361,7 +474,7 @@ impl NetWorker {
             self.rx
                 .queue
                 .add_used(&self.mem, head, len as u32)
-                .map_err(|e| self.queue_err(0, e))?;
+                .map_err(|e| self.queue_err(self.rx.index, e))?;
         }
         self.unpop(self.chains.len() - count as usize);
         self.write_num_buffers(count);
@@ -393,11 +506,14 @@ impl NetWorker {
 
 impl Worker for NetWorker {
     fn fds(&self) -> Vec<(RawFd, u32)> {
-        vec![
+        let mut f = vec![
             (self.rx.notify.as_raw_fd(), RX),
             (self.tx.notify.as_raw_fd(), TX),
-            (self.backend.fd(), BACKEND),
-        ]
+        ];
+        if self.watching {
+            f.push((self.backend.fd(), BACKEND));
+        }
+        f
     }
 
     fn on_event(&mut self, token: u32) -> Result<(), WorkerError> {
@@ -418,7 +534,9 @@ impl Worker for NetWorker {
         }
         match token {
             TX => self.process_tx(),
-            // A stale wakeup after we asked to stop watching: ignore.
+            // A stale wakeup after we asked to stop watching, or a pair
+            // the driver has not enabled: ignore.
+            _ if !self.enabled => Ok(()),
             BACKEND if !self.watching => Ok(()),
             _ => self.process_rx(),
         }

@@ -15,6 +15,7 @@ mod exits;
 mod fault;
 mod hello;
 mod net;
+mod net_bench;
 mod net_evil;
 mod rng;
 mod spin;
@@ -45,6 +46,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "blk-reboot", run: blk_reboot::run },
     Probe { name: "net", run: net::run },
     Probe { name: "net-evil", run: net::run_evil },
+    Probe { name: "net-bench", run: net_bench::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

@@ -6,6 +6,7 @@
 //! Then it reports its counters; it fails (`net-nothing-received`) when
 //! no frame arrived at all. `rx=0` posts no receive buffers at all (the
 //! host's flood test): the probe then only waits and cannot fail so.
+//! `event_idx=1` (read by every virtio probe) negotiates EVENT_IDX.
 
 use super::{Ctx, Outcome};
 use crate::io::rdtsc;
@@ -254,6 +255,8 @@ fn setup(ctx: &Ctx, post_rx: bool) -> Result<Setup, &'static str> {
     }
     l.kv_str("mac", &mac_text)
         .kv_hex("negotiated", net.features)
+        .kv_u("event_idx", u64::from(net.features & crate::virtio::F_EVENT_IDX != 0))
+        .kv_u("mtu", u64::from(net.mtu))
         .kv_u("queue_size", net.rx.size as u64)
         .kv_u("ms", ms)
         .kv_u("rx_posted", u64::from(post_rx))

@@ -298,6 +298,7 @@ pub fn open_blk(t: Transport, args: &Args, want: usize, qsize: u16) -> Result<Bl
     l.kv_u("capacity_sectors", blk.capacity)
         .kv_hex("features", blk.offered)
         .kv_hex("negotiated", blk.features)
+        .kv_u("event_idx", u64::from(blk.features & super::F_EVENT_IDX != 0))
         .kv_u("queue_size", blk.q.size as u64);
     let mut names = crate::report::TextBuf::new();
     for (bit, name) in super::blk::NAMED {

@@ -1,5 +1,5 @@
-//! virtio-net (type 1) on either transport: VERSION_1 and MAC only (no
-//! offloads, no mergeable buffers), so every frame, both ways, is the
+//! virtio-net (type 1) on either transport: VERSION_1, MAC and MTU only
+//! (no offloads, no mergeable buffers; the MTU is only reported), so every frame, both ways, is the
 //! 12-byte `virtio_net_hdr_v1` (zeroed when sending) and the Ethernet
 //! frame in one buffer. Receive queue 0 keeps `RX_BUFS` device-writable
 //! buffers of `BUF` bytes posted; transmit queue 1 sends from its own
@@ -8,11 +8,16 @@
 use super::queue::{Buf, Queue, RingMem};
 use super::{Dma, Transport};
 
+pub const F_CSUM: u64 = 1;
+pub const F_MTU: u64 = 1 << 3;
+pub const F_HOST_TSO4: u64 = 1 << 11;
 pub const F_MAC: u64 = 1 << 5;
 pub const HDR: usize = 12;
 pub const BUF: usize = 2048;
 pub const RX_BUFS: usize = 32;
 pub const TX_BUFS: usize = 32;
+/// `tx_slot` of a chain sent from the caller's memory (`send_shared`).
+const SHARED: u8 = 0xff;
 
 static RX_RING: RingMem = Dma::new();
 static TX_RING: RingMem = Dma::new();
@@ -25,6 +30,8 @@ pub struct Net {
     pub tx: Queue,
     pub features: u64,
     pub mac: [u8; 6],
+    /// The device's MTU with VIRTIO_NET_F_MTU, else 0.
+    pub mtu: u16,
     /// Buffer slot of each descriptor head in flight.
     rx_slot: [u8; 256],
     tx_slot: [u8; 256],
@@ -44,7 +51,13 @@ impl Net {
     /// Reset, features, both queues, DRIVER_OK, then (with `post_rx`)
     /// every receive buffer posted (one notification).
     pub fn open(t: Transport, post_rx: bool) -> Result<Net, &'static str> {
-        let (_, features) = t.start(F_MAC)?;
+        Net::open_with(t, post_rx, 0)
+    }
+
+    /// As `open`, asking for `extra` features too (net-bench's TSO row:
+    /// CSUM and HOST_TSO4).
+    pub fn open_with(t: Transport, post_rx: bool, extra: u64) -> Result<Net, &'static str> {
+        let (_, features) = t.start(F_MAC | F_MTU | extra)?;
         let rx = Queue::new_in(&t, 0, RX_BUFS as u16, &RX_RING)?;
         let tx = Queue::new_in(&t, 1, TX_BUFS as u16, &TX_RING)?;
         let mut mac = [0u8; 6];
@@ -56,6 +69,7 @@ impl Net {
         } else {
             mac = [0x52, 0x54, 0, 0x12, 0x34, 0x99];
         }
+        let mtu = if features & F_MTU != 0 { (t.config_read32(8) >> 16) as u16 } else { 0 };
         t.driver_ok();
         let mut tx_free = [0u8; TX_BUFS];
         for (i, f) in tx_free.iter_mut().enumerate() {
@@ -67,6 +81,7 @@ impl Net {
             tx,
             features,
             mac,
+            mtu,
             rx_slot: [0; 256],
             tx_slot: [0; 256],
             tx_free,
@@ -116,10 +131,21 @@ impl Net {
         true
     }
 
+    /// Queues a frame the caller keeps in its own memory, which the device
+    /// only reads (net-bench sends one 64 KiB TSO frame many times): no
+    /// transmit slot is taken. Err when the ring is full.
+    pub fn send_shared(&mut self, addr: u64, len: u32) -> Result<(), &'static str> {
+        self.reclaim();
+        let head = self.tx.submit(&[Buf { addr, len, write: false }]).ok_or("net-tx-full")?;
+        self.tx_slot[head as usize] = SHARED;
+        self.tx.kick();
+        Ok(())
+    }
+
     /// Takes back transmit slots the device is done with.
     fn reclaim(&mut self) {
         while let Some(c) = self.tx.poll() {
-            if c.known {
+            if c.known && self.tx_slot[c.head as usize] != SHARED {
                 self.tx_free[self.tx_nfree] = self.tx_slot[c.head as usize];
                 self.tx_nfree += 1;
             }

@@ -2,7 +2,10 @@
 //! used rings in a static page-aligned buffer. The driver side only: it
 //! hands out descriptor chains, publishes them, notifies once per batch
 //! (skipped while the device sets VIRTQ_USED_F_NO_NOTIFY) and polls the
-//! used ring. Malformed chains for blk-evil go through `submit_raw`.
+//! used ring. Malformed chains for blk-evil go through `submit_raw`. With
+//! EVENT_IDX negotiated it notifies only when the new index passes the
+//! device's `avail_event`, and asks for an interrupt at the next
+//! completion through `used_event` (as Linux does; the probe polls).
 
 use core::sync::atomic::{fence, Ordering};
 
@@ -69,6 +72,7 @@ pub struct Queue {
     /// Avail entries written since the last `kick`.
     pending: u16,
     pub notifies: u64,
+    event_idx: bool,
 }
 
 fn w16(a: u64, v: u16) {
@@ -135,6 +139,7 @@ impl Queue {
             used_idx: 0,
             pending: 0,
             notifies: 0,
+            event_idx: super::event_idx_on(),
         })
     }
 
@@ -210,12 +215,20 @@ impl Queue {
         // Descriptors and ring entries before the index the device reads.
         fence(Ordering::Release);
         w16(self.base + AVAIL_OFF + 2, self.avail_idx);
+        let old = self.avail_idx.wrapping_sub(self.pending);
         self.pending = 0;
         // The index store must be visible before reading the device's flag
-        // (store-load order needs a full fence on x86), else both sides can
-        // miss each other.
+        // or event (store-load order needs a full fence on x86), else both
+        // sides can miss each other.
         fence(Ordering::SeqCst);
-        if r16(self.base + USED_OFF) & USED_F_NO_NOTIFY == 0 {
+        let wanted = if self.event_idx {
+            // vring_need_event: did the index pass `avail_event`?
+            let event = r16(self.base + USED_OFF + 4 + 8 * self.size as u64);
+            self.avail_idx.wrapping_sub(event).wrapping_sub(1) < self.avail_idx.wrapping_sub(old)
+        } else {
+            r16(self.base + USED_OFF) & USED_F_NO_NOTIFY == 0
+        };
+        if wanted {
             self.notify_now();
         }
     }
@@ -241,6 +254,9 @@ impl Queue {
         let id = r32(e);
         let len = r32(e + 4);
         self.used_idx = self.used_idx.wrapping_add(1);
+        if self.event_idx {
+            w16(self.base + AVAIL_OFF + 4 + 2 * self.size as u64, self.used_idx);
+        }
         let known = (id as usize) < self.size as usize && self.chain_len[id as usize] != 0;
         if known {
             self.release(id as u16);

@@ -36,6 +36,10 @@ pub fn rules() -> Vec<Rule> {
             "virtio-net: the offloads the guest accepted go to its tap at start and reset",
         ),
         Rule::ioctl(
+            libc::TUNSETQUEUE,
+            "virtio-net multiqueue: tap queues past the pairs in use are detached at start",
+        ),
+        Rule::ioctl(
             KVM_IRQFD,
             "wiring device interrupts (INTx, MSI-X) to eventfds",
         ),

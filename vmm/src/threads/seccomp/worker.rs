@@ -84,6 +84,10 @@ pub fn rules(kind: &str) -> Vec<Rule> {
                 libc::MSG_DONTWAIT as u64,
                 "passt: the next piece of a length-prefixed frame, never blocking",
             ),
+            Rule::ioctl(
+                libc::TUNSETQUEUE,
+                "multiqueue: attaching and detaching tap queues as the guest enables pairs",
+            ),
         ]),
         _ => {}
     }
