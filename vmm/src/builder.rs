@@ -230,7 +230,13 @@ fn place_devices(
     dm.add_legacy(hv, &res.console, config.rtc, &res.layout)?;
     let w = Wiring { hv, mem: &res.mem };
     for (i, (d, disk)) in config.drives.iter().zip(&res.disks).enumerate() {
-        dm.add_virtio(&w, &d.id, Box::new(block_device(i, d, disk)), d.transport)?;
+        if !d.is_ata(machine) {
+            dm.add_virtio(&w, &d.id, Box::new(block_device(i, d, disk)), d.transport)?;
+        }
+    }
+    if machine.ide_buses > 0 {
+        let units = devmgr::ata::ata_units(&config.drives, &res.disks, machine);
+        dm.add_ide(hv, &res.mem, units)?;
     }
     let mut count: HashMap<&str, usize> = HashMap::new();
     for (d, f) in config.devices.iter().zip(&res.devices) {

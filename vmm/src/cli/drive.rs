@@ -4,7 +4,8 @@
 
 use super::{bad, CliError, KeyVals};
 use crate::config::{
-    AioConfig, CacheConfig, DetectZeroesConfig, DiscardConfig, DriveConfig, Transport,
+    AioConfig, CacheConfig, DetectZeroesConfig, DiscardConfig, DriveAttach, DriveConfig,
+    DriveInterface, Transport,
 };
 
 /// The most queues a virtio-blk device takes (`VmConfig::validate`
@@ -38,6 +39,9 @@ impl Drives {
                 "discard",
                 "detect-zeroes",
                 "file.locking",
+                "index",
+                "bus",
+                "unit",
             ],
         )?;
         let file = kv
@@ -51,14 +55,33 @@ impl Drives {
                 Some(x) => Err(bad(opt, x, format!("{k} takes on or off"))),
             }
         };
-        let implicit = match kv.get("if").unwrap_or("virtio") {
-            "virtio" => true,
-            "none" => false,
-            i => return Err(bad(opt, i, "only if=virtio and if=none are supported")),
+        let (implicit, interface) = match kv.get("if") {
+            None => (true, None),
+            Some("virtio") => (true, Some(DriveInterface::Virtio)),
+            Some("ide") => (true, Some(DriveInterface::Ide)),
+            Some("none") => (false, Some(DriveInterface::None)),
+            Some(i) => return Err(bad(opt, i, "if is virtio, ide or none")),
         };
-        if kv.get("media").is_some_and(|m| m != "disk") {
-            return Err(bad(opt, v, "only media=disk is supported"));
-        }
+        let cdrom = match kv.get("media") {
+            None | Some("disk") => false,
+            Some("cdrom") => true,
+            Some(m) => return Err(bad(opt, m, "media is disk or cdrom")),
+        };
+        let number = |k: &str| -> Result<Option<u32>, CliError> {
+            kv.get(k)
+                .map(|n| {
+                    n.parse::<u32>()
+                        .map_err(|_| bad(opt, n, format!("{k} must be a whole number")))
+                })
+                .transpose()
+        };
+        let attach = DriveAttach {
+            interface,
+            cdrom,
+            index: number("index")?,
+            bus: number("bus")?,
+            unit: number("unit")?,
+        };
         let cache = match kv.get("cache").unwrap_or("writeback") {
             "writeback" => CacheConfig::Writeback,
             "none" | "directsync" => CacheConfig::None,
@@ -101,7 +124,7 @@ impl Drives {
             id,
             file: file.into(),
             format: kv.get("format").map(str::to_string),
-            read_only: on_off("readonly")?,
+            read_only: on_off("readonly")? || cdrom,
             cache,
             snapshot: on_off("snapshot")?,
             num_queues: 1,
@@ -114,9 +137,22 @@ impl Drives {
             discard,
             detect_zeroes,
             aio,
+            attach,
         };
         self.drives.push((d, implicit));
         Ok(())
+    }
+
+    /// `-cdrom FILE`: QEMU's `-drive file=FILE,index=2,media=cdrom`.
+    pub(super) fn cdrom(&mut self, opt: &str, file: &str) -> Result<(), CliError> {
+        if file.contains(',') {
+            return Err(bad(
+                opt,
+                file,
+                "use -drive file=...,media=cdrom for a name with commas",
+            ));
+        }
+        self.drive(opt, &format!("file={file},index=2,media=cdrom"))
     }
 
     pub(super) fn device(&mut self, opt: &str, v: &str) -> Result<(), CliError> {

@@ -11,6 +11,7 @@
 //! `MachineModel`, never from tests on the machine type.
 
 pub mod alloc;
+pub mod ata;
 mod console;
 mod hv;
 pub mod kinds;

@@ -126,6 +126,24 @@ impl PciPlatform {
         Ok((Placement::Pci { bdf }, t))
     }
 
+    /// A chipset function `func` in the ISA bridge's slot (PIIX3 IDE at
+    /// 01.1).
+    pub fn add_chipset_function(
+        &mut self,
+        func: u8,
+        dev: casemate_devices::pci::SharedPciDevice,
+    ) -> Result<Bdf, DevError> {
+        let RootState::Building(root) = &mut self.root else {
+            unreachable!("devices are added before finish()");
+        };
+        root.add_function(self.host.isa_slot, func, dev)?;
+        Ok(Bdf {
+            bus: 0,
+            dev: self.host.isa_slot,
+            func,
+        })
+    }
+
     /// Map the configuration mechanisms and every function's BARs.
     pub fn finish(&mut self, buses: &Buses) -> Result<(), DevError> {
         let root = match std::mem::replace(&mut self.root, RootState::Building(PciRoot::new())) {

@@ -58,6 +58,12 @@ pub struct MachineModel {
     pub acpi_default: bool,
     /// PCI slots on bus 0 left for devices after the host and ISA bridges.
     pub pci_device_slots: usize,
+    /// IDE buses (two units each) for `if=ide` drives and CD-ROMs.
+    pub ide_buses: u8,
+    /// Why there are none, appended to the refusal (empty: no reason).
+    pub ide_missing: &'static str,
+    /// A plain `-drive` is IDE here (QEMU's default interface on pc).
+    pub default_ide: bool,
 }
 
 /// The model of `kind`.

@@ -21,4 +21,7 @@ pub static MODEL: MachineModel = MachineModel {
     acpi_default: true,
     // Devices take slots 2 to 30 (31 is the LPC bridge).
     pci_device_slots: 29,
+    ide_buses: 0,
+    ide_missing: " yet (AHCI is not built)",
+    default_ide: false,
 };

@@ -1,0 +1,149 @@
+//! How a drive attaches when it is not virtio-blk: `if=ide`, a plain
+//! `-drive` on a machine whose default interface is IDE (pc, as QEMU's),
+//! `media=cdrom`/`-cdrom`, and `index=`/`bus=`/`unit=`; and the IDE slot
+//! each such drive takes, checked against the machine's controllers.
+//! Owns placement rules only; the device models are
+//! `casemate_devices::ata`, their wiring `devmgr::ata`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, DriveConfig};
+use crate::machine::MachineModel;
+
+/// `-drive if=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriveInterface {
+    Virtio,
+    Ide,
+    /// Carried by a `-device` naming the drive.
+    None,
+}
+
+/// See the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriveAttach {
+    /// None: the machine's default interface.
+    pub interface: Option<DriveInterface>,
+    /// An ATAPI CD-ROM (read-only, 2048-byte blocks).
+    pub cdrom: bool,
+    /// `index=` (bus * 2 + unit).
+    pub index: Option<u32>,
+    pub bus: Option<u32>,
+    pub unit: Option<u32>,
+}
+
+/// An IDE drive's place: `drive` indexes `VmConfig::drives`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdeSlot {
+    pub drive: usize,
+    pub bus: u8,
+    pub unit: u8,
+}
+
+impl DriveConfig {
+    /// Whether the drive goes on the machine's IDE (or, later, AHCI)
+    /// controller rather than virtio-blk.
+    pub fn is_ata(&self, m: &MachineModel) -> bool {
+        self.transport.is_none()
+            && match self.attach.interface {
+                Some(i) => i == DriveInterface::Ide,
+                None => self.attach.cdrom || m.default_ide,
+            }
+    }
+}
+
+fn problem(d: &DriveConfig, why: impl Into<String>) -> ConfigError {
+    ConfigError::Device {
+        id: d.id.clone(),
+        why: why.into(),
+    }
+}
+
+/// The IDE slot of every ATA drive, in drive order: an explicit
+/// `index=` or `bus=`/`unit=` first, the rest in the first free slot, as
+/// QEMU assigns them.
+pub fn ide_slots(drives: &[DriveConfig], m: &MachineModel) -> Result<Vec<IdeSlot>, ConfigError> {
+    let buses = u32::from(m.ide_buses);
+    let mut taken: Vec<Option<usize>> = vec![None; (buses * 2) as usize];
+    let mut out = Vec::new();
+    let mut later = Vec::new();
+    for (i, d) in drives.iter().enumerate() {
+        if !d.is_ata(m) {
+            if d.attach.cdrom {
+                return Err(problem(d, "media=cdrom needs if=ide"));
+            }
+            continue;
+        }
+        if buses == 0 {
+            return Err(problem(
+                d,
+                format!(
+                    "machine {} has no IDE controller{} (use if=virtio)",
+                    m.name, m.ide_missing
+                ),
+            ));
+        }
+        let a = d.attach;
+        let at = match (a.index, a.bus, a.unit) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(problem(d, "index= cannot be combined with bus= or unit="))
+            }
+            (Some(ix), None, None) => Some(ix),
+            (None, None, None) => None,
+            (None, b, u) => {
+                let u = u.unwrap_or(0);
+                if u > 1 {
+                    return Err(problem(
+                        d,
+                        format!("unit={u}: an IDE bus has units 0 and 1"),
+                    ));
+                }
+                Some(b.unwrap_or(0).saturating_mul(2).saturating_add(u))
+            }
+        };
+        match at {
+            Some(ix) => {
+                let slot = taken.get_mut(ix as usize).ok_or_else(|| {
+                    problem(
+                        d,
+                        format!(
+                            "IDE slot {ix} does not exist (machine {} has {} buses of 2 units)",
+                            m.name, buses
+                        ),
+                    )
+                })?;
+                if let Some(o) = slot {
+                    return Err(problem(
+                        d,
+                        format!("IDE slot {ix} is already taken by drive {}", drives[*o].id),
+                    ));
+                }
+                *slot = Some(i);
+                out.push(IdeSlot {
+                    drive: i,
+                    bus: (ix / 2) as u8,
+                    unit: (ix % 2) as u8,
+                });
+            }
+            None => later.push(i),
+        }
+    }
+    for i in later {
+        let Some(ix) = taken.iter().position(Option::is_none) else {
+            return Err(problem(
+                &drives[i],
+                format!("no free IDE slot (machine {} has {})", m.name, buses * 2),
+            ));
+        };
+        taken[ix] = Some(i);
+        out.push(IdeSlot {
+            drive: i,
+            bus: (ix / 2) as u8,
+            unit: (ix % 2) as u8,
+        });
+    }
+    out.sort_by_key(|s| s.drive);
+    Ok(out)
+}
