@@ -147,3 +147,89 @@ pub fn ide_slots(drives: &[DriveConfig], m: &MachineModel) -> Result<Vec<IdeSlot
     out.sort_by_key(|s| s.drive);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{parse, Command};
+    use crate::config::MachineKind;
+    use crate::machine::model;
+
+    fn drives(args: &[&str]) -> Vec<DriveConfig> {
+        match parse(args.iter().map(|s| s.to_string())) {
+            Ok(Command::Run { config, .. }) => config.drives,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn slots(m: MachineKind, args: &[&str]) -> Result<Vec<(u8, u8)>, String> {
+        ide_slots(&drives(args), model(m))
+            .map(|v| v.iter().map(|s| (s.bus, s.unit)).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn plain_drives_are_ide_on_pc_and_virtio_elsewhere() {
+        let d = drives(&["-drive", "file=/a"]);
+        assert!(d[0].is_ata(model(MachineKind::Pc)));
+        assert!(!d[0].is_ata(model(MachineKind::Microvm)));
+        assert!(!d[0].is_ata(model(MachineKind::Q35)));
+        let d = drives(&["-drive", "file=/a,if=virtio"]);
+        assert!(!d[0].is_ata(model(MachineKind::Pc)));
+    }
+
+    #[test]
+    fn slots_follow_qemu_index_bus_unit_and_cdrom_is_secondary_master() {
+        assert_eq!(
+            slots(
+                MachineKind::Pc,
+                &[
+                    "-drive",
+                    "file=/a",
+                    "-cdrom",
+                    "/c",
+                    "-drive",
+                    "file=/b,if=ide"
+                ]
+            ),
+            Ok(vec![(0, 0), (1, 0), (0, 1)])
+        );
+        assert_eq!(
+            slots(MachineKind::Pc, &["-drive", "file=/a,if=ide,bus=1,unit=1"]),
+            Ok(vec![(1, 1)])
+        );
+        let d = drives(&["-cdrom", "/c"]);
+        assert!(d[0].read_only && d[0].attach.cdrom);
+        for (args, want) in [
+            (
+                &["-drive", "file=/a,index=4"][..],
+                "IDE slot 4 does not exist",
+            ),
+            (&["-drive", "file=/a,unit=2"][..], "units 0 and 1"),
+            (
+                &[
+                    "-drive",
+                    "file=/a,index=1",
+                    "-drive",
+                    "file=/b,bus=0,unit=1",
+                ][..],
+                "already taken",
+            ),
+            (
+                &["-drive", "file=/a,if=virtio,media=cdrom"][..],
+                "needs if=ide",
+            ),
+        ] {
+            let e = slots(MachineKind::Pc, args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let e = slots(MachineKind::Microvm, &["-drive", "file=/a,if=ide"]).unwrap_err();
+        assert!(e.contains("machine microvm has no IDE controller"), "{e}");
+        let e = slots(MachineKind::Q35, &["-cdrom", "/c"]).unwrap_err();
+        assert!(e.contains("AHCI"), "{e}");
+        let five: Vec<&str> = ["-drive", "file=/a"].repeat(5);
+        assert!(slots(MachineKind::Pc, &five)
+            .unwrap_err()
+            .contains("no free IDE slot"));
+    }
+}
