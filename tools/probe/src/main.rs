@@ -6,6 +6,7 @@
 #![no_main]
 
 mod acpi;
+mod ata;
 mod boot;
 mod bootinfo;
 mod cmdline;

@@ -14,6 +14,7 @@ mod blk_reboot;
 mod exits;
 mod fault;
 mod hello;
+mod ide;
 mod net;
 mod net_evil;
 mod rng;
@@ -45,6 +46,9 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "blk-reboot", run: blk_reboot::run },
     Probe { name: "net", run: net::run },
     Probe { name: "net-evil", run: net::run_evil },
+    Probe { name: "ide-pio", run: ide::run_pio },
+    Probe { name: "ide-dma", run: ide::run_dma },
+    Probe { name: "ide-evil", run: ide::run_evil },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
