@@ -142,9 +142,11 @@ impl Channel {
         };
     }
 
+    /// The device's INTRQ: the bus master's interrupt bit follows the
+    /// line, so with nIEN set neither changes (as on hardware and QEMU).
     fn raise(&mut self) {
-        self.bm.status |= bmdma::ST_INTR;
         if self.ctl & CTL_NIEN == 0 {
+            self.bm.status |= bmdma::ST_INTR;
             if let Err(e) = self.irq.trigger() {
                 log::error!("{}: raising the interrupt: {e}", self.name);
             }

@@ -233,17 +233,40 @@ impl Ide {
         outl(bm + 4, table as u32);
         self.issue48(if write { 0x35 } else { 0x25 }, lba, count);
         outb(bm, if write { 0x01 } else { 0x09 });
-        let d = self.done()?;
+        // With nIEN the interrupt bit stays clear (as on hardware): the
+        // end is the device idle (no BSY, no DRQ) and the bus master
+        // inactive, or an error.
         let end = rdtsc() + tsc::us_to_ticks(TIMEOUT_US);
-        // The interrupt bit says the transfer ended (either way).
-        while inb(bm + 2) & 0x04 == 0 && d.ok() {
+        loop {
+            let s = self.alt();
+            let b = inb(bm + 2);
+            if s & ERR != 0 || b & 0x02 != 0 || (s & (BSY | DRQ) == 0 && b & 0x01 == 0) {
+                break;
+            }
             if rdtsc() > end {
                 return Err("bm-timeout");
             }
         }
+        let d = self.done()?;
         let bst = inb(bm + 2);
         outb(bm, 0);
         Ok((d, bst))
+    }
+
+    /// Software reset of the channel (SRST), the bus master stopped, and
+    /// the MULTIPLE block set again.
+    pub fn reset(&self) -> Result<(), &'static str> {
+        if let Some(bm) = self.bm {
+            outb(bm, 0);
+        }
+        outb(self.ctl, 0x06);
+        tsc::delay_us(10);
+        outb(self.ctl, 0x02);
+        self.select();
+        self.wait(DRDY)?;
+        outb(self.cmd + 2, MULTIPLE as u8);
+        outb(self.cmd + 7, 0xc6);
+        self.wait(DRDY).map(|_| ())
     }
 
     /// A non-data command (FLUSH CACHE EXT, ...).

@@ -1,4 +1,4 @@
-//! `probe=ide-pio|ide-dma [ro=1] [bus=N] [unit=N]` and `probe=ide-evil`:
+//! `probe=ide-pio|ide-dma [ro=1] [bus=N] [unit=N]` and `probe=ide-evil [strict=1]`:
 //! an IDE disk driven through the legacy ports (PIO) or bus-master DMA.
 //! The round trip writes the CONTRACT.md pattern at sector 0, the middle,
 //! the last sector and a 40-sector run (three DRQ blocks of MULTIPLE in
@@ -149,17 +149,32 @@ pub fn run_dma(ctx: &Ctx) -> Outcome {
     round_trip(ctx, Mode::Dma)
 }
 
-/// One hostile case: Ok(true) when it ended in an error status.
-fn case(name: &str, r: Result<Done, &'static str>) -> Result<(), &'static str> {
-    let r = r?;
-    Line::topic("ide-evil")
-        .kv_word("case", name)
-        .kv_hex("status", r.status as u64)
+/// One hostile case. An error status passes; a device that never ends
+/// the command is reported (`refused=hang`), reset, and the run goes on,
+/// so the same mode runs on peers whose controllers hang there (the
+/// host test asserts `refused=1` for Casemate); a success fails under
+/// `strict=1` (QEMU, for one, drops DMA to addresses outside RAM and
+/// reports success).
+fn case(d: &Ide, strict: bool, name: &str, r: Result<Done, &'static str>) -> Result<(), &'static str> {
+    let mut l = Line::topic("ide-evil");
+    l.kv_word("case", name);
+    let r = match r {
+        Err("bm-timeout" | "ide-timeout") => {
+            l.kv_word("refused", "hang").emit();
+            return d.reset();
+        }
+        r => r?,
+    };
+    l.kv_hex("status", r.status as u64)
         .kv_hex("error", r.error as u64)
         .kv_word("refused", if r.ok() { "0" } else { "1" })
         .emit();
-    if r.ok() {
+    if r.ok() && strict {
         return Err("evil-accepted");
+    }
+    if r.ok() || r.status & 0x08 != 0 {
+        // Whatever the device thinks it is doing now, start clean.
+        return d.reset();
     }
     Ok(())
 }
@@ -168,29 +183,27 @@ pub fn run_evil(ctx: &Ctx) -> Outcome {
     let d = open(ctx, Mode::Dma)?;
     let cap = d.sectors;
     let buf = DATA.addr();
+    let strict = ctx.args.number("strict", 0).map_err(|_| "bad-arg")? != 0;
     let dma = |table: u64, write: bool, lba: u64, n: u16| d.dma(write, lba, n, table).map(|(r, _)| r);
-    case("prd-table-outside-ram", dma(OUTSIDE_RAM, false, 0, 1))?;
+    case(&d, strict, "prd-table-outside-ram", dma(OUTSIDE_RAM, false, 0, 1))?;
     let t = set_prds(&[prd(OUTSIDE_RAM, 512, true)]);
-    case("prd-region-outside-ram", dma(t, false, 0, 1))?;
+    case(&d, strict, "prd-region-outside-ram", dma(t, false, 0, 1))?;
     let t = set_prds(&[prd(buf, 512, true)]);
-    case("prd-too-short", dma(t, false, 0, 2))?;
+    case(&d, strict, "prd-too-short", dma(t, false, 0, 2))?;
     let t = set_prds(&[prd(buf, 1024, true)]);
-    case("dma-past-end", dma(t, false, cap - 1, 2))?;
-    case("pio-past-end", d.pio(false, cap, 1, buf, false))?;
+    case(&d, strict, "dma-past-end", dma(t, false, cap - 1, 2))?;
+    case(&d, strict, "pio-past-end", d.pio(false, cap, 1, buf, false))?;
     // Count 0 is 65536 sectors: more than the disk has.
-    case("overlong-count", d.pio(false, 0, 0, buf, false))?;
-    case("unknown-command", d.simple(0xfe))?;
-    // The absent slave: its registers do not hold what is written and a
+    case(&d, strict, "overlong-count", d.pio(false, 0, 0, buf, false))?;
+    case(&d, strict, "unknown-command", d.simple(0xfe))?;
+    // The absent slave: nobody drives its status (no DRDY), and a
     // command to it starts nothing (no DRQ, no busy).
     let absent = Ide { cmd: d.cmd, ctl: d.ctl, unit: 1 - d.unit, sectors: 0, bm: None };
-    if Ide::present(0, absent.unit) {
-        return Err("absent-unit-answers");
-    }
     absent.issue48(0x24, 0, 1);
     let s = crate::io::inb(d.ctl);
     Line::topic("ide-evil").kv_word("case", "absent-unit").kv_hex("status", s as u64).emit();
-    if s & 0x88 != 0 {
-        return Err("absent-unit-busy");
+    if s & 0xc8 != 0 {
+        return Err("absent-unit-answers");
     }
     // Still working: a valid DMA and PIO round trip.
     for mode in [Mode::Dma, Mode::Pio] {
