@@ -34,9 +34,9 @@ fn pc_linux_ata_piix_writes_a_disk_and_mounts_a_cdrom() {
     let disk = s.file("disk.raw", &vec![0u8; 16 << 20]);
     // Three CD blocks and a bit: reads cross 2048-byte sectors.
     let data: Vec<u8> = (0..7000u32)
-        .map(|i| (i * 2654435761u32 >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    std::fs::create_dir(s.path("iso")).unwrap();
+    std::fs::create_dir_all(s.path("iso")).unwrap();
     std::fs::write(s.path("iso").join("data.bin"), &data).unwrap();
     let iso = s.path("cd.iso");
     let st = Command::new("genisoimage")
