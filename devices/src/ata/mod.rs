@@ -19,13 +19,16 @@
 //! answer at all, as on a real cable); nothing panics and nothing is
 //! written outside the request.
 
+pub mod ahci;
 pub mod atapi;
 pub mod bmdma;
 pub mod channel;
 pub mod cmd;
+pub mod exec;
 pub mod ide;
 pub mod piix;
 pub mod regs;
+pub mod sg;
 pub mod unit;
 
 #[cfg(test)]
