@@ -1,7 +1,7 @@
-//! The Linux guest tier on the emulated IDE controller: Linux's own
-//! ata_piix, sd and sr drivers on `pc` read and write a disk given as a
-//! plain `-drive` (IDE there, as on QEMU) and mount an ISO 9660 image
-//! given with `-cdrom`; the guest's writes land in the host file and the
+//! The Linux guest tier on the emulated ATA controllers: Linux's own
+//! ata_piix (pc) and ahci (q35), sd and sr drivers read and write a disk
+//! given as a plain `-drive` (IDE or AHCI there, as on QEMU) and mount an
+//! ISO 9660 image given with `-cdrom`; the guest's writes land in the host file and the
 //! file it reads from the CD is the one the host put in the image.
 
 use std::process::Command;
@@ -18,7 +18,17 @@ fn fnv1a(data: &[u8]) -> u64 {
 
 #[test]
 fn pc_linux_ata_piix_writes_a_disk_and_mounts_a_cdrom() {
-    let test = "pc_linux_ata_piix_writes_a_disk_and_mounts_a_cdrom";
+    boot("pc", "ata_piix");
+}
+
+#[test]
+fn q35_linux_ahci_writes_a_disk_and_mounts_a_cdrom() {
+    boot("q35", "ahci");
+}
+
+/// One boot on `machine`, whose controller Linux's `driver` must drive.
+fn boot(machine: &'static str, driver: &str) {
+    let test = &format!("{machine}_linux_{driver}_writes_a_disk_and_mounts_a_cdrom");
     if !kvm_or_skip(test) {
         return;
     }
@@ -30,7 +40,7 @@ fn pc_linux_ata_piix_writes_a_disk_and_mounts_a_cdrom() {
         println!("SKIP {test}: genisoimage is not installed");
         return;
     }
-    let s = Scratch::new("linux-ata");
+    let s = Scratch::new(&format!("linux-ata-{machine}"));
     let disk = s.file("disk.raw", &vec![0u8; 16 << 20]);
     // Three CD blocks and a bit: reads cross 2048-byte sectors.
     let data: Vec<u8> = (0..7000u32)
@@ -47,7 +57,7 @@ fn pc_linux_ata_piix_writes_a_disk_and_mounts_a_cdrom() {
         .unwrap();
     assert!(st.success(), "genisoimage failed");
 
-    let boot = LinuxBoot::new(pci_machine(&a, "pc"), &a).init_arg("casemate.mode=ata");
+    let boot = LinuxBoot::new(pci_machine(&a, machine), &a).init_arg("casemate.mode=ata");
     let mut cmd = boot.casemate();
     cmd.args(["-drive", &format!("file={disk},format=raw")])
         .arg("-cdrom")
@@ -56,7 +66,10 @@ fn pc_linux_ata_piix_writes_a_disk_and_mounts_a_cdrom() {
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
     r.assert_ok();
     assert!(out.status.success(), "exit {:?}\n{log}", out.status);
-    assert!(log.contains("ata_piix"), "Linux's ata_piix drove it\n{log}");
+    assert!(
+        log.contains(&format!("scsi host0: {driver}")),
+        "Linux's {driver} drove it\n{log}"
+    );
     assert!(log.contains("[sr0]"), "the CD-ROM was found\n{log}");
     assert_eq!(r.want("disk"), "/dev/sda", "{log}");
     assert_eq!(r.want("mismatches"), "0", "{log}");

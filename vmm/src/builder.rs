@@ -236,7 +236,11 @@ fn place_devices(
     }
     if machine.ide_buses > 0 {
         let units = devmgr::ata::ata_units(&config.drives, &res.disks, machine);
-        dm.add_ide(hv, &res.mem, units)?;
+        if machine.ahci {
+            dm.add_ahci(hv, &res.mem, units)?;
+        } else {
+            dm.add_ide(hv, &res.mem, units)?;
+        }
     }
     let mut count: HashMap<&str, usize> = HashMap::new();
     for (d, f) in config.devices.iter().zip(&res.devices) {

@@ -146,9 +146,11 @@ Casemate options:
   -device virtio-blk-device|virtio-blk-pci,drive=ID[,num-queues=N]
                                 the disk on virtio-mmio (microvm) or virtio-pci
                                 (pc, q35); if=virtio picks the machine's own
-                                a plain -drive is IDE on pc (PIIX3, as QEMU's
-                                default) and virtio elsewhere
-  -cdrom FILE                   an ATAPI CD-ROM on IDE (pc): secondary master
+                                a plain -drive is IDE on pc (PIIX3) and AHCI on
+                                q35 (ICH9, six ports), as QEMU's default;
+                                virtio on microvm
+  -cdrom FILE                   an ATAPI CD-ROM: secondary master (pc), AHCI
+                                port 2 (q35)
   -snapshot                     all drives write to a temporary overlay
                                 (kept across guest reboots, gone at exit)
   -object rng-random,id=ID[,filename=/dev/urandom] | rng-builtin,id=ID

@@ -2,6 +2,7 @@
 //! `-drive` on a machine whose default interface is IDE (pc, as QEMU's),
 //! `media=cdrom`/`-cdrom`, and `index=`/`bus=`/`unit=`; and the IDE slot
 //! each such drive takes, checked against the machine's controllers.
+//! On q35 the buses are the AHCI ports (one unit each), as QEMU's.
 //! Owns placement rules only; the device models are
 //! `casemate_devices::ata`, their wiring `devmgr::ata`.
 
@@ -28,7 +29,7 @@ pub struct DriveAttach {
     pub interface: Option<DriveInterface>,
     /// An ATAPI CD-ROM (read-only, 2048-byte blocks).
     pub cdrom: bool,
-    /// `index=` (bus * 2 + unit).
+    /// `index=` (bus * units per bus + unit).
     pub index: Option<u32>,
     pub bus: Option<u32>,
     pub unit: Option<u32>,
@@ -66,7 +67,8 @@ fn problem(d: &DriveConfig, why: impl Into<String>) -> ConfigError {
 /// QEMU assigns them.
 pub fn ide_slots(drives: &[DriveConfig], m: &MachineModel) -> Result<Vec<IdeSlot>, ConfigError> {
     let buses = u32::from(m.ide_buses);
-    let mut taken: Vec<Option<usize>> = vec![None; (buses * 2) as usize];
+    let units = u32::from(m.ide_units).max(1);
+    let mut taken: Vec<Option<usize>> = vec![None; (buses * units) as usize];
     let mut out = Vec::new();
     let mut later = Vec::new();
     for (i, d) in drives.iter().enumerate() {
@@ -94,13 +96,13 @@ pub fn ide_slots(drives: &[DriveConfig], m: &MachineModel) -> Result<Vec<IdeSlot
             (None, None, None) => None,
             (None, b, u) => {
                 let u = u.unwrap_or(0);
-                if u > 1 {
+                if u >= units {
                     return Err(problem(
                         d,
-                        format!("unit={u}: an IDE bus has units 0 and 1"),
+                        format!("unit={u}: a bus of machine {} has {units} unit(s)", m.name),
                     ));
                 }
-                Some(b.unwrap_or(0).saturating_mul(2).saturating_add(u))
+                Some(b.unwrap_or(0).saturating_mul(units).saturating_add(u))
             }
         };
         match at {
@@ -109,8 +111,8 @@ pub fn ide_slots(drives: &[DriveConfig], m: &MachineModel) -> Result<Vec<IdeSlot
                     problem(
                         d,
                         format!(
-                            "IDE slot {ix} does not exist (machine {} has {} buses of 2 units)",
-                            m.name, buses
+                            "IDE slot {ix} does not exist (machine {} has {} buses of {} unit(s))",
+                            m.name, buses, units
                         ),
                     )
                 })?;
@@ -123,8 +125,8 @@ pub fn ide_slots(drives: &[DriveConfig], m: &MachineModel) -> Result<Vec<IdeSlot
                 *slot = Some(i);
                 out.push(IdeSlot {
                     drive: i,
-                    bus: (ix / 2) as u8,
-                    unit: (ix % 2) as u8,
+                    bus: (ix / units) as u8,
+                    unit: (ix % units) as u8,
                 });
             }
             None => later.push(i),
@@ -134,14 +136,18 @@ pub fn ide_slots(drives: &[DriveConfig], m: &MachineModel) -> Result<Vec<IdeSlot
         let Some(ix) = taken.iter().position(Option::is_none) else {
             return Err(problem(
                 &drives[i],
-                format!("no free IDE slot (machine {} has {})", m.name, buses * 2),
+                format!(
+                    "no free IDE slot (machine {} has {})",
+                    m.name,
+                    buses * units
+                ),
             ));
         };
         taken[ix] = Some(i);
         out.push(IdeSlot {
             drive: i,
-            bus: (ix / 2) as u8,
-            unit: (ix % 2) as u8,
+            bus: (ix / units as usize) as u8,
+            unit: (ix % units as usize) as u8,
         });
     }
     out.sort_by_key(|s| s.drive);
@@ -173,7 +179,7 @@ mod tests {
         let d = drives(&["-drive", "file=/a"]);
         assert!(d[0].is_ata(model(MachineKind::Pc)));
         assert!(!d[0].is_ata(model(MachineKind::Microvm)));
-        assert!(!d[0].is_ata(model(MachineKind::Q35)));
+        assert!(d[0].is_ata(model(MachineKind::Q35)), "AHCI on q35");
         let d = drives(&["-drive", "file=/a,if=virtio"]);
         assert!(!d[0].is_ata(model(MachineKind::Pc)));
     }
@@ -205,7 +211,7 @@ mod tests {
                 &["-drive", "file=/a,index=4"][..],
                 "IDE slot 4 does not exist",
             ),
-            (&["-drive", "file=/a,unit=2"][..], "units 0 and 1"),
+            (&["-drive", "file=/a,unit=2"][..], "has 2 unit(s)"),
             (
                 &[
                     "-drive",
@@ -225,8 +231,13 @@ mod tests {
         }
         let e = slots(MachineKind::Microvm, &["-drive", "file=/a,if=ide"]).unwrap_err();
         assert!(e.contains("machine microvm has no IDE controller"), "{e}");
-        let e = slots(MachineKind::Q35, &["-cdrom", "/c"]).unwrap_err();
-        assert!(e.contains("AHCI"), "{e}");
+        // q35: six AHCI ports of one unit; -cdrom's index 2 is port 2.
+        assert_eq!(
+            slots(MachineKind::Q35, &["-drive", "file=/a", "-cdrom", "/c"]),
+            Ok(vec![(0, 0), (2, 0)])
+        );
+        let e = slots(MachineKind::Q35, &["-drive", "file=/a,bus=0,unit=1"]).unwrap_err();
+        assert!(e.contains("1 unit(s)"), "{e}");
         let five: Vec<&str> = ["-drive", "file=/a"].repeat(5);
         assert!(slots(MachineKind::Pc, &five)
             .unwrap_err()

@@ -1,4 +1,6 @@
-//! The emulated IDE controller of machines that have one (pc): the PIIX3
+//! The emulated ATA controller of machines that have one. On q35 the
+//! ICH9 AHCI function at 00:1f.2 (BAR5 in the 32-bit window, INTA# on
+//! the slot's routed GSI) with six ports. On pc the PIIX3
 //! IDE function at 00:01.1 with its bus-master BAR, and both channels at
 //! their legacy ports and ISA interrupts (14 and 15, edge, through the
 //! IOAPIC pins the MP table and MADT give ISA IRQs). Units come from the
@@ -8,12 +10,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use casemate_devices::ata::ahci::{self, Ahci};
 use casemate_devices::ata::ide::{self, CommandPorts, ControlPort, SharedChannel};
 use casemate_devices::ata::piix::PiixIde;
 use casemate_devices::ata::{Channel, Media, Unit, UnitConfig};
 use vm_memory::GuestMemoryMmap;
 
 use super::{DevError, DeviceInfo, DeviceManager, Hypervisor, Placement};
+use crate::arch::layout::pci_intx_gsi;
 use crate::config::ata::IdeSlot;
 
 /// Where the bus-master BAR starts: the first I/O address firmware hands
@@ -21,6 +25,44 @@ use crate::config::ata::IdeSlot;
 const BM_PORT: u16 = 0xc000;
 
 impl DeviceManager {
+    /// Place the AHCI controller with `units` on their ports.
+    pub fn add_ahci(
+        &mut self,
+        hv: &dyn Hypervisor,
+        mem: &GuestMemoryMmap,
+        units: Vec<(IdeSlot, Unit)>,
+    ) -> Result<(), DevError> {
+        let mut ports: [Option<Unit>; ahci::PORTS] = Default::default();
+        for (s, u) in units {
+            if let Some(p) = ports.get_mut(usize::from(s.bus)) {
+                *p = Some(u);
+            }
+        }
+        let no_pci = || DevError::NoTransport {
+            device: "ich9-ahci".into(),
+            machine: self.machine.name,
+            transport: "PCI",
+        };
+        let pci = self.pci.as_mut().ok_or_else(no_pci)?;
+        let abar = pci.take_mem32("ich9-ahci", ahci::ABAR_LEN)?;
+        let gsi = pci_intx_gsi(pci.isa_slot(), 0);
+        let intx = hv.intx(gsi)?;
+        let dev = Ahci::new(ports, mem.clone(), intx, gsi as u8, abar).map_err(|e| {
+            DevError::PciDevice {
+                device: "ich9-ahci".into(),
+                source: std::io::Error::other(e),
+            }
+        })?;
+        let bdf = pci.add_chipset_function(2, Arc::new(Mutex::new(dev)))?;
+        self.devices.push(DeviceInfo {
+            key: self.devices.len() as u32,
+            id: "ahci".into(),
+            name: "ich9-ahci".into(),
+            placement: Placement::Pci { bdf },
+        });
+        Ok(())
+    }
+
     /// Place the IDE controller with `units` in their slots.
     pub fn add_ide(
         &mut self,

@@ -144,6 +144,16 @@ impl PciPlatform {
         })
     }
 
+    /// `size` bytes of the 32-bit memory window for a chipset function's BAR.
+    pub fn take_mem32(&mut self, name: &str, size: u64) -> Result<u64, DevError> {
+        Ok(self.mmio32.take(name, size, size)?)
+    }
+
+    /// The ISA/LPC bridge's slot, where chipset functions go.
+    pub fn isa_slot(&self) -> u8 {
+        self.host.isa_slot
+    }
+
     /// Map the configuration mechanisms and every function's BARs.
     pub fn finish(&mut self, buses: &Buses) -> Result<(), DevError> {
         let root = match std::mem::replace(&mut self.root, RootState::Building(PciRoot::new())) {

@@ -22,6 +22,8 @@ pub static MODEL: MachineModel = MachineModel {
     // Devices take slots 2 to 31.
     pci_device_slots: 30,
     ide_buses: 2,
+    ide_units: 2,
+    ahci: false,
     ide_missing: "",
     default_ide: true,
 };
