@@ -510,7 +510,7 @@ impl Channel {
             u.sense = s;
         }
         self.tf.count = IREASON_IO | IREASON_COD;
-        self.fail(s.key << 4 | error::ABRT);
+        self.fail(s.key << 4);
     }
 
     /// Offer `self.buf` as one ATAPI DRQ block.

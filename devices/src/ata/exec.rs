@@ -165,7 +165,7 @@ fn copy(
 fn run_packet(u: &mut Unit, acmd: &[u8; 12], sg: &Sg, mem: &GuestMemoryMmap) -> Ended {
     let sense_fail = |u: &mut Unit, s: atapi::Sense| {
         u.sense = s;
-        fail(s.key << 4 | error::ABRT)
+        fail(s.key << 4)
     };
     match atapi::execute(u, acmd) {
         Reply::Done => ok(0, false),

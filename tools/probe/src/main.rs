@@ -6,6 +6,7 @@
 #![no_main]
 
 mod acpi;
+mod ahci;
 mod ata;
 mod boot;
 mod bootinfo;

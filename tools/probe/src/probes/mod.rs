@@ -6,6 +6,7 @@
 use crate::bootinfo::BootInfo;
 use crate::cmdline::Args;
 
+mod ahci;
 mod bar_move;
 mod blk;
 mod blk_bench;
@@ -49,6 +50,9 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "ide-pio", run: ide::run_pio },
     Probe { name: "ide-dma", run: ide::run_dma },
     Probe { name: "ide-evil", run: ide::run_evil },
+    Probe { name: "ahci", run: ahci::run },
+    Probe { name: "ahci-evil", run: ahci::run_evil },
+    Probe { name: "ahci-cd", run: ahci::run_cd },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
