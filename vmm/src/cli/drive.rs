@@ -18,6 +18,8 @@ const MAX_QUEUES: u64 = 16;
 pub(super) struct Drives {
     drives: Vec<(DriveConfig, bool)>,
     devices: Vec<(String, u16, Transport)>,
+    /// `-device ide-hd|ide-cd`: drive id, CD-ROM, bus and unit.
+    ide: Vec<(String, bool, Option<u32>, Option<u32>)>,
     pub(super) snapshot: bool,
 }
 
@@ -157,6 +159,9 @@ impl Drives {
 
     pub(super) fn device(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
         let kv = KeyVals::parse(opt, v, "driver")?;
+        if let cd @ ("ide-hd" | "ide-cd") = kv.get("driver").unwrap_or_default() {
+            return self.ide_device(opt, v, &kv, cd == "ide-cd");
+        }
         let transport = match kv.get("driver").unwrap_or_default() {
             "virtio-blk-device" => Transport::Mmio,
             "virtio-blk-pci" => Transport::Pci,
@@ -183,7 +188,52 @@ impl Drives {
         Ok(())
     }
 
+    /// `-device ide-hd|ide-cd,drive=ID[,bus=ide.N][,unit=U]`: QEMU's names
+    /// for a disk or CD-ROM on the machine's IDE (pc) or AHCI (q35) bus.
+    fn ide_device(&mut self, opt: &str, v: &str, kv: &KeyVals, cd: bool) -> Result<(), CliError> {
+        kv.only(opt, &["driver", "drive", "bus", "unit", "id", "serial"])?;
+        let drive = kv
+            .get("drive")
+            .ok_or_else(|| bad(opt, v, "drive= is required"))?
+            .to_string();
+        let bus = match kv.get("bus") {
+            None => None,
+            Some(b) => Some(
+                b.strip_prefix("ide.")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .ok_or_else(|| bad(opt, b, "bus is ide.N"))?,
+            ),
+        };
+        let unit = match kv.get("unit") {
+            None => None,
+            Some(u) => Some(
+                u.parse::<u32>()
+                    .map_err(|_| bad(opt, u, "unit must be a whole number"))?,
+            ),
+        };
+        self.ide.push((drive, cd, bus, unit));
+        Ok(())
+    }
+
     pub(super) fn finish(mut self) -> Result<Vec<DriveConfig>, CliError> {
+        for (drive, cd, bus, unit) in &self.ide {
+            let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
+                return Err(bad("-device", drive, "no -drive has this id"));
+            };
+            if *implicit {
+                return Err(bad(
+                    "-device",
+                    drive,
+                    "this drive is already used by a device",
+                ));
+            }
+            d.attach.interface = Some(DriveInterface::Ide);
+            d.attach.cdrom |= *cd;
+            d.read_only |= *cd;
+            d.attach.bus = *bus;
+            d.attach.unit = *unit;
+            *implicit = true;
+        }
         for (drive, queues, transport) in &self.devices {
             let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
                 return Err(bad("-device", drive, "no -drive has this id"));

@@ -151,6 +151,8 @@ Casemate options:
                                 virtio on microvm
   -cdrom FILE                   an ATAPI CD-ROM: secondary master (pc), AHCI
                                 port 2 (q35)
+  -device ide-hd|ide-cd,drive=ID[,bus=ide.N][,unit=U]
+                                an if=none drive as an IDE/AHCI disk or CD-ROM
   -snapshot                     all drives write to a temporary overlay
                                 (kept across guest reboots, gone at exit)
   -object rng-random,id=ID[,filename=/dev/urandom] | rng-builtin,id=ID

@@ -238,6 +238,23 @@ mod tests {
         );
         let e = slots(MachineKind::Q35, &["-drive", "file=/a,bus=0,unit=1"]).unwrap_err();
         assert!(e.contains("1 unit(s)"), "{e}");
+        // QEMU's -device ide-hd/ide-cd on an if=none drive.
+        assert_eq!(
+            slots(
+                MachineKind::Q35,
+                &[
+                    "-drive",
+                    "file=/a,if=none,id=d0",
+                    "-device",
+                    "ide-hd,drive=d0,bus=ide.4",
+                    "-drive",
+                    "file=/c,if=none,id=c0,media=cdrom",
+                    "-device",
+                    "ide-cd,drive=c0,bus=ide.1",
+                ]
+            ),
+            Ok(vec![(4, 0), (1, 0)])
+        );
         let five: Vec<&str> = ["-drive", "file=/a"].repeat(5);
         assert!(slots(MachineKind::Pc, &five)
             .unwrap_err()
