@@ -77,6 +77,10 @@ impl DeviceManager {
         let [primary, secondary] = buses;
         let p = self.ide_channel("ide0", primary, ide::PRIMARY, hv, mem)?;
         let s = self.ide_channel("ide1", secondary, ide::SECONDARY, hv, mem)?;
+        // The data ports' 16-bit writes (`rep outsw`) may queue: the
+        // channel consumes them in order before any other access.
+        self.coalesced_pio.push((ide::PRIMARY.0, 2));
+        self.coalesced_pio.push((ide::SECONDARY.0, 2));
         let piix = PiixIde::new([p, s], BM_PORT).map_err(|e| DevError::PciDevice {
             device: "piix3-ide".into(),
             source: std::io::Error::other(e),

@@ -7,6 +7,7 @@ use crate::bootinfo::BootInfo;
 use crate::cmdline::Args;
 
 mod ahci;
+mod ata_bench;
 mod bar_move;
 mod blk;
 mod blk_bench;
@@ -53,6 +54,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "ahci", run: ahci::run },
     Probe { name: "ahci-evil", run: ahci::run_evil },
     Probe { name: "ahci-cd", run: ahci::run_cd },
+    Probe { name: "ata-bench", run: ata_bench::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
