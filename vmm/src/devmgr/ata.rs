@@ -1,6 +1,6 @@
 //! The emulated ATA controller of machines that have one. On q35 the
-//! ICH9 AHCI function at 00:1f.2 (BAR5 in the 32-bit window, INTA# on
-//! the slot's routed GSI) with six ports. On pc the PIIX3
+//! ICH9 AHCI function at 00:1f.2 (BAR5 in the 32-bit window, one MSI
+//! vector, INTA# on the slot's routed GSI) with six ports. On pc the PIIX3
 //! IDE function at 00:01.1 with its bus-master BAR, and both channels at
 //! their legacy ports and ISA interrupts (14 and 15, edge, through the
 //! IOAPIC pins the MP table and MADT give ISA IRQs). Units come from the
@@ -47,7 +47,8 @@ impl DeviceManager {
         let abar = pci.take_mem32("ich9-ahci", ahci::ABAR_LEN)?;
         let gsi = pci_intx_gsi(pci.isa_slot(), 0);
         let intx = hv.intx(gsi)?;
-        let dev = Ahci::new(ports, mem.clone(), intx, gsi as u8, abar).map_err(|e| {
+        let msi = hv.msi_vectors(1)?;
+        let dev = Ahci::new(ports, mem.clone(), (intx, gsi as u8), msi, abar).map_err(|e| {
             DevError::PciDevice {
                 device: "ich9-ahci".into(),
                 source: std::io::Error::other(e),

@@ -3,9 +3,11 @@
 //! and ATAPI CD-ROMs. The HBA registers sit in BAR5 (memory, 4 KiB); the
 //! command lists, FIS receive areas and command tables live in guest RAM
 //! (`port`). Commands run synchronously on the vCPU thread that writes
-//! PxCI, as the IDE channel's do. The interrupt is INTx, level-triggered,
-//! asserted while any enabled port has an enabled cause pending (MSI is
-//! not offered yet). NCQ is not offered (CAP.SNCQ clear).
+//! PxCI, as the IDE channel's do. Interrupts: one MSI vector (an MSI
+//! capability, 64-bit, no masking) sent for every new enabled cause once
+//! the guest enables it; otherwise INTx, level-triggered, asserted while
+//! any enabled port has an enabled cause pending. NCQ is not offered
+//! (CAP.SNCQ clear).
 
 pub mod port;
 
@@ -14,7 +16,11 @@ use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
 use crate::bus::BusAction;
-use crate::pci::{BarKind, BarRange, IntxLine, PciConfig, PciConfigError, PciDevice, PciIds};
+use crate::pci::config::overlaps;
+use crate::pci::{
+    BarKind, BarRange, IntxLine, MsiMessage, MsiVectors, PciConfig, PciConfigError, PciDevice,
+    PciIds,
+};
 use port::Port;
 
 use super::unit::Unit;
@@ -35,16 +41,27 @@ pub struct Ahci {
     mem: GuestMemoryMmap,
     intx: Arc<dyn IntxLine>,
     asserted: bool,
+    msi: Arc<dyn MsiVectors>,
+    /// The MSI capability's offset, and whether the guest enabled it.
+    msi_cap: u16,
+    msi_on: bool,
 }
+
+/// MSI capability body: control (64-bit, one vector), address, data.
+const MSI_BODY: [u8; 14] = [0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// Enable and the multiple-message enable field; address and data.
+const MSI_MASK: [u8; 14] = [
+    0x71, 0, 0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+];
 
 impl Ahci {
     /// The function with `units` on ports 0..6, BAR5 at `abar`, INTA# on
-    /// interrupt line `line`.
+    /// interrupt line `line`, and one MSI vector.
     pub fn new(
         units: [Option<Unit>; PORTS],
         mem: GuestMemoryMmap,
-        intx: Arc<dyn IntxLine>,
-        line: u8,
+        (intx, line): (Arc<dyn IntxLine>, u8),
+        msi: Arc<dyn MsiVectors>,
         abar: u64,
     ) -> Result<Self, PciConfigError> {
         let mut cfg = PciConfig::new(&PciIds {
@@ -61,6 +78,7 @@ impl Ahci {
         cfg.set_bar_addr(ABAR, abar)?;
         cfg.set_interrupt(line, 1);
         cfg.set_command(crate::pci::config::CMD_MEMORY | crate::pci::config::CMD_BUS_MASTER);
+        let msi_cap = cfg.add_capability(0x05, &MSI_BODY, &MSI_MASK)?;
         Ok(Self {
             cfg,
             ghc: GHC_AE,
@@ -69,6 +87,9 @@ impl Ahci {
             mem,
             intx,
             asserted: false,
+            msi,
+            msi_cap,
+            msi_on: false,
         })
     }
 
@@ -109,11 +130,39 @@ impl Ahci {
             0x100..=0x4ff => {
                 let i = ((off - 0x100) / 0x80) as usize;
                 if let Some(p) = self.ports.get_mut(i) {
+                    let before = p.is & p.ie;
                     p.write(off % 0x80, v, &self.mem);
+                    if p.is & p.ie & !before != 0 {
+                        self.new_cause();
+                    }
                 }
             }
             _ => {}
         }
+        self.update_irq();
+    }
+
+    /// A port gained an enabled cause: with MSI on, that is a message.
+    fn new_cause(&mut self) {
+        if self.msi_on && self.ghc & GHC_IE != 0 {
+            if let Err(e) = self.msi.trigger(0) {
+                log::error!("ahci: sending MSI: {e}");
+            }
+        }
+    }
+
+    /// Follow the guest's MSI capability: route the vector when enabled.
+    fn msi_update(&mut self) {
+        let c = self.msi_cap;
+        let on = self.cfg.u16_at(c + 2) & 1 != 0;
+        let msg = MsiMessage {
+            addr: u64::from(self.cfg.u32_at(c + 4)) | u64::from(self.cfg.u32_at(c + 8)) << 32,
+            data: u32::from(self.cfg.u16_at(c + 12)),
+        };
+        if let Err(e) = self.msi.route(0, on.then_some(msg)) {
+            log::error!("ahci: routing MSI: {e}");
+        }
+        self.msi_on = on;
         self.update_irq();
     }
 
@@ -124,7 +173,7 @@ impl Ahci {
                 self.is |= 1 << i;
             }
         }
-        let want = self.ghc & GHC_IE != 0 && self.is != 0;
+        let want = self.ghc & GHC_IE != 0 && self.is != 0 && !self.msi_on;
         if want && !self.asserted {
             if let Err(e) = self.intx.assert() {
                 log::error!("ahci: raising INTx: {e}");
@@ -147,6 +196,9 @@ impl PciDevice for Ahci {
 
     fn config_write(&mut self, offset: u16, data: &[u8]) -> BusAction {
         self.cfg.write(offset, data);
+        if overlaps(offset, data.len(), self.msi_cap, MSI_BODY.len() + 2) {
+            self.msi_update();
+        }
         BusAction::None
     }
 

@@ -8,7 +8,7 @@ use super::port::{IS_DHRS, IS_HBFS, IS_TFES};
 use super::*;
 use crate::ata::testing::{mem_disk, MemDisk};
 use crate::ata::unit::{Media, UnitConfig};
-use crate::pci::testing::FakeIntx;
+use crate::pci::testing::{FakeIntx, FakeMsi};
 
 const CLB: u64 = 0x1000;
 const FB: u64 = 0x2000;
@@ -20,6 +20,7 @@ struct Rig {
     mem: GuestMemoryMmap,
     disk: Arc<MemDisk>,
     intx: Arc<FakeIntx>,
+    msi: Arc<FakeMsi>,
 }
 
 fn rig() -> Rig {
@@ -32,12 +33,21 @@ fn rig() -> Rig {
         read_only: false,
     });
     let units = [Some(u), None, None, None, None, None];
-    let hba = Ahci::new(units, mem.clone(), intx.clone(), 10, 0xfebf_0000).unwrap();
+    let msi = Arc::new(FakeMsi::new(1));
+    let hba = Ahci::new(
+        units,
+        mem.clone(),
+        (intx.clone(), 10),
+        msi.clone(),
+        0xfebf_0000,
+    )
+    .unwrap();
     let mut r = Rig {
         hba,
         mem,
         disk,
         intx,
+        msi,
     };
     r.w(0x04, 1 << 1);
     r.w(0x100, CLB as u32);
@@ -142,4 +152,26 @@ fn tables_outside_ram_and_bad_ranges_fail_the_command_only() {
     r.w(0x110, u32::MAX);
     r.issue(0x25, 0, 1, false, &[(DATA, 512)], CT);
     assert_eq!(r.r(0x120) & 0xff, 0x50);
+}
+
+#[test]
+fn with_msi_enabled_each_completion_is_a_message_and_intx_stays_low() {
+    let mut r = rig();
+    let mut p = [0u8; 1];
+    r.hba.config_read(0x34, &mut p);
+    let cap = u16::from(p[0]);
+    let mut id = [0u8; 1];
+    r.hba.config_read(cap, &mut id);
+    assert_eq!(id[0], 0x05, "MSI capability");
+    r.hba.config_write(cap + 4, &0xfee0_0000u32.to_le_bytes());
+    r.hba.config_write(cap + 12, &0x0041u16.to_le_bytes());
+    r.hba.config_write(cap + 2, &1u16.to_le_bytes());
+    r.msi.take();
+    r.issue(0x25, 0, 1, false, &[(DATA, 512)], CT);
+    // The driver's handler clears the causes it saw.
+    r.w(0x110, u32::MAX);
+    r.w(0x08, u32::MAX);
+    r.issue(0x25, 1, 1, false, &[(DATA, 512)], CT);
+    assert_eq!(r.msi.triggers(), vec![0, 0], "one message per completion");
+    assert!(!r.intx.level());
 }
