@@ -266,10 +266,7 @@ impl Channel {
                 dma,
             } => {
                 let t = match cmd::transfer(&self.tf, write, ext, m, dma, multiple, sectors) {
-                    Ok(t) if write && read_only => {
-                        let _ = t;
-                        return self.fail(error::ABRT);
-                    }
+                    Ok(_) if write && read_only => return self.fail(error::ABRT),
                     Ok(t) => t,
                     Err(Refusal::Aborted) => return self.fail(error::ABRT),
                     Err(Refusal::OutOfRange) => return self.fail(error::IDNF | error::ABRT),
