@@ -162,6 +162,19 @@ fn atapi_reads_the_disc_and_a_read_past_the_end_is_illegal_request() {
     );
     assert!(console.contains(&want), "{want}\n{console}");
     assert!(console.contains("sense_key=0x5 asc=0x21"), "{console}");
+    // QEMU's long form: an if=none drive on `-device ide-cd` at port 3.
+    let (r, out) = boot_probe(&[
+        "-M",
+        "q35",
+        "-drive",
+        &format!("file={iso},format=raw,if=none,id=cd0,media=cdrom"),
+        "-device",
+        "ide-cd,drive=cd0,bus=ide.3",
+        "-append",
+        "probe=ahci-cd port=3",
+    ]);
+    r.assert_ok();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&want));
 }
 
 #[test]
