@@ -2,7 +2,7 @@
 # Installs what the tests need on a fresh Debian 12 machine: QEMU 7.2 (the
 # reference peer: qemu-system-x86 with the matching qemu-utils, installed
 # together because a newer qemu-utils may be present that qemu-system-x86
-# would conflict with), iproute2 and passt (-netdev user). Idempotent: does nothing when present.
+# would conflict with), iproute2, passt (-netdev user) and genisoimage. Idempotent: does nothing when present.
 set -euo pipefail
 
 want_qemu() {
@@ -28,5 +28,11 @@ if ! command -v passt >/dev/null 2>&1; then
     echo "setup: installing passt" >&2
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq passt >/dev/null
+fi
+# genisoimage: the ISO images -cdrom tests mount (tests/tests/linux_ata.rs).
+if ! command -v genisoimage >/dev/null 2>&1; then
+    echo "setup: installing genisoimage" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq genisoimage >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust stable) is required" >&2; exit 1; }

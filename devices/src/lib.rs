@@ -10,6 +10,7 @@
 //! (`BusAction`), which the VMM applies. That keeps every device testable
 //! on any host.
 
+pub mod ata;
 pub mod bus;
 pub mod irq;
 pub mod legacy;

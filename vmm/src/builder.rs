@@ -230,7 +230,17 @@ fn place_devices(
     dm.add_legacy(hv, &res.console, config.rtc, &res.layout)?;
     let w = Wiring { hv, mem: &res.mem };
     for (i, (d, disk)) in config.drives.iter().zip(&res.disks).enumerate() {
-        dm.add_virtio(&w, &d.id, Box::new(block_device(i, d, disk)), d.transport)?;
+        if !d.is_ata(machine) {
+            dm.add_virtio(&w, &d.id, Box::new(block_device(i, d, disk)), d.transport)?;
+        }
+    }
+    if machine.ide_buses > 0 {
+        let units = devmgr::ata::ata_units(&config.drives, &res.disks, machine);
+        if machine.ahci {
+            dm.add_ahci(hv, &res.mem, units)?;
+        } else {
+            dm.add_ide(hv, &res.mem, units)?;
+        }
     }
     let mut count: HashMap<&str, usize> = HashMap::new();
     let virtio = config
@@ -254,6 +264,22 @@ fn place_devices(
     }
     dm.finish()?;
     Ok(dm)
+}
+
+/// Register `ports` as coalesced PIO zones and map the VM's ring through
+/// its first vCPU.
+fn coalesce_pio(
+    vm: &Vm,
+    vcpu: &kvm_ioctls::VcpuFd,
+    ports: &[(u64, u32)],
+) -> Result<crate::vstate::coalesced::CoalescedRing, BuildError> {
+    for &(port, len) in ports {
+        vm.fd
+            .register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(port), len)
+            .map_err(|e| BuildError::Vm(VmError::Kvm("register_coalesced_mmio", e)))?;
+    }
+    crate::vstate::coalesced::CoalescedRing::map(vcpu)
+        .map_err(|e| BuildError::Vm(VmError::Kvm("mapping the coalesced I/O ring", e.into())))
 }
 
 fn boot_once(
@@ -304,6 +330,7 @@ fn run_vm(
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| BuildError::Vm(VmError::Kvm("get_supported_cpuid", e)))?;
     let mut runners = Vec::new();
+    let mut coalesced = None;
     for (index, &apic_id) in apic_ids.iter().enumerate() {
         let index = index as u32;
         let err = vcpu_err(index);
@@ -328,12 +355,16 @@ fn run_vm(
         regs::setup_msrs(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_fpu(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_lapic(&fd, index).map_err(|e| err(e.into()))?;
+        if coalesced.is_none() && !dm.coalesced_pio().is_empty() {
+            coalesced = Some(Arc::new(coalesce_pio(vm, &fd, dm.coalesced_pio())?));
+        }
         runners.push(VcpuRunner {
             fd,
             index,
             buses: dm.buses.clone(),
             stop: stop.clone(),
             ctl: tx.clone(),
+            coalesced: coalesced.clone(),
         });
     }
 

@@ -56,6 +56,13 @@ impl PlainFunction {
         Self::new("q35-host", 0x29c0, 0x00, SUBCLASS_HOST)
     }
 
+    /// The same function announcing more functions in its slot (header
+    /// type bit 7), as PIIX3 does for its IDE function at 01.1.
+    pub fn multifunction(mut self) -> Self {
+        self.cfg.set_u8(0x0e, 0x80);
+        self
+    }
+
     /// ICH9 LPC bridge (8086:2918), `-machine q35` slot 31.
     pub fn ich9_lpc() -> Self {
         Self::new("ich9-lpc", 0x2918, 0x02, SUBCLASS_ISA)

@@ -56,17 +56,22 @@ fn mismatches(buf: &[u8], lba: u64, want: impl Fn(u64) -> u64) -> u64 {
 }
 
 pub fn run() -> Outcome {
-    let fd = sys::open(c"/dev/vda", sys::O_RDWR).map_err(|e| failed("open-vda", e, "no-disk"))?;
+    run_on(c"/dev/vda")
+}
+
+/// The same on another disk (`ata` mode: /dev/sda).
+pub fn run_on(dev: sys::Path) -> Outcome {
+    let fd = sys::open(dev, sys::O_RDWR).map_err(|e| failed("open-disk", e, "no-disk"))?;
     let size = sys::size_by_seek(fd).map_err(|e| failed("lseek", e, "blk-io"))?;
     Line::topic("blk")
-        .word("disk", "/dev/vda")
+        .word("disk", dev.to_str().unwrap_or("?"))
         .u("size_bytes", size)
         .emit();
     if size < MIN_BYTES {
         return Err("disk-too-small");
     }
-    let direct = sys::open(c"/dev/vda", sys::O_RDONLY | sys::O_DIRECT)
-        .map_err(|e| failed("open-vda-direct", e, "blk-io"))?;
+    let direct = sys::open(dev, sys::O_RDONLY | sys::O_DIRECT)
+        .map_err(|e| failed("open-disk-direct", e, "blk-io"))?;
     let mut buf = Buf([0; MAX_SECTORS * SECTOR]);
 
     // What the host wrote before boot, read past the page cache.

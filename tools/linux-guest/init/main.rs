@@ -6,7 +6,7 @@
 //! isa-debug-exit (port 0xf4), then reboot(2), which with `reboot=k` resets
 //! through the i8042 (`-no-reboot` makes that an exit).
 //!
-//! Kernel command line: `casemate.mode=hello|blk|rng|net` or a comma-separated
+//! Kernel command line: `casemate.mode=hello|blk|rng|net|ata` or a comma-separated
 //! list of them (default hello), `casemate.int80=1` (one getpid through
 //! `int $0x80`), `casemate.fork=1` (a child that exits 7),
 //! `casemate.exit=debug`; for `net`: `casemate.ip=A.B.C.D/N`,
@@ -16,6 +16,7 @@
 #![no_std]
 #![no_main]
 
+mod ata;
 mod blk;
 mod line;
 #[path = "../../probe/src/mem.rs"]
@@ -86,6 +87,7 @@ fn run(args: &Args) -> Outcome {
             b"blk" => blk::run()?,
             b"rng" => rng::run()?,
             b"net" => net::run(args)?,
+            b"ata" => ata::run()?,
             other => {
                 Line::topic("unknown_mode").text("mode", other).emit();
                 return Err("unknown-mode");

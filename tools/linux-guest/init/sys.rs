@@ -36,6 +36,7 @@ mod nr {
     pub const WAIT4: usize = 61;
     pub const FSYNC: usize = 74;
     pub const MOUNT: usize = 165;
+    pub const MKDIR: usize = 83;
     pub const REBOOT: usize = 169;
     pub const IOPERM: usize = 173;
     pub const CLOCK_GETTIME: usize = 228;
@@ -123,6 +124,21 @@ pub fn mount(src: Path, target: Path, fstype: Path) -> Result<usize> {
         fstype.as_ptr() as usize,
         0,
     )
+}
+
+/// A read-only mount (MS_RDONLY): a CD-ROM refuses any other.
+pub fn mount_ro(src: Path, target: Path, fstype: Path) -> Result<usize> {
+    sys(
+        nr::MOUNT,
+        src.as_ptr() as usize,
+        target.as_ptr() as usize,
+        fstype.as_ptr() as usize,
+        1,
+    )
+}
+
+pub fn mkdir(path: Path) -> Result<usize> {
+    sys(nr::MKDIR, path.as_ptr() as usize, 0o755, 0, 0)
 }
 
 /// Milliseconds since the kernel started (CLOCK_BOOTTIME).

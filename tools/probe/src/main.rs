@@ -6,6 +6,8 @@
 #![no_main]
 
 mod acpi;
+mod ahci;
+mod ata;
 mod boot;
 mod bootinfo;
 mod cmdline;

@@ -4,7 +4,8 @@
 
 use super::{bad, CliError, KeyVals};
 use crate::config::{
-    AioConfig, CacheConfig, DetectZeroesConfig, DiscardConfig, DriveConfig, Transport,
+    AioConfig, CacheConfig, DetectZeroesConfig, DiscardConfig, DriveAttach, DriveConfig,
+    DriveInterface, Transport,
 };
 
 /// The most queues a virtio-blk device takes (`VmConfig::validate`
@@ -17,6 +18,8 @@ const MAX_QUEUES: u64 = 16;
 pub(super) struct Drives {
     drives: Vec<(DriveConfig, bool)>,
     devices: Vec<(String, u16, Transport)>,
+    /// `-device ide-hd|ide-cd`: drive id, CD-ROM, bus and unit.
+    ide: Vec<(String, bool, Option<u32>, Option<u32>)>,
     pub(super) snapshot: bool,
 }
 
@@ -38,6 +41,9 @@ impl Drives {
                 "discard",
                 "detect-zeroes",
                 "file.locking",
+                "index",
+                "bus",
+                "unit",
             ],
         )?;
         let file = kv
@@ -51,14 +57,33 @@ impl Drives {
                 Some(x) => Err(bad(opt, x, format!("{k} takes on or off"))),
             }
         };
-        let implicit = match kv.get("if").unwrap_or("virtio") {
-            "virtio" => true,
-            "none" => false,
-            i => return Err(bad(opt, i, "only if=virtio and if=none are supported")),
+        let (implicit, interface) = match kv.get("if") {
+            None => (true, None),
+            Some("virtio") => (true, Some(DriveInterface::Virtio)),
+            Some("ide") => (true, Some(DriveInterface::Ide)),
+            Some("none") => (false, Some(DriveInterface::None)),
+            Some(i) => return Err(bad(opt, i, "if is virtio, ide or none")),
         };
-        if kv.get("media").is_some_and(|m| m != "disk") {
-            return Err(bad(opt, v, "only media=disk is supported"));
-        }
+        let cdrom = match kv.get("media") {
+            None | Some("disk") => false,
+            Some("cdrom") => true,
+            Some(m) => return Err(bad(opt, m, "media is disk or cdrom")),
+        };
+        let number = |k: &str| -> Result<Option<u32>, CliError> {
+            kv.get(k)
+                .map(|n| {
+                    n.parse::<u32>()
+                        .map_err(|_| bad(opt, n, format!("{k} must be a whole number")))
+                })
+                .transpose()
+        };
+        let attach = DriveAttach {
+            interface,
+            cdrom,
+            index: number("index")?,
+            bus: number("bus")?,
+            unit: number("unit")?,
+        };
         let cache = match kv.get("cache").unwrap_or("writeback") {
             "writeback" => CacheConfig::Writeback,
             "none" | "directsync" => CacheConfig::None,
@@ -101,7 +126,7 @@ impl Drives {
             id,
             file: file.into(),
             format: kv.get("format").map(str::to_string),
-            read_only: on_off("readonly")?,
+            read_only: on_off("readonly")? || cdrom,
             cache,
             snapshot: on_off("snapshot")?,
             num_queues: 1,
@@ -114,13 +139,29 @@ impl Drives {
             discard,
             detect_zeroes,
             aio,
+            attach,
         };
         self.drives.push((d, implicit));
         Ok(())
     }
 
+    /// `-cdrom FILE`: QEMU's `-drive file=FILE,index=2,media=cdrom`.
+    pub(super) fn cdrom(&mut self, opt: &str, file: &str) -> Result<(), CliError> {
+        if file.contains(',') {
+            return Err(bad(
+                opt,
+                file,
+                "use -drive file=...,media=cdrom for a name with commas",
+            ));
+        }
+        self.drive(opt, &format!("file={file},index=2,media=cdrom"))
+    }
+
     pub(super) fn device(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
         let kv = KeyVals::parse(opt, v, "driver")?;
+        if let cd @ ("ide-hd" | "ide-cd") = kv.get("driver").unwrap_or_default() {
+            return self.ide_device(opt, v, &kv, cd == "ide-cd");
+        }
         let transport = match kv.get("driver").unwrap_or_default() {
             "virtio-blk-device" => Transport::Mmio,
             "virtio-blk-pci" => Transport::Pci,
@@ -147,7 +188,52 @@ impl Drives {
         Ok(())
     }
 
+    /// `-device ide-hd|ide-cd,drive=ID[,bus=ide.N][,unit=U]`: QEMU's names
+    /// for a disk or CD-ROM on the machine's IDE (pc) or AHCI (q35) bus.
+    fn ide_device(&mut self, opt: &str, v: &str, kv: &KeyVals, cd: bool) -> Result<(), CliError> {
+        kv.only(opt, &["driver", "drive", "bus", "unit", "id", "serial"])?;
+        let drive = kv
+            .get("drive")
+            .ok_or_else(|| bad(opt, v, "drive= is required"))?
+            .to_string();
+        let bus = match kv.get("bus") {
+            None => None,
+            Some(b) => Some(
+                b.strip_prefix("ide.")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .ok_or_else(|| bad(opt, b, "bus is ide.N"))?,
+            ),
+        };
+        let unit = match kv.get("unit") {
+            None => None,
+            Some(u) => Some(
+                u.parse::<u32>()
+                    .map_err(|_| bad(opt, u, "unit must be a whole number"))?,
+            ),
+        };
+        self.ide.push((drive, cd, bus, unit));
+        Ok(())
+    }
+
     pub(super) fn finish(mut self) -> Result<Vec<DriveConfig>, CliError> {
+        for (drive, cd, bus, unit) in &self.ide {
+            let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
+                return Err(bad("-device", drive, "no -drive has this id"));
+            };
+            if *implicit {
+                return Err(bad(
+                    "-device",
+                    drive,
+                    "this drive is already used by a device",
+                ));
+            }
+            d.attach.interface = Some(DriveInterface::Ide);
+            d.attach.cdrom |= *cd;
+            d.read_only |= *cd;
+            d.attach.bus = *bus;
+            d.attach.unit = *unit;
+            *implicit = true;
+        }
         for (drive, queues, transport) in &self.devices {
             let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
                 return Err(bad("-device", drive, "no -drive has this id"));

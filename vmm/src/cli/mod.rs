@@ -139,13 +139,21 @@ Casemate options:
                                 kernel to the audit log/dmesg: development)
   -h, --help                    this text
   -V, --version                 version
-  -drive file=F[,format=raw|qcow2][,if=virtio|none][,id=ID][,readonly=on]
+  -drive file=F[,format=raw|qcow2][,if=virtio|ide|none][,id=ID][,readonly=on]
+         [,media=disk|cdrom][,index=N|,bus=B,unit=U]
          [,cache=writeback|none|writethrough|unsafe][,snapshot=on]
          [,discard=ignore|unmap][,detect-zeroes=off|on|unmap]
          [,aio=threads|native|io_uring][,file.locking=on|off]
   -device virtio-blk-device|virtio-blk-pci,drive=ID[,num-queues=N]
                                 the disk on virtio-mmio (microvm) or virtio-pci
                                 (pc, q35); if=virtio picks the machine's own
+                                a plain -drive is IDE on pc (PIIX3) and AHCI on
+                                q35 (ICH9, six ports), as QEMU's default;
+                                virtio on microvm
+  -cdrom FILE                   an ATAPI CD-ROM: secondary master (pc), AHCI
+                                port 2 (q35)
+  -device ide-hd|ide-cd,drive=ID[,bus=ide.N][,unit=U]
+                                an if=none drive as an IDE/AHCI disk or CD-ROM
   -snapshot                     all drives write to a temporary overlay
                                 (kept across guest reboots, gone at exit)
   -object rng-random,id=ID[,filename=/dev/urandom] | rng-builtin,id=ID
@@ -190,15 +198,14 @@ flushed, exit 0).
                                 10.0.2.2 = the host's loopback; also -nic user
 Not supported yet (rejected by name, all at once):
 other -object and -device types, -vga, -monitor, -S, -bios, -boot, -hda,
--cdrom, -audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
+-audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
 ";
 
 /// QEMU options Casemate does not support: name, whether it takes a
 /// value (so that parsing goes on past it), and why.
 const NOT_YET: &[(&str, bool, &str)] = &[
-    ("hda", true, "use -drive file=...,if=virtio"),
-    ("hdb", true, "use -drive file=...,if=virtio"),
-    ("cdrom", true, "no CD-ROM device"),
+    ("hda", true, "use -drive file=...,if=ide or if=virtio"),
+    ("hdb", true, "use -drive file=...,if=ide or if=virtio"),
     ("fda", true, "no floppy device"),
     ("vga", true, "no display devices (-vga none is accepted)"),
     (
@@ -457,6 +464,7 @@ fn option(
         "no-acpi" => p.no_acpi = true,
         "usb" => p.usb = true,
         "drive" => p.drives.drive(raw, &val()?)?,
+        "cdrom" => p.drives.cdrom(raw, &val()?)?,
         "device" => {
             let mut v = val()?;
             if v.trim_start().starts_with('{') {

@@ -4,6 +4,7 @@
 //! `validate()`, which reports every problem at once. No I/O, no KVM: the CLI
 //! and the JSON loader produce a `VmConfig`; the builder consumes it.
 
+pub mod ata;
 pub mod device;
 pub mod fdset;
 pub mod json;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use ata::{DriveAttach, DriveInterface};
 pub use device::DeviceConfig;
 pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
@@ -105,6 +107,9 @@ pub struct DriveConfig {
     /// kernel allow, else threads.
     #[serde(default)]
     pub aio: Option<AioConfig>,
+    /// `if=`, `media=`, `index=`/`bus=`/`unit=` (see `ata`).
+    #[serde(default)]
+    pub attach: DriveAttach,
 }
 
 /// `-drive discard=`: whether the guest's discards may free space.

@@ -193,6 +193,9 @@ impl VmConfig {
                 t.blk_device().to_string()
             }));
         }
+        if let Err(e) = super::ata::ide_slots(&self.drives, m) {
+            p.push(e);
+        }
         let mut dev_ids = std::collections::BTreeSet::new();
         for d in self.devices.iter().map(DeviceConfig::kind) {
             if !dev_ids.insert(d.id()) {
@@ -226,7 +229,9 @@ impl VmConfig {
                 });
             }
         }
-        let count = self.drives.len() + self.devices.len();
+        // IDE drives sit on the chipset's controller, not in a slot.
+        let ata = self.drives.iter().filter(|d| d.is_ata(m)).count();
+        let count = self.drives.len() - ata + self.devices.len();
         if count > m.device_limit() {
             p.push(ConfigError::TooManyDevices {
                 count,

@@ -11,6 +11,7 @@
 //! `MachineModel`, never from tests on the machine type.
 
 pub mod alloc;
+pub mod ata;
 mod console;
 mod hv;
 pub mod kinds;
@@ -118,6 +119,8 @@ pub struct DeviceManager {
     mmio: Option<virtio_mmio::MmioPlatform>,
     lifecycles: HashMap<DeviceKey, Arc<Mutex<dyn VirtioLifecycle>>>,
     devices: Vec<DeviceInfo>,
+    /// Port ranges whose writes KVM may queue (`vstate::coalesced`).
+    coalesced_pio: Vec<(u64, u32)>,
 }
 
 /// What placing a virtio device needs from the boot being built.
@@ -139,7 +142,14 @@ impl DeviceManager {
             mmio: machine.mmio.map(virtio_mmio::MmioPlatform::new),
             lifecycles: HashMap::new(),
             devices: Vec::new(),
+            coalesced_pio: Vec::new(),
         }
+    }
+
+    /// Port ranges whose writes may be queued by KVM and handed over at
+    /// the next exit: write-only data streams (the IDE data ports).
+    pub fn coalesced_pio(&self) -> &[(u64, u32)] {
+        &self.coalesced_pio
     }
 
     /// The devices placed so far, in order.

@@ -131,6 +131,34 @@ impl PciPlatform {
         Ok((Placement::Pci { bdf }, t))
     }
 
+    /// A chipset function `func` in the ISA bridge's slot (PIIX3 IDE at
+    /// 01.1).
+    pub fn add_chipset_function(
+        &mut self,
+        func: u8,
+        dev: casemate_devices::pci::SharedPciDevice,
+    ) -> Result<Bdf, DevError> {
+        let RootState::Building(root) = &mut self.root else {
+            unreachable!("devices are added before finish()");
+        };
+        root.add_function(self.host.isa_slot, func, dev)?;
+        Ok(Bdf {
+            bus: 0,
+            dev: self.host.isa_slot,
+            func,
+        })
+    }
+
+    /// `size` bytes of the 32-bit memory window for a chipset function's BAR.
+    pub fn take_mem32(&mut self, name: &str, size: u64) -> Result<u64, DevError> {
+        Ok(self.mmio32.take(name, size, size)?)
+    }
+
+    /// The ISA/LPC bridge's slot, where chipset functions go.
+    pub fn isa_slot(&self) -> u8 {
+        self.host.isa_slot
+    }
+
     /// Map the configuration mechanisms and every function's BARs.
     pub fn finish(&mut self, buses: &Buses) -> Result<(), DevError> {
         let root = match std::mem::replace(&mut self.root, RootState::Building(PciRoot::new())) {

@@ -20,4 +20,9 @@ pub static MODEL: MachineModel = MachineModel {
     }),
     acpi_default: false,
     pci_device_slots: 0,
+    ide_buses: 0,
+    ide_units: 0,
+    ahci: false,
+    ide_missing: " (ISA IDE is not built)",
+    default_ide: false,
 };

@@ -22,4 +22,9 @@ pub static MODEL: MachineModel = MachineModel {
     }),
     acpi_default: true,
     pci_device_slots: 0,
+    ide_buses: 0,
+    ide_units: 0,
+    ahci: false,
+    ide_missing: "",
+    default_ide: false,
 };

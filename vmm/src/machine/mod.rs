@@ -58,6 +58,17 @@ pub struct MachineModel {
     pub acpi_default: bool,
     /// PCI slots on bus 0 left for devices after the host and ISA bridges.
     pub pci_device_slots: usize,
+    /// IDE buses for `if=ide` drives and CD-ROMs (PIIX3 channels on pc,
+    /// AHCI ports on q35, as QEMU's `ide.N`).
+    pub ide_buses: u8,
+    /// Units per bus: 2 on an IDE cable, 1 on a SATA port.
+    pub ide_units: u8,
+    /// The buses are AHCI ports (q35) rather than PIIX3 IDE channels.
+    pub ahci: bool,
+    /// Why there are none, appended to the refusal (empty: no reason).
+    pub ide_missing: &'static str,
+    /// A plain `-drive` is IDE here (QEMU's default interface on pc).
+    pub default_ide: bool,
 }
 
 /// The model of `kind`.

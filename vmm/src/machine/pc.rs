@@ -12,7 +12,7 @@ pub static MODEL: MachineModel = MachineModel {
     name: "pc",
     pci: Some(PciHost {
         host_bridge: PlainFunction::i440fx,
-        isa_bridge: PlainFunction::piix3,
+        isa_bridge: piix3,
         isa_slot: 1,
         ecam: false,
     }),
@@ -21,4 +21,14 @@ pub static MODEL: MachineModel = MachineModel {
     acpi_default: true,
     // Devices take slots 2 to 31.
     pci_device_slots: 30,
+    ide_buses: 2,
+    ide_units: 2,
+    ahci: false,
+    ide_missing: "",
+    default_ide: true,
 };
+
+/// PIIX3 is multi-function: its IDE controller is 00:01.1.
+fn piix3() -> PlainFunction {
+    PlainFunction::piix3().multifunction()
+}

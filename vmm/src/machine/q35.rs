@@ -12,7 +12,7 @@ pub static MODEL: MachineModel = MachineModel {
     name: "q35",
     pci: Some(PciHost {
         host_bridge: PlainFunction::q35_host,
-        isa_bridge: PlainFunction::ich9_lpc,
+        isa_bridge: ich9_lpc,
         isa_slot: 0x1f,
         ecam: true,
     }),
@@ -21,4 +21,14 @@ pub static MODEL: MachineModel = MachineModel {
     acpi_default: true,
     // Devices take slots 2 to 30 (31 is the LPC bridge).
     pci_device_slots: 29,
+    ide_buses: 6,
+    ide_units: 1,
+    ahci: true,
+    ide_missing: "",
+    default_ide: true,
 };
+
+/// ICH9 is multi-function: its AHCI controller is 00:1f.2.
+fn ich9_lpc() -> PlainFunction {
+    PlainFunction::ich9_lpc().multifunction()
+}

@@ -2,6 +2,7 @@
 //! routing for MSI, INTx lines, ioeventfd registration, the vCPU threads
 //! and their run loop, and the exit decoding and dispatch.
 
+pub mod coalesced;
 pub mod exit;
 pub mod gsi;
 pub mod intx;

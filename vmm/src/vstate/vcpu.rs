@@ -101,6 +101,19 @@ pub fn dump_regs(vcpu: &VcpuFd) -> String {
     )
 }
 
+/// Hand KVM's queued writes to their devices, then the exit: devices see
+/// accesses in guest order.
+fn drain_then_dispatch(
+    exit: super::exit::Exit<'_>,
+    buses: &Buses,
+    ring: &Option<Arc<super::coalesced::CoalescedRing>>,
+) -> Outcome {
+    if let Some(r) = ring {
+        r.drain(buses);
+    }
+    dispatch(exit, buses)
+}
+
 /// Everything a vCPU thread needs.
 pub struct VcpuRunner {
     pub fd: VcpuFd,
@@ -108,6 +121,8 @@ pub struct VcpuRunner {
     pub buses: Arc<Buses>,
     pub stop: Arc<AtomicBool>,
     pub ctl: Sender<CtlMsg>,
+    /// Queued port writes to hand to devices before any exit (IDE data).
+    pub coalesced: Option<Arc<super::coalesced::CoalescedRing>>,
 }
 
 impl VcpuRunner {
@@ -128,7 +143,7 @@ impl VcpuRunner {
                 break None;
             }
             match self.fd.run() {
-                Ok(exit) => match dispatch(decode(exit), &self.buses) {
+                Ok(exit) => match drain_then_dispatch(decode(exit), &self.buses, &self.coalesced) {
                     Outcome::Continue => {}
                     Outcome::Platform(req) => {
                         let (done, wait) = mpsc::sync_channel(1);

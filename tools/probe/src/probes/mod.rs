@@ -6,6 +6,8 @@
 use crate::bootinfo::BootInfo;
 use crate::cmdline::Args;
 
+mod ahci;
+mod ata_bench;
 mod bar_move;
 mod blk;
 mod blk_bench;
@@ -14,6 +16,7 @@ mod blk_reboot;
 mod exits;
 mod fault;
 mod hello;
+mod ide;
 mod net;
 mod net_bench;
 mod net_evil;
@@ -47,6 +50,13 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "net", run: net::run },
     Probe { name: "net-evil", run: net::run_evil },
     Probe { name: "net-bench", run: net_bench::run },
+    Probe { name: "ide-pio", run: ide::run_pio },
+    Probe { name: "ide-dma", run: ide::run_dma },
+    Probe { name: "ide-evil", run: ide::run_evil },
+    Probe { name: "ahci", run: ahci::run },
+    Probe { name: "ahci-evil", run: ahci::run_evil },
+    Probe { name: "ahci-cd", run: ahci::run_cd },
+    Probe { name: "ata-bench", run: ata_bench::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

@@ -22,6 +22,10 @@ pub fn rules() -> Vec<Rule> {
         Rule::ioctl(KVM_GET_SUPPORTED_CPUID, "the CPUID template for each vCPU"),
         Rule::ioctl(KVM_SET_USER_MEMORY_REGION, "guest RAM slots"),
         Rule::ioctl(
+            KVM_REGISTER_COALESCED_MMIO,
+            "IDE data ports queue their writes (vstate::coalesced)",
+        ),
+        Rule::ioctl(
             KVM_SET_TSS_ADDR,
             "the VM's TSS address (Intel VMX needs it)",
         ),

@@ -46,6 +46,8 @@ pub const KVM_GET_LAPIC: u64 = ioc(R, 0x8e, size_of::<kvm_lapic_state>());
 pub const KVM_SET_LAPIC: u64 = ioc(W, 0x8f, size_of::<kvm_lapic_state>());
 pub const KVM_SET_CPUID2: u64 = ioc(W, 0x90, size_of::<kvm_cpuid2>());
 pub const KVM_GET_TSC_KHZ: u64 = io(0xa3);
+pub const KVM_REGISTER_COALESCED_MMIO: u64 =
+    ioc(W, 0x67, size_of::<kvm_bindings::kvm_coalesced_mmio_zone>());
 pub const KVM_SIGNAL_MSI: u64 = ioc(W, 0xa5, size_of::<kvm_msi>());
 
 /// VFIO's ioctls an assigned host device needs after set-up (type ';',

@@ -1,7 +1,9 @@
 //! `Vcpu` (`cm-vcpuN`): KVM_RUN and exit dispatch. MMIO and port I/O are
 //! emulated on this thread (serial output, PCI config and MSI-X tables,
 //! virtio registers); platform changes go to the control thread by
-//! channel. Nothing is created here: no fds, no threads.
+//! channel. Nothing is created here: no fds, no threads. The emulated
+//! IDE controller does its disk I/O here, synchronously, as the exit
+//! that asked for it waits anyway (`casemate_devices::ata::channel`).
 
 use super::kvm::*;
 use super::Rule;
@@ -29,6 +31,19 @@ pub fn rules() -> Vec<Rule> {
         Rule::ioctl(KVM_IRQ_LINE, "legacy devices raising a line from an exit"),
         Rule::ioctl(KVM_SIGNAL_MSI, "an MSI written by an exit"),
         Rule::any(SYS_read, "the serial port's input on stdin"),
+        Rule::any(SYS_pread64, "IDE reads (PIO and bus-master DMA)"),
+        Rule::any(SYS_pwrite64, "IDE writes (PIO and bus-master DMA)"),
+        Rule::any(SYS_preadv, "IDE reads through the disk layer"),
+        Rule::any(SYS_pwritev, "IDE writes through the disk layer"),
+        Rule::any(SYS_fdatasync, "IDE FLUSH CACHE"),
+        Rule::any(SYS_fsync, "IDE FLUSH CACHE"),
+        Rule::any(SYS_fallocate, "qcow2 cluster allocation on an IDE write"),
+        Rule::any(
+            SYS_ftruncate,
+            "a qcow2 image grows its file on an IDE write",
+        ),
+        Rule::any(SYS_lseek, "a qcow2 image finds its file's end"),
+        Rule::any(SYS_fstat, "an image's size"),
         Rule::arg(
             SYS_fcntl,
             1,
