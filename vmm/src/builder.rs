@@ -5,7 +5,10 @@
 //! read top to bottom, and the control loop serves the vCPUs until one
 //! stops. Meanwhile the main thread waits on the termination signals
 //! (`signals`) and forwards them to the control loop, which ends the boot
-//! like a power-off; every image is flushed before `run` returns.
+//! like a power-off; every image is flushed before `run` returns. The
+//! monitors (`qmp`) run on their own thread for the whole process and
+//! reach each boot through the `Hub`; the lifecycle events (SHUTDOWN,
+//! RESET) are emitted here, where each boot's end is known.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -21,12 +24,13 @@ use crate::arch::topology::Topology;
 use crate::arch::{acpi, mptable};
 use crate::boot::{self, BootError};
 use crate::config::ValidConfig;
-use crate::control::{self, BootEnd, CtlMsg};
+use crate::control::{self, BootEnd, CtlMsg, HostAction};
 use crate::devmgr::kinds::blk::block_device;
 use crate::devmgr::{self, DevError, DeviceManager, Wiring};
 use crate::loader::{self, KernelKind, LoadError};
 use crate::machine::{self, MachineModel};
 use crate::memory::MemoryError;
+use crate::qmp::{self, commands::VmInfo, Hub};
 use crate::resources::{ResourceError, Resources};
 use crate::signals::{self, TermSignals, Termination};
 use crate::threads::{self, spawn_with_role, Role};
@@ -77,6 +81,10 @@ pub enum BuildError {
     Sandbox(#[from] threads::SandboxError),
     #[error("every vCPU thread ended without reporting why")]
     NoVcpuReport,
+    #[error("setting up the monitors")]
+    Monitor(#[source] std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] qmp::listen::ListenError),
     #[error("watching for termination signals")]
     TermSignals(#[source] std::io::Error),
     #[error("drive {id}: flushing the image at exit")]
@@ -104,6 +112,10 @@ pub enum VmEnd {
     },
     /// SIGTERM, SIGINT or SIGHUP ended it (as a power-off: exit 0).
     Signal(Termination),
+    /// A monitor's `system_reset` with `-no-reboot`.
+    HostReset,
+    /// A monitor's `quit`.
+    Quit,
 }
 
 /// Run the VM until it powers off or fails, rebooting on reset unless the
@@ -114,13 +126,34 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     threads::install(config.sandbox.seccomp)?;
     kick::install().map_err(BuildError::Signal)?;
     let res = Arc::new(Resources::open(&config)?);
-    // Every file is open: from here on the process needs no path.
+    let hub = Arc::new(Hub::new(config.control.start_paused).map_err(BuildError::Monitor)?);
+    let listeners = qmp::listen::open(&config.control.monitors)?;
+    // Every file and socket is open: from here on the process needs no path.
     threads::confine_main(&config)?;
+    let monitors = (!listeners.is_empty())
+        .then(|| {
+            let info = VmInfo::new(&config, &res);
+            qmp::server::start(hub.clone(), info, listeners)
+        })
+        .transpose()
+        .map_err(|e| BuildError::Service("QMP", e))?;
     let config = Arc::new(config);
-    let end = boot_until_end(&config, &res, &signals, probe);
+    let end = boot_until_end(&config, &res, &signals, probe, &hub);
     // Images are flushed whatever the end (qcow2: data, refcounts, then
     // L2/L1); the devices that wrote them are gone with their boot.
     let flushed = flush_images(&config, &res);
+    if let Ok(end) = &end {
+        if let Some((guest, reason)) = shutdown_cause(end) {
+            hub.emit(
+                "SHUTDOWN",
+                Some(serde_json::json!({"guest": guest, "reason": reason})),
+            );
+        }
+    }
+    if let Some(m) = monitors {
+        // The SHUTDOWN event reaches the clients before they are closed.
+        m.finish();
+    }
     match (end, flushed) {
         (Ok(end), Ok(())) => Ok(end),
         (Err(e), Err(f)) => {
@@ -129,6 +162,18 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
     }
+}
+
+/// QMP's SHUTDOWN `guest` and `reason` for how the VM ended.
+fn shutdown_cause(end: &VmEnd) -> Option<(bool, &'static str)> {
+    Some(match end {
+        VmEnd::PowerOff => (true, "guest-shutdown"),
+        VmEnd::Reset | VmEnd::TripleFault { .. } => (true, "guest-reset"),
+        VmEnd::HostReset => (false, "host-qmp-system-reset"),
+        VmEnd::Quit => (false, "host-qmp-quit"),
+        VmEnd::Signal(_) => (false, "host-signal"),
+        VmEnd::Fatal { .. } => return None,
+    })
 }
 
 impl BuildError {
@@ -145,13 +190,17 @@ fn boot_until_end(
     res: &Arc<Resources>,
     signals: &TermSignals,
     probe: &'static [u8],
+    hub: &Arc<Hub>,
 ) -> Result<VmEnd, BuildError> {
     use std::os::fd::AsRawFd;
     loop {
         if let Some(t) = signals.take() {
             return Ok(VmEnd::Signal(t));
         }
-        let (c, r) = (config.clone(), res.clone());
+        if hub.quit_asked() {
+            return Ok(VmEnd::Quit);
+        }
+        let (c, r, h) = (config.clone(), res.clone(), hub.clone());
         let (tx, rx) = mpsc::channel::<CtlMsg>();
         let ctl_tx = tx.clone();
         let done = vmm_sys_util::eventfd::EventFd::new(libc::EFD_CLOEXEC)
@@ -160,7 +209,7 @@ fn boot_until_end(
             .try_clone()
             .map_err(|e| BuildError::Service("control", e))?;
         let ctl = spawn_with_role(Role::Ctl, "cm-ctl".into(), move || {
-            let end = boot_once(&c, &r, probe, ctl_tx, &rx);
+            let end = boot_once(&c, &r, probe, ctl_tx, &rx, &h);
             // Wakes the main thread to join.
             let _ = done_ctl.write(1);
             end
@@ -186,8 +235,22 @@ fn boot_until_end(
         match (end, signalled) {
             // The guest's own end came first; a signal after it changes
             // nothing but stops a reboot.
-            (VmEnd::Reset, Some(t)) if !config.no_reboot => return Ok(VmEnd::Signal(t)),
-            (VmEnd::Reset, None) if !config.no_reboot => log::info!("guest reset: rebooting"),
+            (VmEnd::Reset | VmEnd::HostReset, Some(t)) if !config.no_reboot => {
+                return Ok(VmEnd::Signal(t))
+            }
+            (VmEnd::Reset, None) if !config.no_reboot => {
+                log::info!("guest reset: rebooting");
+                hub.emit(
+                    "RESET",
+                    Some(serde_json::json!({"guest": true, "reason": "guest-reset"})),
+                );
+            }
+            (VmEnd::HostReset, None) if !config.no_reboot => {
+                hub.emit(
+                    "RESET",
+                    Some(serde_json::json!({"guest": false, "reason": "host-qmp-system-reset"})),
+                );
+            }
             (end, _) => return Ok(end),
         }
     }
@@ -250,12 +313,14 @@ fn boot_once(
     probe: &[u8],
     tx: mpsc::Sender<CtlMsg>,
     rx: &mpsc::Receiver<CtlMsg>,
+    hub: &Hub,
 ) -> Result<VmEnd, BuildError> {
     let vm = Vm::new(&res.kvm)?;
-    let end = run_vm(config, res, probe, &vm, tx, rx);
+    let end = run_vm(config, res, probe, &vm, tx, rx, hub);
+    hub.set_boot(None, None);
     // A boot that ends the process leaves its VM to the exit reaper, so
     // nobody waits for KVM's teardown; a reboot closes it here.
-    let rebooting = matches!(end, Ok(VmEnd::Reset)) && !config.no_reboot;
+    let rebooting = matches!(end, Ok(VmEnd::Reset | VmEnd::HostReset)) && !config.no_reboot;
     if !rebooting {
         reaper::park(vm.fd.clone());
     }
@@ -269,6 +334,7 @@ fn run_vm(
     vm: &Vm,
     tx: mpsc::Sender<CtlMsg>,
     rx: &mpsc::Receiver<CtlMsg>,
+    hub: &Hub,
 ) -> Result<VmEnd, BuildError> {
     let machine = machine::model(config.machine);
     vm.map_memory(&res.mem)?;
@@ -322,6 +388,7 @@ fn run_vm(
             buses: dm.buses.clone(),
             stop: stop.clone(),
             ctl: tx.clone(),
+            pause: hub.pause.clone(),
         });
     }
 
@@ -340,17 +407,21 @@ fn run_vm(
         regs::setup_boot_vcpu(&boot.fd, boot.index, mem, entry)
             .map_err(|e| vcpu_err(boot.index)(e.into()))?;
     }
+    hub.set_boot(Some(tx.clone()), dm.pci_root().cloned());
     drop(tx);
     let mut handles = Vec::new();
     for r in runners {
         let index = r.index;
         handles.push(r.spawn().map_err(|e| BuildError::Thread(index, e))?);
     }
-    let first = control::run(rx, &dm, workers.as_ref(), &stop, handles);
+    let first = control::run(rx, &dm, workers.as_ref(), &stop, &hub.pause, handles);
+    hub.set_boot(None, None);
     // In-flight requests finish before the VM is torn down.
     workers.stop_all();
     let first = match first.ok_or(BuildError::NoVcpuReport)? {
         BootEnd::Signal(t) => return Ok(VmEnd::Signal(t)),
+        BootEnd::Host(HostAction::Quit) => return Ok(VmEnd::Quit),
+        BootEnd::Host(_) => return Ok(VmEnd::HostReset),
         BootEnd::Vcpu(s) => s,
     };
     let VcpuStop {

@@ -4,6 +4,7 @@
 //! `validate()`, which reports every problem at once. No I/O, no KVM: the CLI
 //! and the JSON loader produce a `VmConfig`; the builder consumes it.
 
+pub mod control;
 pub mod device;
 pub mod fdset;
 pub mod json;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use control::{ControlConfig, Endpoint, MonitorConfig, MonitorMode};
 pub use device::DeviceConfig;
 pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
@@ -67,6 +69,8 @@ pub struct VmConfig {
     /// Seccomp filters per thread role and Landlock (`-sandbox`,
     /// `--seccomp`); on by default.
     pub sandbox: SandboxConfig,
+    /// Monitors and process control (`-qmp`, `-monitor`, `-S`, `-name`).
+    pub control: ControlConfig,
 }
 
 /// One virtio-blk disk (`-drive` plus its `-device`).
@@ -197,6 +201,7 @@ impl Default for VmConfig {
             fdsets: Vec::new(),
             acpi: None,
             sandbox: SandboxConfig::default(),
+            control: ControlConfig::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
 
 use super::{Console, DevError, DeviceManager, Hypervisor};
-use crate::arch::layout::{RamLayout, ACPI_PM_PORT, ACPI_SLEEP_PORT};
+use crate::arch::layout::{RamLayout, ACPI_PM_PORT, ACPI_SCI_IRQ, ACPI_SLEEP_PORT};
 use crate::config::RtcConfig;
 use crate::machine::PowerRegs;
 
@@ -57,15 +57,25 @@ impl DeviceManager {
                 legacy::acpi_sleep::LEN,
                 Arc::new(Mutex::new(AcpiSleep)),
             )?,
-            PowerRegs::Pm1 => pio.insert(
-                "acpi-pm",
-                ACPI_PM_PORT.into(),
-                legacy::acpi_pm::LEN,
-                Arc::new(Mutex::new(AcpiPm::default())),
-            )?,
+            PowerRegs::Pm1 => {
+                let sci = hv.intx(ACPI_SCI_IRQ.into())?;
+                let pm = Arc::new(Mutex::new(AcpiPm::with_sci(sci)));
+                self.power_button = Some(pm.clone());
+                pio.insert("acpi-pm", ACPI_PM_PORT.into(), legacy::acpi_pm::LEN, pm)?
+            }
             PowerRegs::None => {}
         }
         pio.insert("post", POST_PORT, 1, Arc::new(Mutex::new(Sink)))?;
         Ok(())
+    }
+
+    /// Press the ACPI power button (QMP `system_powerdown`). Returns
+    /// false when the machine has none, or the guest has not enabled it.
+    pub fn press_power_button(&self) -> bool {
+        self.power_button.as_ref().is_some_and(|pm| {
+            pm.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .press_power_button()
+        })
     }
 }

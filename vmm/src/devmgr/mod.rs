@@ -116,6 +116,8 @@ pub struct DeviceManager {
     mmio: Option<virtio_mmio::MmioPlatform>,
     lifecycles: HashMap<DeviceKey, Arc<Mutex<dyn VirtioLifecycle>>>,
     devices: Vec<DeviceInfo>,
+    /// The PM1 block, for the power button (pc, q35).
+    power_button: Option<Arc<Mutex<casemate_devices::legacy::AcpiPm>>>,
 }
 
 /// What placing a virtio device needs from the boot being built.
@@ -137,6 +139,7 @@ impl DeviceManager {
             mmio: machine.mmio.map(virtio_mmio::MmioPlatform::new),
             lifecycles: HashMap::new(),
             devices: Vec::new(),
+            power_button: None,
         }
     }
 

@@ -108,6 +108,8 @@ pub struct VcpuRunner {
     pub buses: Arc<Buses>,
     pub stop: Arc<AtomicBool>,
     pub ctl: Sender<CtlMsg>,
+    /// The process's run state (`stop`/`cont`, `-S`).
+    pub pause: Arc<super::pause::Pause>,
 }
 
 impl VcpuRunner {
@@ -123,7 +125,9 @@ impl VcpuRunner {
 
     fn run(mut self) {
         kick::publish(self.fd.get_kvm_run());
+        self.pause.register(self.index);
         let outcome = loop {
+            self.pause.park_if_paused(&self.stop);
             if self.stop.load(Ordering::Acquire) {
                 break None;
             }
@@ -148,6 +152,7 @@ impl VcpuRunner {
                 Err(e) => break Some(Outcome::Fatal(format!("KVM_RUN failed: {e}"))),
             }
         };
+        self.pause.unregister(self.index);
         kick::publish(std::ptr::null_mut());
         if let Some(outcome) = outcome {
             let regs = matches!(outcome, Outcome::Fatal(_) | Outcome::TripleFault)

@@ -1,0 +1,114 @@
+//! QEMU's control interfaces: QMP (JSON, for programs) and HMP (text, for
+//! people), served on the sockets `-qmp`, `-monitor` and `-mon` name.
+//!
+//! Owns the `Hub` every thread shares with the monitors (run state, the
+//! running boot's control channel and PCI root, pending events), the
+//! wire format (`wire`), the command set both monitors share
+//! (`commands`), the listening sockets (`listen`) and the server thread
+//! (`server`, role `Qmp`). It does not own the vCPUs: `stop`/`cont` go
+//! through `vstate::pause`; reset, power button and quit go to the
+//! control thread as `CtlMsg::Host`. No well-kept crate serves QMP from
+//! the VMM side (qapi-rs is a client), so the protocol is written here.
+
+pub mod commands;
+pub mod hmp;
+pub mod listen;
+pub mod server;
+pub mod wire;
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use casemate_devices::pci::PciRoot;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::control::{CtlMsg, HostAction};
+use crate::vstate::pause::Pause;
+
+/// Something that can answer `screendump` (the display registers one).
+pub trait Screendump: Send + Sync {
+    /// Write the screen to `path` (PPM or `format`); Err is the message.
+    fn screendump(&self, path: &str, format: Option<&str>) -> Result<(), String>;
+}
+
+/// What a boot publishes while it runs.
+#[derive(Default)]
+struct Boot {
+    ctl: Option<Sender<CtlMsg>>,
+    pci: Option<Arc<PciRoot>>,
+}
+
+/// Shared between the monitors, the builder and the control thread.
+pub struct Hub {
+    pub pause: Arc<Pause>,
+    boot: Mutex<Boot>,
+    /// Serialised events not yet handed to clients.
+    events: Mutex<Vec<String>>,
+    /// Wakes the server thread: events, or the end of the process.
+    pub wake: EventFd,
+    /// `quit` asked while no boot runs (between reboots).
+    quit: std::sync::atomic::AtomicBool,
+    screen: Mutex<Option<Arc<dyn Screendump>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    pub fn new(start_paused: bool) -> std::io::Result<Self> {
+        Ok(Self {
+            pause: Arc::new(Pause::new(start_paused)),
+            boot: Mutex::new(Boot::default()),
+            events: Mutex::new(Vec::new()),
+            wake: EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)?,
+            quit: Default::default(),
+            screen: Mutex::new(None),
+        })
+    }
+
+    /// A boot starts (its control channel and PCI root) or ends (None).
+    pub fn set_boot(&self, ctl: Option<Sender<CtlMsg>>, pci: Option<Arc<PciRoot>>) {
+        *lock(&self.boot) = Boot { ctl, pci };
+    }
+
+    pub fn pci_root(&self) -> Option<Arc<PciRoot>> {
+        lock(&self.boot).pci.clone()
+    }
+
+    /// Hand `action` to the running boot; false when none runs.
+    pub fn host(&self, action: HostAction) -> bool {
+        if action == HostAction::Quit {
+            self.quit.store(true, std::sync::atomic::Ordering::Release);
+        }
+        lock(&self.boot)
+            .ctl
+            .as_ref()
+            .is_some_and(|c| c.send(CtlMsg::Host(action)).is_ok())
+    }
+
+    /// Whether `quit` was asked (checked between boots).
+    pub fn quit_asked(&self) -> bool {
+        self.quit.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Queue event `name` with `data` for every negotiated QMP client.
+    pub fn emit(&self, name: &str, data: Option<serde_json::Value>) {
+        lock(&self.events).push(wire::event(name, data));
+        let _ = self.wake.write(1);
+    }
+
+    /// The events queued since the last call.
+    pub fn take_events(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.events))
+    }
+
+    /// The display's `screendump`, once it registers one.
+    pub fn set_screendump(&self, s: Arc<dyn Screendump>) {
+        *lock(&self.screen) = Some(s);
+    }
+
+    pub fn screendump(&self) -> Option<Arc<dyn Screendump>> {
+        lock(&self.screen).clone()
+    }
+}
