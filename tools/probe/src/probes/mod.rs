@@ -14,6 +14,7 @@ mod blk_reboot;
 mod exits;
 mod fault;
 mod hello;
+mod monitor;
 mod net;
 mod net_evil;
 mod rng;
@@ -45,6 +46,8 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "blk-reboot", run: blk_reboot::run },
     Probe { name: "net", run: net::run },
     Probe { name: "net-evil", run: net::run_evil },
+    Probe { name: "powerbtn", run: monitor::powerbtn },
+    Probe { name: "count", run: monitor::count },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

@@ -1,0 +1,81 @@
+//! Probes for the monitor tests (QMP/HMP).
+//!
+//! `probe=powerbtn [ms=N]`: arms the ACPI fixed power button (PWRBTN_EN in
+//! the PM1a enable register the FADT names), prints `state=armed`, then
+//! polls PM1a status at CPL3 until PWRBTN_STS is set (a host's
+//! `system_powerdown`), clears it, prints `state=pressed` and returns, so
+//! the probe powers off. Fails with `no-press` after N ms (default 60 s),
+//! `no-power-button` on a hardware-reduced ACPI machine (the GED is not
+//! driven here).
+//!
+//! `probe=count [lines=N] [period=MS]`: prints `count n=1..N`, one line
+//! every MS ms (default 20), so a test sees whether the guest runs.
+
+use super::{Ctx, Outcome};
+use crate::acpi;
+use crate::io::{inw, outw};
+use crate::report::Line;
+use crate::tsc;
+
+const PWRBTN: u16 = 1 << 8;
+const FADT_HW_REDUCED: u32 = 1 << 20;
+const POLL_US: u64 = 1000;
+
+/// The PM1a event block's port and length (status, then enable).
+fn pm1a_evt() -> Result<(u16, u16), &'static str> {
+    let fadt = acpi::find(b"FACP").ok_or("no-fadt")?;
+    if fadt.u32(112).unwrap_or(0) & FADT_HW_REDUCED != 0 {
+        return Err("no-power-button");
+    }
+    // X_PM1a_EVT_BLK (a GAS in I/O space) when given, else PM1a_EVT_BLK.
+    let x = match (fadt.u8(148), fadt.u64(152)) {
+        (Some(1), Some(a)) if a != 0 && a <= 0xffff => Some(a as u16),
+        _ => None,
+    };
+    let port = match x {
+        Some(p) => p,
+        None => match fadt.u32(56) {
+            Some(p) if p != 0 && p <= 0xffff => p as u16,
+            _ => return Err("no-pm1a-evt"),
+        },
+    };
+    let len = u16::from(fadt.u8(88).unwrap_or(4));
+    if len < 4 {
+        return Err("bad-pm1-evt-len");
+    }
+    Ok((port, len))
+}
+
+pub fn powerbtn(ctx: &Ctx) -> Outcome {
+    let ms = ctx.args.number("ms", 60_000).map_err(|_| "bad-arg")?;
+    let (sts, len) = pm1a_evt()?;
+    let en = sts + len / 2;
+    // Clear a stale event, then enable the button.
+    outw(sts, PWRBTN);
+    outw(en, inw(en) | PWRBTN);
+    Line::topic("powerbtn")
+        .kv_word("state", "armed")
+        .kv_hex("pm1a_evt", sts as u64)
+        .emit();
+    let mut waited = 0;
+    while inw(sts) & PWRBTN == 0 {
+        if waited >= ms * 1000 {
+            return Err("no-press");
+        }
+        tsc::delay_us(POLL_US);
+        waited += POLL_US;
+    }
+    outw(sts, PWRBTN);
+    Line::topic("powerbtn").kv_word("state", "pressed").emit();
+    Ok(())
+}
+
+pub fn count(ctx: &Ctx) -> Outcome {
+    let lines = ctx.args.number("lines", 100).map_err(|_| "bad-arg")?;
+    let period = ctx.args.number("period", 20).map_err(|_| "bad-arg")?;
+    for n in 1..=lines {
+        tsc::delay_us(period * 1000);
+        Line::topic("count").kv_u("n", n).emit();
+    }
+    Ok(())
+}
