@@ -29,6 +29,11 @@ pub fn rules() -> Vec<Rule> {
         ),
         Rule::any(SYS_sendto, "replies and events to clients"),
         Rule::any(SYS_tgkill, "stop: kicking vCPU threads out of KVM_RUN"),
-        Rule::arg(SYS_fcntl, 1, F_GETFD as u64, "std checks an fd before closing it"),
+        Rule::arg(
+            SYS_fcntl,
+            1,
+            F_GETFD as u64,
+            "std checks an fd before closing it",
+        ),
     ]
 }
