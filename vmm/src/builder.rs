@@ -23,7 +23,7 @@ use crate::arch::regs::{self, Entry};
 use crate::arch::topology::Topology;
 use crate::arch::{acpi, mptable};
 use crate::boot::{self, BootError};
-use crate::config::ValidConfig;
+use crate::config::{SerialConfig, ValidConfig};
 use crate::control::{self, BootEnd, CtlMsg, HostAction};
 use crate::devmgr::kinds::blk::block_device;
 use crate::devmgr::{self, DevError, DeviceManager, Wiring};
@@ -128,12 +128,16 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     let res = Arc::new(Resources::open(&config)?);
     let hub = Arc::new(Hub::new(config.control.start_paused).map_err(BuildError::Monitor)?);
     let listeners = qmp::listen::open(&config.control.monitors)?;
+    // The keyboard reaches COM1 when the console is on stdio; the
+    // terminal is raw until this guard drops, on every return below.
+    let console = config.serial == SerialConfig::Stdio && qmp::tty::stdin_has_input();
+    let _tty = console.then(qmp::tty::RawTty::enter).flatten();
     // Every file and socket is open: from here on the process needs no path.
     threads::confine_main(&config)?;
-    let monitors = (!listeners.is_empty())
+    let monitors = (!listeners.is_empty() || console)
         .then(|| {
             let info = VmInfo::new(&config, &res);
-            qmp::server::start(hub.clone(), info, listeners)
+            qmp::server::start(hub.clone(), info, listeners, console)
         })
         .transpose()
         .map_err(|e| BuildError::Service("QMP", e))?;
@@ -317,7 +321,7 @@ fn boot_once(
 ) -> Result<VmEnd, BuildError> {
     let vm = Vm::new(&res.kvm)?;
     let end = run_vm(config, res, probe, &vm, tx, rx, hub);
-    hub.set_boot(None, None);
+    hub.set_boot(Default::default());
     // A boot that ends the process leaves its VM to the exit reaper, so
     // nobody waits for KVM's teardown; a reboot closes it here.
     let rebooting = matches!(end, Ok(VmEnd::Reset | VmEnd::HostReset)) && !config.no_reboot;
@@ -407,7 +411,11 @@ fn run_vm(
         regs::setup_boot_vcpu(&boot.fd, boot.index, mem, entry)
             .map_err(|e| vcpu_err(boot.index)(e.into()))?;
     }
-    hub.set_boot(Some(tx.clone()), dm.pci_root().cloned());
+    hub.set_boot(qmp::BootLinks {
+        ctl: Some(tx.clone()),
+        pci: dm.pci_root().cloned(),
+        serial: dm.serial(),
+    });
     drop(tx);
     let mut handles = Vec::new();
     for r in runners {
@@ -415,7 +423,7 @@ fn run_vm(
         handles.push(r.spawn().map_err(|e| BuildError::Thread(index, e))?);
     }
     let first = control::run(rx, &dm, workers.as_ref(), &stop, &hub.pause, handles);
-    hub.set_boot(None, None);
+    hub.set_boot(Default::default());
     // In-flight requests finish before the VM is torn down.
     workers.stop_all();
     let first = match first.ok_or(BuildError::NoVcpuReport)? {

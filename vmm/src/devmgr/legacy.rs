@@ -29,8 +29,12 @@ impl DeviceManager {
         ram: &RamLayout,
     ) -> Result<(), DevError> {
         let pio = &self.buses.pio;
-        let serial = Serial::new(hv.irq_line("COM1", COM1_IRQ)?, console.writer()?);
-        pio.insert("com1", COM1, 8, Arc::new(Mutex::new(serial)))?;
+        let serial = Arc::new(Mutex::new(Serial::new(
+            hv.irq_line("COM1", COM1_IRQ)?,
+            console.writer()?,
+        )));
+        self.serial = Some(serial.clone());
+        pio.insert("com1", COM1, 8, serial)?;
         let kbd = I8042::new(hv.irq_line("i8042", I8042_IRQ)?);
         pio.insert(
             "i8042",
@@ -67,6 +71,11 @@ impl DeviceManager {
         }
         pio.insert("post", POST_PORT, 1, Arc::new(Mutex::new(Sink)))?;
         Ok(())
+    }
+
+    /// COM1, for console input.
+    pub fn serial(&self) -> Option<Arc<Mutex<Serial>>> {
+        self.serial.clone()
     }
 
     /// Press the ACPI power button (QMP `system_powerdown`). Returns

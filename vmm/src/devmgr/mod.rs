@@ -118,6 +118,8 @@ pub struct DeviceManager {
     devices: Vec<DeviceInfo>,
     /// The PM1 block, for the power button (pc, q35).
     power_button: Option<Arc<Mutex<casemate_devices::legacy::AcpiPm>>>,
+    /// COM1, for console input.
+    serial: Option<Arc<Mutex<casemate_devices::legacy::Serial>>>,
 }
 
 /// What placing a virtio device needs from the boot being built.
@@ -140,6 +142,7 @@ impl DeviceManager {
             lifecycles: HashMap::new(),
             devices: Vec::new(),
             power_button: None,
+            serial: None,
         }
     }
 

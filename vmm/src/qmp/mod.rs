@@ -11,14 +11,17 @@
 //! the VMM side (qapi-rs is a client), so the protocol is written here.
 
 pub mod commands;
+pub mod console;
 pub mod hmp;
 pub mod listen;
 pub mod server;
+pub mod tty;
 pub mod wire;
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use casemate_devices::legacy::Serial;
 use casemate_devices::pci::PciRoot;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -33,15 +36,17 @@ pub trait Screendump: Send + Sync {
 
 /// What a boot publishes while it runs.
 #[derive(Default)]
-struct Boot {
-    ctl: Option<Sender<CtlMsg>>,
-    pci: Option<Arc<PciRoot>>,
+pub struct BootLinks {
+    pub ctl: Option<Sender<CtlMsg>>,
+    pub pci: Option<Arc<PciRoot>>,
+    /// COM1, for console input.
+    pub serial: Option<Arc<Mutex<Serial>>>,
 }
 
 /// Shared between the monitors, the builder and the control thread.
 pub struct Hub {
     pub pause: Arc<Pause>,
-    boot: Mutex<Boot>,
+    boot: Mutex<BootLinks>,
     /// Serialised events not yet handed to clients.
     events: Mutex<Vec<String>>,
     /// Wakes the server thread: events, or the end of the process.
@@ -59,7 +64,7 @@ impl Hub {
     pub fn new(start_paused: bool) -> std::io::Result<Self> {
         Ok(Self {
             pause: Arc::new(Pause::new(start_paused)),
-            boot: Mutex::new(Boot::default()),
+            boot: Mutex::new(BootLinks::default()),
             events: Mutex::new(Vec::new()),
             wake: EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)?,
             quit: Default::default(),
@@ -67,9 +72,13 @@ impl Hub {
         })
     }
 
-    /// A boot starts (its control channel and PCI root) or ends (None).
-    pub fn set_boot(&self, ctl: Option<Sender<CtlMsg>>, pci: Option<Arc<PciRoot>>) {
-        *lock(&self.boot) = Boot { ctl, pci };
+    /// A boot starts (its links) or ends (the default: none).
+    pub fn set_boot(&self, links: BootLinks) {
+        *lock(&self.boot) = links;
+    }
+
+    pub fn serial(&self) -> Option<Arc<Mutex<Serial>>> {
+        lock(&self.boot).serial.clone()
     }
 
     pub fn pci_root(&self) -> Option<Arc<PciRoot>> {

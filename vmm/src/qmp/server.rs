@@ -5,6 +5,11 @@
 //! yet read up to `MAX_OUT`): a client that sends garbage, floods or
 //! stops reading is answered, trimmed or dropped, and never holds up the
 //! VM or the other clients. A client's fd is closed when it leaves.
+//!
+//! With the console on stdio, the same loop reads the keyboard
+//! (`console`): keys go to COM1 no faster than its receive FIFO drains
+//! (stdin is not read while earlier keys wait, so nothing piles up here),
+//! and `Ctrl-A c` puts the monitor on the terminal.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,6 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::commands::{self, VmInfo};
+use super::console::{Action, Console};
 use super::listen::Listener;
 use super::wire::{self, Piece, QmpError, Splitter};
 use super::{hmp, Hub};
@@ -29,6 +35,20 @@ const MAX_LINE: usize = 64 << 10;
 const MAX_CLIENTS: usize = 256;
 /// Bytes read from one client per wake-up, so one cannot starve others.
 const READ_CHUNK: usize = 64 << 10;
+/// Keys read at once: about what COM1's FIFO holds.
+const KEYS_CHUNK: usize = 64;
+/// How often keys waiting for room in COM1's FIFO are offered again
+/// (the UART has no "drained" notification to wait on).
+const KEYS_RETRY_MS: i32 = 5;
+
+/// Keyboard input for the guest's console.
+#[derive(Default)]
+struct ConsoleIn {
+    state: Console,
+    /// Keys read but not yet taken by COM1 (at most `KEYS_CHUNK`).
+    pending: Vec<u8>,
+    eof: bool,
+}
 
 enum Io {
     Unix(UnixStream),
@@ -49,7 +69,7 @@ impl Io {
         match self {
             Io::Unix(s) => s.read(buf),
             Io::Tcp(s) => s.read(buf),
-            Io::Stdio => std::io::stdin().lock().read(buf),
+            Io::Stdio => read_stdin(buf),
         }
     }
 
@@ -152,6 +172,7 @@ pub fn start(
     hub: Arc<Hub>,
     info: VmInfo,
     listeners: Vec<(Listener, MonitorMode)>,
+    console: bool,
 ) -> std::io::Result<Monitors> {
     let stop = Arc::new(AtomicBool::new(false));
     let (h, s) = (hub.clone(), stop.clone());
@@ -161,6 +182,7 @@ pub fn start(
             info,
             stop: s,
             clients: Vec::new(),
+            console: console.then(ConsoleIn::default),
         }
         .run(listeners)
     })?;
@@ -172,6 +194,7 @@ struct Server {
     info: VmInfo,
     stop: Arc<AtomicBool>,
     clients: Vec<Client>,
+    console: Option<ConsoleIn>,
 }
 
 impl Server {
@@ -179,6 +202,8 @@ impl Server {
         let mut sockets = Vec::new();
         for (l, mode) in listeners {
             match l {
+                // With the console on stdio, its monitor is `Ctrl-A c`.
+                Listener::Stdio if self.console.is_some() => {}
                 Listener::Stdio => self.clients.push(Client::new(Io::Stdio, mode)),
                 l => sockets.push((l, mode)),
             }
@@ -204,8 +229,14 @@ impl Server {
                 }
                 fds.push(pollfd(if ev == 0 { -1 } else { c.io.read_fd() }, ev));
             }
+            let (keys_fd, timeout) = match &self.console {
+                Some(k) if !k.pending.is_empty() => (-1, KEYS_RETRY_MS),
+                Some(k) if !k.eof => (libc::STDIN_FILENO, -1),
+                _ => (-1, -1),
+            };
+            fds.push(pollfd(keys_fd, libc::POLLIN));
             // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if rc < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -227,6 +258,8 @@ impl Server {
                     self.accept(l, *mode);
                 }
             }
+            let keys_ready = fds.pop().is_some_and(|k| k.revents != 0);
+            self.keys(keys_ready);
             let first_client = 1 + sockets.len();
             for i in 0..fds.len() - first_client {
                 let rev = fds[first_client + i].revents;
@@ -400,6 +433,72 @@ impl Server {
         c.push(hmp::PROMPT.as_bytes());
     }
 
+    /// Offer waiting keys to COM1, then read more when `ready`.
+    fn keys(&mut self, ready: bool) {
+        let Some(k) = self.console.as_mut() else {
+            return;
+        };
+        if !k.pending.is_empty() {
+            if let Some(serial) = self.hub.serial() {
+                let n = serial
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .enqueue_input(&k.pending);
+                k.pending.drain(..n);
+            }
+        }
+        if !ready || !k.pending.is_empty() {
+            return;
+        }
+        let mut buf = [0u8; KEYS_CHUNK];
+        let n = match read_stdin(&mut buf) {
+            Ok(0) => {
+                k.eof = true;
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+            Err(e) => {
+                log::debug!("console: stdin: {e}; no more input");
+                k.eof = true;
+                return;
+            }
+        };
+        let mut actions = Vec::new();
+        k.state.feed(&buf[..n], &mut actions);
+        for a in actions {
+            self.console_action(a);
+        }
+    }
+
+    fn console_action(&mut self, a: Action) {
+        let out = |s: &str| {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(s.as_bytes());
+            let _ = o.flush();
+        };
+        match a {
+            Action::Guest(b) => {
+                if let Some(k) = self.console.as_mut() {
+                    k.pending.extend_from_slice(&b);
+                }
+                // Offer them at once; the rest waits for room.
+                self.keys(false);
+            }
+            Action::Out(s) => out(&s),
+            Action::MonitorShown => out(&hmp::banner()),
+            Action::Monitor(line) => {
+                let text = hmp::execute(&self.hub, &self.info, line.trim());
+                self.deliver_events();
+                out(&text);
+                out(hmp::PROMPT);
+            }
+            Action::Quit => {
+                self.hub.host(crate::control::HostAction::Quit);
+            }
+        }
+    }
+
     /// Hand queued events to every negotiated QMP client.
     fn deliver_events(&mut self) {
         for e in self.hub.take_events() {
@@ -412,6 +511,17 @@ impl Server {
             }
         }
     }
+}
+
+/// Read fd 0 directly: std's `Stdin` buffers, and bytes in its buffer
+/// are invisible to poll.
+fn read_stdin(buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: reads at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {

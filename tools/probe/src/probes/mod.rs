@@ -48,6 +48,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "net-evil", run: net::run_evil },
     Probe { name: "powerbtn", run: monitor::powerbtn },
     Probe { name: "count", run: monitor::count },
+    Probe { name: "echo", run: monitor::echo },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

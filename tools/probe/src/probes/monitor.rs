@@ -10,10 +10,15 @@
 //!
 //! `probe=count [lines=N] [period=MS]`: prints `count n=1..N`, one line
 //! every MS ms (default 20), so a test sees whether the guest runs.
+//!
+//! `probe=echo [ms=N]`: prints `echo state=ready`, then reads COM1 (polling
+//! the line status register at CPL3) and prints each line it receives as
+//! `echo line=...`; the line `quit` ends the probe. Fails with `no-input`
+//! after N ms (default 60 s) without a byte.
 
 use super::{Ctx, Outcome};
 use crate::acpi;
-use crate::io::{inw, outw};
+use crate::io::{inb, inw, outw};
 use crate::report::Line;
 use crate::tsc;
 
@@ -78,4 +83,41 @@ pub fn count(ctx: &Ctx) -> Outcome {
         Line::topic("count").kv_u("n", n).emit();
     }
     Ok(())
+}
+
+const COM1: u16 = 0x3f8;
+const LSR_DATA_READY: u8 = 1;
+
+pub fn echo(ctx: &Ctx) -> Outcome {
+    let ms = ctx.args.number("ms", 60_000).map_err(|_| "bad-arg")?;
+    Line::topic("echo").kv_word("state", "ready").emit();
+    let mut line = [0u8; 256];
+    let mut len = 0;
+    let mut idle_us = 0;
+    loop {
+        if inb(COM1 + 5) & LSR_DATA_READY == 0 {
+            if idle_us >= ms * 1000 {
+                return Err("no-input");
+            }
+            tsc::delay_us(100);
+            idle_us += 100;
+            continue;
+        }
+        idle_us = 0;
+        match inb(COM1) {
+            b'\r' | b'\n' if len == 0 => {}
+            b'\r' | b'\n' => {
+                Line::topic("echo").kv_str("line", &line[..len]).emit();
+                if &line[..len] == b"quit" {
+                    return Ok(());
+                }
+                len = 0;
+            }
+            b if len < line.len() => {
+                line[len] = b;
+                len += 1;
+            }
+            _ => {}
+        }
+    }
 }
