@@ -22,7 +22,7 @@ import time
 from qemu.qmp import QMPClient  # PyPI qemu.qmp, QEMU's own client
 
 KIND, BINARY, PROBE, SCRATCH = sys.argv[1:5]
-SCENARIOS = sys.argv[5:] or ["commands", "hostile", "powerdown", "prelaunch"]
+SCENARIOS = sys.argv[5:] or ["commands", "hostile", "powerdown", "prelaunch", "hmp"]
 BOOT_TIMEOUT = 60.0
 # QEMU's socket chardev serves one client at a time (the next one waits
 # in the backlog); Casemate serves several at once. Only the concurrent
@@ -409,10 +409,66 @@ async def prelaunch():
         vm.kill()
 
 
+class Hmp:
+    """A human monitor on a unix socket: send a line, read to the prompt."""
+
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+        self.s.settimeout(20)
+        self.banner = self.until_prompt()
+
+    def until_prompt(self):
+        buf = b""
+        while not buf.endswith(b"(qemu) "):
+            chunk = self.s.recv(65536)
+            check(chunk, f"HMP closed: {buf!r}")
+            buf += chunk
+        return buf.decode(errors="replace")
+
+    def cmd(self, line):
+        self.s.sendall(line.encode() + b"\n")
+        return self.until_prompt()
+
+
+async def hmp():
+    sock = os.path.join(SCRATCH, "hmp.sock")
+    vm = Vm("hmp", "probe=count lines=100000 period=20",
+            ["-monitor", f"unix:{sock},server=on,wait=off"])
+    try:
+        vm.wait_line(lambda l: l.startswith("probe: count n="))
+        h = Hmp(sock)
+        check("monitor - type 'help' for more information" in h.banner, f"banner {h.banner!r}")
+        check("VM status: running" in h.cmd("info status"), "info status")
+        out = h.cmd("nosuchcommand")
+        check("unknown command: 'nosuchcommand'" in out, f"unknown command: {out!r}")
+        check("CPU #0: thread_id=" in h.cmd("info cpus"), "info cpus")
+        out = h.cmd("info pci")
+        check("Bus  0, device   0, function 0:" in out, f"info pci: {out!r}")
+        out = h.cmd("info version")
+        check(any(c.isdigit() for c in out), f"info version: {out!r}")
+        out = h.cmd("help")
+        for c in ["cont", "stop", "quit", "system_reset", "system_powerdown", "info"]:
+            check(c in out, f"help lacks {c}: {out!r}")
+        h.cmd("stop")
+        check("VM status: paused" in h.cmd("info status"), "info status after stop")
+        stopped = vm.counts()
+        await asyncio.sleep(0.5)  # a measurement interval, not a synchronisation
+        check(vm.counts() == stopped, "the guest ran while stopped (HMP)")
+        h.cmd("cont")
+        last = stopped[-1]
+        vm.wait_line(lambda l: l == f"probe: count n={last + 2}", timeout=10)
+        h.s.sendall(b"quit\n")
+        check(vm.wait_exit() == 0, f"HMP quit: exit status {vm.proc.returncode}")
+        print(f"ok hmp [{KIND}]", flush=True)
+    finally:
+        vm.kill()
+
+
 async def main():
     for s in SCENARIOS:
         await {"commands": commands, "hostile": hostile, "powerdown": powerdown,
-               "prelaunch": prelaunch}[s]()
+               "prelaunch": prelaunch, "hmp": hmp}[s]()
 
 
 asyncio.run(main())

@@ -44,7 +44,14 @@ fn check(kind: &str, vmm: &str, scratch: &Scratch) {
         out.status.success(),
         "qmp_check.py {kind} failed:\n{stdout}\n{stderr}"
     );
-    for s in ["commands", "quit", "hostile", "powerdown", "prelaunch"] {
+    for s in [
+        "commands",
+        "quit",
+        "hostile",
+        "powerdown",
+        "prelaunch",
+        "hmp",
+    ] {
         assert!(
             stdout.contains(&format!("ok {s} [{kind}]")),
             "scenario {s} did not pass:\n{stdout}\n{stderr}"
