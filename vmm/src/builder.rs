@@ -85,6 +85,8 @@ pub enum BuildError {
     Monitor(#[source] std::io::Error),
     #[error(transparent)]
     Listen(#[from] qmp::listen::ListenError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     #[error("watching for termination signals")]
     TermSignals(#[source] std::io::Error),
     #[error("drive {id}: flushing the image at exit")]
@@ -121,8 +123,21 @@ pub enum VmEnd {
 /// Run the VM until it powers off or fails, rebooting on reset unless the
 /// config says not to. `probe` is the embedded guest, used without -kernel.
 pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildError> {
+    // Both fork: before any thread starts.
+    let daemon = config
+        .control
+        .daemonize
+        .then(crate::process::daemonize)
+        .transpose()?;
+    let _pidfile = config
+        .control
+        .pidfile
+        .as_deref()
+        .map(crate::process::pidfile)
+        .transpose()?;
     // Before any thread starts, so that every thread inherits the mask.
-    let signals = TermSignals::block().map_err(BuildError::TermSignals)?;
+    let signals =
+        TermSignals::block_for(config.control.daemonize).map_err(BuildError::TermSignals)?;
     threads::install(config.sandbox.seccomp)?;
     kick::install().map_err(BuildError::Signal)?;
     let res = Arc::new(Resources::open(&config)?);
@@ -130,8 +145,13 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     let listeners = qmp::listen::open(&config.control.monitors)?;
     // The keyboard reaches COM1 when the console is on stdio; the
     // terminal is raw until this guard drops, on every return below.
-    let console = config.serial == SerialConfig::Stdio && qmp::tty::stdin_has_input();
+    let console = config.serial == SerialConfig::Stdio
+        && !config.control.daemonize
+        && qmp::tty::stdin_has_input();
     let _tty = console.then(qmp::tty::RawTty::enter).flatten();
+    if let Some(d) = daemon {
+        d.ready()?;
+    }
     // Every file and socket is open: from here on the process needs no path.
     threads::confine_main(&config)?;
     let monitors = (!listeners.is_empty() || console)

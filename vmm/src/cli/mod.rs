@@ -128,6 +128,13 @@ QEMU-compatible options:
   -mon chardev=ID[,mode=control|readline]
                                 a monitor on a chardev (control: QMP)
   -S                            do not start the vCPUs until QMP/HMP 'cont'
+  -daemonize                    detach once set up (stdio to /dev/null;
+                                SIGHUP ignored)
+  -pidfile PATH                 the pid, locked while the VM runs, removed
+                                at exit
+Console: with -serial stdio (the default) keys go to COM1; the terminal
+is raw while the VM runs. Ctrl-A x quits, Ctrl-A h help, Ctrl-A c switches
+to the monitor (HMP) and back, Ctrl-A Ctrl-A sends Ctrl-A.
   -sandbox on|off[,landlock=on|off|required]
                                 confinement, on by default: a seccomp filter
                                 per thread role (a forbidden syscall ends the
@@ -224,16 +231,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("smbios", true, "no firmware tables (SMBIOS)"),
     ("numa", true, "one NUMA node only"),
     ("usbdevice", true, "no USB controller"),
-    (
-        "pidfile",
-        true,
-        "no pid file yet: the launcher knows the pid",
-    ),
-    (
-        "daemonize",
-        false,
-        "runs in the foreground: let the launcher detach it",
-    ),
     ("loadvm", true, "no snapshots of VM state"),
     ("incoming", true, "no migration"),
     ("gdb", true, "no gdb stub"),
@@ -479,6 +476,8 @@ fn option(
         "chardev" => p.monitors.chardev(raw, &val()?)?,
         "mon" => p.monitors.mon(raw, &val()?)?,
         "S" => c.control.start_paused = true,
+        "daemonize" => c.control.daemonize = true,
+        "pidfile" => c.control.pidfile = Some(val()?.into()),
         "name" => {
             let v = val()?;
             // QEMU's `-name NAME` or `-name guest=NAME[,debug-threads=on]`.

@@ -1,0 +1,198 @@
+//! Process control that QEMU users expect: `-daemonize` (detach once set
+//! up) and `-pidfile` (the pid, written and locked for the process's
+//! life, removed when it ends).
+//!
+//! Both fork, and fork only where that is safe: `daemonize` before any
+//! thread exists; the pid file's remover right after the file is written,
+//! a child that only makes async-signal-safe calls. The remover exists
+//! because the VMM itself cannot unlink anything once Landlock confines
+//! it: it waits for the VMM to end (its pipe's other end closes) and
+//! removes the file only if it is still the one the VMM wrote (same
+//! device and inode), so a pid file a newer VM wrote is left alone.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("-daemonize: {0}")]
+    Daemonize(&'static str, #[source] io::Error),
+    #[error("cannot create pid file {path}")]
+    PidOpen {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("Cannot lock pid file {path}: another VM holds it")]
+    PidLocked {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write pid file {path}")]
+    PidWrite {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds, which we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The detached child's link to the parent waiting in the foreground.
+pub struct Daemon {
+    ready: OwnedFd,
+}
+
+/// Fork. The parent waits until the child calls `Daemon::ready` (exit 0)
+/// or ends first (exit 1, the child's error is on stderr), and never
+/// returns. The child starts a new session. Call before any thread starts.
+pub fn daemonize() -> Result<Daemon, ProcessError> {
+    let (r, w) = pipe().map_err(|e| ProcessError::Daemonize("pipe", e))?;
+    // SAFETY: no thread exists yet (see the doc), so the child is a full
+    // copy of a single-threaded process.
+    match unsafe { libc::fork() } {
+        -1 => Err(ProcessError::Daemonize("fork", io::Error::last_os_error())),
+        0 => {
+            drop(r);
+            // SAFETY: setsid has no memory effects.
+            unsafe { libc::setsid() };
+            Ok(Daemon { ready: w })
+        }
+        _ => {
+            drop(w);
+            let mut b = [0u8; 1];
+            // SAFETY: reads one byte into `b`.
+            let n = unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            std::process::exit(if n == 1 && b[0] == 0 { 0 } else { 1 });
+        }
+    }
+}
+
+impl Daemon {
+    /// Set-up is done: the standard streams go to /dev/null (opened
+    /// here, before confinement) and the parent exits 0.
+    pub fn ready(self) -> Result<(), ProcessError> {
+        let null = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| ProcessError::Daemonize("opening /dev/null", e))?;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds, which this process owns.
+            if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+                return Err(ProcessError::Daemonize(
+                    "redirecting stdio",
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        // SAFETY: writes one byte from a live buffer.
+        unsafe { libc::write(self.ready.as_raw_fd(), [0u8].as_ptr().cast(), 1) };
+        Ok(())
+    }
+}
+
+/// A written, locked pid file; removed (by its remover) when the process
+/// ends.
+pub struct PidFile {
+    _file: File,
+    _remover: Option<OwnedFd>,
+}
+
+/// Create `path`, lock it as QEMU does (a write lock on the whole file:
+/// a second VM with the same pid file is refused), write the pid.
+pub fn pidfile(path: &Path) -> Result<PidFile, ProcessError> {
+    let p = || path.to_path_buf();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| ProcessError::PidOpen { path: p(), source })?;
+    // SAFETY: lockf on an fd we own.
+    if unsafe { libc::lockf(file.as_raw_fd(), libc::F_TLOCK, 0) } != 0 {
+        return Err(ProcessError::PidLocked {
+            path: p(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    let write = |f: &mut File| -> io::Result<()> {
+        f.set_len(0)?;
+        writeln!(f, "{}", std::process::id())?;
+        f.flush()
+    };
+    write(&mut file).map_err(|source| ProcessError::PidWrite { path: p(), source })?;
+    let remover = match spawn_remover(path, &file) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!(
+                "pid file {}: it will not be removed at exit: {e}",
+                path.display()
+            );
+            None
+        }
+    };
+    Ok(PidFile {
+        _file: file,
+        _remover: remover,
+    })
+}
+
+/// Fork the child that removes `path` once this process ends; returns the
+/// pipe end whose closing (at exit) wakes it.
+fn spawn_remover(path: &Path, file: &File) -> io::Result<OwnedFd> {
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let (r, w) = pipe()?;
+    let (rfd, ffd) = (r.as_raw_fd(), file.as_raw_fd());
+    // SAFETY: the child makes only async-signal-safe calls (close_range,
+    // read, fstat, stat, unlink, _exit) on data prepared before the fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => unsafe {
+            // SAFETY (block): see above; every pointer is to live memory.
+            // Keep only the pipe and the pid file (for its identity).
+            let (lo, hi) = (rfd.min(ffd), rfd.max(ffd));
+            libc::syscall(libc::SYS_close_range, 0, lo - 1, 0);
+            if hi > lo + 1 {
+                libc::syscall(libc::SYS_close_range, lo + 1, hi - 1, 0);
+            }
+            libc::syscall(libc::SYS_close_range, hi + 1, u32::MAX, 0);
+            let mut b = [0u8; 1];
+            while libc::read(rfd, b.as_mut_ptr().cast(), 1) != 0 {
+                if *libc::__errno_location() != libc::EINTR {
+                    break;
+                }
+            }
+            let (mut mine, mut now): (libc::stat, libc::stat) =
+                (std::mem::zeroed(), std::mem::zeroed());
+            if libc::fstat(ffd, &mut mine) == 0
+                && libc::stat(cpath.as_ptr(), &mut now) == 0
+                && (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+            {
+                libc::unlink(cpath.as_ptr());
+            }
+            libc::_exit(0)
+        },
+        _ => {
+            drop(r);
+            Ok(w)
+        }
+    }
+}
