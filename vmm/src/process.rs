@@ -154,6 +154,44 @@ pub fn pidfile(path: &Path) -> Result<PidFile, ProcessError> {
     })
 }
 
+/// The remover's body, in the forked child: only async-signal-safe calls
+/// on data prepared before the fork.
+fn remover(rfd: libc::c_int, ffd: libc::c_int, path: &std::ffi::CStr) -> ! {
+    // Keep only the pipe and the pid file (for its identity).
+    let (lo, hi) = (rfd.min(ffd) as u32, rfd.max(ffd) as u32);
+    // SAFETY: closing fds of this child process only.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0, lo - 1, 0);
+        if hi > lo + 1 {
+            libc::syscall(libc::SYS_close_range, lo + 1, hi - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, hi + 1, u32::MAX, 0);
+    }
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reads at most one byte into `b`.
+        let n = unsafe { libc::read(rfd, b.as_mut_ptr().cast(), 1) };
+        if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    // SAFETY: stat is plain data; zero is a valid value.
+    let (mut mine, mut now): (libc::stat, libc::stat) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: fstat and stat fill the structs; `path` is a live C string.
+    let same = unsafe {
+        libc::fstat(ffd, &mut mine) == 0
+            && libc::stat(path.as_ptr(), &mut now) == 0
+            && (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+    };
+    if same {
+        // SAFETY: unlinks a path given as a live C string.
+        unsafe { libc::unlink(path.as_ptr()) };
+    }
+    // SAFETY: ends this child without running the parent's exit handlers.
+    unsafe { libc::_exit(0) }
+}
+
 /// Fork the child that removes `path` once this process ends; returns the
 /// pipe end whose closing (at exit) wakes it.
 fn spawn_remover(path: &Path, file: &File) -> io::Result<OwnedFd> {
@@ -165,31 +203,7 @@ fn spawn_remover(path: &Path, file: &File) -> io::Result<OwnedFd> {
     // read, fstat, stat, unlink, _exit) on data prepared before the fork.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
-        0 => unsafe {
-            // SAFETY (block): see above; every pointer is to live memory.
-            // Keep only the pipe and the pid file (for its identity).
-            let (lo, hi) = (rfd.min(ffd), rfd.max(ffd));
-            libc::syscall(libc::SYS_close_range, 0, lo - 1, 0);
-            if hi > lo + 1 {
-                libc::syscall(libc::SYS_close_range, lo + 1, hi - 1, 0);
-            }
-            libc::syscall(libc::SYS_close_range, hi + 1, u32::MAX, 0);
-            let mut b = [0u8; 1];
-            while libc::read(rfd, b.as_mut_ptr().cast(), 1) != 0 {
-                if *libc::__errno_location() != libc::EINTR {
-                    break;
-                }
-            }
-            let (mut mine, mut now): (libc::stat, libc::stat) =
-                (std::mem::zeroed(), std::mem::zeroed());
-            if libc::fstat(ffd, &mut mine) == 0
-                && libc::stat(cpath.as_ptr(), &mut now) == 0
-                && (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
-            {
-                libc::unlink(cpath.as_ptr());
-            }
-            libc::_exit(0)
-        },
+        0 => remover(rfd, ffd, &cpath),
         _ => {
             drop(r);
             Ok(w)
