@@ -22,7 +22,8 @@ import time
 from qemu.qmp import QMPClient  # PyPI qemu.qmp, QEMU's own client
 
 KIND, BINARY, PROBE, SCRATCH = sys.argv[1:5]
-SCENARIOS = sys.argv[5:] or ["commands", "hostile", "powerdown", "prelaunch", "hmp"]
+SCENARIOS = sys.argv[5:] or ["commands", "hostile", "powerdown", "prelaunch", "hmp",
+                              "quit-flush"]
 BOOT_TIMEOUT = 60.0
 # QEMU's socket chardev serves one client at a time (the next one waits
 # in the backlog); Casemate serves several at once. Only the concurrent
@@ -465,10 +466,43 @@ async def hmp():
         vm.kill()
 
 
+async def quit_flush():
+    """quit right after a guest write completed (no guest flush): the
+    qcow2 image is consistent and holds the write."""
+    img = os.path.join(SCRATCH, "quit.qcow2")
+    r = subprocess.run(["qemu-img", "create", "-f", "qcow2", img, "64M"], capture_output=True)
+    check(r.returncode == 0, f"qemu-img create: {r.stderr!r}")
+    vm = Vm("quitflush", "probe=blk wait_after_write=1",
+            ["-drive", f"file={img},format=qcow2,if=virtio"])
+    try:
+        line = vm.wait_line(lambda l: "blk write_done" in l)
+        lba = int(line.split("lba=")[1].split()[0])
+        c = await client(vm.sock)
+        await c.execute("quit")
+        ev = await next_event(c, {"SHUTDOWN"})
+        check(ev["data"]["reason"] == "host-qmp-quit", f"SHUTDOWN {ev}")
+        await gone(c)
+        check(vm.wait_exit() == 0, f"quit: exit status {vm.proc.returncode}")
+        r = subprocess.run(["qemu-img", "check", img], capture_output=True)
+        check(r.returncode == 0, f"qemu-img check after quit: {r.stdout!r} {r.stderr!r}")
+        raw = os.path.join(SCRATCH, "quit.raw")
+        r = subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", img, raw],
+                           capture_output=True)
+        check(r.returncode == 0, f"qemu-img convert: {r.stderr!r}")
+        with open(raw, "rb") as f:
+            f.seek(lba * 512)
+            sector = f.read(512)
+        want = bytes((lba * 7 + 1 + i) & 0xff for i in range(512))
+        check(sector == want, f"the completed write to LBA {lba} is not in the image after quit")
+        print(f"ok quit-flush [{KIND}]", flush=True)
+    finally:
+        vm.kill()
+
+
 async def main():
     for s in SCENARIOS:
         await {"commands": commands, "hostile": hostile, "powerdown": powerdown,
-               "prelaunch": prelaunch, "hmp": hmp}[s]()
+               "prelaunch": prelaunch, "hmp": hmp, "quit-flush": quit_flush}[s]()
 
 
 asyncio.run(main())

@@ -4,14 +4,16 @@
 //! counting probe, `-S` + `cont`, `quit`, `system_powerdown` powering the
 //! probe off with POWERDOWN then SHUTDOWN, and hostile clients (1 MiB
 //! values and lines, invalid JSON, commands before negotiation, 100
-//! clients vanishing) with the fd count checked. The same script runs
+//! clients vanishing) with the fd count checked, HMP on a socket, and
+//! `quit` right after a completed guest write leaving a consistent qcow2
+//! that holds it. The same script runs
 //! against QEMU 7.2 unchanged.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use casemate_tests::{bin, in_ci, kvm_or_skip, qemu_or_skip, run_with_limit, Scratch};
+use casemate_tests::{bin, have, in_ci, kvm_or_skip, qemu_or_skip, run_with_limit, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -28,8 +30,15 @@ fn qmp_client_or_skip(test: &str) -> bool {
             "{test}: python3 with qemu.qmp is missing and CI=true: scripts/setup.sh installs it (pip install qemu.qmp)"
         );
         println!("SKIP {test}: python3 -c 'import qemu.qmp' fails (pip install qemu.qmp)");
+        return false;
     }
-    ok
+    // quit-flush checks the image with qemu-img.
+    if !have("qemu-img") {
+        assert!(!in_ci(), "{test}: qemu-img is missing and CI=true");
+        println!("SKIP {test}: qemu-img is not installed");
+        return false;
+    }
+    true
 }
 
 fn check(kind: &str, vmm: &str, scratch: &Scratch) {
@@ -51,6 +60,7 @@ fn check(kind: &str, vmm: &str, scratch: &Scratch) {
         "powerdown",
         "prelaunch",
         "hmp",
+        "quit-flush",
     ] {
         assert!(
             stdout.contains(&format!("ok {s} [{kind}]")),
