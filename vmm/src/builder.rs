@@ -135,6 +135,9 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
         .as_deref()
         .map(crate::process::pidfile)
         .transpose()?;
+    if let Some(p) = &config.control.process_name {
+        set_process_name(p);
+    }
     // Before any thread starts, so that every thread inherits the mask.
     let signals =
         TermSignals::block_for(config.control.daemonize).map_err(BuildError::TermSignals)?;
@@ -186,6 +189,16 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
     }
+}
+
+/// `-name process=`: the calling (main) thread's name, cut to the 15
+/// bytes the kernel keeps, as QEMU does.
+fn set_process_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
 }
 
 /// QMP's SHUTDOWN `guest` and `reason` for how the VM ended.

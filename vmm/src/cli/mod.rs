@@ -119,7 +119,10 @@ QEMU-compatible options:
   -rtc base=utc|localtime|YYYY-MM-DD[THH:MM:SS]
   -enable-kvm, -accel kvm       accepted (KVM is the only accelerator)
   -nodefaults                   no default serial port
-  -name [guest=]NAME            the VM's name (query-name, thread names)
+  -name [guest=]NAME[,process=PNAME][,debug-threads=on]
+                                the VM's name (query-name); process=: the
+                                process name ps shows (threads are named
+                                cm-vcpu0, cm-ctl, ... always)
   -qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off
                                 a QMP server (several clients at once)
   -monitor stdio|unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on,wait=off
@@ -484,6 +487,11 @@ fn option(
             let kv = KeyVals::parse(raw, &v, "guest")?;
             kv.only(raw, &["guest", "debug-threads", "process"])?;
             c.control.name = kv.get("guest").map(str::to_string);
+            c.control.process_name = kv.get("process").map(str::to_string);
+            if let Some(d) = kv.get("debug-threads") {
+                // Casemate's threads are always named.
+                on_off(raw, "debug-threads", d)?;
+            }
         }
         "vga" if it.peek().is_some_and(|v| v == "none") => {
             it.next();

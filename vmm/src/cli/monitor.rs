@@ -213,6 +213,35 @@ mod tests {
         assert!(endpoint("-qmp", "vc").is_err());
     }
 
+    fn control(args: &[&str]) -> ControlConfig {
+        match crate::cli::parse(args.iter().map(|a| a.to_string())).unwrap() {
+            crate::cli::Command::Run { config, .. } => config.control,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn process_control_options_fill_the_control_config() {
+        let c = control(&[
+            "-S",
+            "-daemonize",
+            "-pidfile",
+            "/run/vm.pid",
+            "-name",
+            "guest=vm1,process=vmproc,debug-threads=on",
+            "-qmp",
+            "tcp:127.0.0.1:4444,server=on,wait=off",
+            "-monitor",
+            "none",
+        ]);
+        assert!(c.start_paused && c.daemonize);
+        assert_eq!(c.pidfile, Some("/run/vm.pid".into()));
+        assert_eq!(c.name.as_deref(), Some("vm1"));
+        assert_eq!(c.process_name.as_deref(), Some("vmproc"));
+        assert_eq!(c.monitors.len(), 1, "-monitor none adds nothing");
+        assert_eq!(control(&["-name", "plain"]).name.as_deref(), Some("plain"));
+    }
+
     #[test]
     fn mon_finds_its_chardev_in_any_order() {
         let mut p = Pending::default();

@@ -14,8 +14,12 @@ pub struct ControlConfig {
     pub monitors: Vec<MonitorConfig>,
     /// `-S`: vCPUs do not run until `cont`.
     pub start_paused: bool,
-    /// `-name NAME`: `query-name`, and the process's thread names.
+    /// `-name NAME`: `query-name`.
     pub name: Option<String>,
+    /// `-name ...,process=NAME`: the main thread's name (`comm`, as `ps`
+    /// shows it). Other threads are always named (`cm-vcpu0`, ...), as
+    /// QEMU's `debug-threads=on`.
+    pub process_name: Option<String>,
     /// `-pidfile PATH`: written and locked at start, removed at exit.
     pub pidfile: Option<PathBuf>,
     /// `-daemonize`: detach from the terminal once set up.
