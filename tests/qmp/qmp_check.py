@@ -23,7 +23,7 @@ from qemu.qmp import QMPClient  # PyPI qemu.qmp, QEMU's own client
 
 KIND, BINARY, PROBE, SCRATCH = sys.argv[1:5]
 SCENARIOS = sys.argv[5:] or ["commands", "hostile", "powerdown", "prelaunch", "hmp",
-                              "quit-flush"]
+                              "quit-flush", "reset"]
 BOOT_TIMEOUT = 60.0
 # QEMU's socket chardev serves one client at a time (the next one waits
 # in the backlog); Casemate serves several at once. Only the concurrent
@@ -499,10 +499,44 @@ async def quit_flush():
         vm.kill()
 
 
+async def reset():
+    """system_reset sent as soon as the socket is there (before or while
+    the guest boots): a RESET event, and the guest boots again."""
+    vm = Vm("reset", "probe=count lines=100000 period=20")
+    try:
+        c = await client(vm.sock)
+        await c.execute("system_reset")
+        ev = await next_event(c, {"RESET"})
+        check_event(ev, "RESET")
+        check(ev["data"] == {"guest": False, "reason": "host-qmp-system-reset"}, f"RESET {ev}")
+        vm.wait_line(lambda l: l.startswith("probe: count n="))
+        # A reset may cut a line: the boot line is looked for anywhere.
+        boots = lambda: sum(1 for l in vm.lines if l and "probe: boot entry=" in l)
+        with vm.cv:
+            first = boots()
+        check(first >= 1, f"the guest did not boot after the reset: {vm.lines[:5]}")
+        # A reset while the guest runs: it boots once more.
+        await c.execute("system_reset")
+        check_event(await next_event(c, {"RESET"}), "RESET")
+        deadline = time.monotonic() + 30
+        with vm.cv:
+            while boots() <= first:
+                left = deadline - time.monotonic()
+                check(left > 0, "no boot after the second reset")
+                vm.cv.wait(left)
+        await c.execute("quit")
+        await next_event(c, {"SHUTDOWN"})
+        await gone(c)
+        check(vm.wait_exit() == 0, "quit after reset")
+        print(f"ok reset [{KIND}]", flush=True)
+    finally:
+        vm.kill()
+
+
 async def main():
     for s in SCENARIOS:
         await {"commands": commands, "hostile": hostile, "powerdown": powerdown,
-               "prelaunch": prelaunch, "hmp": hmp, "quit-flush": quit_flush}[s]()
+               "prelaunch": prelaunch, "hmp": hmp, "quit-flush": quit_flush, "reset": reset}[s]()
 
 
 asyncio.run(main())

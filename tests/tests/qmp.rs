@@ -61,6 +61,7 @@ fn check(kind: &str, vmm: &str, scratch: &Scratch) {
         "prelaunch",
         "hmp",
         "quit-flush",
+        "reset",
     ] {
         assert!(
             stdout.contains(&format!("ok {s} [{kind}]")),

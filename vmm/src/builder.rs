@@ -457,6 +457,12 @@ fn run_vm(
     }
     let first = control::run(rx, &dm, workers.as_ref(), &stop, &hub.pause, handles);
     hub.set_boot(Default::default());
+    // A monitor request that came after the loop ended is the next boot's.
+    while let Ok(msg) = rx.try_recv() {
+        if let CtlMsg::Host(a) = msg {
+            hub.requeue(a);
+        }
+    }
     // In-flight requests finish before the VM is torn down.
     workers.stop_all();
     let first = match first.ok_or(BuildError::NoVcpuReport)? {

@@ -53,6 +53,8 @@ pub struct Hub {
     pub wake: EventFd,
     /// `quit` asked while no boot runs (between reboots).
     quit: std::sync::atomic::AtomicBool,
+    /// A `system_reset` asked while no boot runs: the next boot gets it.
+    reset_pending: std::sync::atomic::AtomicBool,
     screen: Mutex<Option<Arc<dyn Screendump>>>,
 }
 
@@ -68,13 +70,24 @@ impl Hub {
             events: Mutex::new(Vec::new()),
             wake: EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)?,
             quit: Default::default(),
+            reset_pending: Default::default(),
             screen: Mutex::new(None),
         })
     }
 
     /// A boot starts (its links) or ends (the default: none).
     pub fn set_boot(&self, links: BootLinks) {
-        *lock(&self.boot) = links;
+        let mut b = lock(&self.boot);
+        *b = links;
+        if let Some(ctl) = &b.ctl {
+            use std::sync::atomic::Ordering;
+            // What was asked while no boot ran is this boot's first message.
+            if self.quit.load(Ordering::Acquire) {
+                let _ = ctl.send(CtlMsg::Host(HostAction::Quit));
+            } else if self.reset_pending.swap(false, Ordering::AcqRel) {
+                let _ = ctl.send(CtlMsg::Host(HostAction::Reset));
+            }
+        }
     }
 
     pub fn serial(&self) -> Option<Arc<Mutex<Serial>>> {
@@ -85,15 +98,31 @@ impl Hub {
         lock(&self.boot).pci.clone()
     }
 
-    /// Hand `action` to the running boot; false when none runs.
-    pub fn host(&self, action: HostAction) -> bool {
+    /// Hand `action` to the running boot. Between boots (or before the
+    /// first) a quit or reset waits for the next one; a power button
+    /// press is lost, as the guest has not enabled the button yet.
+    pub fn host(&self, action: HostAction) {
+        use std::sync::atomic::Ordering;
         if action == HostAction::Quit {
-            self.quit.store(true, std::sync::atomic::Ordering::Release);
+            self.quit.store(true, Ordering::Release);
         }
-        lock(&self.boot)
+        let b = lock(&self.boot);
+        let sent = b
             .ctl
             .as_ref()
-            .is_some_and(|c| c.send(CtlMsg::Host(action)).is_ok())
+            .is_some_and(|c| c.send(CtlMsg::Host(action)).is_ok());
+        if !sent && action == HostAction::Reset {
+            self.reset_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// A boot ended with `action` still unread in its channel: keep it for
+    /// the next boot.
+    pub fn requeue(&self, action: HostAction) {
+        if action == HostAction::Reset {
+            self.reset_pending
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// Whether `quit` was asked (checked between boots).
