@@ -23,7 +23,7 @@ from qemu.qmp import QMPClient  # PyPI qemu.qmp, QEMU's own client
 
 KIND, BINARY, PROBE, SCRATCH = sys.argv[1:5]
 SCENARIOS = sys.argv[5:] or ["commands", "hostile", "powerdown", "prelaunch", "hmp",
-                              "quit-flush", "reset"]
+                              "quit-flush", "reset", "endpoints"]
 BOOT_TIMEOUT = 60.0
 # QEMU's socket chardev serves one client at a time (the next one waits
 # in the backlog); Casemate serves several at once. Only the concurrent
@@ -533,10 +533,49 @@ async def reset():
         vm.kill()
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def endpoints():
+    """QMP on tcp and on -chardev socket + -mon, next to the unix -qmp."""
+    port = free_port()
+    mon = os.path.join(SCRATCH, "mon.sock")
+    vm = Vm("endpoints", "probe=count lines=100000 period=20",
+            ["-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off",
+             "-chardev", f"socket,id=m1,path={mon},server=on,wait=off",
+             "-mon", "chardev=m1,mode=control"])
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not os.path.exists(mon):
+            check(time.monotonic() < deadline, "no -chardev socket")
+            time.sleep(0.01)
+        tcp = QMPClient("tcp")
+        await tcp.connect(("127.0.0.1", port))
+        chardev = await client(mon)
+        for c in (tcp, chardev):
+            s = await c.execute("query-status")
+            check(s["status"] in ("running", "prelaunch", "paused"), f"query-status {s}")
+        await tcp.execute("stop")
+        check_event(await next_event(chardev, {"STOP"}), "STOP")
+        await chardev.execute("quit")
+        for c in (tcp, chardev):
+            ev = await next_event(c, {"SHUTDOWN"})
+            check(ev["data"]["reason"] == "host-qmp-quit", f"SHUTDOWN {ev}")
+            await gone(c)
+        check(vm.wait_exit() == 0, "quit over -mon")
+        print(f"ok endpoints [{KIND}]", flush=True)
+    finally:
+        vm.kill()
+
+
 async def main():
     for s in SCENARIOS:
         await {"commands": commands, "hostile": hostile, "powerdown": powerdown,
-               "prelaunch": prelaunch, "hmp": hmp, "quit-flush": quit_flush, "reset": reset}[s]()
+               "prelaunch": prelaunch, "hmp": hmp, "quit-flush": quit_flush, "reset": reset,
+               "endpoints": endpoints}[s]()
 
 
 asyncio.run(main())

@@ -62,6 +62,7 @@ fn check(kind: &str, vmm: &str, scratch: &Scratch) {
         "hmp",
         "quit-flush",
         "reset",
+        "endpoints",
     ] {
         assert!(
             stdout.contains(&format!("ok {s} [{kind}]")),
