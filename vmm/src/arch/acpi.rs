@@ -234,7 +234,9 @@ fn fadt_pc(dsdt_addr: u64, facs_addr: u64) -> Vec<u8> {
         .dsdt_64(dsdt_addr)
         .firmware_ctrl_64(facs_addr)
         .flag(Flags::ResetRegSup)
-        .flag(Flags::PwrButton)
+        // PWR_BUTTON stays clear: the power button is the PM1 fixed
+        // feature (QMP's system_powerdown), as in QEMU's FADT; set, it
+        // would tell the guest there is none there.
         .flag(Flags::SlpButton);
     f.sci_int = ACPI_SCI_IRQ.into();
     f.pm1a_evt_blk = (evt as u32).into();
