@@ -31,11 +31,11 @@ BOOT_TIMEOUT = 60.0
 CONCURRENT = KIND == "casemate"
 
 
-def vm_argv(sock, append, extra=()):
+def vm_argv(sock, append, extra=(), machine="q35"):
     if KIND == "casemate":
-        base = [BINARY, "-M", "q35", "-m", "128M", "-serial", "stdio"]
+        base = [BINARY, "-M", machine, "-m", "128M", "-serial", "stdio"]
     else:
-        base = [BINARY, "-enable-kvm", "-M", "q35", "-m", "128M", "-nodefaults",
+        base = [BINARY, "-enable-kvm", "-M", machine, "-m", "128M", "-nodefaults",
                 "-nographic", "-serial", "stdio"]
     return base + ["-kernel", PROBE, "-append", append,
                    "-qmp", f"unix:{sock},server=on,wait=off", *extra]
@@ -44,11 +44,11 @@ def vm_argv(sock, append, extra=()):
 class Vm:
     """The VMM process, its console lines, and its QMP socket path."""
 
-    def __init__(self, name, append, extra=()):
+    def __init__(self, name, append, extra=(), machine="q35"):
         self.sock = os.path.join(SCRATCH, f"{name}.sock")
         if os.path.exists(self.sock):
             os.unlink(self.sock)
-        self.proc = subprocess.Popen(vm_argv(self.sock, append, extra),
+        self.proc = subprocess.Popen(vm_argv(self.sock, append, extra, machine),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
         self.lines = []
@@ -371,7 +371,13 @@ async def hostile():
 
 
 async def powerdown():
-    vm = Vm("powerdown", "probe=powerbtn")
+    for machine in ["q35", "microvm"]:
+        await powerdown_on(machine)
+
+
+async def powerdown_on(machine):
+    """pc/q35: the PM1 fixed power button; microvm: the GED."""
+    vm = Vm(f"powerdown-{machine}", "probe=powerbtn", machine=machine)
     try:
         vm.wait_line(lambda l: "powerbtn state=armed" in l)
         c = await client(vm.sock)
@@ -383,7 +389,7 @@ async def powerdown():
         vm.wait_line(lambda l: l == "probe: done status=ok", timeout=5)
         await gone(c)
         check(vm.wait_exit() == 0, f"powerdown: exit status {vm.proc.returncode}")
-        print(f"ok powerdown [{KIND}]", flush=True)
+        print(f"ok powerdown {machine} [{KIND}]", flush=True)
     finally:
         vm.kill()
 

@@ -26,6 +26,8 @@ use super::layout::{
     pci_intx_gsi, ACPI_PM_PORT, ACPI_SCI_IRQ, ACPI_SLEEP_PORT, IOAPIC, IOAPIC_ID, LAPIC, PCI_ECAM,
     PCI_ECAM_SIZE, PCI_IO_END, PCI_IO_START, PCI_MMIO32_END, PCI_MMIO32_START,
 };
+use super::layout::{GED_BASE, GED_GSI};
+use casemate_devices::legacy::ged as legacy_ged;
 use casemate_devices::legacy::{acpi_pm, acpi_sleep};
 
 /// What the tables describe beyond CPUs and the legacy devices.
@@ -198,6 +200,29 @@ fn virtio_mmio_device(index: usize, slot: &VirtioMmioSlot) -> Vec<u8> {
     ))
 }
 
+/// `Device (_SB.GED)`: the Generic Event Device (`ACPI0013`) with its
+/// selector register and edge interrupt, and the power button device it
+/// stands for (`PNP0C0C`). No `_EVT` method yet: a Linux guest finds the
+/// device but does not act on the event (the probe reads the register).
+fn ged_device() -> Vec<u8> {
+    let mem = aml::Memory32Fixed::new(true, GED_BASE as u32, legacy_ged::LEN as u32);
+    let irq = aml::Interrupt::new(true, true, false, false, GED_GSI);
+    let crs = aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(vec![&mem, &irq]));
+    let hid = aml::Name::new("_HID".into(), &"ACPI0013");
+    let uid = aml::Name::new("_UID".into(), &0u8);
+    let mut out = bytes_of(&aml::Device::new(
+        "_SB_.GED_".into(),
+        vec![&hid, &uid, &crs],
+    ));
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C"));
+    let uid = aml::Name::new("_UID".into(), &0u8);
+    out.extend(bytes_of(&aml::Device::new(
+        "_SB_.PWRB".into(),
+        vec![&hid, &uid],
+    )));
+    out
+}
+
 fn dsdt(platform: Platform, virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
     let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE, 1);
     let s5 = aml::Name::new(
@@ -215,6 +240,8 @@ fn dsdt(platform: Platform, virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
     com1.to_aml_bytes(&mut dsdt);
     if let Platform::Pci { ecam, mmio64 } = platform {
         dsdt.append_slice(&pci_root(ecam, mmio64));
+    } else {
+        dsdt.append_slice(&ged_device());
     }
     for (i, slot) in virtio_mmio.iter().enumerate() {
         dsdt.append_slice(&virtio_mmio_device(i, slot));

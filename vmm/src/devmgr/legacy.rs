@@ -5,10 +5,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
+use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, Ged, RtcBase, Serial, Sink, I8042};
 
 use super::{Console, DevError, DeviceManager, Hypervisor};
-use crate::arch::layout::{RamLayout, ACPI_PM_PORT, ACPI_SCI_IRQ, ACPI_SLEEP_PORT};
+use crate::arch::layout::{
+    RamLayout, ACPI_PM_PORT, ACPI_SCI_IRQ, ACPI_SLEEP_PORT, GED_BASE, GED_GSI,
+};
 use crate::config::RtcConfig;
 use crate::machine::PowerRegs;
 
@@ -55,16 +57,23 @@ impl DeviceManager {
             Arc::new(Mutex::new(cmos)),
         )?;
         match self.machine.power {
-            PowerRegs::SleepControl => pio.insert(
-                "acpi-sleep",
-                ACPI_SLEEP_PORT.into(),
-                legacy::acpi_sleep::LEN,
-                Arc::new(Mutex::new(AcpiSleep)),
-            )?,
+            PowerRegs::SleepControl => {
+                pio.insert(
+                    "acpi-sleep",
+                    ACPI_SLEEP_PORT.into(),
+                    legacy::acpi_sleep::LEN,
+                    Arc::new(Mutex::new(AcpiSleep)),
+                )?;
+                let ged = Arc::new(Mutex::new(Ged::new(hv.irq_line("GED", GED_GSI)?)));
+                self.power_button = Some(super::PowerButton::Ged(ged.clone()));
+                self.buses
+                    .mmio
+                    .insert("ged", GED_BASE, legacy::ged::LEN, ged)?;
+            }
             PowerRegs::Pm1 => {
                 let sci = hv.intx(ACPI_SCI_IRQ.into())?;
                 let pm = Arc::new(Mutex::new(AcpiPm::with_sci(sci)));
-                self.power_button = Some(pm.clone());
+                self.power_button = Some(super::PowerButton::Pm1(pm.clone()));
                 pio.insert("acpi-pm", ACPI_PM_PORT.into(), legacy::acpi_pm::LEN, pm)?
             }
             PowerRegs::None => {}
@@ -81,10 +90,16 @@ impl DeviceManager {
     /// Press the ACPI power button (QMP `system_powerdown`). Returns
     /// false when the machine has none, or the guest has not enabled it.
     pub fn press_power_button(&self) -> bool {
-        self.power_button.as_ref().is_some_and(|pm| {
-            pm.lock()
+        match &self.power_button {
+            Some(super::PowerButton::Pm1(pm)) => pm
+                .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .press_power_button()
-        })
+                .press_power_button(),
+            Some(super::PowerButton::Ged(g)) => g
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .press_power_button(),
+            None => false,
+        }
     }
 }

@@ -108,6 +108,14 @@ pub struct DeviceInfo {
     pub placement: Placement,
 }
 
+/// Where the machine's power button is.
+enum PowerButton {
+    /// pc, q35: the PM1 fixed feature.
+    Pm1(Arc<Mutex<casemate_devices::legacy::AcpiPm>>),
+    /// microvm: the Generic Event Device.
+    Ged(Arc<Mutex<casemate_devices::legacy::Ged>>),
+}
+
 /// See the module doc.
 pub struct DeviceManager {
     pub buses: Arc<Buses>,
@@ -116,8 +124,8 @@ pub struct DeviceManager {
     mmio: Option<virtio_mmio::MmioPlatform>,
     lifecycles: HashMap<DeviceKey, Arc<Mutex<dyn VirtioLifecycle>>>,
     devices: Vec<DeviceInfo>,
-    /// The PM1 block, for the power button (pc, q35).
-    power_button: Option<Arc<Mutex<casemate_devices::legacy::AcpiPm>>>,
+    /// The power button (QMP `system_powerdown`).
+    power_button: Option<PowerButton>,
     /// COM1, for console input.
     serial: Option<Arc<Mutex<casemate_devices::legacy::Serial>>>,
 }
