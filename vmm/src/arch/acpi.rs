@@ -202,17 +202,21 @@ fn virtio_mmio_device(index: usize, slot: &VirtioMmioSlot) -> Vec<u8> {
 
 /// `Device (_SB.GED)`: the Generic Event Device (`ACPI0013`) with its
 /// selector register and edge interrupt, and the power button device it
-/// stands for (`PNP0C0C`). No `_EVT` method yet: a Linux guest finds the
-/// device but does not act on the event (the probe reads the register).
+/// stands for (`PNP0C0C`). Its `_EVT` notifies the power button on any
+/// event (the power button is the only one), so an OS's button driver
+/// sees the press; it does not read the selector (the probe does).
 fn ged_device() -> Vec<u8> {
     let mem = aml::Memory32Fixed::new(true, GED_BASE as u32, legacy_ged::LEN as u32);
     let irq = aml::Interrupt::new(true, true, false, false, GED_GSI);
     let crs = aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(vec![&mem, &irq]));
     let hid = aml::Name::new("_HID".into(), &"ACPI0013");
     let uid = aml::Name::new("_UID".into(), &0u8);
+    let pwrb = aml::Path::new("\\_SB_.PWRB");
+    let notify = aml::Notify::new(&pwrb, &0x80u8);
+    let evt = aml::Method::new("_EVT".into(), 1, true, vec![&notify]);
     let mut out = bytes_of(&aml::Device::new(
         "_SB_.GED_".into(),
-        vec![&hid, &uid, &crs],
+        vec![&hid, &uid, &crs, &evt],
     ));
     let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C"));
     let uid = aml::Name::new("_UID".into(), &0u8);
