@@ -22,12 +22,11 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 
+use super::layout::GED_GSI;
 use super::layout::{
     pci_intx_gsi, ACPI_PM_PORT, ACPI_SCI_IRQ, ACPI_SLEEP_PORT, IOAPIC, IOAPIC_ID, LAPIC, PCI_ECAM,
     PCI_ECAM_SIZE, PCI_IO_END, PCI_IO_START, PCI_MMIO32_END, PCI_MMIO32_START,
 };
-use super::layout::{GED_BASE, GED_GSI};
-use casemate_devices::legacy::ged as legacy_ged;
 use casemate_devices::legacy::{acpi_pm, acpi_sleep};
 
 /// What the tables describe beyond CPUs and the legacy devices.
@@ -200,15 +199,16 @@ fn virtio_mmio_device(index: usize, slot: &VirtioMmioSlot) -> Vec<u8> {
     ))
 }
 
-/// `Device (_SB.GED)`: the Generic Event Device (`ACPI0013`) with its
-/// selector register and edge interrupt, and the power button device it
+/// `Device (_SB.GED)`: the Generic Event Device (`ACPI0013`, its selector
+/// register at `GED_BASE`) with its edge interrupt, and the power button device it
 /// stands for (`PNP0C0C`). Its `_EVT` notifies the power button on any
 /// event (the power button is the only one), so an OS's button driver
 /// sees the press; it does not read the selector (the probe does).
 fn ged_device() -> Vec<u8> {
-    let mem = aml::Memory32Fixed::new(true, GED_BASE as u32, legacy_ged::LEN as u32);
+    // Only the interrupt: Linux's GED driver takes every _CRS entry for
+    // one (as QEMU's, whose register is not in _CRS either).
     let irq = aml::Interrupt::new(true, true, false, false, GED_GSI);
-    let crs = aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(vec![&mem, &irq]));
+    let crs = aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(vec![&irq]));
     let hid = aml::Name::new("_HID".into(), &"ACPI0013");
     let uid = aml::Name::new("_UID".into(), &0u8);
     let pwrb = aml::Path::new("\\_SB_.PWRB");
