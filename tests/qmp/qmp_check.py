@@ -307,6 +307,11 @@ async def commands():
             raw.close()
         await gone(c)
         check(vm.wait_exit() == 0, f"quit: exit status {vm.proc.returncode}")
+        # The unix socket goes with the VMM (QEMU removes it too).
+        deadline = time.monotonic() + 10
+        while os.path.exists(vm.sock):
+            check(time.monotonic() < deadline, "the QMP socket stayed after exit")
+            time.sleep(0.02)
         print(f"ok quit [{KIND}]", flush=True)
     finally:
         vm.kill()

@@ -146,6 +146,26 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     let res = Arc::new(Resources::open(&config)?);
     let hub = Arc::new(Hub::new(config.control.start_paused).map_err(BuildError::Monitor)?);
     let listeners = qmp::listen::open(&config.control.monitors)?;
+    // The pid file and unix monitor sockets go when the process ends.
+    let mut leftovers: Vec<&std::path::Path> =
+        config.control.pidfile.iter().map(|p| p.as_path()).collect();
+    leftovers.extend(
+        config
+            .control
+            .monitors
+            .iter()
+            .filter_map(|m| match &m.endpoint {
+                crate::config::Endpoint::Unix(p) => Some(p.as_path()),
+                _ => None,
+            }),
+    );
+    let _remover = if leftovers.is_empty() {
+        None
+    } else {
+        crate::process::Remover::spawn(&leftovers)
+            .map_err(|e| log::warn!("{leftovers:?} will stay after exit: {e}"))
+            .ok()
+    };
     // The keyboard reaches COM1 when the console is on stdio; the
     // terminal is raw until this guard drops, on every return below.
     let console = config.serial == SerialConfig::Stdio

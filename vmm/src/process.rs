@@ -3,12 +3,12 @@
 //! life, removed when it ends).
 //!
 //! Both fork, and fork only where that is safe: `daemonize` before any
-//! thread exists; the pid file's remover right after the file is written,
-//! a child that only makes async-signal-safe calls. The remover exists
-//! because the VMM itself cannot unlink anything once Landlock confines
-//! it: it waits for the VMM to end (its pipe's other end closes) and
-//! removes the file only if it is still the one the VMM wrote (same
-//! device and inode), so a pid file a newer VM wrote is left alone.
+//! thread exists; the `Remover` (pid file, monitor sockets) is a child
+//! that only makes async-signal-safe calls. It exists because the VMM
+//! itself cannot unlink anything once Landlock confines it: it waits for
+//! the VMM to end (its pipe's other end closes) and removes each file only
+//! if it is still the one the VMM made (same device and inode), so a file
+//! a newer VM made in its place is left alone.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -106,11 +106,10 @@ impl Daemon {
     }
 }
 
-/// A written, locked pid file; removed (by its remover) when the process
-/// ends.
+/// A written pid file, locked while it is held (see `Remover` for its
+/// removal).
 pub struct PidFile {
     _file: File,
-    _remover: Option<OwnedFd>,
 }
 
 /// Create `path`, lock it as QEMU does (a write lock on the whole file:
@@ -138,34 +137,61 @@ pub fn pidfile(path: &Path) -> Result<PidFile, ProcessError> {
         f.flush()
     };
     write(&mut file).map_err(|source| ProcessError::PidWrite { path: p(), source })?;
-    let remover = match spawn_remover(path, &file) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            log::warn!(
-                "pid file {}: it will not be removed at exit: {e}",
-                path.display()
-            );
-            None
-        }
-    };
-    Ok(PidFile {
-        _file: file,
-        _remover: remover,
-    })
+    Ok(PidFile { _file: file })
 }
 
-/// The remover's body, in the forked child: only async-signal-safe calls
-/// on data prepared before the fork.
-fn remover(rfd: libc::c_int, ffd: libc::c_int, path: &std::ffi::CStr) -> ! {
-    // Keep only the pipe and the pid file (for its identity).
-    let (lo, hi) = (rfd.min(ffd) as u32, rfd.max(ffd) as u32);
+/// Removes files when the process ends: the pid file and the monitors'
+/// unix sockets (QEMU removes both). Dropping it (process exit) closes
+/// the pipe that wakes the forked child.
+pub struct Remover {
+    _wake: OwnedFd,
+}
+
+/// One path to remove, with the identity it had when we made it.
+struct Target {
+    path: CString,
+    dev: u64,
+    ino: u64,
+}
+
+impl Remover {
+    /// Fork the remover for `paths` (each must exist now). The child makes
+    /// only async-signal-safe calls, so forking after threads started is
+    /// safe.
+    pub fn spawn(paths: &[&Path]) -> io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let mut targets = Vec::new();
+        for p in paths {
+            let m = std::fs::symlink_metadata(p)?;
+            targets.push(Target {
+                path: CString::new(p.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?,
+                dev: m.dev(),
+                ino: m.ino(),
+            });
+        }
+        let (r, w) = pipe()?;
+        let rfd = r.as_raw_fd();
+        // SAFETY: the child runs `remover`, which makes only
+        // async-signal-safe calls on data prepared before the fork.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => remover(rfd, &targets),
+            _ => {
+                drop(r);
+                Ok(Self { _wake: w })
+            }
+        }
+    }
+}
+
+/// The remover's body, in the forked child.
+fn remover(rfd: libc::c_int, targets: &[Target]) -> ! {
+    let keep = rfd as u32;
     // SAFETY: closing fds of this child process only.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 0, lo - 1, 0);
-        if hi > lo + 1 {
-            libc::syscall(libc::SYS_close_range, lo + 1, hi - 1, 0);
-        }
-        libc::syscall(libc::SYS_close_range, hi + 1, u32::MAX, 0);
+        libc::syscall(libc::SYS_close_range, 0, keep - 1, 0);
+        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0);
     }
     let mut b = [0u8; 1];
     loop {
@@ -175,38 +201,17 @@ fn remover(rfd: libc::c_int, ffd: libc::c_int, path: &std::ffi::CStr) -> ! {
             break;
         }
     }
-    // SAFETY: stat is plain data; zero is a valid value.
-    let (mut mine, mut now): (libc::stat, libc::stat) =
-        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-    // SAFETY: fstat and stat fill the structs; `path` is a live C string.
-    let same = unsafe {
-        libc::fstat(ffd, &mut mine) == 0
-            && libc::stat(path.as_ptr(), &mut now) == 0
-            && (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
-    };
-    if same {
-        // SAFETY: unlinks a path given as a live C string.
-        unsafe { libc::unlink(path.as_ptr()) };
+    for t in targets {
+        // SAFETY: stat is plain data; zero is a valid value.
+        let mut now: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: lstat fills `now`; the path is a live C string.
+        let same = unsafe { libc::lstat(t.path.as_ptr(), &mut now) } == 0
+            && (now.st_dev, now.st_ino) == (t.dev, t.ino);
+        if same {
+            // SAFETY: unlinks a path given as a live C string.
+            unsafe { libc::unlink(t.path.as_ptr()) };
+        }
     }
     // SAFETY: ends this child without running the parent's exit handlers.
     unsafe { libc::_exit(0) }
-}
-
-/// Fork the child that removes `path` once this process ends; returns the
-/// pipe end whose closing (at exit) wakes it.
-fn spawn_remover(path: &Path, file: &File) -> io::Result<OwnedFd> {
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let (r, w) = pipe()?;
-    let (rfd, ffd) = (r.as_raw_fd(), file.as_raw_fd());
-    // SAFETY: the child makes only async-signal-safe calls (close_range,
-    // read, fstat, stat, unlink, _exit) on data prepared before the fork.
-    match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => remover(rfd, ffd, &cpath),
-        _ => {
-            drop(r);
-            Ok(w)
-        }
-    }
 }
