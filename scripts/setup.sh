@@ -36,3 +36,8 @@ if ! command -v genisoimage >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq genisoimage >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust stable) is required" >&2; exit 1; }
+# qemu.qmp: QEMU's own QMP client library (tests/qmp/qmp_check.py).
+if ! python3 -c 'import qemu.qmp' >/dev/null 2>&1; then
+    echo "setup: installing the qemu.qmp Python package" >&2
+    python3 -m pip install -q qemu.qmp
+fi

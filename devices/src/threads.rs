@@ -40,6 +40,8 @@ pub enum Role {
     Main,
     /// `cm-spawn`: starts every other thread (see the module doc).
     Spawner,
+    /// `cm-qmp`: the QMP and HMP monitors' sockets.
+    Qmp,
 }
 
 impl Role {
@@ -58,6 +60,7 @@ impl Role {
             Self::Collapse => "collapse",
             Self::Main => "main",
             Self::Spawner => "spawner",
+            Self::Qmp => "qmp",
         }
     }
 }

@@ -28,6 +28,7 @@ const ROLES: &[&str] = &[
     "io-helper",
     "prealloc",
     "collapse",
+    "qmp",
 ];
 
 /// 128 + SIGSYS: the trap handler's exit status.
@@ -217,9 +218,15 @@ fn every_thread_of_a_running_vm_is_filtered() {
     let s = Scratch::new("sandbox-threads");
     let d = disk(&s);
     let mut c = Command::new(bin("casemate"));
+    let qmp = format!("unix:{},server=on,wait=off", s.path("qmp.sock").display());
     c.args(["-M", "q35", "-smp", "2", "-drive", &drive(&d, "")])
-        .args(["-append", "probe=spin ms=3000"]);
-    assert_all_filtered(&threads_of_running(c, |p| p));
+        .args(["-append", "probe=spin ms=3000", "-qmp", &qmp]);
+    let seen = threads_of_running(c, |p| p);
+    assert!(
+        seen.iter().any(|t| t.0 == "cm-qmp"),
+        "no cm-qmp thread in {seen:?}"
+    );
+    assert_all_filtered(&seen);
 
     // The check can see an unfiltered thread: -sandbox off shows Seccomp: 0.
     let mut c = Command::new(bin("casemate"));

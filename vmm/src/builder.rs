@@ -5,7 +5,10 @@
 //! read top to bottom, and the control loop serves the vCPUs until one
 //! stops. Meanwhile the main thread waits on the termination signals
 //! (`signals`) and forwards them to the control loop, which ends the boot
-//! like a power-off; every image is flushed before `run` returns.
+//! like a power-off; every image is flushed before `run` returns. The
+//! monitors (`qmp`) run on their own thread for the whole process and
+//! reach each boot through the `Hub`; the lifecycle events (SHUTDOWN,
+//! RESET) are emitted here, where each boot's end is known.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -20,13 +23,14 @@ use crate::arch::regs::{self, Entry};
 use crate::arch::topology::Topology;
 use crate::arch::{acpi, mptable};
 use crate::boot::{self, BootError};
-use crate::config::ValidConfig;
-use crate::control::{self, BootEnd, CtlMsg};
+use crate::config::{SerialConfig, ValidConfig};
+use crate::control::{self, BootEnd, CtlMsg, HostAction};
 use crate::devmgr::kinds::blk::block_device;
 use crate::devmgr::{self, DevError, DeviceManager, Wiring};
 use crate::loader::{self, KernelKind, LoadError};
 use crate::machine::{self, MachineModel};
 use crate::memory::MemoryError;
+use crate::qmp::{self, commands::VmInfo, Hub};
 use crate::resources::{ResourceError, Resources};
 use crate::signals::{self, TermSignals, Termination};
 use crate::threads::{self, spawn_with_role, Role};
@@ -77,6 +81,12 @@ pub enum BuildError {
     Sandbox(#[from] threads::SandboxError),
     #[error("every vCPU thread ended without reporting why")]
     NoVcpuReport,
+    #[error("setting up the monitors")]
+    Monitor(#[source] std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] qmp::listen::ListenError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     #[error("watching for termination signals")]
     TermSignals(#[source] std::io::Error),
     #[error("drive {id}: flushing the image at exit")]
@@ -104,23 +114,93 @@ pub enum VmEnd {
     },
     /// SIGTERM, SIGINT or SIGHUP ended it (as a power-off: exit 0).
     Signal(Termination),
+    /// A monitor's `system_reset` with `-no-reboot`.
+    HostReset,
+    /// A monitor's `quit`.
+    Quit,
 }
 
 /// Run the VM until it powers off or fails, rebooting on reset unless the
 /// config says not to. `probe` is the embedded guest, used without -kernel.
 pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildError> {
+    // Both fork: before any thread starts.
+    let daemon = config
+        .control
+        .daemonize
+        .then(crate::process::daemonize)
+        .transpose()?;
+    let _pidfile = config
+        .control
+        .pidfile
+        .as_deref()
+        .map(crate::process::pidfile)
+        .transpose()?;
+    if let Some(p) = &config.control.process_name {
+        set_process_name(p);
+    }
     // Before any thread starts, so that every thread inherits the mask.
-    let signals = TermSignals::block().map_err(BuildError::TermSignals)?;
+    let signals =
+        TermSignals::block_for(config.control.daemonize).map_err(BuildError::TermSignals)?;
     threads::install(config.sandbox.seccomp)?;
     kick::install().map_err(BuildError::Signal)?;
     let res = Arc::new(Resources::open(&config)?);
-    // Every file is open: from here on the process needs no path.
+    let hub = Arc::new(Hub::new(config.control.start_paused).map_err(BuildError::Monitor)?);
+    let listeners = qmp::listen::open(&config.control.monitors)?;
+    // The pid file and unix monitor sockets go when the process ends.
+    let mut leftovers: Vec<&std::path::Path> =
+        config.control.pidfile.iter().map(|p| p.as_path()).collect();
+    leftovers.extend(
+        config
+            .control
+            .monitors
+            .iter()
+            .filter_map(|m| match &m.endpoint {
+                crate::config::Endpoint::Unix(p) => Some(p.as_path()),
+                _ => None,
+            }),
+    );
+    let _remover = if leftovers.is_empty() {
+        None
+    } else {
+        crate::process::Remover::spawn(&leftovers)
+            .map_err(|e| log::warn!("{leftovers:?} will stay after exit: {e}"))
+            .ok()
+    };
+    // The keyboard reaches COM1 when the console is on stdio; the
+    // terminal is raw until this guard drops, on every return below.
+    let console = config.serial == SerialConfig::Stdio
+        && !config.control.daemonize
+        && qmp::tty::stdin_has_input();
+    let _tty = console.then(qmp::tty::RawTty::enter).flatten();
+    if let Some(d) = daemon {
+        d.ready()?;
+    }
+    // Every file and socket is open: from here on the process needs no path.
     threads::confine_main(&config)?;
+    let monitors = (!listeners.is_empty() || console)
+        .then(|| {
+            let info = VmInfo::new(&config, &res);
+            qmp::server::start(hub.clone(), info, listeners, console)
+        })
+        .transpose()
+        .map_err(|e| BuildError::Service("QMP", e))?;
     let config = Arc::new(config);
-    let end = boot_until_end(&config, &res, &signals, probe);
+    let end = boot_until_end(&config, &res, &signals, probe, &hub);
     // Images are flushed whatever the end (qcow2: data, refcounts, then
     // L2/L1); the devices that wrote them are gone with their boot.
     let flushed = flush_images(&config, &res);
+    if let Ok(end) = &end {
+        if let Some((guest, reason)) = shutdown_cause(end) {
+            hub.emit(
+                "SHUTDOWN",
+                Some(serde_json::json!({"guest": guest, "reason": reason})),
+            );
+        }
+    }
+    if let Some(m) = monitors {
+        // The SHUTDOWN event reaches the clients before they are closed.
+        m.finish();
+    }
     match (end, flushed) {
         (Ok(end), Ok(())) => Ok(end),
         (Err(e), Err(f)) => {
@@ -129,6 +209,28 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
     }
+}
+
+/// `-name process=`: the calling (main) thread's name, cut to the 15
+/// bytes the kernel keeps, as QEMU does.
+fn set_process_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
+}
+
+/// QMP's SHUTDOWN `guest` and `reason` for how the VM ended.
+fn shutdown_cause(end: &VmEnd) -> Option<(bool, &'static str)> {
+    Some(match end {
+        VmEnd::PowerOff => (true, "guest-shutdown"),
+        VmEnd::Reset | VmEnd::TripleFault { .. } => (true, "guest-reset"),
+        VmEnd::HostReset => (false, "host-qmp-system-reset"),
+        VmEnd::Quit => (false, "host-qmp-quit"),
+        VmEnd::Signal(_) => (false, "host-signal"),
+        VmEnd::Fatal { .. } => return None,
+    })
 }
 
 impl BuildError {
@@ -145,13 +247,17 @@ fn boot_until_end(
     res: &Arc<Resources>,
     signals: &TermSignals,
     probe: &'static [u8],
+    hub: &Arc<Hub>,
 ) -> Result<VmEnd, BuildError> {
     use std::os::fd::AsRawFd;
     loop {
         if let Some(t) = signals.take() {
             return Ok(VmEnd::Signal(t));
         }
-        let (c, r) = (config.clone(), res.clone());
+        if hub.quit_asked() {
+            return Ok(VmEnd::Quit);
+        }
+        let (c, r, h) = (config.clone(), res.clone(), hub.clone());
         let (tx, rx) = mpsc::channel::<CtlMsg>();
         let ctl_tx = tx.clone();
         let done = vmm_sys_util::eventfd::EventFd::new(libc::EFD_CLOEXEC)
@@ -160,7 +266,7 @@ fn boot_until_end(
             .try_clone()
             .map_err(|e| BuildError::Service("control", e))?;
         let ctl = spawn_with_role(Role::Ctl, "cm-ctl".into(), move || {
-            let end = boot_once(&c, &r, probe, ctl_tx, &rx);
+            let end = boot_once(&c, &r, probe, ctl_tx, &rx, &h);
             // Wakes the main thread to join.
             let _ = done_ctl.write(1);
             end
@@ -186,8 +292,22 @@ fn boot_until_end(
         match (end, signalled) {
             // The guest's own end came first; a signal after it changes
             // nothing but stops a reboot.
-            (VmEnd::Reset, Some(t)) if !config.no_reboot => return Ok(VmEnd::Signal(t)),
-            (VmEnd::Reset, None) if !config.no_reboot => log::info!("guest reset: rebooting"),
+            (VmEnd::Reset | VmEnd::HostReset, Some(t)) if !config.no_reboot => {
+                return Ok(VmEnd::Signal(t))
+            }
+            (VmEnd::Reset, None) if !config.no_reboot => {
+                log::info!("guest reset: rebooting");
+                hub.emit(
+                    "RESET",
+                    Some(serde_json::json!({"guest": true, "reason": "guest-reset"})),
+                );
+            }
+            (VmEnd::HostReset, None) if !config.no_reboot => {
+                hub.emit(
+                    "RESET",
+                    Some(serde_json::json!({"guest": false, "reason": "host-qmp-system-reset"})),
+                );
+            }
             (end, _) => return Ok(end),
         }
     }
@@ -288,12 +408,14 @@ fn boot_once(
     probe: &[u8],
     tx: mpsc::Sender<CtlMsg>,
     rx: &mpsc::Receiver<CtlMsg>,
+    hub: &Hub,
 ) -> Result<VmEnd, BuildError> {
     let vm = Vm::new(&res.kvm)?;
-    let end = run_vm(config, res, probe, &vm, tx, rx);
+    let end = run_vm(config, res, probe, &vm, tx, rx, hub);
+    hub.set_boot(Default::default());
     // A boot that ends the process leaves its VM to the exit reaper, so
     // nobody waits for KVM's teardown; a reboot closes it here.
-    let rebooting = matches!(end, Ok(VmEnd::Reset)) && !config.no_reboot;
+    let rebooting = matches!(end, Ok(VmEnd::Reset | VmEnd::HostReset)) && !config.no_reboot;
     if !rebooting {
         reaper::park(vm.fd.clone());
     }
@@ -307,6 +429,7 @@ fn run_vm(
     vm: &Vm,
     tx: mpsc::Sender<CtlMsg>,
     rx: &mpsc::Receiver<CtlMsg>,
+    hub: &Hub,
 ) -> Result<VmEnd, BuildError> {
     let machine = machine::model(config.machine);
     vm.map_memory(&res.mem)?;
@@ -365,6 +488,7 @@ fn run_vm(
             stop: stop.clone(),
             ctl: tx.clone(),
             coalesced: coalesced.clone(),
+            pause: hub.pause.clone(),
         });
     }
 
@@ -383,17 +507,31 @@ fn run_vm(
         regs::setup_boot_vcpu(&boot.fd, boot.index, mem, entry)
             .map_err(|e| vcpu_err(boot.index)(e.into()))?;
     }
+    hub.set_boot(qmp::BootLinks {
+        ctl: Some(tx.clone()),
+        pci: dm.pci_root().cloned(),
+        serial: dm.serial(),
+    });
     drop(tx);
     let mut handles = Vec::new();
     for r in runners {
         let index = r.index;
         handles.push(r.spawn().map_err(|e| BuildError::Thread(index, e))?);
     }
-    let first = control::run(rx, &dm, workers.as_ref(), &stop, handles);
+    let first = control::run(rx, &dm, workers.as_ref(), &stop, &hub.pause, handles);
+    hub.set_boot(Default::default());
+    // A monitor request that came after the loop ended is the next boot's.
+    while let Ok(msg) = rx.try_recv() {
+        if let CtlMsg::Host(a) = msg {
+            hub.requeue(a);
+        }
+    }
     // In-flight requests finish before the VM is torn down.
     workers.stop_all();
     let first = match first.ok_or(BuildError::NoVcpuReport)? {
         BootEnd::Signal(t) => return Ok(VmEnd::Signal(t)),
+        BootEnd::Host(HostAction::Quit) => return Ok(VmEnd::Quit),
+        BootEnd::Host(_) => return Ok(VmEnd::HostReset),
         BootEnd::Vcpu(s) => s,
     };
     let VcpuStop {

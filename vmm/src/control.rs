@@ -5,8 +5,9 @@
 //! KVM_RUN, keeps answering requests until all of them have exited, and
 //! returns the first stop. A termination signal (forwarded by the main
 //! thread as `CtlMsg::Terminate`) ends the boot the same way, as a
-//! power-off would. Only this thread starts and joins device workers;
-//! vCPUs never do.
+//! power-off would. A monitor's `system_reset`, `quit` and power button
+//! arrive as `CtlMsg::Host`. Only this thread starts and joins device
+//! workers; vCPUs never do.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -18,6 +19,7 @@ use casemate_devices::PlatformRequest;
 use crate::devmgr::DeviceManager;
 use crate::signals::Termination;
 use crate::vstate::kick;
+use crate::vstate::pause::Pause;
 use crate::vstate::vcpu::VcpuStop;
 
 /// What vCPU threads tell the control thread.
@@ -34,6 +36,19 @@ pub enum CtlMsg {
     Exited(u32),
     /// SIGTERM, SIGINT or SIGHUP: end the VM (from the main thread).
     Terminate(Termination),
+    /// A monitor command (QMP, HMP).
+    Host(HostAction),
+}
+
+/// What a monitor asks of the running boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAction {
+    /// `system_reset`: end this boot as a reset.
+    Reset,
+    /// `system_powerdown`: press the ACPI power button.
+    PowerButton,
+    /// `quit`: end the VM (images are flushed as on any end).
+    Quit,
 }
 
 /// Why a boot ended.
@@ -43,6 +58,8 @@ pub enum BootEnd {
     Vcpu(VcpuStop),
     /// A termination signal.
     Signal(Termination),
+    /// A monitor's `system_reset` or `quit`.
+    Host(HostAction),
 }
 
 /// Serve `rx` until every vCPU in `vcpus` has exited; returns the first
@@ -53,8 +70,14 @@ pub fn run(
     devices: &DeviceManager,
     host: &dyn WorkerHost,
     stop: &AtomicBool,
+    pause: &Pause,
     vcpus: Vec<JoinHandle<()>>,
 ) -> Option<BootEnd> {
+    let end = |first: &mut Option<BootEnd>, why| {
+        end_with(first, why, stop, &vcpus);
+        // Paused vCPUs wake to see the stop flag.
+        pause.wake();
+    };
     let mut first = None;
     let mut exited = 0;
     while exited < vcpus.len() {
@@ -70,8 +93,16 @@ pub fn run(
                 }
                 let _ = done.send(());
             }
-            CtlMsg::Stopped(s) => end_with(&mut first, BootEnd::Vcpu(s), stop, &vcpus),
-            CtlMsg::Terminate(t) => end_with(&mut first, BootEnd::Signal(t), stop, &vcpus),
+            CtlMsg::Stopped(s) => end(&mut first, BootEnd::Vcpu(s)),
+            CtlMsg::Terminate(t) => end(&mut first, BootEnd::Signal(t)),
+            CtlMsg::Host(HostAction::PowerButton) => {
+                if !devices.press_power_button() {
+                    log::info!(
+                        "system_powerdown: the guest has no power button enabled; nothing happens"
+                    );
+                }
+            }
+            CtlMsg::Host(a) => end(&mut first, BootEnd::Host(a)),
             CtlMsg::Exited(_) => exited += 1,
         }
     }

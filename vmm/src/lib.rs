@@ -12,6 +12,8 @@ pub mod devmgr;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod process;
+pub mod qmp;
 pub mod resources;
 pub mod signals;
 pub mod threads;

@@ -84,7 +84,7 @@ fn run() -> anyhow::Result<ExitCode> {
         config.validate(&host)?
     };
     Ok(match builder::run(config, PROBE_ELF)? {
-        VmEnd::PowerOff | VmEnd::Reset => ExitCode::SUCCESS,
+        VmEnd::PowerOff | VmEnd::Reset | VmEnd::HostReset | VmEnd::Quit => ExitCode::SUCCESS,
         VmEnd::Signal(t) => {
             // As QEMU: a signal ends the VM like a power-off, with one line.
             eprintln!("casemate: {}", t.describe());

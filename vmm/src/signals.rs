@@ -59,7 +59,20 @@ impl TermSignals {
     /// thread starts: a thread that does not block them would take the
     /// default action for the whole process.
     pub fn block() -> io::Result<Self> {
-        let set = term_set();
+        Self::block_for(false)
+    }
+
+    /// As `block`; `daemon`: SIGHUP is ignored instead (QEMU's
+    /// `-daemonize`: a daemon has no terminal to hang up).
+    pub fn block_for(daemon: bool) -> io::Result<Self> {
+        let mut set = term_set();
+        if daemon {
+            // SAFETY: the set is initialised; SIG_IGN needs no handler.
+            unsafe {
+                libc::sigdelset(&mut set, libc::SIGHUP);
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            }
+        }
         // SAFETY: `set` is a valid, initialised signal set.
         let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         if rc != 0 {

@@ -3,13 +3,17 @@
 //! (status, enable) and PM1a control block.
 //!
 //! ACPI is always enabled (SCI_EN reads 1, there is no SMI command port),
-//! no fixed events are ever raised, and the only sleep state is S5, which
-//! powers off. The PM timer is not modelled: the FADT says so by giving it
+//! the only fixed event is the power button (`press_power_button`, QMP's
+//! `system_powerdown`: PWRBTN_STS, and the SCI while PWRBTN_EN is set), and
+//! the only sleep state is S5, which powers off. The PM timer is not modelled: the FADT says so by giving it
 //! no block, and guests use kvmclock or the TSC instead. Reset goes through
 //! port 0xCF9 (pci::root), not here.
 
+use std::sync::Arc;
+
 use crate::bus::{BusAction, BusDevice};
 use crate::legacy::acpi_sleep::S5_SLP_TYP;
+use crate::pci::IntxLine;
 
 /// Offsets inside the device's port range.
 pub const PM1_EVT_OFFSET: u64 = 0;
@@ -25,17 +29,53 @@ const SLP_TYP_SHIFT: u16 = 10;
 /// PM1 status bits are write-one-to-clear; WAK_STS (bit 15) is the one a
 /// guest checks after sleeping, and it stays clear because nothing wakes.
 const PM1_EN_MASK: u16 = 0x0721;
+/// PWRBTN_STS / PWRBTN_EN: the fixed power button event.
+pub const PWRBTN: u16 = 1 << 8;
 
 #[derive(Default)]
 pub struct AcpiPm {
+    status: u16,
     enable: u16,
     slp_typ: u16,
+    /// The SCI (level-triggered), when the machine wires one.
+    sci: Option<Arc<dyn IntxLine>>,
 }
 
 impl AcpiPm {
+    /// With the SCI on `sci`: asserted while an enabled event is pending.
+    pub fn with_sci(sci: Arc<dyn IntxLine>) -> Self {
+        Self {
+            sci: Some(sci),
+            ..Self::default()
+        }
+    }
+
+    /// The power button was pressed. As QEMU's PIIX4/ICH9: the event is
+    /// latched only while the guest has enabled it (PWRBTN_EN); returns
+    /// whether it was.
+    pub fn press_power_button(&mut self) -> bool {
+        if self.enable & PWRBTN == 0 {
+            return false;
+        }
+        self.status |= PWRBTN;
+        self.update_sci();
+        true
+    }
+
+    fn update_sci(&self) {
+        let Some(sci) = &self.sci else { return };
+        if self.status & self.enable != 0 {
+            if let Err(e) = sci.assert() {
+                log::warn!("acpi: raising the SCI failed: {e}");
+            }
+        } else {
+            sci.deassert();
+        }
+    }
+
     fn reg16(&self, offset: u64) -> Option<u16> {
         match offset {
-            0 => Some(0),
+            0 => Some(self.status),
             2 => Some(self.enable),
             4 => Some(SCI_EN | (self.slp_typ << SLP_TYP_SHIFT)),
             _ => None,
@@ -70,7 +110,15 @@ impl BusDevice for AcpiPm {
             _ => return BusAction::None,
         };
         match offset & !1 {
-            2 => self.enable = v & PM1_EN_MASK,
+            // Status bits are write-one-to-clear.
+            0 => {
+                self.status &= !v;
+                self.update_sci();
+            }
+            2 => {
+                self.enable = v & PM1_EN_MASK;
+                self.update_sci();
+            }
             PM1_CNT_OFFSET => {
                 self.slp_typ = (v >> SLP_TYP_SHIFT) & 7;
                 if v & SLP_EN != 0 {
@@ -92,6 +140,37 @@ impl BusDevice for AcpiPm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Level(std::sync::Mutex<Vec<bool>>);
+    impl IntxLine for Level {
+        fn assert(&self) -> std::io::Result<()> {
+            self.0.lock().unwrap().push(true);
+            Ok(())
+        }
+        fn deassert(&self) {
+            self.0.lock().unwrap().push(false);
+        }
+    }
+
+    #[test]
+    fn power_button_latches_only_when_enabled_and_clears_by_writing_one() {
+        let sci = Arc::new(Level::default());
+        let mut pm = AcpiPm::with_sci(sci.clone());
+        assert!(!pm.press_power_button(), "PWRBTN_EN clear: ignored");
+        let mut b = [0u8; 2];
+        pm.read(0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), 0);
+        pm.write(2, &PWRBTN.to_le_bytes());
+        assert!(pm.press_power_button());
+        pm.read(0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), PWRBTN);
+        assert_eq!(sci.0.lock().unwrap().last(), Some(&true), "SCI raised");
+        pm.write(0, &PWRBTN.to_le_bytes());
+        pm.read(0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), 0, "write-one-to-clear");
+        assert_eq!(sci.0.lock().unwrap().last(), Some(&false), "SCI lowered");
+    }
 
     fn cnt(typ: u16, en: bool) -> [u8; 2] {
         ((typ << SLP_TYP_SHIFT) | if en { SLP_EN } else { 0 }).to_le_bytes()

@@ -1,7 +1,9 @@
 //! COM1: a 16550A UART (vm-superio's model) as a port-I/O `BusDevice`.
 //!
 //! Owns the register model and the output sink (stdout, a file, or nothing).
-//! Interrupts go out through an `IrqLine`; guest input is not wired yet.
+//! Interrupts go out through an `IrqLine`. Guest input (the console) is
+//! fed through `enqueue_input`, never more than the receive FIFO holds:
+//! the caller keeps the rest until the guest has read.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -32,6 +34,29 @@ impl Serial {
         Self {
             uart: vm_superio::Serial::new(IrqTrigger(irq), out),
             warned: false,
+        }
+    }
+}
+
+impl Serial {
+    /// Bytes the receive FIFO can take now.
+    pub fn input_room(&self) -> usize {
+        self.uart.fifo_capacity()
+    }
+
+    /// Queue `bytes` for the guest (raising the receive interrupt if the
+    /// guest enabled it); returns how many fit.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.uart.fifo_capacity());
+        if n == 0 {
+            return 0;
+        }
+        match self.uart.enqueue_raw_bytes(&bytes[..n]) {
+            Ok(n) => n,
+            Err(e) => {
+                log::debug!("serial: input not queued: {e:?}");
+                0
+            }
         }
     }
 }
@@ -93,5 +118,23 @@ mod tests {
         let mut lsr = [0u8];
         s.read(5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0, "THR empty");
+    }
+
+    #[test]
+    fn input_takes_what_the_fifo_holds_and_the_guest_reads_it() {
+        let irq = Arc::new(CountingIrq::default());
+        let mut s = Serial::new(irq.clone(), Box::new(std::io::sink()));
+        let room = s.input_room();
+        assert!(room > 0);
+        let big = vec![b'a'; room + 10];
+        assert_eq!(s.enqueue_input(&big), room, "no more than the FIFO holds");
+        assert_eq!(s.enqueue_input(b"b"), 0, "full");
+        let mut lsr = [0u8];
+        s.read(5, &mut lsr);
+        assert_ne!(lsr[0] & 0x01, 0, "data ready");
+        let mut rbr = [0u8];
+        s.read(0, &mut rbr);
+        assert_eq!(rbr[0], b'a');
+        assert_eq!(s.input_room(), 1, "a read makes room");
     }
 }

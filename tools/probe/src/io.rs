@@ -29,6 +29,13 @@ pub fn inb(port: u16) -> u8 {
     v
 }
 
+pub fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: as for `inb`.
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
 pub fn inl(port: u16) -> u32 {
     let v: u32;
     // SAFETY: as for `inb`.

@@ -22,6 +22,7 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 
+use super::layout::GED_GSI;
 use super::layout::{
     pci_intx_gsi, ACPI_PM_PORT, ACPI_SCI_IRQ, ACPI_SLEEP_PORT, IOAPIC, IOAPIC_ID, LAPIC, PCI_ECAM,
     PCI_ECAM_SIZE, PCI_IO_END, PCI_IO_START, PCI_MMIO32_END, PCI_MMIO32_START,
@@ -198,6 +199,34 @@ fn virtio_mmio_device(index: usize, slot: &VirtioMmioSlot) -> Vec<u8> {
     ))
 }
 
+/// `Device (_SB.GED)`: the Generic Event Device (`ACPI0013`, its selector
+/// register at `GED_BASE`) with its edge interrupt, and the power button device it
+/// stands for (`PNP0C0C`). Its `_EVT` notifies the power button on any
+/// event (the power button is the only one), so an OS's button driver
+/// sees the press; it does not read the selector (the probe does).
+fn ged_device() -> Vec<u8> {
+    // Only the interrupt: Linux's GED driver takes every _CRS entry for
+    // one (as QEMU's, whose register is not in _CRS either).
+    let irq = aml::Interrupt::new(true, true, false, false, GED_GSI);
+    let crs = aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(vec![&irq]));
+    let hid = aml::Name::new("_HID".into(), &"ACPI0013");
+    let uid = aml::Name::new("_UID".into(), &0u8);
+    let pwrb = aml::Path::new("\\_SB_.PWRB");
+    let notify = aml::Notify::new(&pwrb, &0x80u8);
+    let evt = aml::Method::new("_EVT".into(), 1, true, vec![&notify]);
+    let mut out = bytes_of(&aml::Device::new(
+        "_SB_.GED_".into(),
+        vec![&hid, &uid, &crs, &evt],
+    ));
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C"));
+    let uid = aml::Name::new("_UID".into(), &0u8);
+    out.extend(bytes_of(&aml::Device::new(
+        "_SB_.PWRB".into(),
+        vec![&hid, &uid],
+    )));
+    out
+}
+
 fn dsdt(platform: Platform, virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
     let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE, 1);
     let s5 = aml::Name::new(
@@ -215,6 +244,8 @@ fn dsdt(platform: Platform, virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
     com1.to_aml_bytes(&mut dsdt);
     if let Platform::Pci { ecam, mmio64 } = platform {
         dsdt.append_slice(&pci_root(ecam, mmio64));
+    } else {
+        dsdt.append_slice(&ged_device());
     }
     for (i, slot) in virtio_mmio.iter().enumerate() {
         dsdt.append_slice(&virtio_mmio_device(i, slot));
@@ -234,7 +265,9 @@ fn fadt_pc(dsdt_addr: u64, facs_addr: u64) -> Vec<u8> {
         .dsdt_64(dsdt_addr)
         .firmware_ctrl_64(facs_addr)
         .flag(Flags::ResetRegSup)
-        .flag(Flags::PwrButton)
+        // PWR_BUTTON stays clear: the power button is the PM1 fixed
+        // feature (QMP's system_powerdown), as in QEMU's FADT; set, it
+        // would tell the guest there is none there.
         .flag(Flags::SlpButton);
     f.sci_int = ACPI_SCI_IRQ.into();
     f.pm1a_evt_blk = (evt as u32).into();

@@ -46,6 +46,10 @@ pub const ACPI_SLEEP_PORT: u16 = 0x600;
 pub const ACPI_PM_PORT: u16 = 0x600;
 /// The SCI, as on PIIX4/ICH9; nothing raises it, but the FADT needs one.
 pub const ACPI_SCI_IRQ: u16 = 9;
+/// microvm's Generic Event Device (the power button): QEMU's address; a
+/// GSI past the virtio-mmio ones.
+pub const GED_BASE: u64 = 0xfea0_0000;
+pub const GED_GSI: u32 = 22;
 
 /// PCI on pc and q35: the 32-bit MMIO window BARs are placed in (the
 /// bottom of the hole), the ECAM window of bus 0 on q35 right after it, the

@@ -9,6 +9,7 @@ mod devices;
 mod drive;
 mod kv;
 mod machine;
+mod monitor;
 mod net;
 mod rng;
 mod vfio;
@@ -119,7 +120,25 @@ QEMU-compatible options:
   -rtc base=utc|localtime|YYYY-MM-DD[THH:MM:SS]
   -enable-kvm, -accel kvm       accepted (KVM is the only accelerator)
   -nodefaults                   no default serial port
-  -name NAME                    accepted; names nothing yet
+  -name [guest=]NAME[,process=PNAME][,debug-threads=on]
+                                the VM's name (query-name); process=: the
+                                process name ps shows (threads are named
+                                cm-vcpu0, cm-ctl, ... always)
+  -qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off
+                                a QMP server (several clients at once)
+  -monitor stdio|unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on,wait=off
+                                a human monitor (HMP)
+  -chardev socket,id=ID,path=PATH|host=H,port=P,server=on,wait=off
+  -mon chardev=ID[,mode=control|readline]
+                                a monitor on a chardev (control: QMP)
+  -S                            do not start the vCPUs until QMP/HMP 'cont'
+  -daemonize                    detach once set up (stdio to /dev/null;
+                                SIGHUP ignored)
+  -pidfile PATH                 the pid, locked while the VM runs, removed
+                                at exit
+Console: with -serial stdio (the default) keys go to COM1; the terminal
+is raw while the VM runs. Ctrl-A x quits, Ctrl-A h help, Ctrl-A c switches
+to the monitor (HMP) and back, Ctrl-A Ctrl-A sends Ctrl-A.
   -sandbox on|off[,landlock=on|off|required]
                                 confinement, on by default: a seccomp filter
                                 per thread role (a forbidden syscall ends the
@@ -197,7 +216,7 @@ flushed, exit 0).
                                 install passt): guest 10.0.2.15/24, gateway
                                 10.0.2.2 = the host's loopback; also -nic user
 Not supported yet (rejected by name, all at once):
-other -object and -device types, -vga, -monitor, -S, -bios, -boot, -hda,
+other -object and -device types, -vga, -bios, -boot, -hda,
 -audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
 ";
 
@@ -208,18 +227,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("hdb", true, "use -drive file=...,if=ide or if=virtio"),
     ("fda", true, "no floppy device"),
     ("vga", true, "no display devices (-vga none is accepted)"),
-    (
-        "monitor",
-        true,
-        "no monitor yet (-monitor none is accepted)",
-    ),
-    ("qmp", true, "no monitor yet"),
-    (
-        "chardev",
-        true,
-        "character devices other than -serial are not supported",
-    ),
-    ("S", false, "no monitor to continue a paused VM from"),
     (
         "bios",
         true,
@@ -247,16 +254,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("smbios", true, "no firmware tables (SMBIOS)"),
     ("numa", true, "one NUMA node only"),
     ("usbdevice", true, "no USB controller"),
-    (
-        "pidfile",
-        true,
-        "no pid file yet: the launcher knows the pid",
-    ),
-    (
-        "daemonize",
-        false,
-        "runs in the foreground: let the launcher detach it",
-    ),
     ("loadvm", true, "no snapshots of VM state"),
     ("incoming", true, "no migration"),
     ("gdb", true, "no gdb stub"),
@@ -300,6 +297,7 @@ struct Pending {
     other_devices: Vec<(String, KeyVals, Transport, devices::DeviceParser)>,
     drives: Drives,
     notes: Vec<String>,
+    monitors: monitor::Pending,
 }
 
 /// Parse `args` (without the program name). The whole line is read before
@@ -485,10 +483,41 @@ fn option(
         },
         "snapshot" => p.drives.snapshot = true,
         "rtc" => c.rtc = rtc(raw, &val()?)?,
-        "name" => {
-            val()?;
+        "qmp" | "monitor" => {
+            let v = val()?;
+            if name == "monitor" && v == "none" {
+                p.notes
+                    .push(format!("{raw} none: nothing to remove, accepted"));
+                return Ok(None);
+            }
+            let mode = if name == "qmp" {
+                crate::config::MonitorMode::Control
+            } else {
+                crate::config::MonitorMode::Readline
+            };
+            let endpoint = monitor::endpoint(raw, &v)?;
+            c.control
+                .monitors
+                .push(crate::config::MonitorConfig { endpoint, mode });
         }
-        "vga" | "monitor" if it.peek().is_some_and(|v| v == "none") => {
+        "chardev" => p.monitors.chardev(raw, &val()?)?,
+        "mon" => p.monitors.mon(raw, &val()?)?,
+        "S" => c.control.start_paused = true,
+        "daemonize" => c.control.daemonize = true,
+        "pidfile" => c.control.pidfile = Some(val()?.into()),
+        "name" => {
+            let v = val()?;
+            // QEMU's `-name NAME` or `-name guest=NAME[,debug-threads=on]`.
+            let kv = KeyVals::parse(raw, &v, "guest")?;
+            kv.only(raw, &["guest", "debug-threads", "process"])?;
+            c.control.name = kv.get("guest").map(str::to_string);
+            c.control.process_name = kv.get("process").map(str::to_string);
+            if let Some(d) = kv.get("debug-threads") {
+                // Casemate's threads are always named.
+                on_off(raw, "debug-threads", d)?;
+            }
+        }
+        "vga" if it.peek().is_some_and(|v| v == "none") => {
             it.next();
             p.notes
                 .push(format!("{raw} none: nothing to remove, accepted"));
@@ -531,6 +560,7 @@ fn finish(c: &mut VmConfig, mut p: Pending, errors: &mut Vec<CliError>) -> Vec<S
     if let Err(e) = net::finish(&mut c.devices, &p.objects) {
         errors.push(e);
     }
+    std::mem::take(&mut p.monitors).finish(&mut c.control, errors);
     if p.nodefaults && !p.serial_set {
         c.serial = SerialConfig::None;
     }

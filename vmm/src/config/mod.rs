@@ -5,6 +5,7 @@
 //! and the JSON loader produce a `VmConfig`; the builder consumes it.
 
 pub mod ata;
+pub mod control;
 pub mod device;
 pub mod fdset;
 pub mod json;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use ata::{DriveAttach, DriveInterface};
+pub use control::{ControlConfig, Endpoint, MonitorConfig, MonitorMode};
 pub use device::DeviceConfig;
 pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
@@ -71,6 +73,8 @@ pub struct VmConfig {
     /// Seccomp filters per thread role and Landlock (`-sandbox`,
     /// `--seccomp`); on by default.
     pub sandbox: SandboxConfig,
+    /// Monitors and process control (`-qmp`, `-monitor`, `-S`, `-name`).
+    pub control: ControlConfig,
 }
 
 /// One virtio-blk disk (`-drive` plus its `-device`).
@@ -204,6 +208,7 @@ impl Default for VmConfig {
             fdsets: Vec::new(),
             acpi: None,
             sandbox: SandboxConfig::default(),
+            control: ControlConfig::default(),
         }
     }
 }

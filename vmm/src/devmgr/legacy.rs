@@ -5,10 +5,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, RtcBase, Serial, Sink, I8042};
+use casemate_devices::legacy::{self, AcpiPm, AcpiSleep, Cmos, Ged, RtcBase, Serial, Sink, I8042};
 
 use super::{Console, DevError, DeviceManager, Hypervisor};
-use crate::arch::layout::{RamLayout, ACPI_PM_PORT, ACPI_SLEEP_PORT};
+use crate::arch::layout::{
+    RamLayout, ACPI_PM_PORT, ACPI_SCI_IRQ, ACPI_SLEEP_PORT, GED_BASE, GED_GSI,
+};
 use crate::config::RtcConfig;
 use crate::machine::PowerRegs;
 
@@ -29,8 +31,12 @@ impl DeviceManager {
         ram: &RamLayout,
     ) -> Result<(), DevError> {
         let pio = &self.buses.pio;
-        let serial = Serial::new(hv.irq_line("COM1", COM1_IRQ)?, console.writer()?);
-        pio.insert("com1", COM1, 8, Arc::new(Mutex::new(serial)))?;
+        let serial = Arc::new(Mutex::new(Serial::new(
+            hv.irq_line("COM1", COM1_IRQ)?,
+            console.writer()?,
+        )));
+        self.serial = Some(serial.clone());
+        pio.insert("com1", COM1, 8, serial)?;
         let kbd = I8042::new(hv.irq_line("i8042", I8042_IRQ)?);
         pio.insert(
             "i8042",
@@ -51,21 +57,49 @@ impl DeviceManager {
             Arc::new(Mutex::new(cmos)),
         )?;
         match self.machine.power {
-            PowerRegs::SleepControl => pio.insert(
-                "acpi-sleep",
-                ACPI_SLEEP_PORT.into(),
-                legacy::acpi_sleep::LEN,
-                Arc::new(Mutex::new(AcpiSleep)),
-            )?,
-            PowerRegs::Pm1 => pio.insert(
-                "acpi-pm",
-                ACPI_PM_PORT.into(),
-                legacy::acpi_pm::LEN,
-                Arc::new(Mutex::new(AcpiPm::default())),
-            )?,
+            PowerRegs::SleepControl => {
+                pio.insert(
+                    "acpi-sleep",
+                    ACPI_SLEEP_PORT.into(),
+                    legacy::acpi_sleep::LEN,
+                    Arc::new(Mutex::new(AcpiSleep)),
+                )?;
+                let ged = Arc::new(Mutex::new(Ged::new(hv.irq_line("GED", GED_GSI)?)));
+                self.power_button = Some(super::PowerButton::Ged(ged.clone()));
+                self.buses
+                    .mmio
+                    .insert("ged", GED_BASE, legacy::ged::LEN, ged)?;
+            }
+            PowerRegs::Pm1 => {
+                let sci = hv.intx(ACPI_SCI_IRQ.into())?;
+                let pm = Arc::new(Mutex::new(AcpiPm::with_sci(sci)));
+                self.power_button = Some(super::PowerButton::Pm1(pm.clone()));
+                pio.insert("acpi-pm", ACPI_PM_PORT.into(), legacy::acpi_pm::LEN, pm)?
+            }
             PowerRegs::None => {}
         }
         pio.insert("post", POST_PORT, 1, Arc::new(Mutex::new(Sink)))?;
         Ok(())
+    }
+
+    /// COM1, for console input.
+    pub fn serial(&self) -> Option<Arc<Mutex<Serial>>> {
+        self.serial.clone()
+    }
+
+    /// Press the ACPI power button (QMP `system_powerdown`). Returns
+    /// false when the machine has none, or the guest has not enabled it.
+    pub fn press_power_button(&self) -> bool {
+        match &self.power_button {
+            Some(super::PowerButton::Pm1(pm)) => pm
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .press_power_button(),
+            Some(super::PowerButton::Ged(g)) => g
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .press_power_button(),
+            None => false,
+        }
     }
 }

@@ -111,6 +111,14 @@ pub struct DeviceInfo {
     pub placement: Placement,
 }
 
+/// Where the machine's power button is.
+enum PowerButton {
+    /// pc, q35: the PM1 fixed feature.
+    Pm1(Arc<Mutex<casemate_devices::legacy::AcpiPm>>),
+    /// microvm: the Generic Event Device.
+    Ged(Arc<Mutex<casemate_devices::legacy::Ged>>),
+}
+
 /// See the module doc.
 pub struct DeviceManager {
     pub buses: Arc<Buses>,
@@ -121,6 +129,10 @@ pub struct DeviceManager {
     devices: Vec<DeviceInfo>,
     /// Port ranges whose writes KVM may queue (`vstate::coalesced`).
     coalesced_pio: Vec<(u64, u32)>,
+    /// The power button (QMP `system_powerdown`).
+    power_button: Option<PowerButton>,
+    /// COM1, for console input.
+    serial: Option<Arc<Mutex<casemate_devices::legacy::Serial>>>,
 }
 
 /// What placing a virtio device needs from the boot being built.
@@ -143,6 +155,8 @@ impl DeviceManager {
             lifecycles: HashMap::new(),
             devices: Vec::new(),
             coalesced_pio: Vec::new(),
+            power_button: None,
+            serial: None,
         }
     }
 

@@ -30,7 +30,7 @@ fn forbidden(role: Role) -> (i64, [u64; 3], &'static str) {
             [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0],
             "socket(AF_INET)",
         ),
-        Role::Ctl | Role::IoHelper => ioctl(kvm::KVM_RUN, "ioctl(KVM_RUN)"),
+        Role::Ctl | Role::IoHelper | Role::Qmp => ioctl(kvm::KVM_RUN, "ioctl(KVM_RUN)"),
         Role::Vcpu => ioctl(kvm::KVM_CREATE_VM, "ioctl(KVM_CREATE_VM)"),
         Role::Worker(_) => ioctl(kvm::KVM_CREATE_VCPU, "ioctl(KVM_CREATE_VCPU)"),
     }

@@ -49,3 +49,14 @@ pub fn kick<T>(h: &JoinHandle<T>) {
         log::warn!("kicking a vCPU thread failed: errno {rc}");
     }
 }
+
+/// Send the kick to a vCPU thread known by its pthread id; the caller
+/// guarantees the thread has not ended (see `pause`).
+pub fn kick_pthread(t: libc::pthread_t) {
+    // SAFETY: the thread is alive (registered under the caller's lock);
+    // its handler only writes the thread's own kvm_run page.
+    let rc = unsafe { libc::pthread_kill(t, kick_signal()) };
+    if rc != 0 && rc != libc::ESRCH {
+        log::warn!("kicking a vCPU thread failed: errno {rc}");
+    }
+}

@@ -8,6 +8,7 @@ pub mod gsi;
 pub mod intx;
 pub mod ioevents;
 pub mod kick;
+pub mod pause;
 pub mod platform;
 pub mod reaper;
 pub mod vcpu;

@@ -123,6 +123,8 @@ pub struct VcpuRunner {
     pub ctl: Sender<CtlMsg>,
     /// Queued port writes to hand to devices before any exit (IDE data).
     pub coalesced: Option<Arc<super::coalesced::CoalescedRing>>,
+    /// The process's run state (`stop`/`cont`, `-S`).
+    pub pause: Arc<super::pause::Pause>,
 }
 
 impl VcpuRunner {
@@ -138,7 +140,9 @@ impl VcpuRunner {
 
     fn run(mut self) {
         kick::publish(self.fd.get_kvm_run());
+        self.pause.register(self.index);
         let outcome = loop {
+            self.pause.park_if_paused(&self.stop);
             if self.stop.load(Ordering::Acquire) {
                 break None;
             }
@@ -163,6 +167,7 @@ impl VcpuRunner {
                 Err(e) => break Some(Outcome::Fatal(format!("KVM_RUN failed: {e}"))),
             }
         };
+        self.pause.unregister(self.index);
         kick::publish(std::ptr::null_mut());
         if let Some(outcome) = outcome {
             let regs = matches!(outcome, Outcome::Fatal(_) | Outcome::TripleFault)

@@ -17,6 +17,7 @@ mod exits;
 mod fault;
 mod hello;
 mod ide;
+mod monitor;
 mod net;
 mod net_bench;
 mod net_evil;
@@ -57,6 +58,9 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "ahci-evil", run: ahci::run_evil },
     Probe { name: "ahci-cd", run: ahci::run_cd },
     Probe { name: "ata-bench", run: ata_bench::run },
+    Probe { name: "powerbtn", run: monitor::powerbtn },
+    Probe { name: "count", run: monitor::count },
+    Probe { name: "echo", run: monitor::echo },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

@@ -9,6 +9,11 @@ use libc::*;
 
 pub fn rules() -> Vec<Rule> {
     vec![
+        Rule::ioctl(
+            TCSETS,
+            "the terminal's settings are restored at exit (the console ran it raw)",
+        ),
+        Rule::ioctl(TCGETS, "glibc's tcsetattr reads the settings back"),
         Rule::arg(
             SYS_madvise,
             2,

@@ -16,6 +16,7 @@ mod io_helper;
 pub mod kvm;
 mod main_thread;
 mod prealloc;
+mod qmp;
 mod sigsys;
 mod spawner;
 mod vcpu;
@@ -107,6 +108,7 @@ pub const ROLES: &[Role] = &[
     Role::IoHelper,
     Role::Prealloc,
     Role::Collapse,
+    Role::Qmp,
 ];
 
 /// The role's own rules, base list included (the spawner's are the union
@@ -127,6 +129,7 @@ pub fn rules(role: Role) -> Vec<Rule> {
         Role::IoHelper => io_helper::rules(),
         Role::Prealloc => prealloc::rules(),
         Role::Collapse => collapse::rules(),
+        Role::Qmp => qmp::rules(),
     };
     let mut all = base::rules();
     all.extend(own);
