@@ -11,6 +11,7 @@
 //! on any host.
 
 pub mod bus;
+pub mod display;
 pub mod irq;
 pub mod legacy;
 pub mod pci;
