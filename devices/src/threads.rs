@@ -40,6 +40,8 @@ pub enum Role {
     Main,
     /// `cm-spawn`: starts every other thread (see the module doc).
     Spawner,
+    /// `cm-vnc`: the VNC server's loop over its client sockets.
+    Vnc,
 }
 
 impl Role {
@@ -58,6 +60,7 @@ impl Role {
             Self::Collapse => "collapse",
             Self::Main => "main",
             Self::Spawner => "spawner",
+            Self::Vnc => "vnc",
         }
     }
 }

@@ -28,6 +28,7 @@ const ROLES: &[&str] = &[
     "io-helper",
     "prealloc",
     "collapse",
+    "vnc",
 ];
 
 /// 128 + SIGSYS: the trap handler's exit status.

@@ -113,7 +113,11 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     let signals = TermSignals::block().map_err(BuildError::TermSignals)?;
     threads::install(config.sandbox.seccomp)?;
     kick::install().map_err(BuildError::Signal)?;
-    let res = Arc::new(Resources::open(&config)?);
+    let mut res = Resources::open(&config)?;
+    if let Some(d) = &mut res.display {
+        d.start(None).map_err(ResourceError::from)?;
+    }
+    let res = Arc::new(res);
     // Every file is open: from here on the process needs no path.
     threads::confine_main(&config)?;
     let config = Arc::new(config);

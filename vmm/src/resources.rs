@@ -72,6 +72,8 @@ pub enum ResourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Display(#[from] crate::display::DisplayError),
     #[error("-add-fd fd={fd}: not an open file descriptor of this process")]
     BadFd {
         fd: i32,
@@ -215,6 +217,8 @@ pub struct Resources {
     pub disks: Vec<Arc<dyn DiskImage>>,
     /// One per `config.devices` entry, in order.
     pub devices: Vec<Box<dyn DeviceFactory>>,
+    /// The VNC display (`-vnc`), showing the first graphics device.
+    pub display: Option<crate::display::Display>,
     /// Guest RAM has never been written: anonymous or memfd RAM before the
     /// first boot (a file backend may hold anything).
     fresh_ram: std::sync::atomic::AtomicBool,
@@ -266,11 +270,13 @@ impl Resources {
             .iter()
             .map(|d| open_disk(d, &fds))
             .collect::<Result<_, _>>()?;
-        let devices = config
+        let devices: Vec<Box<dyn DeviceFactory>> = config
             .devices
             .iter()
             .map(|d| kinds::spec(d).open(&fds))
             .collect::<Result<_, _>>()?;
+        let surface = devices.iter().find_map(|d| d.surface());
+        let display = crate::display::Display::open(&config.display, surface)?;
         let fresh = backend.kind != crate::config::BackendKind::File;
         Ok(Self {
             fresh_ram: std::sync::atomic::AtomicBool::new(fresh),
@@ -283,6 +289,7 @@ impl Resources {
             initrd,
             disks,
             devices,
+            display,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! `VmConfig::validate`.
 
 mod devices;
+mod display;
 mod drive;
 mod kv;
 mod machine;
@@ -113,7 +114,10 @@ QEMU-compatible options:
   -initrd FILE                  initial ramdisk
   -append CMDLINE               kernel command line
   -serial stdio|file:PATH|none  where COM1 goes (default stdio)
-  -nographic, -display none     no display (Casemate has none anyway)
+  -nographic, -display none     no display (the default)
+  -vnc [HOST]:N, -display vnc=[HOST]:N
+                                a VNC server (RFB 3.8, no authentication) on
+                                HOST (default 127.0.0.1) port 5900+N
   -no-reboot                    a guest reset ends the VM with exit 0
   -rtc base=utc|localtime|YYYY-MM-DD[THH:MM:SS]
   -enable-kvm, -accel kvm       accepted (KVM is the only accelerator)
@@ -245,7 +249,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("fsdev", true, "no 9p file sharing"),
     ("virtfs", true, "no 9p file sharing"),
     ("spice", true, "no display"),
-    ("vnc", true, "no display"),
     (
         "runas",
         true,
@@ -427,12 +430,8 @@ fn option(
         }
         "nographic" | "enable-kvm" | "no-user-config" => {}
         "nodefaults" => p.nodefaults = true,
-        "display" => {
-            let v = val()?;
-            if v != "none" {
-                return Err(bad(raw, &v, "only 'none': Casemate has no display"));
-            }
-        }
+        "display" => c.display = display::display(raw, &val()?)?,
+        "vnc" => c.display = display::vnc(raw, &val()?)?,
         "accel" => {
             let v = val()?;
             let kv = KeyVals::parse(raw, &v, "accel")?;

@@ -5,6 +5,7 @@
 //! and the JSON loader produce a `VmConfig`; the builder consumes it.
 
 pub mod device;
+pub mod display;
 pub mod fdset;
 pub mod json;
 pub mod memory;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use device::DeviceConfig;
+pub use display::DisplayConfig;
 pub use fdset::FdSetConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
 pub use net::{HostFwd, NetBackendConfig, NetConfig};
@@ -67,6 +69,8 @@ pub struct VmConfig {
     /// Seccomp filters per thread role and Landlock (`-sandbox`,
     /// `--seccomp`); on by default.
     pub sandbox: SandboxConfig,
+    /// The VNC server showing the guest's screen, if any.
+    pub display: DisplayConfig,
 }
 
 /// One virtio-blk disk (`-drive` plus its `-device`).
@@ -197,6 +201,7 @@ impl Default for VmConfig {
             fdsets: Vec::new(),
             acpi: None,
             sandbox: SandboxConfig::default(),
+            display: DisplayConfig::None,
         }
     }
 }

@@ -24,6 +24,11 @@ pub trait DeviceFactory: Send + Sync {
     /// worker threads `cm-<kind><n>`, and it picks the seccomp role.
     fn kind(&self) -> &'static str;
     fn build(&self, name: String) -> Box<dyn VirtioDevice>;
+    /// The display surface the kind draws on, made once with the kind
+    /// (graphics devices only); the VNC server shows the first one.
+    fn surface(&self) -> Option<std::sync::Arc<casemate_devices::display::Surface>> {
+        None
+    }
 }
 
 /// The registry line of each kind.

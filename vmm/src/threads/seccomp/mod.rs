@@ -19,6 +19,7 @@ mod prealloc;
 mod sigsys;
 mod spawner;
 mod vcpu;
+mod vnc;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -107,6 +108,7 @@ pub const ROLES: &[Role] = &[
     Role::IoHelper,
     Role::Prealloc,
     Role::Collapse,
+    Role::Vnc,
 ];
 
 /// The role's own rules, base list included (the spawner's are the union
@@ -127,6 +129,7 @@ pub fn rules(role: Role) -> Vec<Rule> {
         Role::IoHelper => io_helper::rules(),
         Role::Prealloc => prealloc::rules(),
         Role::Collapse => collapse::rules(),
+        Role::Vnc => vnc::rules(),
     };
     let mut all = base::rules();
     all.extend(own);

@@ -1,0 +1,71 @@
+//! The VM's display as the host sees it: the surface a graphics device
+//! draws (`casemate_devices::display`) served over VNC (`vnc/`), and
+//! screenshots of it. Owns the VNC listener (bound at start-up, before
+//! the sandbox closes) and the server thread; not the devices.
+
+pub mod vnc;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use casemate_devices::display::Surface;
+
+use crate::config::DisplayConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    #[error("-vnc {addr}: cannot listen")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the display surface")]
+    Surface(#[source] std::io::Error),
+    #[error("starting the VNC server thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// The display's host resources, opened once per run.
+pub struct Display {
+    pub surface: Arc<Surface>,
+    listener: Option<TcpListener>,
+}
+
+impl Display {
+    /// Bind the VNC listener `config` asks for; None for no display.
+    /// `surface` is the graphics device's, else a blank one is shown.
+    pub fn open(
+        config: &DisplayConfig,
+        surface: Option<Arc<Surface>>,
+    ) -> Result<Option<Self>, DisplayError> {
+        let DisplayConfig::Vnc { host, display } = config else {
+            return Ok(None);
+        };
+        let port = 5900 + u32::from(*display);
+        let addr = format!("{host}:{port}");
+        let bind = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            addr.clone()
+        };
+        let listener =
+            TcpListener::bind(&bind).map_err(|source| DisplayError::Listen { addr, source })?;
+        let surface = match surface {
+            Some(s) => s,
+            None => Arc::new(Surface::new().map_err(DisplayError::Surface)?),
+        };
+        Ok(Some(Self {
+            surface,
+            listener: Some(listener),
+        }))
+    }
+
+    /// Start serving (once; later calls do nothing).
+    pub fn start(&mut self, keys: Option<Arc<dyn vnc::KeySink>>) -> Result<(), DisplayError> {
+        if let Some(l) = self.listener.take() {
+            vnc::spawn(l, self.surface.clone(), keys).map_err(DisplayError::Thread)?;
+        }
+        Ok(())
+    }
+}
