@@ -54,6 +54,7 @@ impl Role {
             Self::Worker("rng") => "worker-rng",
             Self::Worker("intx") => "worker-intx",
             Self::Worker("net") => "worker-net",
+            Self::Worker("gpu") => "worker-gpu",
             Self::Worker(_) => "worker-other",
             Self::IoHelper => "io-helper",
             Self::Prealloc => "prealloc",

@@ -24,6 +24,7 @@ const ROLES: &[&str] = &[
     "worker-rng",
     "worker-intx",
     "worker-net",
+    "worker-gpu",
     "worker-other",
     "io-helper",
     "prealloc",

@@ -93,6 +93,7 @@ fn kind_of(name: &str) -> &'static str {
         "rng" => "rng",
         "net" => "net",
         "intx" => "intx",
+        "gpu" => "gpu",
         _ => "other",
     }
 }

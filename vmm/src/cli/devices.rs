@@ -3,7 +3,7 @@
 //! turns its `key=value` list into a `DeviceConfig`. A new device kind
 //! adds its lines here and its parser in its own file.
 
-use super::{net, rng, CliError, KeyVals};
+use super::{gpu, net, rng, CliError, KeyVals};
 use crate::config::{DeviceConfig, Transport};
 
 /// A device driver's parser: its option list, the transport its name
@@ -23,6 +23,8 @@ pub const DEVICES: &[(&str, Transport, DeviceParser)] = &[
     ("virtio-rng-device", Transport::Mmio, rng::device),
     ("virtio-net-pci", Transport::Pci, net::device),
     ("virtio-net-device", Transport::Mmio, net::device),
+    ("virtio-gpu-pci", Transport::Pci, gpu::device),
+    ("virtio-gpu-device", Transport::Mmio, gpu::device),
 ];
 
 /// The `-object`s of the command line that devices refer to by id.

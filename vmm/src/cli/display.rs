@@ -6,7 +6,7 @@
 
 use super::{bad, CliError, KeyVals};
 use crate::config::display::MAX_VNC_DISPLAY;
-use crate::config::DisplayConfig;
+use crate::config::{DisplayConfig, Transport};
 
 /// `-vnc` options accepted and ignored, each harmless here.
 const IGNORED: &[&str] = &["share", "lossy", "non-adaptive", "key-delay-ms"];
@@ -62,6 +62,23 @@ pub fn vnc(opt: &str, value: &str) -> Result<DisplayConfig, CliError> {
         host: host.to_string(),
         display,
     })
+}
+
+/// `-vga TYPE` as the `-device` it stands for: the driver name, its
+/// transport and parser.
+pub fn vga(
+    opt: &str,
+    value: &str,
+) -> Result<(&'static str, Transport, super::devices::DeviceParser), CliError> {
+    match value {
+        "virtio" => Ok(("virtio-gpu-pci", Transport::Pci, super::gpu::device)),
+        "std" | "cirrus" | "vmware" | "qxl" | "xenfb" | "tcx" | "cg3" => Err(bad(
+            opt,
+            value,
+            "not supported yet: use -vga virtio (virtio-gpu) or -vga none",
+        )),
+        _ => Err(bad(opt, value, "expected virtio or none")),
+    }
 }
 
 /// `-display VALUE`.

@@ -8,6 +8,7 @@
 mod devices;
 mod display;
 mod drive;
+mod gpu;
 mod kv;
 mod machine;
 mod net;
@@ -115,6 +116,9 @@ QEMU-compatible options:
   -append CMDLINE               kernel command line
   -serial stdio|file:PATH|none  where COM1 goes (default stdio)
   -nographic, -display none     no display (the default)
+  -vga virtio|none              virtio-gpu on PCI (as -device virtio-gpu-pci)
+  -device virtio-gpu-pci|virtio-gpu-device[,xres=W][,yres=H][,max_hostmem=SIZE]
+                                virtio-gpu 2D (default 1280x800, 256M cap)
   -vnc [HOST]:N, -display vnc=[HOST]:N
                                 a VNC server (RFB 3.8, no authentication) on
                                 HOST (default 127.0.0.1) port 5900+N
@@ -180,7 +184,7 @@ flushed, exit 0).
                                 install passt): guest 10.0.2.15/24, gateway
                                 10.0.2.2 = the host's loopback; also -nic user
 Not supported yet (rejected by name, all at once):
-other -object and -device types, -vga, -monitor, -S, -bios, -boot, -hda,
+other -object and -device types, other -vga types, -monitor, -S, -bios, -boot, -hda,
 -cdrom, -audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
 ";
 
@@ -191,7 +195,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("hdb", true, "use -drive file=...,if=virtio"),
     ("cdrom", true, "no CD-ROM device"),
     ("fda", true, "no floppy device"),
-    ("vga", true, "no display devices (-vga none is accepted)"),
     (
         "monitor",
         true,
@@ -462,6 +465,12 @@ fn option(
         "rtc" => c.rtc = rtc(raw, &val()?)?,
         "name" => {
             val()?;
+        }
+        "vga" if it.peek().is_some_and(|v| v != "none") => {
+            let v = it.next().unwrap_or_default();
+            let (driver, t, parse) = display::vga(raw, &v)?;
+            let kv = KeyVals::parse(raw, driver, "driver")?;
+            p.other_devices.push((raw.to_string(), kv, t, parse));
         }
         "vga" | "monitor" if it.peek().is_some_and(|v| v == "none") => {
             it.next();

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{NetConfig, RngConfig, Transport};
+use super::{GpuConfig, NetConfig, RngConfig, Transport};
 
 /// What validation needs of every device kind.
 pub trait DeviceKind {
@@ -23,6 +23,7 @@ pub trait DeviceKind {
 pub enum DeviceConfig {
     Rng(RngConfig),
     Net(NetConfig),
+    Gpu(GpuConfig),
 }
 
 impl DeviceConfig {
@@ -30,6 +31,7 @@ impl DeviceConfig {
         match self {
             Self::Rng(c) => c,
             Self::Net(c) => c,
+            Self::Gpu(c) => c,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod device;
 pub mod display;
 pub mod fdset;
+pub mod gpu;
 pub mod json;
 pub mod memory;
 pub mod net;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use device::DeviceConfig;
 pub use display::DisplayConfig;
 pub use fdset::FdSetConfig;
+pub use gpu::GpuConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
 pub use net::{HostFwd, NetBackendConfig, NetConfig};
 pub use rng::{RngBackendConfig, RngConfig};

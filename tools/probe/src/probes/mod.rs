@@ -13,6 +13,7 @@ mod blk_evil;
 mod blk_reboot;
 mod exits;
 mod fault;
+mod gpu;
 mod hello;
 mod net;
 mod net_evil;
@@ -45,6 +46,8 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "blk-reboot", run: blk_reboot::run },
     Probe { name: "net", run: net::run },
     Probe { name: "net-evil", run: net::run_evil },
+    Probe { name: "gpu", run: gpu::run },
+    Probe { name: "gpu-evil", run: gpu::run_evil },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

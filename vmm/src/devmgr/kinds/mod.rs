@@ -5,6 +5,7 @@
 //! virtio-pci as the machine says.
 
 pub mod blk;
+mod gpu;
 mod net;
 mod rng;
 
@@ -36,5 +37,6 @@ pub fn spec(d: &DeviceConfig) -> &dyn DeviceSpec {
     match d {
         DeviceConfig::Rng(c) => c,
         DeviceConfig::Net(c) => c,
+        DeviceConfig::Gpu(c) => c,
     }
 }

@@ -3,7 +3,8 @@
 //! backend does: `blk` submits to io_uring or hands requests to the pool
 //! and does synchronous flushes and discards, `rng` reads its source and
 //! runs a timerfd, `intx` re-raises level interrupts on resample, `net`
-//! moves frames between its tap and guest memory.
+//! moves frames between its tap and guest memory, `gpu` copies pixels
+//! between guest memory and the display surface (heap memory only).
 
 use super::Rule;
 use libc::*;
@@ -85,6 +86,8 @@ pub fn rules(kind: &str) -> Vec<Rule> {
                 "passt: the next piece of a length-prefixed frame, never blocking",
             ),
         ]),
+        // "gpu": only the common calls; resource images are heap memory
+        // (mmap/munmap in the base list).
         _ => {}
     }
     r
