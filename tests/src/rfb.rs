@@ -1,8 +1,10 @@
 //! A small RFB (VNC) client for tests, written against RFC 6143 and not
 //! against Casemate's server: version 3.8, security None, a 32-bit
-//! little-endian pixel format of its own choosing (red in the high byte,
-//! so a server that ignores SetPixelFormat shows wrong colours), Raw
-//! encoding plus DesktopSize. It returns the screen as `0x00RRGGBB`
+//! pixel format of its own choosing (little-endian with red in the low
+//! byte, the opposite of what servers offer, so a server that ignores
+//! SetPixelFormat shows wrong colours), Raw encoding plus DesktopSize.
+//! Not big-endian: QEMU 7.2 ignores the byte order when the shifts are
+//! its own (seen here), which would make the peer comparison fail. It returns the screen as `0x00RRGGBB`
 //! pixels, and writes PNGs for a person to look at.
 
 use std::io::{Read, Write};
@@ -99,11 +101,11 @@ impl RfbClient {
         let nlen = be32(&init[20..]) as usize;
         c.name = String::from_utf8_lossy(&c.read_n(nlen)?).into_owned();
         c.pixels = vec![0; (c.width * c.height) as usize];
-        // SetPixelFormat: 32 bpp, depth 24, big-endian, true colour,
-        // max 255 each, shifts r=16 g=8 b=0: each pixel arrives as
-        // 00 RR GG BB on the wire, unlike the server's own default.
+        // SetPixelFormat: 32 bpp, depth 24, little-endian, true colour,
+        // max 255 each, shifts r=0 g=8 b=16: each pixel arrives as
+        // RR GG BB 00 on the wire, unlike the servers' BB GG RR 00.
         let mut m = vec![
-            0u8, 0, 0, 0, 32, 24, 1, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0,
+            0u8, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 0, 8, 16, 0, 0, 0,
         ];
         // SetEncodings: Raw, DesktopSize.
         m.extend_from_slice(&[2, 0, 0, 2]);
@@ -165,8 +167,9 @@ impl RfbClient {
                     for row in 0..h {
                         for col in 0..w {
                             let i = ((row * w + col) * 4) as usize;
+                            let [r, g, b] = [data[i], data[i + 1], data[i + 2]];
                             self.pixels[((y + row) * self.width + x + col) as usize] =
-                                be32(&data[i..]);
+                                u32::from(r) << 16 | u32::from(g) << 8 | u32::from(b);
                         }
                     }
                     rects += 1;
@@ -191,6 +194,41 @@ impl RfbClient {
             self.request(false)?;
         }
         Ok(self.screen())
+    }
+
+    /// Capture, then follow incremental updates until `want` holds for
+    /// the screen or `limit` passes (a server such as QEMU's refreshes
+    /// on its own timer, so the first answer may predate the guest's
+    /// last flush). Returns the last screen either way.
+    pub fn capture_until(
+        &mut self,
+        want: impl Fn(&Screen) -> bool,
+        limit: Duration,
+    ) -> std::io::Result<Screen> {
+        let end = std::time::Instant::now() + limit;
+        let mut s = self.capture()?;
+        while !want(&s) {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.s.set_read_timeout(Some(left))?;
+            self.request(true)?;
+            match self.read_update() {
+                Ok(_) => s = self.screen(),
+                // Nothing changed before the limit: the screen stays.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(s)
     }
 
     /// What the client holds now.
