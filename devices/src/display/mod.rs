@@ -12,6 +12,7 @@
 //! box, so a guest flushing many small areas costs no host memory.
 
 pub mod screendump;
+pub mod vga;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
