@@ -55,6 +55,7 @@ impl Role {
             Self::Worker("intx") => "worker-intx",
             Self::Worker("net") => "worker-net",
             Self::Worker("gpu") => "worker-gpu",
+            Self::Worker("vga") => "worker-vga",
             Self::Worker(_) => "worker-other",
             Self::IoHelper => "io-helper",
             Self::Prealloc => "prealloc",

@@ -25,6 +25,7 @@ const ROLES: &[&str] = &[
     "worker-intx",
     "worker-net",
     "worker-gpu",
+    "worker-vga",
     "worker-other",
     "io-helper",
     "prealloc",

@@ -242,7 +242,10 @@ fn place_devices(
         let name = format!("{}{n}", f.kind());
         *n += 1;
         let k = d.kind();
-        dm.add_virtio(&w, k.id(), f.build(name), k.transport())?;
+        match f.pci_display() {
+            Some(disp) => dm.add_display(&w, k.id(), name, disp)?,
+            None => dm.add_virtio(&w, k.id(), f.build(name), k.transport())?,
+        }
     }
     dm.finish()?;
     Ok(dm)
@@ -282,7 +285,12 @@ fn run_vm(
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
     let hv = KvmHypervisor::new(vm);
-    let dm = place_devices(config, res, &hv, machine)?;
+    let mut dm = place_devices(config, res, &hv, machine)?;
+    for (name, w) in dm.take_display_workers() {
+        workers
+            .start(name, w)
+            .map_err(|e| BuildError::Service("display refresh", e))?;
+    }
     let intx = hv.take_intx();
     if !intx.is_empty() {
         workers

@@ -94,6 +94,7 @@ fn kind_of(name: &str) -> &'static str {
         "net" => "net",
         "intx" => "intx",
         "gpu" => "gpu",
+        "vga" => "vga",
         _ => "other",
     }
 }

@@ -72,12 +72,13 @@ pub fn vga(
 ) -> Result<(&'static str, Transport, super::devices::DeviceParser), CliError> {
     match value {
         "virtio" => Ok(("virtio-gpu-pci", Transport::Pci, super::gpu::device)),
-        "std" | "cirrus" | "vmware" | "qxl" | "xenfb" | "tcx" | "cg3" => Err(bad(
+        "std" => Ok(("VGA", Transport::Pci, super::vga::std)),
+        "cirrus" | "vmware" | "qxl" | "xenfb" | "tcx" | "cg3" => Err(bad(
             opt,
             value,
-            "not supported yet: use -vga virtio (virtio-gpu) or -vga none",
+            "not supported: use -vga std, -vga virtio or -vga none",
         )),
-        _ => Err(bad(opt, value, "expected virtio or none")),
+        _ => Err(bad(opt, value, "expected std, virtio or none")),
     }
 }
 

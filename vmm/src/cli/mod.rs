@@ -13,6 +13,7 @@ mod kv;
 mod machine;
 mod net;
 mod rng;
+mod vga;
 
 use std::path::PathBuf;
 
@@ -116,7 +117,10 @@ QEMU-compatible options:
   -append CMDLINE               kernel command line
   -serial stdio|file:PATH|none  where COM1 goes (default stdio)
   -nographic, -display none     no display (the default)
-  -vga virtio|none              virtio-gpu on PCI (as -device virtio-gpu-pci)
+  -vga virtio|std|none          virtio-gpu on PCI (as -device virtio-gpu-pci) or
+                                the standard VGA (as -device VGA)
+  -device VGA|bochs-display[,vgamem_mb=N][,xres=W][,yres=H]
+                                1234:1111 with a bochs dispi linear framebuffer
   -device virtio-gpu-pci|virtio-gpu-device[,xres=W][,yres=H][,max_hostmem=SIZE]
                                 virtio-gpu 2D (default 1280x800, 256M cap)
   -vnc [HOST]:N, -display vnc=[HOST]:N

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::vga::VgaConfig;
 use super::{GpuConfig, NetConfig, RngConfig, Transport};
 
 /// What validation needs of every device kind.
@@ -24,6 +25,7 @@ pub enum DeviceConfig {
     Rng(RngConfig),
     Net(NetConfig),
     Gpu(GpuConfig),
+    Vga(VgaConfig),
 }
 
 impl DeviceConfig {
@@ -32,6 +34,7 @@ impl DeviceConfig {
             Self::Rng(c) => c,
             Self::Net(c) => c,
             Self::Gpu(c) => c,
+            Self::Vga(c) => c,
         }
     }
 }

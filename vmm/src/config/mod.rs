@@ -15,6 +15,7 @@ pub mod rng;
 pub mod sandbox;
 pub mod size;
 pub mod validate;
+pub mod vga;
 
 use std::path::PathBuf;
 

@@ -12,6 +12,7 @@
 
 pub mod alloc;
 mod console;
+pub mod display;
 mod hv;
 pub mod kinds;
 mod legacy;
@@ -116,6 +117,7 @@ pub struct DeviceManager {
     mmio: Option<virtio_mmio::MmioPlatform>,
     lifecycles: HashMap<DeviceKey, Arc<Mutex<dyn VirtioLifecycle>>>,
     devices: Vec<DeviceInfo>,
+    displays: Vec<display::PlacedDisplay>,
 }
 
 /// What placing a virtio device needs from the boot being built.
@@ -137,6 +139,7 @@ impl DeviceManager {
             mmio: machine.mmio.map(virtio_mmio::MmioPlatform::new),
             lifecycles: HashMap::new(),
             devices: Vec::new(),
+            displays: Vec::new(),
         }
     }
 
@@ -189,11 +192,68 @@ impl DeviceManager {
         Ok(())
     }
 
+    /// Place a display PCI function (standard VGA, bochs-display) with
+    /// its framebuffer slot and refresh worker.
+    pub fn add_display(
+        &mut self,
+        w: &Wiring<'_>,
+        id: &str,
+        name: String,
+        d: display::PciDisplay,
+    ) -> Result<(), DevError> {
+        let key = self.devices.len() as DeviceKey;
+        let Some(p) = self.pci.as_mut() else {
+            return Err(DevError::NoTransport {
+                device: name,
+                machine: self.machine.name,
+                transport: "PCI",
+            });
+        };
+        let dispi = Arc::new(Mutex::new(casemate_devices::display::vga::Dispi::new(
+            d.vram.len() as u64,
+        )));
+        let (bdf, dev) = p.add_display(&name, &d, dispi.clone())?;
+        let slot =
+            w.hv.framebuffer_slot(&name, d.vram.host_addr(), d.vram.len() as u64)?;
+        let worker = display::refresh_worker(&name, &d, dispi, slot.clone()).map_err(|source| {
+            DevError::EventFd {
+                device: name.clone(),
+                source,
+            }
+        })?;
+        self.displays.push(display::PlacedDisplay {
+            bdf,
+            dev,
+            slot,
+            worker: Some((name.clone(), worker)),
+        });
+        self.devices.push(DeviceInfo {
+            key,
+            id: id.to_string(),
+            name,
+            placement: Placement::Pci { bdf },
+        });
+        Ok(())
+    }
+
+    /// The display refresh workers, for the builder to start (once).
+    pub fn take_display_workers(
+        &mut self,
+    ) -> Vec<(String, Box<dyn casemate_devices::virtio::Worker>)> {
+        self.displays
+            .iter_mut()
+            .filter_map(|d| d.worker.take())
+            .collect()
+    }
+
     /// After the last device: map the PCI configuration mechanisms and
     /// every function's BARs.
     pub fn finish(&mut self) -> Result<(), DevError> {
         if let Some(p) = self.pci.as_mut() {
             p.finish(&self.buses)?;
+        }
+        for d in &self.displays {
+            d.follow_bar();
         }
         Ok(())
     }
@@ -208,10 +268,15 @@ impl DeviceManager {
                     .lifecycle(change, host),
                 None => log::warn!("lifecycle request for unknown device {device}"),
             },
-            PlatformRequest::BarsMoved { bdf } => match &self.pci {
-                Some(p) => p.bars_moved(&self.buses, bdf),
-                None => log::warn!("BAR move of {bdf} on a machine without PCI"),
-            },
+            PlatformRequest::BarsMoved { bdf } => {
+                match &self.pci {
+                    Some(p) => p.bars_moved(&self.buses, bdf),
+                    None => log::warn!("BAR move of {bdf} on a machine without PCI"),
+                }
+                for d in self.displays.iter().filter(|d| d.bdf == bdf) {
+                    d.follow_bar();
+                }
+            }
         }
     }
 

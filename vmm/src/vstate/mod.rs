@@ -3,6 +3,7 @@
 //! and their run loop, and the exit decoding and dispatch.
 
 pub mod exit;
+pub mod fbslot;
 pub mod gsi;
 pub mod intx;
 pub mod ioevents;

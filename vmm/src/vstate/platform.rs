@@ -5,9 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use casemate_devices::display::vga::FramebufferSlot;
 use casemate_devices::pci::{IntxLine, IoEvents, MsiVectors};
 use casemate_devices::IrqLine;
 
+use super::fbslot::{KvmFbSlot, FIRST_DEVICE_SLOT};
 use super::gsi::{GsiRouter, KvmMsiVectors};
 use super::intx::KvmIntx;
 use super::ioevents::KvmIoEvents;
@@ -18,6 +20,8 @@ pub struct KvmHypervisor<'a> {
     vm: &'a Vm,
     router: Arc<GsiRouter>,
     intx: Mutex<Vec<Arc<KvmIntx>>>,
+    /// Device memory slots handed out.
+    slots: std::sync::atomic::AtomicU32,
 }
 
 impl<'a> KvmHypervisor<'a> {
@@ -26,6 +30,7 @@ impl<'a> KvmHypervisor<'a> {
             vm,
             router: Arc::new(GsiRouter::new(vm.fd.clone())),
             intx: Mutex::new(Vec::new()),
+            slots: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -59,5 +64,22 @@ impl Hypervisor for KvmHypervisor<'_> {
 
     fn ioevents(&self) -> Arc<dyn IoEvents> {
         Arc::new(KvmIoEvents(self.vm.fd.clone()))
+    }
+
+    fn framebuffer_slot(
+        &self,
+        _device: &str,
+        host_addr: u64,
+        size: u64,
+    ) -> Result<Arc<dyn FramebufferSlot>, DevError> {
+        let n = self
+            .slots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Arc::new(KvmFbSlot::new(
+            self.vm.fd.clone(),
+            FIRST_DEVICE_SLOT + n,
+            host_addr,
+            size,
+        )))
     }
 }

@@ -19,6 +19,7 @@ mod net;
 mod net_evil;
 mod rng;
 mod spin;
+mod vga;
 
 pub struct Ctx<'a> {
     pub boot: &'a BootInfo,
@@ -48,6 +49,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "net-evil", run: net::run_evil },
     Probe { name: "gpu", run: gpu::run },
     Probe { name: "gpu-evil", run: gpu::run_evil },
+    Probe { name: "vga", run: vga::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

@@ -8,6 +8,7 @@ pub mod blk;
 mod gpu;
 mod net;
 mod rng;
+mod vga;
 
 use casemate_devices::virtio::VirtioDevice;
 
@@ -30,6 +31,11 @@ pub trait DeviceFactory: Send + Sync {
     fn surface(&self) -> Option<std::sync::Arc<casemate_devices::display::Surface>> {
         None
     }
+    /// A kind that is a display PCI function rather than a virtio device
+    /// (VGA): what to place instead of calling `build`.
+    fn pci_display(&self) -> Option<crate::devmgr::display::PciDisplay> {
+        None
+    }
 }
 
 /// The registry line of each kind.
@@ -38,5 +44,6 @@ pub fn spec(d: &DeviceConfig) -> &dyn DeviceSpec {
         DeviceConfig::Rng(c) => c,
         DeviceConfig::Net(c) => c,
         DeviceConfig::Gpu(c) => c,
+        DeviceConfig::Vga(c) => c,
     }
 }

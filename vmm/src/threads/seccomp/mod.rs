@@ -105,6 +105,7 @@ pub const ROLES: &[Role] = &[
     Role::Worker("intx"),
     Role::Worker("net"),
     Role::Worker("gpu"),
+    Role::Worker("vga"),
     Role::Worker("other"),
     Role::IoHelper,
     Role::Prealloc,
@@ -230,7 +231,7 @@ impl Filters {
     /// The program for `role` (a worker of an unlisted kind gets `other`'s).
     pub fn get(&self, role: Role) -> &BpfProgram {
         let key = match role {
-            Role::Worker(k) if !matches!(k, "blk" | "rng" | "intx" | "net" | "gpu") => {
+            Role::Worker(k) if !matches!(k, "blk" | "rng" | "intx" | "net" | "gpu" | "vga") => {
                 Role::Worker("other")
             }
             r => r,

@@ -3,7 +3,7 @@
 //! backend does: `blk` submits to io_uring or hands requests to the pool
 //! and does synchronous flushes and discards, `rng` reads its source and
 //! runs a timerfd, `intx` re-raises level interrupts on resample, `net`
-//! moves frames between its tap and guest memory, `gpu` copies pixels
+//! moves frames between its tap and guest memory, `vga` reads its framebuffer's dirty log on a timer, `gpu` copies pixels
 //! between guest memory and the display surface (heap memory only).
 
 use super::Rule;
@@ -84,6 +84,13 @@ pub fn rules(kind: &str) -> Vec<Rule> {
                 3,
                 libc::MSG_DONTWAIT as u64,
                 "passt: the next piece of a length-prefixed frame, never blocking",
+            ),
+        ]),
+        "vga" => r.extend([
+            Rule::any(SYS_timerfd_settime, "the refresh timer"),
+            Rule::ioctl(
+                super::kvm::KVM_GET_DIRTY_LOG,
+                "the framebuffer slot's dirty pages",
             ),
         ]),
         // "gpu": only the common calls; resource images are heap memory
