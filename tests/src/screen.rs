@@ -69,20 +69,41 @@ pub fn stop(child: Child) -> String {
 /// (20 s at most), stop it. Returns the screen, the console lines, the
 /// stderr and the peak RSS (KiB) before the stop.
 pub fn capture(
-    mut child: Child,
+    child: Child,
     n: u16,
     marker: &str,
     want: &Screen,
 ) -> (Screen, Vec<String>, String, u64) {
+    capture_where(child, n, marker, |s| s == want, Duration::from_secs(120))
+}
+
+/// As `capture`, until `done` holds for the screen; the whole run is
+/// killed after `limit` (a guest that never draws fails the test).
+pub fn capture_where(
+    mut child: Child,
+    n: u16,
+    marker: &str,
+    done: impl Fn(&Screen) -> bool,
+    limit: Duration,
+) -> (Screen, Vec<String>, String, u64) {
+    let dog = Watchdog::arm(child.id(), limit);
     let (lines, _out) = wait_drawn(&mut child, marker);
     let addr = format!("127.0.0.1:{}", 5900 + u32::from(n));
     let mut c = RfbClient::connect(&addr).expect("connecting to the VNC server");
     let shot = c
-        .capture_until(|s| s == want, Duration::from_secs(20))
+        .capture_until(done, Duration::from_secs(20))
         .expect("capture");
     let hwm = vm_hwm_kib(child.id());
+    assert!(!dog.disarm(), "ran past {limit:?}: {lines:#?}");
     let err = stop(child);
     (shot, lines, err, hwm)
+}
+
+/// Whether `s` shows `want` with its top-left corner at (`x`, `y`).
+pub fn shows_at(s: &Screen, want: &Screen, x: u32, y: u32) -> bool {
+    x + want.width <= s.width
+        && y + want.height <= s.height
+        && (0..want.height).all(|r| (0..want.width).all(|c| s.at(x + c, y + r) == want.at(c, r)))
 }
 
 /// Peak resident memory of `pid` (VmHWM, KiB).
