@@ -89,10 +89,16 @@ pub fn capture_where(
     let dog = Watchdog::arm(child.id(), limit);
     let (lines, _out) = wait_drawn(&mut child, marker);
     let addr = format!("127.0.0.1:{}", 5900 + u32::from(n));
-    let mut c = RfbClient::connect(&addr).expect("connecting to the VNC server");
-    let shot = c
-        .capture_until(done, Duration::from_secs(20))
-        .expect("capture");
+    let shot =
+        RfbClient::connect(&addr).and_then(|mut c| c.capture_until(done, Duration::from_secs(20)));
+    let shot = match shot {
+        Ok(s) => s,
+        Err(e) => {
+            dog.disarm();
+            let err = stop(child);
+            panic!("capturing the screen: {e}\nstderr:\n{err}\nconsole: {lines:#?}");
+        }
+    };
     let hwm = vm_hwm_kib(child.id());
     assert!(!dog.disarm(), "ran past {limit:?}: {lines:#?}");
     let err = stop(child);

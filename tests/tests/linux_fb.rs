@@ -77,23 +77,36 @@ fn fb_test(
     assert!(!err.contains("SIGSYS"), "{err}");
 }
 
-/// One test, the machines in turn: each boot spends most of a minute in
-/// the guest's emulated kernel (the fbcon set-up alone ~25 s), and three
-/// at once on this host's two cores run past any sane limit.
+/// The boots run one at a time: each spends most of a minute in the
+/// guest's emulated kernel (the fbcon set-up alone ~25 s), and three at
+/// once on this host's two cores run past any sane limit.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
-fn linux_drivers_show_dev_fb0_and_the_console() {
+fn virtio_gpu_on_q35() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     fb_test(
         "linux fb q35",
         |a| LinuxBoot::new(pci_machine(a, "q35"), a),
         &["-device", "virtio-gpu-pci"],
         "virtio_gpudrmf",
     );
+}
+
+#[test]
+fn bochs_on_pc() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     fb_test(
         "linux fb pc",
         |a| LinuxBoot::new(pci_machine(a, "pc"), a),
         &["-vga", "std"],
         "bochs-drmdrmf",
     );
+}
+
+#[test]
+fn virtio_gpu_on_microvm() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     fb_test(
         "linux fb microvm",
         |a| LinuxBoot::new(microvm(a), a),

@@ -42,5 +42,9 @@ pub fn rules() -> Vec<Rule> {
             F_GETFD as u64,
             "std checks an fd before closing it",
         ),
+        Rule::any(
+            SYS_mremap,
+            "glibc's realloc grows a large update buffer (a full frame) in place",
+        ),
     ]
 }

@@ -86,15 +86,18 @@ pub fn rules(kind: &str) -> Vec<Rule> {
                 "passt: the next piece of a length-prefixed frame, never blocking",
             ),
         ]),
+        "gpu" => r.push(Rule::any(
+            SYS_mremap,
+            "glibc's realloc grows a large request buffer (ATTACH_BACKING lists)",
+        )),
         "vga" => r.extend([
             Rule::any(SYS_timerfd_settime, "the refresh timer"),
+            Rule::any(SYS_mremap, "glibc's realloc grows the row buffer"),
             Rule::ioctl(
                 super::kvm::KVM_GET_DIRTY_LOG,
                 "the framebuffer slot's dirty pages",
             ),
         ]),
-        // "gpu": only the common calls; resource images are heap memory
-        // (mmap/munmap in the base list).
         _ => {}
     }
     r
