@@ -112,3 +112,43 @@ fn a_port_in_use_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(err.contains("cannot listen"), "{err}");
 }
+
+#[test]
+fn keys_typed_through_vnc_reach_the_guest() {
+    if !kvm_or_skip("vnc keys") {
+        return;
+    }
+    let n = free_display();
+    for machine in ["microvm", "q35"] {
+        let mut child = spawn(&[
+            "-M",
+            machine,
+            "-vnc",
+            &format!(":{n}"),
+            "-append",
+            "probe=kbd count=6",
+        ]);
+        let mut out = wait_report(&mut child);
+        // The probe has drained the controller and polls it now.
+        let mut line = String::new();
+        while !line.starts_with("probe: kbd-ready") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "no kbd-ready");
+        }
+        let mut c = RfbClient::connect(&format!("127.0.0.1:{}", 5900 + u32::from(n))).unwrap();
+        c.key(0x61).unwrap(); // a
+        c.key(0xff52).unwrap(); // Up: an 0xe0-prefixed key
+        let dog = Watchdog::arm(child.id(), Duration::from_secs(60));
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        let done = child.wait_with_output().unwrap();
+        assert!(!dog.disarm(), "{machine}: the probe did not finish");
+        assert!(done.status.success(), "{machine}: {rest}");
+        // a down, a up, Up down, Up up (set 1).
+        assert!(
+            rest.contains("probe: kbd bytes=30,158,224,72,224,200"),
+            "{machine}: {rest}"
+        );
+        assert!(rest.contains("probe: done status=ok"), "{machine}: {rest}");
+    }
+}

@@ -114,8 +114,9 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     threads::install(config.sandbox.seccomp)?;
     kick::install().map_err(BuildError::Signal)?;
     let mut res = Resources::open(&config)?;
+    let keys = res.keyboard.clone();
     if let Some(d) = &mut res.display {
-        d.start(None).map_err(ResourceError::from)?;
+        d.start(Some(keys)).map_err(ResourceError::from)?;
     }
     let res = Arc::new(res);
     // Every file is open: from here on the process needs no path.
@@ -248,6 +249,7 @@ fn place_devices(
         }
     }
     dm.finish()?;
+    res.keyboard.attach(dm.i8042());
     Ok(dm)
 }
 

@@ -219,6 +219,8 @@ pub struct Resources {
     pub devices: Vec<Box<dyn DeviceFactory>>,
     /// The VNC display (`-vnc`), showing the first graphics device.
     pub display: Option<crate::display::Display>,
+    /// Where the display's key events go: each boot's i8042.
+    pub keyboard: Arc<crate::display::keyboard::KeyboardLink>,
     /// Guest RAM has never been written: anonymous or memfd RAM before the
     /// first boot (a file backend may hold anything).
     fresh_ram: std::sync::atomic::AtomicBool,
@@ -290,6 +292,7 @@ impl Resources {
             disks,
             devices,
             display,
+            keyboard: Arc::default(),
         })
     }
 }

@@ -4,6 +4,7 @@ pub mod acpi_pm;
 pub mod acpi_sleep;
 pub mod cmos;
 pub mod i8042;
+pub mod keymap;
 pub mod serial;
 pub mod sink;
 

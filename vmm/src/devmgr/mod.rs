@@ -118,6 +118,8 @@ pub struct DeviceManager {
     lifecycles: HashMap<DeviceKey, Arc<Mutex<dyn VirtioLifecycle>>>,
     devices: Vec<DeviceInfo>,
     displays: Vec<display::PlacedDisplay>,
+    /// The keyboard controller, for keys typed into the display.
+    i8042: Option<Arc<Mutex<casemate_devices::legacy::I8042>>>,
 }
 
 /// What placing a virtio device needs from the boot being built.
@@ -140,6 +142,7 @@ impl DeviceManager {
             lifecycles: HashMap::new(),
             devices: Vec::new(),
             displays: Vec::new(),
+            i8042: None,
         }
     }
 
@@ -234,6 +237,11 @@ impl DeviceManager {
             placement: Placement::Pci { bdf },
         });
         Ok(())
+    }
+
+    /// The keyboard controller placed with the legacy devices.
+    pub fn i8042(&self) -> Option<Arc<Mutex<casemate_devices::legacy::I8042>>> {
+        self.i8042.clone()
     }
 
     /// The display refresh workers, for the builder to start (once).

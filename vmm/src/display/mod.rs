@@ -3,6 +3,7 @@
 //! screenshots of it. Owns the VNC listener (bound at start-up, before
 //! the sandbox closes) and the server thread; not the devices.
 
+pub mod keyboard;
 pub mod vnc;
 
 use std::net::TcpListener;

@@ -15,6 +15,7 @@ mod exits;
 mod fault;
 mod gpu;
 mod hello;
+mod kbd;
 mod net;
 mod net_evil;
 mod rng;
@@ -50,6 +51,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "gpu", run: gpu::run },
     Probe { name: "gpu-evil", run: gpu::run_evil },
     Probe { name: "vga", run: vga::run },
+    Probe { name: "kbd", run: kbd::run },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
