@@ -168,3 +168,46 @@ pub fn run_evil(ctx: &Ctx) -> Outcome {
     Line::topic("gpu-drawn").kv_u("w", 256).kv_u("h", 160).kv_u("resource", 2).emit();
     hold(ctx)
 }
+
+/// The full-screen image `gpu-bench` flushes.
+static SCREEN: Dma<{ 1280 * 800 * 4 }> = Dma::new();
+
+/// `probe=gpu-bench [ms=N]`: a 1280 x 800 resource on the scanout,
+/// then for N ms (default 5000) a changed band, a full-screen transfer
+/// and a full-screen flush per frame, as fast as the device completes
+/// them. `probe: gpu-bench-ready` comes before the loop (a VNC client
+/// connects then); `probe: gpu-bench frames=F ms=M` after it.
+pub fn run_bench(ctx: &Ctx) -> Outcome {
+    let ms = ctx.args.number("ms", 5000).map_err(|_| "bad-arg")?;
+    let (w, h) = (1280u32, 800u32);
+    let mut gpu = open(ctx)?;
+    let fb = SCREEN.addr();
+    expect(gpu.cmd(CMD_RESOURCE_CREATE_2D, &[1, FORMAT_BGRX, w, h])?, RESP_OK_NODATA, "gpu-create")?;
+    expect(
+        gpu.cmd(CMD_RESOURCE_ATTACH_BACKING, &[1, 1, fb as u32, (fb >> 32) as u32, w * h * 4, 0])?,
+        RESP_OK_NODATA,
+        "gpu-attach",
+    )?;
+    expect(gpu.cmd(CMD_SET_SCANOUT, &[0, 0, w, h, 0, 1])?, RESP_OK_NODATA, "gpu-scanout")?;
+    Line::topic("gpu-bench-ready").kv_u("w", w as u64).kv_u("h", h as u64).emit();
+    let start = crate::io::rdtsc();
+    let end = start + tsc::us_to_ticks(ms.saturating_mul(1000));
+    let mut frames = 0u64;
+    while crate::io::rdtsc() < end {
+        // A band of 16 rows changes colour every frame.
+        let y0 = (frames as u32 * 16) % h;
+        for y in y0..(y0 + 16).min(h) {
+            for x in 0..w {
+                let a = fb + ((y * w + x) * 4) as u64;
+                // SAFETY: inside SCREEN (y < h, x < w).
+                unsafe { core::ptr::write_volatile(a as *mut u32, (frames as u32).wrapping_mul(0x10203)) };
+            }
+        }
+        expect(gpu.cmd(CMD_TRANSFER_TO_HOST_2D, &[0, 0, w, h, 0, 0, 1, 0])?, RESP_OK_NODATA, "gpu-transfer")?;
+        expect(gpu.cmd(CMD_RESOURCE_FLUSH, &[0, 0, w, h, 1, 0])?, RESP_OK_NODATA, "gpu-flush")?;
+        frames += 1;
+    }
+    let took = (crate::io::rdtsc() - start) / tsc::us_to_ticks(1000).max(1);
+    Line::topic("gpu-bench").kv_u("frames", frames).kv_u("ms", took).emit();
+    Ok(())
+}

@@ -52,6 +52,7 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "gpu-evil", run: gpu::run_evil },
     Probe { name: "vga", run: vga::run },
     Probe { name: "kbd", run: kbd::run },
+    Probe { name: "gpu-bench", run: gpu::run_bench },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {
