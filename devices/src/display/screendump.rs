@@ -61,3 +61,27 @@ pub fn screendump(surface: &Surface, path: &Path) -> Result<(), ScreendumpError>
     write_png(BufWriter::new(file), w, h, &px)
         .map_err(|source| ScreendumpError::Encode { path: name, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_png_that_decodes_to_the_pixels() {
+        let s = Surface::new().unwrap();
+        s.lock().resize(3, 2);
+        s.blit(0, 0, 3, 1, &[1, 2, 3, 0, 4, 5, 6, 0, 7, 8, 9, 0], 12);
+        let dir = std::env::temp_dir().join(format!("cm-screendump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("s.png");
+        screendump(&s, &p).unwrap();
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
+        let mut r = dec.read_info().unwrap();
+        let mut buf = vec![0; r.output_buffer_size().unwrap()];
+        let info = r.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (3, 2));
+        assert_eq!(&buf[..9], &[3, 2, 1, 6, 5, 4, 9, 8, 7]);
+        assert!(screendump(&s, &dir.join("no/such/dir.png")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

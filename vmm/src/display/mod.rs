@@ -62,6 +62,16 @@ impl Display {
         }))
     }
 
+    /// Write the current screen to `path` as a PNG: what QMP's
+    /// `screendump` will call. The caller's thread needs to be allowed
+    /// to create `path` (Landlock and its seccomp role).
+    pub fn screendump(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(), casemate_devices::display::screendump::ScreendumpError> {
+        casemate_devices::display::screendump::screendump(&self.surface, path)
+    }
+
     /// Start serving (once; later calls do nothing).
     pub fn start(&mut self, keys: Option<Arc<dyn vnc::KeySink>>) -> Result<(), DisplayError> {
         if let Some(l) = self.listener.take() {

@@ -73,14 +73,6 @@ impl Resource {
         }
         true
     }
-
-    fn pixel(&self, x: u32, y: u32) -> u32 {
-        let i = (y as usize * self.width as usize + x as usize) * 4;
-        let p = &self.data[i..i + 4];
-        (u32::from(p[self.layout[0]]) << 16)
-            | (u32::from(p[self.layout[1]]) << 8)
-            | u32::from(p[self.layout[2]])
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -501,10 +493,14 @@ impl GpuState {
         let fw = f.width();
         let target = Rect::new(r.x - s.x, r.y - s.y, r.w, r.h).clip(fw, f.height());
         let px = f.pixels_mut();
-        for dy in 0..target.h {
-            let row = (target.y + dy) as usize * fw as usize;
-            for dx in 0..target.w {
-                px[row + (target.x + dx) as usize] = res.pixel(r.x + dx, r.y + dy);
+        let [ri, gi, bi] = res.layout;
+        let (w, stride) = (target.w as usize, res.width as usize * 4);
+        for dy in 0..target.h as usize {
+            let d = (target.y as usize + dy) * fw as usize + target.x as usize;
+            let s = (r.y as usize + dy) * stride + r.x as usize * 4;
+            let src = &res.data[s..s + w * 4];
+            for (out, p) in px[d..d + w].iter_mut().zip(src.chunks_exact(4)) {
+                *out = u32::from(p[ri]) << 16 | u32::from(p[gi]) << 8 | u32::from(p[bi]);
             }
         }
         f.damage(target);
