@@ -74,23 +74,31 @@ pub fn capture(
     marker: &str,
     want: &Screen,
 ) -> (Screen, Vec<String>, String, u64) {
-    capture_where(child, n, marker, |s| s == want, Duration::from_secs(120))
+    capture_where(
+        child,
+        n,
+        marker,
+        |s| s == want,
+        Duration::from_secs(20),
+        Duration::from_secs(120),
+    )
 }
 
-/// As `capture`, until `done` holds for the screen; the whole run is
-/// killed after `limit` (a guest that never draws fails the test).
+/// As `capture`, until `done` holds for the screen or `patience` passed;
+/// the whole run is killed after `limit` (a guest that never draws
+/// fails the test).
 pub fn capture_where(
     mut child: Child,
     n: u16,
     marker: &str,
     done: impl Fn(&Screen) -> bool,
+    patience: Duration,
     limit: Duration,
 ) -> (Screen, Vec<String>, String, u64) {
     let dog = Watchdog::arm(child.id(), limit);
     let (lines, _out) = wait_drawn(&mut child, marker);
     let addr = format!("127.0.0.1:{}", 5900 + u32::from(n));
-    let shot =
-        RfbClient::connect(&addr).and_then(|mut c| c.capture_until(done, Duration::from_secs(20)));
+    let shot = RfbClient::connect(&addr).and_then(|mut c| c.capture_until(done, patience));
     let shot = match shot {
         Ok(s) => s,
         Err(e) => {

@@ -58,7 +58,10 @@ fn fb_test(
         n,
         "init: fb-drawn",
         |s| drawn(s, &want),
-        Duration::from_secs(400),
+        // The guest's fbdev flush copies the damage at CPL0, through
+        // this host's instruction emulator: seconds, more under load.
+        Duration::from_secs(120),
+        Duration::from_secs(500),
     );
     keep(&shot, &format!("linux-fb-{}.png", b.machine.machine));
     let info = lines
