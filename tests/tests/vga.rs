@@ -94,7 +94,10 @@ fn vga_is_refused_where_there_is_no_pci() {
     let out = casemate_tests::casemate(&["-M", "microvm", "-vga", "std", "-append", "probe=hello"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("VGA"), "{err}");
+    assert!(
+        err.contains("VGA does not exist on machine microvm (use virtio-gpu-device)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -50,10 +50,13 @@ impl DeviceKind for VgaConfig {
         Some(Transport::Pci)
     }
 
-    fn qemu_name(&self, _t: Transport) -> &'static str {
-        match self.model {
-            VgaModel::Std => "VGA",
-            VgaModel::BochsDisplay => "bochs-display",
+    /// PCI only: on a machine without PCI the display to suggest is
+    /// virtio-gpu on virtio-mmio.
+    fn qemu_name(&self, t: Transport) -> &'static str {
+        match (t, self.model) {
+            (Transport::Mmio, _) => "virtio-gpu-device",
+            (Transport::Pci, VgaModel::Std) => "VGA",
+            (Transport::Pci, VgaModel::BochsDisplay) => "bochs-display",
         }
     }
 
