@@ -84,7 +84,9 @@ pub fn add_damage(list: &mut Vec<Rect>, r: Rect) {
     }
 }
 
-/// The pixels and what changed in them.
+/// The pixels and what changed in them. A clone is a snapshot a reader
+/// can encode without holding the lock.
+#[derive(Clone)]
 pub struct Frame {
     width: u32,
     height: u32,

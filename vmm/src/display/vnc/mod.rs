@@ -184,11 +184,14 @@ fn service(
             }
         }
     }
-    {
+    // Encoding (a pixel-format conversion per pixel) runs on a snapshot,
+    // so the device drawing the next frame waits only for a copy.
+    let snapshot = {
         let f = surface.lock();
-        if c.client.wants_update(&f) {
-            c.client.update(&f);
-        }
+        c.client.wants_update(&f).then(|| f.clone())
+    };
+    if let Some(f) = snapshot {
+        c.client.update(&f);
     }
     while !c.client.pending().is_empty() {
         match c.stream.write(c.client.pending()) {
