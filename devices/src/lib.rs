@@ -12,6 +12,7 @@
 
 pub mod ata;
 pub mod bus;
+pub mod display;
 pub mod irq;
 pub mod legacy;
 pub mod pci;

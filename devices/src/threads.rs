@@ -42,6 +42,8 @@ pub enum Role {
     Spawner,
     /// `cm-qmp`: the QMP and HMP monitors' sockets.
     Qmp,
+    /// `cm-vnc`: the VNC server's loop over its client sockets.
+    Vnc,
 }
 
 impl Role {
@@ -54,6 +56,8 @@ impl Role {
             Self::Worker("rng") => "worker-rng",
             Self::Worker("intx") => "worker-intx",
             Self::Worker("net") => "worker-net",
+            Self::Worker("gpu") => "worker-gpu",
+            Self::Worker("vga") => "worker-vga",
             Self::Worker(_) => "worker-other",
             Self::IoHelper => "io-helper",
             Self::Prealloc => "prealloc",
@@ -61,6 +65,7 @@ impl Role {
             Self::Main => "main",
             Self::Spawner => "spawner",
             Self::Qmp => "qmp",
+            Self::Vnc => "vnc",
         }
     }
 }

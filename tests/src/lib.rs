@@ -15,6 +15,8 @@ pub mod elf;
 pub mod jail;
 pub mod linux;
 pub mod netns;
+pub mod rfb;
+pub mod screen;
 
 /// The workspace's target directory, found from this test executable
 /// (target/<profile>/deps/<test>).

@@ -113,7 +113,10 @@ fn unknown_and_unsupported_options() {
         &["-netdev", "vde,id=n0"],
         "only tap, bridge and user networking are supported",
     );
-    refuses(&["-vga", "std"], "option '-vga' is not supported yet");
+    refuses(
+        &["-vga", "cirrus"],
+        "not supported: use -vga std, -vga virtio or -vga none",
+    );
     refuses(&["-m"], "option '-m' needs a value");
 }
 

@@ -24,11 +24,14 @@ const ROLES: &[&str] = &[
     "worker-rng",
     "worker-intx",
     "worker-net",
+    "worker-gpu",
+    "worker-vga",
     "worker-other",
     "io-helper",
     "prealloc",
     "collapse",
     "qmp",
+    "vnc",
 ];
 
 /// 128 + SIGSYS: the trap handler's exit status.

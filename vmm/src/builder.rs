@@ -143,8 +143,19 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
         TermSignals::block_for(config.control.daemonize).map_err(BuildError::TermSignals)?;
     threads::install(config.sandbox.seccomp)?;
     kick::install().map_err(BuildError::Signal)?;
-    let res = Arc::new(Resources::open(&config)?);
+    let mut res = Resources::open(&config)?;
+    let keys = res.keyboard.clone();
+    if let Some(d) = &mut res.display {
+        d.start(Some(keys)).map_err(ResourceError::from)?;
+    }
+    let res = Arc::new(res);
     let hub = Arc::new(Hub::new(config.control.start_paused).map_err(BuildError::Monitor)?);
+    if let Some(d) = &res.display {
+        hub.set_screendump(Arc::new(crate::display::QmpScreendump::new(
+            d,
+            &config.sandbox,
+        )));
+    }
     let listeners = qmp::listen::open(&config.control.monitors)?;
     // The pid file and unix monitor sockets go when the process ends.
     let mut leftovers: Vec<&std::path::Path> =
@@ -372,7 +383,10 @@ fn place_devices(
         let name = format!("{}{n}", f.kind());
         *n += 1;
         let k = d.kind();
-        dm.add_virtio(&w, k.id(), f.build(name), k.transport())?;
+        match f.pci_display() {
+            Some(disp) => dm.add_display(&w, k.id(), name, disp)?,
+            None => dm.add_virtio(&w, k.id(), f.build(name), k.transport())?,
+        }
     }
     let assigned = config.devices.iter().filter_map(|d| d.assigned());
     for (i, (c, dev)) in assigned.zip(&res.assigned).enumerate() {
@@ -383,6 +397,7 @@ fn place_devices(
         dm.add_vfio(&w, &c.id, format!("vfio{i}"), dev.clone(), dev.clone())?;
     }
     dm.finish()?;
+    res.keyboard.attach(dm.i8042());
     Ok(dm)
 }
 
@@ -439,7 +454,12 @@ fn run_vm(
     let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topo.apic_id(i)).collect();
     let workers = Arc::new(Workers::default());
     let hv = KvmHypervisor::new(vm);
-    let dm = place_devices(config, res, &hv, machine)?;
+    let mut dm = place_devices(config, res, &hv, machine)?;
+    for (name, w) in dm.take_display_workers() {
+        workers
+            .start(name, w)
+            .map_err(|e| BuildError::Service("display refresh", e))?;
+    }
     let intx = hv.take_intx();
     if !intx.is_empty() {
         workers

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod devmgr;
+pub mod display;
 pub mod loader;
 pub mod machine;
 pub mod memory;

@@ -94,6 +94,8 @@ pub enum ResourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Display(#[from] crate::display::DisplayError),
     #[error("-add-fd fd={fd}: not an open file descriptor of this process")]
     BadFd {
         fd: i32,
@@ -242,6 +244,10 @@ pub struct Resources {
     pub assigned: Vec<Arc<casemate_devices::vfio::user::VfioUserDevice>>,
     /// One per `vfio-pci` `config.devices` entry, in order.
     pub host_assigned: Vec<Arc<casemate_devices::vfio::kernel::KernelVfio>>,
+    /// The VNC display (`-vnc`), showing the first graphics device.
+    pub display: Option<crate::display::Display>,
+    /// Where the display's key events go: each boot's i8042.
+    pub keyboard: Arc<crate::display::keyboard::KeyboardLink>,
     /// Guest RAM has never been written: anonymous or memfd RAM before the
     /// first boot (a file backend may hold anything).
     fresh_ram: std::sync::atomic::AtomicBool,
@@ -293,7 +299,7 @@ impl Resources {
             .iter()
             .map(|d| open_disk(d, &fds))
             .collect::<Result<_, _>>()?;
-        let devices = config
+        let devices: Vec<Box<dyn DeviceFactory>> = config
             .devices
             .iter()
             .filter_map(|d| kinds::spec(d).map(|s| s.open(&fds)))
@@ -305,6 +311,8 @@ impl Resources {
             .map(kinds::vfio_user::connect)
             .collect::<Result<_, _>>()?;
         let host_assigned = kinds::vfio_pci::open_all(&config.devices)?;
+        let surface = devices.iter().find_map(|d| d.surface());
+        let display = crate::display::Display::open(&config.display, surface)?;
         let fresh = backend.kind != crate::config::BackendKind::File;
         Ok(Self {
             fresh_ram: std::sync::atomic::AtomicBool::new(fresh),
@@ -319,6 +327,8 @@ impl Resources {
             devices,
             assigned,
             host_assigned,
+            display,
+            keyboard: Arc::default(),
         })
     }
 }

@@ -93,6 +93,8 @@ fn kind_of(name: &str) -> &'static str {
         "rng" => "rng",
         "net" => "net",
         "intx" => "intx",
+        "gpu" => "gpu",
+        "vga" => "vga",
         _ => "other",
     }
 }

@@ -2,7 +2,10 @@
 //! machine and for Linux's probe to get correct answers quickly.
 //!
 //! Owns the controller command set (CTR read/write, self-tests, output port,
-//! loopback writes) and a keyboard that acknowledges commands. No AUX device
+//! loopback writes) and a keyboard that acknowledges commands and types
+//! keys from the host (`key`, fed by the VNC server through `keymap`): set
+//! 1 scancodes, as the controller's translation gives them, while the
+//! keyboard scans (F4/F5) and its port is enabled. No AUX device
 //! is attached: commands sent to it get the "no device" reply. A reset pulse
 //! (command 0xFE, or an output-port write that clears bit 0) returns
 //! `BusAction::Reset`.
@@ -54,6 +57,8 @@ pub struct I8042 {
     pending: Pending,
     out: VecDeque<(u8, bool)>,
     kbd_irq: Arc<dyn IrqLine>,
+    /// The keyboard sends keys (F4 enables, F5 disables, reset enables).
+    scanning: bool,
 }
 
 impl I8042 {
@@ -66,6 +71,22 @@ impl I8042 {
             pending: Pending::None,
             out: VecDeque::new(),
             kbd_irq,
+            scanning: true,
+        }
+    }
+
+    /// A key typed on the host: scancode `bytes` (one key's make or
+    /// break), queued whole or not at all, dropped while the keyboard
+    /// does not scan or the buffer is full.
+    pub fn key(&mut self, bytes: &[u8]) {
+        if !self.scanning || self.ctr & CTR_KBD_OFF != 0 {
+            return;
+        }
+        if self.out.len() + bytes.len() > QUEUE_MAX {
+            return;
+        }
+        for &b in bytes {
+            self.push(b, false);
         }
     }
 
@@ -149,6 +170,7 @@ impl I8042 {
     fn keyboard(&mut self, v: u8) {
         match v {
             0xff => {
+                self.scanning = true;
                 self.push(0xfa, false);
                 self.push(0xaa, false);
             }
@@ -158,6 +180,14 @@ impl I8042 {
                 self.push(0x83, false);
             }
             0xee => self.push(0xee, false),
+            0xf4 => {
+                self.scanning = true;
+                self.push(0xfa, false);
+            }
+            0xf5 => {
+                self.scanning = false;
+                self.push(0xfa, false);
+            }
             _ => self.push(0xfa, false),
         }
     }
@@ -166,7 +196,17 @@ impl I8042 {
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let v = match offset {
-            DATA => self.out.pop_front().map_or(0, |(b, _)| b),
+            DATA => {
+                let v = self.out.pop_front().map_or(0, |(b, _)| b);
+                // The next byte fills the output buffer: interrupt again,
+                // as a guest handles one byte per interrupt.
+                if self.out.front().is_some_and(|&(_, aux)| !aux) && self.ctr & CTR_KBD_INT != 0 {
+                    if let Err(e) = self.kbd_irq.trigger() {
+                        log::warn!("i8042: raising IRQ 1 failed: {e}");
+                    }
+                }
+                v
+            }
             CMD => self.status(),
             _ => 0xff,
         };
@@ -239,6 +279,31 @@ mod tests {
         d.write(DATA, &[0xf2]);
         assert_ne!(rd(&mut d, CMD) & ST_AUXB, 0);
         assert_eq!(rd(&mut d, DATA), 0xfe);
+    }
+
+    #[test]
+    fn typed_keys_arrive_in_order_while_scanning() {
+        let (mut d, irq) = dev();
+        d.key(&[0xe0, 0x48]);
+        let before = irq.count();
+        assert_eq!(rd(&mut d, DATA), 0xe0);
+        assert!(irq.count() > before, "the second byte interrupts again");
+        assert_eq!(rd(&mut d, DATA), 0x48);
+        d.write(DATA, &[0xf5]);
+        assert_eq!(rd(&mut d, DATA), 0xfa);
+        d.key(&[0x1e]);
+        assert_eq!(rd(&mut d, CMD) & ST_OBF, 0, "not scanning: dropped");
+        d.write(DATA, &[0xf4]);
+        assert_eq!(rd(&mut d, DATA), 0xfa);
+        for _ in 0..100 {
+            d.key(&[0xe0, 0x48]);
+        }
+        let mut n = 0;
+        while rd(&mut d, CMD) & ST_OBF != 0 {
+            rd(&mut d, DATA);
+            n += 1;
+        }
+        assert_eq!(n, QUEUE_MAX, "whole keys only, bounded");
     }
 
     #[test]

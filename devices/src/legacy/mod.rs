@@ -5,6 +5,7 @@ pub mod acpi_sleep;
 pub mod cmos;
 pub mod ged;
 pub mod i8042;
+pub mod keymap;
 pub mod serial;
 pub mod sink;
 

@@ -80,6 +80,8 @@ impl MmioTransport {
     }
 
     fn read_reg(&mut self, off: u64) -> u32 {
+        const SHM_LEN_LOW: u32 = 0x0b0;
+        const SHM_BASE_HIGH: u32 = 0x0bc;
         let q = self
             .state
             .queues
@@ -99,6 +101,10 @@ impl MmioTransport {
             mm::VIRTIO_MMIO_INTERRUPT_STATUS => self.irq.status.load(Ordering::SeqCst),
             mm::VIRTIO_MMIO_STATUS => self.life.status(self.state.status).into(),
             mm::VIRTIO_MMIO_CONFIG_GENERATION => self.state.config_generation,
+            // SHMLenLow/High and SHMBaseLow/High (virtio 1.2, 4.2.2): all
+            // ones says "no shared memory region" (Linux's virtio_gpu
+            // fails its probe on a zero-length one).
+            SHM_LEN_LOW..=SHM_BASE_HIGH => u32::MAX,
             _ => 0,
         }
     }
@@ -280,6 +286,15 @@ mod tests {
         assert_eq!(w_with(&mut t, &host, 0x70, 0), BusAction::Platform(reset));
         assert_eq!(host.stopped(), 1);
         assert_eq!(r(&mut t, 0x70), 0);
+    }
+
+    #[test]
+    fn no_shared_memory_region_reads_all_ones() {
+        let (mut t, _) = transport();
+        for off in [0xb0, 0xb4, 0xb8, 0xbc] {
+            assert_eq!(r(&mut t, off), u32::MAX, "{off:#x}");
+        }
+        assert_eq!(r(&mut t, 0xc0), 0);
     }
 
     #[test]

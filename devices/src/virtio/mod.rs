@@ -18,6 +18,7 @@
 
 pub mod blk;
 pub mod common;
+pub mod gpu;
 pub mod mmio;
 pub mod net;
 pub mod pci;

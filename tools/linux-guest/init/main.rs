@@ -6,18 +6,20 @@
 //! isa-debug-exit (port 0xf4), then reboot(2), which with `reboot=k` resets
 //! through the i8042 (`-no-reboot` makes that an exit).
 //!
-//! Kernel command line: `casemate.mode=hello|blk|rng|net|ata` or a comma-separated
+//! Kernel command line: `casemate.mode=hello|blk|rng|net|ata|fb` or a comma-separated
 //! list of them (default hello), `casemate.int80=1` (one getpid through
 //! `int $0x80`), `casemate.fork=1` (a child that exits 7),
 //! `casemate.exit=debug`; for `net`: `casemate.ip=A.B.C.D/N`,
 //! `casemate.host=IP`, `casemate.udp=PORT`, `casemate.tcp=PORT`,
-//! `casemate.tcp_bytes=N` (net.rs). Every system call costs
+//! `casemate.tcp_bytes=N` (net.rs); for `fb`: `casemate.hold=MS` (fb.rs).
+//! Every system call costs
 //! milliseconds on the project's host, so the init makes few of them.
 #![no_std]
 #![no_main]
 
 mod ata;
 mod blk;
+mod fb;
 mod line;
 #[path = "../../probe/src/mem.rs"]
 mod mem;
@@ -88,6 +90,7 @@ fn run(args: &Args) -> Outcome {
             b"rng" => rng::run()?,
             b"net" => net::run(args)?,
             b"ata" => ata::run()?,
+            b"fb" => fb::run(args.get("hold").and_then(parse_u64).unwrap_or(0))?,
             other => {
                 Line::topic("unknown_mode").text("mode", other).emit();
                 return Err("unknown-mode");

@@ -25,6 +25,7 @@ mod nr {
     pub const LSEEK: usize = 8;
     pub const PREAD64: usize = 17;
     pub const PWRITE64: usize = 18;
+    pub const NANOSLEEP: usize = 35;
     pub const GETPID: usize = 39;
     pub const SOCKET: usize = 41;
     pub const CONNECT: usize = 42;
@@ -157,6 +158,12 @@ pub fn getpid_int80() -> Result<usize> {
         asm!("int 0x80", inlateout("eax") nr::I386_GETPID as i32 => ret, options(nostack));
     }
     check(ret as isize)
+}
+
+/// Sleep `ms` milliseconds (nanosleep; an interruption cuts it short).
+pub fn sleep_ms(ms: u64) {
+    let ts = [(ms / 1000) as i64, ((ms % 1000) * 1_000_000) as i64];
+    let _ = sys(nr::NANOSLEEP, ts.as_ptr() as usize, 0, 0, 0);
 }
 
 pub fn getpid() -> Result<usize> {

@@ -3,7 +3,7 @@
 //! turns its `key=value` list into a `DeviceConfig`. A new device kind
 //! adds its lines here and its parser in its own file.
 
-use super::{net, rng, vfio, CliError, KeyVals};
+use super::{gpu, net, rng, vfio, vga, CliError, KeyVals};
 use crate::config::{DeviceConfig, Transport};
 
 /// A device driver's parser: its option list, the transport its name
@@ -25,6 +25,10 @@ pub const DEVICES: &[(&str, Transport, DeviceParser)] = &[
     ("virtio-net-device", Transport::Mmio, net::device),
     ("vfio-user-pci", Transport::Pci, vfio::device),
     ("vfio-pci", Transport::Pci, vfio::pci_device),
+    ("virtio-gpu-pci", Transport::Pci, gpu::device),
+    ("virtio-gpu-device", Transport::Mmio, gpu::device),
+    ("VGA", Transport::Pci, vga::std),
+    ("bochs-display", Transport::Pci, vga::bochs),
 ];
 
 /// The `-object`s of the command line that devices refer to by id.

@@ -6,13 +6,16 @@
 //! `VmConfig::validate`.
 
 mod devices;
+mod display;
 mod drive;
+mod gpu;
 mod kv;
 mod machine;
 mod monitor;
 mod net;
 mod rng;
 mod vfio;
+mod vga;
 
 use std::path::PathBuf;
 
@@ -115,7 +118,16 @@ QEMU-compatible options:
   -initrd FILE                  initial ramdisk
   -append CMDLINE               kernel command line
   -serial stdio|file:PATH|none  where COM1 goes (default stdio)
-  -nographic, -display none     no display (Casemate has none anyway)
+  -nographic, -display none     no display (the default)
+  -vga virtio|std|none          virtio-gpu on PCI (as -device virtio-gpu-pci) or
+                                the standard VGA (as -device VGA)
+  -device VGA|bochs-display[,vgamem_mb=N][,xres=W][,yres=H]
+                                1234:1111 with a bochs dispi linear framebuffer
+  -device virtio-gpu-pci|virtio-gpu-device[,xres=W][,yres=H][,max_hostmem=SIZE]
+                                virtio-gpu 2D (default 1280x800, 256M cap)
+  -vnc [HOST]:N, -display vnc=[HOST]:N
+                                a VNC server (RFB 3.8, no authentication) on
+                                HOST (default 127.0.0.1) port 5900+N
   -no-reboot                    a guest reset ends the VM with exit 0
   -rtc base=utc|localtime|YYYY-MM-DD[THH:MM:SS]
   -enable-kvm, -accel kvm       accepted (KVM is the only accelerator)
@@ -216,7 +228,7 @@ flushed, exit 0).
                                 install passt): guest 10.0.2.15/24, gateway
                                 10.0.2.2 = the host's loopback; also -nic user
 Not supported yet (rejected by name, all at once):
-other -object and -device types, -vga, -bios, -boot, -hda,
+other -object and -device types, other -vga types, -bios, -boot, -hda,
 -audiodev, -parallel, -global, -k, -uuid, a second -serial, ...
 ";
 
@@ -226,7 +238,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("hda", true, "use -drive file=...,if=ide or if=virtio"),
     ("hdb", true, "use -drive file=...,if=ide or if=virtio"),
     ("fda", true, "no floppy device"),
-    ("vga", true, "no display devices (-vga none is accepted)"),
     (
         "bios",
         true,
@@ -262,7 +273,6 @@ const NOT_YET: &[(&str, bool, &str)] = &[
     ("fsdev", true, "no 9p file sharing"),
     ("virtfs", true, "no 9p file sharing"),
     ("spice", true, "no display"),
-    ("vnc", true, "no display"),
     (
         "runas",
         true,
@@ -445,12 +455,8 @@ fn option(
         }
         "nographic" | "enable-kvm" | "no-user-config" => {}
         "nodefaults" => p.nodefaults = true,
-        "display" => {
-            let v = val()?;
-            if v != "none" {
-                return Err(bad(raw, &v, "only 'none': Casemate has no display"));
-            }
-        }
+        "display" => c.display = display::display(raw, &val()?)?,
+        "vnc" => c.display = display::vnc(raw, &val()?)?,
         "accel" => {
             let v = val()?;
             let kv = KeyVals::parse(raw, &v, "accel")?;
@@ -516,6 +522,12 @@ fn option(
                 // Casemate's threads are always named.
                 on_off(raw, "debug-threads", d)?;
             }
+        }
+        "vga" if it.peek().is_some_and(|v| v != "none") => {
+            let v = it.next().unwrap_or_default();
+            let (driver, t, parse) = display::vga(raw, &v)?;
+            let kv = KeyVals::parse(raw, driver, "driver")?;
+            p.other_devices.push((raw.to_string(), kv, t, parse));
         }
         "vga" if it.peek().is_some_and(|v| v == "none") => {
             it.next();

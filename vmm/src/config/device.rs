@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{NetConfig, RngConfig, Transport, VfioPciConfig, VfioUserConfig};
+use super::vga::VgaConfig;
+use super::{GpuConfig, NetConfig, RngConfig, Transport, VfioPciConfig, VfioUserConfig};
 
 /// What validation needs of every device kind.
 pub trait DeviceKind {
@@ -27,6 +28,8 @@ pub enum DeviceConfig {
     VfioUser(VfioUserConfig),
     #[serde(rename = "vfio-pci")]
     VfioPci(VfioPciConfig),
+    Gpu(GpuConfig),
+    Vga(VgaConfig),
 }
 
 impl DeviceConfig {
@@ -36,6 +39,8 @@ impl DeviceConfig {
             Self::Net(c) => c,
             Self::VfioUser(c) => c,
             Self::VfioPci(c) => c,
+            Self::Gpu(c) => c,
+            Self::Vga(c) => c,
         }
     }
 

@@ -7,7 +7,9 @@
 pub mod ata;
 pub mod control;
 pub mod device;
+pub mod display;
 pub mod fdset;
+pub mod gpu;
 pub mod json;
 pub mod memory;
 pub mod net;
@@ -16,6 +18,7 @@ pub mod sandbox;
 pub mod size;
 pub mod validate;
 pub mod vfio;
+pub mod vga;
 
 use std::path::PathBuf;
 
@@ -24,7 +27,9 @@ use serde::{Deserialize, Serialize};
 pub use ata::{DriveAttach, DriveInterface};
 pub use control::{ControlConfig, Endpoint, MonitorConfig, MonitorMode};
 pub use device::DeviceConfig;
+pub use display::DisplayConfig;
 pub use fdset::FdSetConfig;
+pub use gpu::GpuConfig;
 pub use memory::{BackendKind, MemoryBackendConfig};
 pub use net::{HostFwd, NetBackendConfig, NetConfig};
 pub use rng::{RngBackendConfig, RngConfig};
@@ -75,6 +80,8 @@ pub struct VmConfig {
     pub sandbox: SandboxConfig,
     /// Monitors and process control (`-qmp`, `-monitor`, `-S`, `-name`).
     pub control: ControlConfig,
+    /// The VNC server showing the guest's screen, if any.
+    pub display: DisplayConfig,
 }
 
 /// One virtio-blk disk (`-drive` plus its `-device`).
@@ -209,6 +216,7 @@ impl Default for VmConfig {
             acpi: None,
             sandbox: SandboxConfig::default(),
             control: ControlConfig::default(),
+            display: DisplayConfig::None,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use casemate_devices::display::vga::FramebufferSlot;
 use casemate_devices::pci::{IntxLine, IoEvents, MsiVectors};
 use casemate_devices::vfio::{IntxIrqfds, MemSlots, MsiIrqfds};
 use casemate_devices::IrqLine;
@@ -26,4 +27,19 @@ pub trait Hypervisor {
     fn intx_irqfds(&self, gsi: u32) -> Result<Arc<dyn IntxIrqfds>, DevError>;
     /// Memory slots for assigned devices' mappable BAR areas.
     fn mem_slots(&self) -> Arc<dyn MemSlots>;
+    /// A memory slot for a device's framebuffer of `size` bytes at host
+    /// address `host_addr` (a process-lifetime mapping), with dirty
+    /// logging; unmapped until placed.
+    fn framebuffer_slot(
+        &self,
+        device: &str,
+        host_addr: u64,
+        size: u64,
+    ) -> Result<Arc<dyn FramebufferSlot>, DevError> {
+        let _ = (host_addr, size);
+        Err(DevError::PciDevice {
+            device: device.to_string(),
+            source: std::io::Error::other("this hypervisor has no device memory slots"),
+        })
+    }
 }

@@ -37,13 +37,9 @@ impl DeviceManager {
         )));
         self.serial = Some(serial.clone());
         pio.insert("com1", COM1, 8, serial)?;
-        let kbd = I8042::new(hv.irq_line("i8042", I8042_IRQ)?);
-        pio.insert(
-            "i8042",
-            I8042_BASE,
-            legacy::i8042::LEN,
-            Arc::new(Mutex::new(kbd)),
-        )?;
+        let kbd = Arc::new(Mutex::new(I8042::new(hv.irq_line("i8042", I8042_IRQ)?)));
+        pio.insert("i8042", I8042_BASE, legacy::i8042::LEN, kbd.clone())?;
+        self.i8042 = Some(kbd);
         let base = match rtc {
             RtcConfig::Utc => RtcBase::Utc,
             RtcConfig::Localtime => RtcBase::LocalTime,

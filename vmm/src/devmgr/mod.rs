@@ -13,6 +13,7 @@
 pub mod alloc;
 pub mod ata;
 mod console;
+pub mod display;
 mod hv;
 pub mod kinds;
 mod legacy;
@@ -133,6 +134,9 @@ pub struct DeviceManager {
     power_button: Option<PowerButton>,
     /// COM1, for console input.
     serial: Option<Arc<Mutex<casemate_devices::legacy::Serial>>>,
+    displays: Vec<display::PlacedDisplay>,
+    /// The keyboard controller, for keys typed into the display.
+    i8042: Option<Arc<Mutex<casemate_devices::legacy::I8042>>>,
 }
 
 /// What placing a virtio device needs from the boot being built.
@@ -157,6 +161,8 @@ impl DeviceManager {
             coalesced_pio: Vec::new(),
             power_button: None,
             serial: None,
+            displays: Vec::new(),
+            i8042: None,
         }
     }
 
@@ -241,11 +247,73 @@ impl DeviceManager {
         Ok(())
     }
 
+    /// Place a display PCI function (standard VGA, bochs-display) with
+    /// its framebuffer slot and refresh worker.
+    pub fn add_display(
+        &mut self,
+        w: &Wiring<'_>,
+        id: &str,
+        name: String,
+        d: display::PciDisplay,
+    ) -> Result<(), DevError> {
+        let key = self.devices.len() as DeviceKey;
+        let Some(p) = self.pci.as_mut() else {
+            return Err(DevError::NoTransport {
+                device: name,
+                machine: self.machine.name,
+                transport: "PCI",
+            });
+        };
+        let dispi = Arc::new(Mutex::new(casemate_devices::display::vga::Dispi::new(
+            d.vram.len() as u64,
+        )));
+        let (bdf, dev) = p.add_display(&name, &d, dispi.clone())?;
+        let slot =
+            w.hv.framebuffer_slot(&name, d.vram.host_addr(), d.vram.len() as u64)?;
+        let worker = display::refresh_worker(&name, &d, dispi, slot.clone()).map_err(|source| {
+            DevError::EventFd {
+                device: name.clone(),
+                source,
+            }
+        })?;
+        self.displays.push(display::PlacedDisplay {
+            bdf,
+            dev,
+            slot,
+            worker: Some((name.clone(), worker)),
+        });
+        self.devices.push(DeviceInfo {
+            key,
+            id: id.to_string(),
+            name,
+            placement: Placement::Pci { bdf },
+        });
+        Ok(())
+    }
+
+    /// The keyboard controller placed with the legacy devices.
+    pub fn i8042(&self) -> Option<Arc<Mutex<casemate_devices::legacy::I8042>>> {
+        self.i8042.clone()
+    }
+
+    /// The display refresh workers, for the builder to start (once).
+    pub fn take_display_workers(
+        &mut self,
+    ) -> Vec<(String, Box<dyn casemate_devices::virtio::Worker>)> {
+        self.displays
+            .iter_mut()
+            .filter_map(|d| d.worker.take())
+            .collect()
+    }
+
     /// After the last device: map the PCI configuration mechanisms and
     /// every function's BARs.
     pub fn finish(&mut self) -> Result<(), DevError> {
         if let Some(p) = self.pci.as_mut() {
             p.finish(&self.buses)?;
+        }
+        for d in &self.displays {
+            d.follow_bar();
         }
         Ok(())
     }
@@ -260,10 +328,15 @@ impl DeviceManager {
                     .lifecycle(change, host),
                 None => log::warn!("lifecycle request for unknown device {device}"),
             },
-            PlatformRequest::BarsMoved { bdf } => match &self.pci {
-                Some(p) => p.bars_moved(&self.buses, bdf),
-                None => log::warn!("BAR move of {bdf} on a machine without PCI"),
-            },
+            PlatformRequest::BarsMoved { bdf } => {
+                match &self.pci {
+                    Some(p) => p.bars_moved(&self.buses, bdf),
+                    None => log::warn!("BAR move of {bdf} on a machine without PCI"),
+                }
+                for d in self.displays.iter().filter(|d| d.bdf == bdf) {
+                    d.follow_bar();
+                }
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use casemate_devices::display::vga::{Dispi, StdVga, VgaParams, MMIO_SIZE};
 use casemate_devices::pci::{root, Bdf, ConfigIo, Ecam, IoSpace, PciRoot, CONFIG_IO_LEN};
 use casemate_devices::virtio::common::VirtioLifecycle;
 use casemate_devices::virtio::pci::{
@@ -157,6 +158,44 @@ impl PciPlatform {
     /// The ISA/LPC bridge's slot, where chipset functions go.
     pub fn isa_slot(&self) -> u8 {
         self.host.isa_slot
+    }
+
+    /// A display function (`StdVga`) in the next free slot: BAR0 the
+    /// framebuffer (aligned to its size), BAR2 its registers.
+    pub fn add_display(
+        &mut self,
+        name: &str,
+        d: &super::display::PciDisplay,
+        dispi: Arc<Mutex<Dispi>>,
+    ) -> Result<(Bdf, Arc<Mutex<StdVga>>), DevError> {
+        let RootState::Building(root) = &mut self.root else {
+            unreachable!("devices are added before finish()");
+        };
+        let slot = self.slots.take(name)?;
+        let size = d.vram.len() as u64;
+        let bar0 = self.mmio32.take(name, size, size)?;
+        let bar2 = self.mmio32.take(name, MMIO_SIZE, MMIO_SIZE)?;
+        let dev = StdVga::new(VgaParams {
+            name: name.to_string(),
+            kind: d.kind,
+            vram: d.vram.clone(),
+            dispi,
+            edid: d.edid,
+            bar0,
+            bar2,
+        })
+        .map_err(|e| DevError::PciDevice {
+            device: name.to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let dev = Arc::new(Mutex::new(dev));
+        root.add(slot, dev.clone())?;
+        let bdf = Bdf {
+            bus: 0,
+            dev: slot,
+            func: 0,
+        };
+        Ok((bdf, dev))
     }
 
     /// Map the configuration mechanisms and every function's BARs.

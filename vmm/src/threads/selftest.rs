@@ -24,7 +24,7 @@ fn forbidden(role: Role) -> (i64, [u64; 3], &'static str) {
     );
     let ioctl = |req: u64, what| (libc::SYS_ioctl, [u64::MAX, req, 0], what);
     match role {
-        Role::Main | Role::Prealloc | Role::Collapse => openat,
+        Role::Main | Role::Prealloc | Role::Collapse | Role::Vnc => openat,
         Role::Spawner => (
             libc::SYS_socket,
             [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0],

@@ -4,6 +4,7 @@
 
 pub mod coalesced;
 pub mod exit;
+pub mod fbslot;
 pub mod gsi;
 pub mod intx;
 pub mod ioevents;

@@ -5,9 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use casemate_devices::display::vga::FramebufferSlot;
 use casemate_devices::pci::{IntxLine, IoEvents, MsiVectors};
 use casemate_devices::IrqLine;
 
+use super::fbslot::{KvmFbSlot, FIRST_DEVICE_SLOT};
 use super::gsi::{GsiRouter, KvmMsiVectors};
 use super::intx::KvmIntx;
 use super::ioevents::KvmIoEvents;
@@ -19,6 +21,8 @@ pub struct KvmHypervisor<'a> {
     router: Arc<GsiRouter>,
     intx: Mutex<Vec<Arc<KvmIntx>>>,
     slots: Arc<super::vfio::KvmSlots>,
+    /// Framebuffer slots handed out.
+    fb_slots: std::sync::atomic::AtomicU32,
 }
 
 impl<'a> KvmHypervisor<'a> {
@@ -28,6 +32,7 @@ impl<'a> KvmHypervisor<'a> {
             router: Arc::new(GsiRouter::new(vm.fd.clone())),
             intx: Mutex::new(Vec::new()),
             slots: Arc::new(super::vfio::KvmSlots::new(vm.fd.clone())),
+            fb_slots: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -83,5 +88,22 @@ impl Hypervisor for KvmHypervisor<'_> {
 
     fn mem_slots(&self) -> Arc<dyn casemate_devices::vfio::MemSlots> {
         self.slots.clone()
+    }
+
+    fn framebuffer_slot(
+        &self,
+        _device: &str,
+        host_addr: u64,
+        size: u64,
+    ) -> Result<Arc<dyn FramebufferSlot>, DevError> {
+        let n = self
+            .fb_slots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Arc::new(KvmFbSlot::new(
+            self.vm.fd.clone(),
+            FIRST_DEVICE_SLOT + n,
+            host_addr,
+            size,
+        )))
     }
 }

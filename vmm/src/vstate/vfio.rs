@@ -39,7 +39,8 @@ impl IntxIrqfds for KvmVfioIntx {
     }
 }
 
-/// Slots above the ones guest RAM takes (one per RAM region, a handful).
+/// Slots above the ones guest RAM takes (one per RAM region, a handful)
+/// and below the framebuffer slots (`fbslot::FIRST_DEVICE_SLOT`).
 const FIRST_SLOT: u32 = 32;
 
 /// Memory slots over device mappings; each keeps its mapping alive.
@@ -74,7 +75,7 @@ impl KvmSlots {
 impl MemSlots for KvmSlots {
     fn map(&self, gpa: u64, host: &Arc<MmapRegion>) -> io::Result<u32> {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = (FIRST_SLOT..)
+        let slot = (FIRST_SLOT..super::fbslot::FIRST_DEVICE_SLOT)
             .find(|s| !used.contains_key(s))
             .ok_or_else(|| io::Error::other("no memory slot left"))?;
         self.set(slot, gpa, host.size() as u64, host.as_ptr() as u64)?;

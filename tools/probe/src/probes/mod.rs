@@ -15,14 +15,17 @@ mod blk_evil;
 mod blk_reboot;
 mod exits;
 mod fault;
+mod gpu;
 mod hello;
 mod ide;
 mod monitor;
+mod kbd;
 mod net;
 mod net_bench;
 mod net_evil;
 mod rng;
 mod spin;
+mod vga;
 
 pub struct Ctx<'a> {
     pub boot: &'a BootInfo,
@@ -61,6 +64,11 @@ pub const PROBES: &[Probe] = &[
     Probe { name: "powerbtn", run: monitor::powerbtn },
     Probe { name: "count", run: monitor::count },
     Probe { name: "echo", run: monitor::echo },
+    Probe { name: "gpu", run: gpu::run },
+    Probe { name: "gpu-evil", run: gpu::run_evil },
+    Probe { name: "vga", run: vga::run },
+    Probe { name: "kbd", run: kbd::run },
+    Probe { name: "gpu-bench", run: gpu::run_bench },
 ];
 
 pub fn find(name: &[u8]) -> Option<&'static Probe> {

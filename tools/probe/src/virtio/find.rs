@@ -24,6 +24,7 @@ static LEGACY_SEEN: AtomicBool = AtomicBool::new(false);
 pub const VIRTIO_ID_NET: u32 = 1;
 pub const VIRTIO_ID_BLOCK: u32 = 2;
 pub const VIRTIO_ID_RNG: u32 = 4;
+pub const VIRTIO_ID_GPU: u32 = 16;
 
 /// The PCI device ids a virtio device type has: modern 0x1040 + type, and
 /// the transitional id (0x1000 + type - 1 for the first ones: 0x1001 block,
@@ -44,6 +45,7 @@ fn type_name(typ: u32) -> &'static str {
         VIRTIO_ID_NET => "net",
         VIRTIO_ID_BLOCK => "blk",
         VIRTIO_ID_RNG => "rng",
+        VIRTIO_ID_GPU => "gpu",
         _ => "other",
     }
 }

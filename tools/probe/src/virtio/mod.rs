@@ -6,6 +6,7 @@
 
 pub mod blk;
 pub mod find;
+pub mod gpu;
 pub mod mmio;
 pub mod net;
 pub mod pci;

@@ -5,10 +5,12 @@
 //! virtio-pci as the machine says.
 
 pub mod blk;
+mod gpu;
 mod net;
 mod rng;
 pub mod vfio_pci;
 pub mod vfio_user;
+mod vga;
 
 use casemate_devices::virtio::VirtioDevice;
 
@@ -26,6 +28,16 @@ pub trait DeviceFactory: Send + Sync {
     /// worker threads `cm-<kind><n>`, and it picks the seccomp role.
     fn kind(&self) -> &'static str;
     fn build(&self, name: String) -> Box<dyn VirtioDevice>;
+    /// The display surface the kind draws on, made once with the kind
+    /// (graphics devices only); the VNC server shows the first one.
+    fn surface(&self) -> Option<std::sync::Arc<casemate_devices::display::Surface>> {
+        None
+    }
+    /// A kind that is a display PCI function rather than a virtio device
+    /// (VGA): what to place instead of calling `build`.
+    fn pci_display(&self) -> Option<crate::devmgr::display::PciDisplay> {
+        None
+    }
 }
 
 /// The registry line of each virtio kind; None for assigned devices,
@@ -35,5 +47,7 @@ pub fn spec(d: &DeviceConfig) -> Option<&dyn DeviceSpec> {
         DeviceConfig::Rng(c) => Some(c),
         DeviceConfig::Net(c) => Some(c),
         DeviceConfig::VfioUser(_) | DeviceConfig::VfioPci(_) => None,
+        DeviceConfig::Gpu(c) => Some(c),
+        DeviceConfig::Vga(c) => Some(c),
     }
 }

@@ -116,6 +116,10 @@ pub fn rules() -> Vec<Rule> {
         Rule::any(SYS_io_uring_register, "the ring's completion eventfd"),
         Rule::any(SYS_timerfd_create, "the entropy device's rate-limit timer"),
         Rule::any(
+            SYS_timerfd_settime,
+            "a display's refresh timer, armed at boot",
+        ),
+        Rule::any(
             SYS_read,
             "reading the kernel and initrd from their open files; eventfds",
         ),

@@ -27,6 +27,7 @@ pub const KVM_GET_VCPU_MMAP_SIZE: u64 = io(0x04);
 pub const KVM_GET_SUPPORTED_CPUID: u64 = ioc(R | W, 0x05, size_of::<kvm_cpuid2>());
 pub const KVM_CREATE_VCPU: u64 = io(0x41);
 pub const KVM_SET_USER_MEMORY_REGION: u64 = ioc(W, 0x46, size_of::<kvm_userspace_memory_region>());
+pub const KVM_GET_DIRTY_LOG: u64 = ioc(W, 0x42, size_of::<kvm_bindings::kvm_dirty_log>());
 pub const KVM_SET_TSS_ADDR: u64 = io(0x47);
 pub const KVM_SET_IDENTITY_MAP_ADDR: u64 = ioc(W, 0x48, size_of::<u64>());
 pub const KVM_CREATE_IRQCHIP: u64 = io(0x60);
@@ -66,6 +67,7 @@ mod tests {
         assert_eq!(KVM_CREATE_VM, 0xae01);
         assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
         assert_eq!(KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
+        assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
         assert_eq!(KVM_SET_IDENTITY_MAP_ADDR, 0x4008_ae48);
         assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(KVM_IRQFD, 0x4020_ae76);

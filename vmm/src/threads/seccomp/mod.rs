@@ -20,6 +20,7 @@ mod qmp;
 mod sigsys;
 mod spawner;
 mod vcpu;
+mod vnc;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -104,11 +105,14 @@ pub const ROLES: &[Role] = &[
     Role::Worker("rng"),
     Role::Worker("intx"),
     Role::Worker("net"),
+    Role::Worker("gpu"),
+    Role::Worker("vga"),
     Role::Worker("other"),
     Role::IoHelper,
     Role::Prealloc,
     Role::Collapse,
     Role::Qmp,
+    Role::Vnc,
 ];
 
 /// The role's own rules, base list included (the spawner's are the union
@@ -130,6 +134,7 @@ pub fn rules(role: Role) -> Vec<Rule> {
         Role::Prealloc => prealloc::rules(),
         Role::Collapse => collapse::rules(),
         Role::Qmp => qmp::rules(),
+        Role::Vnc => vnc::rules(),
     };
     let mut all = base::rules();
     all.extend(own);
@@ -229,7 +234,7 @@ impl Filters {
     /// The program for `role` (a worker of an unlisted kind gets `other`'s).
     pub fn get(&self, role: Role) -> &BpfProgram {
         let key = match role {
-            Role::Worker(k) if !matches!(k, "blk" | "rng" | "intx" | "net") => {
+            Role::Worker(k) if !matches!(k, "blk" | "rng" | "intx" | "net" | "gpu" | "vga") => {
                 Role::Worker("other")
             }
             r => r,

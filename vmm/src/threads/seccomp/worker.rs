@@ -3,7 +3,8 @@
 //! backend does: `blk` submits to io_uring or hands requests to the pool
 //! and does synchronous flushes and discards, `rng` reads its source and
 //! runs a timerfd, `intx` re-raises level interrupts on resample, `net`
-//! moves frames between its tap and guest memory.
+//! moves frames between its tap and guest memory, `vga` reads its framebuffer's dirty log on a timer, `gpu` copies pixels
+//! between guest memory and the display surface (heap memory only).
 
 use super::Rule;
 use libc::*;
@@ -87,6 +88,18 @@ pub fn rules(kind: &str) -> Vec<Rule> {
             Rule::ioctl(
                 libc::TUNSETQUEUE,
                 "multiqueue: attaching and detaching tap queues as the guest enables pairs",
+            ),
+        ]),
+        "gpu" => r.push(Rule::any(
+            SYS_mremap,
+            "glibc's realloc grows a large request buffer (ATTACH_BACKING lists)",
+        )),
+        "vga" => r.extend([
+            Rule::any(SYS_timerfd_settime, "the refresh timer"),
+            Rule::any(SYS_mremap, "glibc's realloc grows the row buffer"),
+            Rule::ioctl(
+                super::kvm::KVM_GET_DIRTY_LOG,
+                "the framebuffer slot's dirty pages",
             ),
         ]),
         _ => {}
