@@ -49,6 +49,8 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    SerialLink(#[from] crate::qmp::serial_link::LinkError),
     #[error("wiring device interrupts")]
     Irq(#[from] VmError),
     #[error("placing a device on the bus")]
