@@ -4,32 +4,70 @@
 //! The VM starts stopped (`-S`) and runs (QMP `cont`) only once the
 //! client is there, so no output is lost to an empty socket; a line typed
 //! afterwards comes back as `probe: echo line=...`, `quit` ends the probe
-//! and the VMM exits 0.
+//! and the VMM exits 0. The same checks pass against QEMU 7.2.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use casemate_tests::{bin, kvm_or_skip, Scratch, Watchdog};
+use casemate_tests::{bin, kvm_or_skip, qemu_or_skip, Scratch, Watchdog};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// casemate with the probe's echo mode, stopped, QMP on `qmp`.
-fn casemate(qmp: &Path, serial: &[&str]) -> (Child, Watchdog) {
-    let mut c = Command::new(bin("casemate"));
-    c.args(["-M", "q35", "-append", "probe=echo", "-S", "-qmp"])
+/// The VMM under test: Casemate, or QEMU 7.2 running the same probe.
+#[derive(Clone, Copy, PartialEq)]
+enum Vmm {
+    Casemate,
+    Qemu,
+}
+
+impl Vmm {
+    /// Skips (false) when the VMM cannot run here.
+    fn ready(self, test: &str) -> bool {
+        kvm_or_skip(test) && (self == Vmm::Casemate || qemu_or_skip(test))
+    }
+}
+
+/// The probe's echo mode on q35, stopped (`-S`), QMP on `qmp`.
+fn start(vmm: Vmm, s: &Scratch, qmp: &Path, serial: &[&str]) -> (Child, Watchdog) {
+    let mut c = match vmm {
+        Vmm::Casemate => {
+            let mut c = Command::new(bin("casemate"));
+            c.args(["-M", "q35", "-append", "probe=echo"]);
+            c
+        }
+        Vmm::Qemu => {
+            // isa-debug-exit ends QEMU with 1 when the probe passed.
+            let mut c = Command::new("qemu-system-x86_64");
+            c.args(["-enable-kvm", "-M", "q35", "-m", "128M", "-nodefaults"])
+                .args(["-display", "none", "-no-reboot", "-kernel", &s.probe()])
+                .args(["-append", "probe=echo exit=debug"])
+                .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+            c
+        }
+    };
+    c.args(["-S", "-qmp"])
         .arg(format!("unix:{},server=on,wait=off", qmp.display()))
         .args(serial)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = c.spawn().expect("spawning casemate");
+    let child = c.spawn().expect("spawning the VMM");
     let dog = Watchdog::arm(child.id(), LIMIT);
     (child, dog)
+}
+
+/// The exit status that means the probe passed.
+fn passed(vmm: Vmm, status: std::process::ExitStatus) -> bool {
+    match vmm {
+        Vmm::Casemate => status.success(),
+        Vmm::Qemu => status.code() == Some(1),
+    }
 }
 
 /// Connects once the socket exists (the VMM binds it at start-up).
@@ -80,7 +118,7 @@ fn expect(lines: &mut impl Iterator<Item = String>, want: &str, seen: &mut Vec<S
 }
 
 /// The echo conversation over `rx`/`tx`, then the exit.
-fn converse(mut child: Child, dog: Watchdog, rx: impl Read, mut tx: impl Write) {
+fn converse(vmm: Vmm, mut child: Child, dog: Watchdog, rx: impl Read, mut tx: impl Write) {
     let mut lines = BufReader::new(rx).lines().map_while(Result::ok);
     let mut seen = Vec::new();
     expect(&mut lines, "probe: echo state=ready", &mut seen);
@@ -108,69 +146,95 @@ fn converse(mut child: Child, dog: Watchdog, rx: impl Read, mut tx: impl Write) 
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    assert!(status.success(), "exit {status:?}\n{err}");
+    assert!(passed(vmm, status), "exit {status:?}\n{err}");
     assert!(
         !out.contains("probe:"),
         "the console went to the link, not stdout: {out}"
     );
 }
 
-#[test]
-fn probe_echoes_through_a_unix_socket_serial() {
-    let test = "probe_echoes_through_a_unix_socket_serial";
-    if !kvm_or_skip(test) {
+fn unix_socket(vmm: Vmm, test: &str) {
+    if !vmm.ready(test) {
         return;
     }
-    let s = Scratch::new("serial-unix");
+    let s = Scratch::new(test);
     let (con, qmp) = (s.path("con.sock"), s.path("qmp.sock"));
     let spec = format!("unix:{},server=on,wait=off", con.display());
-    let (child, dog) = casemate(&qmp, &["-serial", &spec]);
+    let (child, dog) = start(vmm, &s, &qmp, &["-serial", &spec]);
     let link = connect(&con);
     link.set_read_timeout(Some(LIMIT)).unwrap();
     let _qmp = qmp_cont(&qmp);
-    converse(child, dog, link.try_clone().unwrap(), link);
+    converse(vmm, child, dog, link.try_clone().unwrap(), link);
 }
 
-#[test]
-fn probe_echoes_through_a_chardev_socket_serial() {
-    let test = "probe_echoes_through_a_chardev_socket_serial";
-    if !kvm_or_skip(test) {
+fn chardev_socket(vmm: Vmm, test: &str) {
+    if !vmm.ready(test) {
         return;
     }
-    let s = Scratch::new("serial-chardev");
+    let s = Scratch::new(test);
     let (con, qmp) = (s.path("con.sock"), s.path("qmp.sock"));
     let spec = format!("socket,id=con0,path={},server=on,wait=off", con.display());
-    let (child, dog) = casemate(&qmp, &["-chardev", &spec, "-serial", "chardev:con0"]);
+    let (child, dog) = start(
+        vmm,
+        &s,
+        &qmp,
+        &["-chardev", &spec, "-serial", "chardev:con0"],
+    );
     let link = connect(&con);
     link.set_read_timeout(Some(LIMIT)).unwrap();
     let _qmp = qmp_cont(&qmp);
-    converse(child, dog, link.try_clone().unwrap(), link);
+    converse(vmm, child, dog, link.try_clone().unwrap(), link);
 }
 
-#[test]
-fn probe_echoes_through_a_pty_serial() {
-    let test = "probe_echoes_through_a_pty_serial";
-    if !kvm_or_skip(test) {
+fn tcp_socket(vmm: Vmm, test: &str) {
+    if !vmm.ready(test) {
         return;
     }
-    let s = Scratch::new("serial-pty");
+    let s = Scratch::new(test);
     let qmp = s.path("qmp.sock");
-    let (mut child, dog) = casemate(&qmp, &["-serial", "pty"]);
-    // QEMU's line, which scripts parse: the pty's name.
-    let stderr = child.stderr.take().unwrap();
+    // A port free a moment ago; the VMM binds it again.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = format!("tcp:127.0.0.1:{port},server=on,wait=off");
+    let (child, dog) = start(vmm, &s, &qmp, &["-serial", &spec]);
+    let end = Instant::now() + LIMIT;
+    let link = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(l) => break l,
+            Err(e) if Instant::now() > end => panic!("127.0.0.1:{port}: {e}"),
+            Err(_) => std::thread::yield_now(),
+        }
+    };
+    link.set_read_timeout(Some(LIMIT)).unwrap();
+    let _qmp = qmp_cont(&qmp);
+    converse(vmm, child, dog, link.try_clone().unwrap(), link);
+}
+
+fn pty(vmm: Vmm, test: &str) {
+    if !vmm.ready(test) {
+        return;
+    }
+    let s = Scratch::new(test);
+    let qmp = s.path("qmp.sock");
+    let (mut child, dog) = start(vmm, &s, &qmp, &["-serial", "pty"]);
+    // QEMU's line on stdout (qemu_printf), which scripts parse: the
+    // pty's name.
+    let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut r = BufReader::new(stderr);
-        let mut first = String::new();
-        let _ = r.read_line(&mut first);
-        let _ = tx.send(first);
-        let mut rest = String::new();
-        let _ = r.read_to_string(&mut rest);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("char device redirected to ") {
+                let _ = tx.send(line);
+            }
+        }
     });
-    let first = rx.recv_timeout(LIMIT).expect("a line on stderr");
+    let first = rx.recv_timeout(LIMIT).expect("the pty's name on stdout");
     let pts = first
         .strip_prefix("char device redirected to ")
-        .and_then(|r| r.strip_suffix(" (label serial0)\n"))
+        .and_then(|r| r.strip_suffix(" (label serial0)"))
         .unwrap_or_else(|| panic!("unexpected stderr line {first:?}"));
     assert!(pts.starts_with("/dev/pts/"), "{pts}");
     let pty: File = OpenOptions::new()
@@ -179,13 +243,6 @@ fn probe_echoes_through_a_pty_serial() {
         .open(pts)
         .unwrap_or_else(|e| panic!("{pts}: {e}"));
     let _qmp = qmp_cont(&qmp);
-    // stderr is drained by the thread; converse reads none of it.
-    child.stderr = None;
-    converse_pty(child, dog, pty);
-}
-
-/// As `converse`, for a child whose stderr a thread holds.
-fn converse_pty(mut child: Child, dog: Watchdog, pty: File) {
     let mut lines = BufReader::new(pty.try_clone().unwrap())
         .lines()
         .map_while(Result::ok);
@@ -201,6 +258,37 @@ fn converse_pty(mut child: Child, dog: Watchdog, pty: File) {
     tx.write_all(b"quit\r").unwrap();
     expect(&mut lines, "probe: done status=ok", &mut seen);
     let status = child.wait().unwrap();
-    assert!(!dog.disarm(), "casemate ran past {LIMIT:?}");
-    assert!(status.success(), "exit {status:?}");
+    assert!(!dog.disarm(), "the VMM ran past {LIMIT:?}");
+    assert!(passed(vmm, status), "exit {status:?}");
+}
+
+#[test]
+fn probe_echoes_through_a_unix_socket_serial() {
+    unix_socket(Vmm::Casemate, "probe_echoes_through_a_unix_socket_serial");
+}
+
+#[test]
+fn probe_echoes_through_a_chardev_socket_serial() {
+    chardev_socket(
+        Vmm::Casemate,
+        "probe_echoes_through_a_chardev_socket_serial",
+    );
+}
+
+#[test]
+fn probe_echoes_through_a_tcp_serial() {
+    tcp_socket(Vmm::Casemate, "probe_echoes_through_a_tcp_serial");
+}
+
+#[test]
+fn probe_echoes_through_a_pty_serial() {
+    pty(Vmm::Casemate, "probe_echoes_through_a_pty_serial");
+}
+
+#[test]
+fn same_serial_checks_pass_on_qemu() {
+    unix_socket(Vmm::Qemu, "qemu_unix_socket_serial");
+    chardev_socket(Vmm::Qemu, "qemu_chardev_socket_serial");
+    tcp_socket(Vmm::Qemu, "qemu_tcp_serial");
+    pty(Vmm::Qemu, "qemu_pty_serial");
 }

@@ -61,7 +61,7 @@ impl SerialLink {
         )))
     }
 
-    /// A new pty, in raw mode; prints its name as QEMU does.
+    /// A new pty, in raw mode; prints its name on stdout as QEMU does.
     pub fn pty() -> Result<Arc<Self>, LinkError> {
         let err = |op| {
             let source = std::io::Error::last_os_error();
@@ -106,8 +106,9 @@ impl SerialLink {
             op: "raw mode",
             source,
         })?;
-        // QEMU's words, which scripts parse to find the pty.
-        eprintln!("char device redirected to {path} (label serial0)");
+        // QEMU's words, on stdout as QEMU 7.2 prints them (qemu_printf):
+        // scripts parse them to find the pty.
+        println!("char device redirected to {path} (label serial0)");
         Ok(Arc::new(Self::new(
             Source::Pty { _slave: slave },
             Some(master),
