@@ -46,7 +46,7 @@ impl Console {
     /// A writer for this boot's serial device.
     pub fn writer(&self) -> Result<Box<dyn Write + Send>, DevError> {
         Ok(match self {
-            Console::Stdout => Box::new(std::io::stdout()),
+            Console::Stdout => Box::new(super::stdout::StdoutWriter::stdout()),
             Console::None => Box::new(std::io::sink()),
             Console::Link(l) => Box::new(l.writer()),
             Console::File(path, f) => {

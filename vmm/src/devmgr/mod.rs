@@ -17,6 +17,7 @@ mod hv;
 pub mod kinds;
 mod legacy;
 mod pci;
+pub mod stdout;
 mod virtio_mmio;
 
 use std::collections::HashMap;
