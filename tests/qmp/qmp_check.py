@@ -271,6 +271,15 @@ async def commands():
         check(host and host[0]["class_info"]["class"] == 0x0600, f"host bridge {devs}")
         for d in devs:
             check(is_int(d["id"]["vendor"]) and is_int(d["id"]["device"]), f"pci id {d}")
+        # Regions: the BARs with address, size and type (QEMU's shape).
+        regions = [r for d in devs for r in d["regions"]]
+        check(any(r["type"] == "memory" for r in regions), f"no memory BAR in {devs}")
+        for r in regions:
+            check(r["type"] in ("io", "memory") and all(is_int(r[k]) for k in ["bar", "address", "size"]),
+                  f"pci region {r}")
+            if r["type"] == "memory":
+                check(isinstance(r["prefetch"], bool) and isinstance(r["mem_type_64"], bool),
+                      f"pci region {r}")
         mem = await c.execute("query-memdev")
         check(len(mem) == 1 and mem[0]["size"] == 128 << 20, f"query-memdev {mem}")
         for key in ["merge", "dump", "prealloc", "share"]:
@@ -457,6 +466,7 @@ async def hmp():
         check("CPU #0: thread_id=" in h.cmd("info cpus"), "info cpus")
         out = h.cmd("info pci")
         check("Bus  0, device   0, function 0:" in out, f"info pci: {out!r}")
+        check(" bit memory at 0x" in out and 'id ""' in out, f"info pci BARs: {out!r}")
         out = h.cmd("info version")
         check(any(c.isdigit() for c in out), f"info version: {out!r}")
         out = h.cmd("help")

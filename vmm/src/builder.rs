@@ -170,6 +170,9 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
                 _ => None,
             }),
     );
+    if let SerialConfig::Socket(crate::config::Endpoint::Unix(p)) = &config.serial {
+        leftovers.push(p.as_path());
+    }
     let _remover = if leftovers.is_empty() {
         None
     } else {
@@ -188,10 +191,11 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     }
     // Every file and socket is open: from here on the process needs no path.
     threads::confine_main(&config)?;
-    let monitors = (!listeners.is_empty() || console)
+    let link = res.console.link();
+    let monitors = (!listeners.is_empty() || console || link.is_some())
         .then(|| {
             let info = VmInfo::new(&config, &res);
-            qmp::server::start(hub.clone(), info, listeners, console)
+            qmp::server::start(hub.clone(), info, listeners, console, link)
         })
         .transpose()
         .map_err(|e| BuildError::Service("QMP", e))?;

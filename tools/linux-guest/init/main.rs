@@ -4,10 +4,11 @@
 //! `init: key=value` lines, ends with `init: done status=ok|fail reason=R`,
 //! then ends the VM: `casemate.exit=debug` first writes the status to QEMU's
 //! isa-debug-exit (port 0xf4), then reboot(2), which with `reboot=k` resets
-//! through the i8042 (`-no-reboot` makes that an exit).
+//! through the i8042 (`-no-reboot` makes that an exit); after
+//! `powerbtn` saw the button it powers off (ACPI S5) instead.
 //!
-//! Kernel command line: `casemate.mode=hello|blk|rng|net|ata|fb` or a comma-separated
-//! list of them (default hello), `casemate.int80=1` (one getpid through
+//! Kernel command line: `casemate.mode=hello|blk|rng|net|ata|fb|powerbtn` or a
+//! comma-separated list of them (default hello), `casemate.int80=1` (one getpid through
 //! `int $0x80`), `casemate.fork=1` (a child that exits 7),
 //! `casemate.exit=debug`; for `net`: `casemate.ip=A.B.C.D/N`,
 //! `casemate.host=IP`, `casemate.udp=PORT`, `casemate.tcp=PORT`,
@@ -24,6 +25,7 @@ mod line;
 #[path = "../../probe/src/mem.rs"]
 mod mem;
 mod net;
+mod powerbtn;
 mod rng;
 mod sys;
 
@@ -91,6 +93,7 @@ fn run(args: &Args) -> Outcome {
             b"net" => net::run(args)?,
             b"ata" => ata::run()?,
             b"fb" => fb::run(args.get("hold").and_then(parse_u64).unwrap_or(0))?,
+            b"powerbtn" => powerbtn::run()?,
             other => {
                 Line::topic("unknown_mode").text("mode", other).emit();
                 return Err("unknown-mode");
@@ -147,7 +150,13 @@ fn finish(outcome: Outcome, exit_debug: bool) -> ! {
         // QEMU's isa-debug-exit ends with (value << 1) | 1: 1 ok, 3 fail.
         sys::outl(0xf4, u32::from(outcome.is_err()));
     }
-    if let Err(e) = sys::restart() {
+    let power_off = powerbtn::POWER_OFF.load(core::sync::atomic::Ordering::Relaxed);
+    let ended = if power_off {
+        sys::power_off()
+    } else {
+        sys::restart()
+    };
+    if let Err(e) = ended {
         failed("reboot", e, "reboot");
     }
     // Exiting PID 1 panics the kernel; `panic=-1` then resets.

@@ -15,11 +15,14 @@ const CLOCK_BOOTTIME: usize = 7;
 const LINUX_REBOOT_MAGIC1: usize = 0xfee1_dead;
 const LINUX_REBOOT_MAGIC2: usize = 0x2812_1969;
 const LINUX_REBOOT_CMD_RESTART: usize = 0x0123_4567;
+const LINUX_REBOOT_CMD_POWER_OFF: usize = 0x4321_fedc;
 
 mod nr {
     pub const READ: usize = 0;
     pub const WRITE: usize = 1;
     pub const OPEN: usize = 2;
+    pub const POLL: usize = 7;
+    pub const SYNC: usize = 162;
     pub const CLOSE: usize = 3;
     pub const IOCTL: usize = 16;
     pub const LSEEK: usize = 8;
@@ -87,7 +90,52 @@ pub fn read(fd: usize, b: &mut [u8]) -> Result<usize> {
 }
 
 pub fn open(path: Path, flags: usize) -> Result<usize> {
+    open_c(path, flags)
+}
+
+/// open(2) of a path built at run time.
+pub fn open_c(path: &core::ffi::CStr, flags: usize) -> Result<usize> {
     sys(nr::OPEN, path.as_ptr() as usize, flags | O_CLOEXEC, 0, 0)
+}
+
+/// One `struct pollfd`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+impl PollFd {
+    const POLLIN: i16 = 1;
+
+    pub fn readable(fd: usize) -> Self {
+        PollFd {
+            fd: fd as i32,
+            events: Self::POLLIN,
+            revents: 0,
+        }
+    }
+
+    pub fn fd(&self) -> usize {
+        self.fd as usize
+    }
+
+    pub fn ready(&self) -> bool {
+        self.revents & Self::POLLIN != 0
+    }
+}
+
+/// poll(2) without a timeout; returns how many are ready.
+pub fn poll(fds: &mut [PollFd]) -> Result<usize> {
+    let minus_one = -1isize as usize;
+    sys(nr::POLL, fds.as_mut_ptr() as usize, fds.len(), minus_one, 0)
+}
+
+/// sync(2): the power-off that follows must not lose written data.
+pub fn sync() {
+    syscall6(nr::SYNC, [0; 6]);
 }
 
 /// Waits until everything written to the terminal `fd` has left the UART:
@@ -207,6 +255,17 @@ pub fn restart() -> Result<usize> {
         LINUX_REBOOT_MAGIC1,
         LINUX_REBOOT_MAGIC2,
         LINUX_REBOOT_CMD_RESTART,
+        0,
+    )
+}
+
+/// reboot(2) POWER_OFF: ACPI S5 on pc/q35 and microvm.
+pub fn power_off() -> Result<usize> {
+    sys(
+        nr::REBOOT,
+        LINUX_REBOOT_MAGIC1,
+        LINUX_REBOOT_MAGIC2,
+        LINUX_REBOOT_CMD_POWER_OFF,
         0,
     )
 }

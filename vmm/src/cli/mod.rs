@@ -117,7 +117,10 @@ QEMU-compatible options:
   -kernel FILE                  ELF (64- or 32-bit, PVH or Linux 64-bit entry) or bzImage
   -initrd FILE                  initial ramdisk
   -append CMDLINE               kernel command line
-  -serial stdio|file:PATH|none  where COM1 goes (default stdio)
+  -serial stdio|file:PATH|none|pty|chardev:ID
+  -serial unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off
+                                where COM1 goes (default stdio); a socket's one client
+                                or the pty is the console (output dropped while none reads)
   -nographic, -display none     no display (the default)
   -vga virtio|std|none          virtio-gpu on PCI (as -device virtio-gpu-pci) or
                                 the standard VGA (as -device VGA)
@@ -140,7 +143,7 @@ QEMU-compatible options:
                                 a QMP server (several clients at once)
   -monitor stdio|unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on,wait=off
                                 a human monitor (HMP)
-  -chardev socket,id=ID,path=PATH|host=H,port=P,server=on,wait=off
+  -chardev socket,id=ID,path=PATH|host=H,port=P,server=on,wait=off | pty,id=ID
   -mon chardev=ID[,mode=control|readline]
                                 a monitor on a chardev (control: QMP)
   -S                            do not start the vCPUs until QMP/HMP 'cont'
@@ -438,7 +441,21 @@ fn option(
         "serial" => {
             let v = val()?;
             p.serial_count += 1;
-            let s = serial(raw, &v)?;
+            let s = match v.strip_prefix("chardev:") {
+                Some(_) if p.serial_count > 1 => {
+                    return Err(bad(
+                        raw,
+                        &v,
+                        "a second -serial would be COM2: Casemate has one serial port (COM1)",
+                    ));
+                }
+                // Resolved once every -chardev is known.
+                Some(id) => {
+                    p.monitors.serial_chardev(raw, id)?;
+                    SerialConfig::None
+                }
+                None => serial(raw, &v)?,
+            };
             if p.serial_count > 1 {
                 // QEMU makes it COM2; Casemate has COM1 only.
                 if s != SerialConfig::None {
@@ -572,7 +589,7 @@ fn finish(c: &mut VmConfig, mut p: Pending, errors: &mut Vec<CliError>) -> Vec<S
     if let Err(e) = net::finish(&mut c.devices, &p.objects) {
         errors.push(e);
     }
-    std::mem::take(&mut p.monitors).finish(&mut c.control, errors);
+    std::mem::take(&mut p.monitors).finish(&mut c.control, &mut c.serial, errors);
     if p.nodefaults && !p.serial_set {
         c.serial = SerialConfig::None;
     }
@@ -957,9 +974,18 @@ fn serial(opt: &str, v: &str) -> Result<SerialConfig, CliError> {
     match v {
         "stdio" | "mon:stdio" => Ok(SerialConfig::Stdio),
         "none" | "null" => Ok(SerialConfig::None),
+        "pty" => Ok(SerialConfig::Pty),
+        _ if v.starts_with("unix:") || v.starts_with("tcp:") => {
+            monitor::endpoint(opt, v).map(SerialConfig::Socket)
+        }
         _ => match v.strip_prefix("file:") {
             Some(p) if !p.is_empty() => Ok(SerialConfig::File(p.into())),
-            _ => Err(bad(opt, v, "expected stdio, file:PATH or none")),
+            _ => Err(bad(
+                opt,
+                v,
+                "expected stdio, file:PATH, none, pty, unix:PATH,server=on,wait=off, \
+                 tcp:HOST:PORT,server=on,wait=off or chardev:ID",
+            )),
         },
     }
 }

@@ -3,19 +3,28 @@
 //!
 //! A socket must be a listening one that does not wait for a client
 //! (`server=on,wait=off`): Casemate never holds a VM back for a client.
-//! `-chardev` is only the socket kind, and only a `-mon` may use it.
+//! `-chardev` is the socket kind (for a `-mon` or `-serial chardev:ID`)
+//! or the pty kind (for `-serial chardev:ID`).
 
 use std::path::PathBuf;
 
 use super::{bad, CliError, KeyVals};
-use crate::config::{ControlConfig, Endpoint, MonitorConfig, MonitorMode};
+use crate::config::{ControlConfig, Endpoint, MonitorConfig, MonitorMode, SerialConfig};
 
 /// Monitor options waiting for the whole line (`-mon` names a
 /// `-chardev` that may come after it).
 #[derive(Default)]
 pub(super) struct Pending {
-    chardevs: Vec<(String, Endpoint)>,
+    chardevs: Vec<(String, Chardev)>,
     mons: Vec<(String, String, MonitorMode)>,
+    /// `-serial chardev:ID`: the option and the id.
+    serial: Option<(String, String)>,
+}
+
+#[derive(Clone)]
+enum Chardev {
+    Socket(Endpoint),
+    Pty,
 }
 
 fn server_flags(opt: &str, v: &str, kv: &KeyVals, known: &[&str]) -> Result<(), CliError> {
@@ -105,23 +114,33 @@ impl Pending {
     /// `-chardev socket,id=ID,path=PATH|host=H,port=P,server=on,wait=off`.
     pub(super) fn chardev(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
         let kv = keyvals(opt, v, "backend")?;
-        if kv.get("backend") != Some("socket") {
-            return Err(bad(
-                opt,
-                v,
-                "only the socket backend is supported (for -mon)",
-            ));
-        }
-        server_flags(opt, v, &kv, &["backend", "id", "path", "host", "port"])?;
+        let ep = match kv.get("backend") {
+            Some("socket") => {
+                server_flags(opt, v, &kv, &["backend", "id", "path", "host", "port"])?;
+                match (kv.get("path"), kv.get("port")) {
+                    (Some(p), None) if !p.is_empty() => Chardev::Socket(Endpoint::Unix(p.into())),
+                    (None, Some(port)) => {
+                        Chardev::Socket(tcp(opt, v, kv.get("host").unwrap_or_default(), port)?)
+                    }
+                    _ => return Err(bad(opt, v, "give path= or host=,port=")),
+                }
+            }
+            Some("pty") => {
+                kv.only(opt, &["backend", "id"])?;
+                Chardev::Pty
+            }
+            _ => {
+                return Err(bad(
+                    opt,
+                    v,
+                    "only the socket and pty backends are supported",
+                ))
+            }
+        };
         let id = kv
             .get("id")
             .filter(|i| !i.is_empty())
             .ok_or_else(|| bad(opt, v, "id= is required"))?;
-        let ep = match (kv.get("path"), kv.get("port")) {
-            (Some(p), None) if !p.is_empty() => Endpoint::Unix(p.into()),
-            (None, Some(port)) => tcp(opt, v, kv.get("host").unwrap_or_default(), port)?,
-            _ => return Err(bad(opt, v, "give path= or host=,port=")),
-        };
         if self.chardevs.iter().any(|(i, _)| i == id) {
             return Err(bad(opt, id, format!("Duplicate ID '{id}' for chardev")));
         }
@@ -148,9 +167,36 @@ impl Pending {
         Ok(())
     }
 
-    /// Every `-mon` to its `-chardev`; a chardev no monitor uses is refused.
-    pub(super) fn finish(self, c: &mut ControlConfig, errors: &mut Vec<CliError>) {
+    /// `-serial chardev:ID` (COM1 only; the caller refuses a second).
+    pub(super) fn serial_chardev(&mut self, opt: &str, id: &str) -> Result<(), CliError> {
+        if id.is_empty() {
+            return Err(bad(opt, "chardev:", "chardev: needs an id"));
+        }
+        self.serial = Some((opt.to_string(), id.to_string()));
+        Ok(())
+    }
+
+    /// `-serial chardev:ID` and every `-mon` to its `-chardev`; a chardev
+    /// nothing uses is refused.
+    pub(super) fn finish(
+        self,
+        c: &mut ControlConfig,
+        serial: &mut SerialConfig,
+        errors: &mut Vec<CliError>,
+    ) {
         let mut used = vec![false; self.chardevs.len()];
+        if let Some((opt, id)) = &self.serial {
+            match self.chardevs.iter().position(|(i, _)| i == id) {
+                Some(n) => {
+                    used[n] = true;
+                    *serial = match &self.chardevs[n].1 {
+                        Chardev::Socket(e) => SerialConfig::Socket(e.clone()),
+                        Chardev::Pty => SerialConfig::Pty,
+                    };
+                }
+                None => errors.push(bad(opt, id, format!("chardev '{id}' not found"))),
+            }
+        }
         for (opt, id, mode) in self.mons {
             match self.chardevs.iter().position(|(i, _)| *i == id) {
                 Some(n) if used[n] => {
@@ -158,10 +204,15 @@ impl Pending {
                 }
                 Some(n) => {
                     used[n] = true;
-                    c.monitors.push(MonitorConfig {
-                        endpoint: self.chardevs[n].1.clone(),
-                        mode,
-                    });
+                    match &self.chardevs[n].1 {
+                        Chardev::Socket(endpoint) => c.monitors.push(MonitorConfig {
+                            endpoint: endpoint.clone(),
+                            mode,
+                        }),
+                        Chardev::Pty => {
+                            errors.push(bad(&opt, &id, "a monitor on a pty is not supported"))
+                        }
+                    }
                 }
                 None => errors.push(bad(&opt, &id, format!("chardev '{id}' not found"))),
             }
@@ -171,7 +222,7 @@ impl Pending {
                 errors.push(bad(
                     "-chardev",
                     id,
-                    "only a -mon may use a chardev (serial chardevs are not supported yet)",
+                    "a chardev must be used by a -mon or by -serial chardev:ID",
                 ));
             }
         }
@@ -250,7 +301,7 @@ mod tests {
             .unwrap();
         let mut c = ControlConfig::default();
         let mut errors = Vec::new();
-        p.finish(&mut c, &mut errors);
+        p.finish(&mut c, &mut SerialConfig::Stdio, &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
             c.monitors,
@@ -262,7 +313,56 @@ mod tests {
         let mut p = Pending::default();
         p.mon("-mon", "chardev=nope").unwrap();
         let mut errors = Vec::new();
-        p.finish(&mut c, &mut errors);
+        p.finish(&mut c, &mut SerialConfig::Stdio, &mut errors);
         assert!(errors[0].to_string().contains("'nope' not found"));
+    }
+
+    #[test]
+    fn serial_takes_a_socket_or_pty_chardev() {
+        let mut p = Pending::default();
+        p.serial_chardev("-serial", "s0").unwrap();
+        p.chardev("-chardev", "pty,id=s0").unwrap();
+        let (mut c, mut serial, mut errors) =
+            (ControlConfig::default(), SerialConfig::Stdio, vec![]);
+        p.finish(&mut c, &mut serial, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(serial, SerialConfig::Pty);
+
+        let mut p = Pending::default();
+        p.chardev("-chardev", "socket,id=s1,path=/tmp/s,server=on,wait=off")
+            .unwrap();
+        p.serial_chardev("-serial", "s1").unwrap();
+        p.finish(&mut c, &mut serial, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            serial,
+            SerialConfig::Socket(Endpoint::Unix("/tmp/s".into()))
+        );
+
+        // A pty for a monitor, an unknown id, and a chardev nobody uses.
+        let mut p = Pending::default();
+        p.chardev("-chardev", "pty,id=t").unwrap();
+        p.mon("-mon", "chardev=t").unwrap();
+        p.chardev("-chardev", "pty,id=spare").unwrap();
+        p.serial_chardev("-serial", "nope").unwrap();
+        p.finish(&mut c, &mut serial, &mut errors);
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(
+            p_has(&text, "a monitor on a pty is not supported"),
+            "{text:?}"
+        );
+        assert!(p_has(&text, "chardev 'nope' not found"), "{text:?}");
+        assert!(p_has(&text, "-mon or by -serial chardev:ID"), "{text:?}");
+        assert!(Pending::default()
+            .chardev("-chardev", "pty,id=x,path=/y")
+            .is_err());
+        assert!(Pending::default()
+            .chardev("-chardev", "file,id=x,path=/y")
+            .is_err());
+    }
+
+    fn p_has(text: &[String], want: &str) -> bool {
+        text.iter().any(|t| t.contains(want))
     }
 }

@@ -607,3 +607,38 @@ fn key_value_options_and_json_fill_the_same_types() {
     let e = run(&["-rtc", "base=utc,drift=1"]).unwrap_err();
     assert!(e.to_string().contains("unknown key `drift`"), "{e}");
 }
+
+#[test]
+fn serial_goes_to_a_socket_a_pty_or_a_chardev() {
+    assert_eq!(run(&["-serial", "pty"]).unwrap().serial, SerialConfig::Pty);
+    assert_eq!(
+        run(&["-serial", "unix:/tmp/c.sock,server=on,wait=off"])
+            .unwrap()
+            .serial,
+        SerialConfig::Socket(crate::config::Endpoint::Unix("/tmp/c.sock".into()))
+    );
+    assert_eq!(
+        run(&["-serial", "tcp:127.0.0.1:4555,server,nowait"])
+            .unwrap()
+            .serial,
+        SerialConfig::Socket(crate::config::Endpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port: 4555
+        })
+    );
+    let c = run(&[
+        "-nodefaults",
+        "-serial",
+        "chardev:s0",
+        "-chardev",
+        "socket,id=s0,path=/tmp/s0,server=on,wait=off",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.serial,
+        SerialConfig::Socket(crate::config::Endpoint::Unix("/tmp/s0".into()))
+    );
+    assert!(run(&["-serial", "unix:/tmp/x"]).is_err(), "a client socket");
+    assert!(run(&["-serial", "chardev:none"]).is_err());
+    assert!(run(&["-serial", "stdio", "-serial", "chardev:x"]).is_err());
+}

@@ -288,6 +288,10 @@ pub enum SerialConfig {
     Stdio,
     File(PathBuf),
     None,
+    /// A listening unix or tcp socket; its one client is the console.
+    Socket(control::Endpoint),
+    /// A new pseudo-terminal, named on stderr.
+    Pty,
 }
 
 /// `-rtc base=utc|localtime|DATETIME`.

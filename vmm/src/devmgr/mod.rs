@@ -18,6 +18,7 @@ mod hv;
 pub mod kinds;
 mod legacy;
 mod pci;
+pub mod stdout;
 mod virtio_mmio;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    SerialLink(#[from] crate::qmp::serial_link::LinkError),
     #[error("wiring device interrupts")]
     Irq(#[from] VmError),
     #[error("placing a device on the bus")]

@@ -155,7 +155,7 @@ pub fn execute(
         "query-kvm" => json!({"enabled": true, "present": true}),
         "query-cpus-fast" => cpus(hub, info),
         "query-block" => info.block.clone(),
-        "query-pci" => pci(hub),
+        "query-pci" => super::pci_info::query_pci(hub),
         "query-memdev" => info.memdev.clone(),
         "stop" => {
             if hub.pause.stop() {
@@ -225,43 +225,4 @@ fn cpus(hub: &Hub, info: &VmInfo) -> Value {
             })
         })
         .collect()
-}
-
-fn pci(hub: &Hub) -> Value {
-    let Some(root) = hub.pci_root() else {
-        return json!([]);
-    };
-    let rd = |bdf, off: u16, n: usize| {
-        let mut b = [0u8; 4];
-        root.config_read(bdf, off, &mut b[..n]);
-        u32::from_le_bytes(b)
-    };
-    let devices: Vec<Value> = root
-        .functions()
-        .into_iter()
-        .map(|(bdf, _)| {
-            let class = rd(bdf, 0x0a, 2);
-            let mut d = json!({
-                "bus": bdf.bus,
-                "slot": bdf.dev,
-                "function": bdf.func,
-                "class_info": {"class": class},
-                "id": {
-                    "vendor": rd(bdf, 0x00, 2),
-                    "device": rd(bdf, 0x02, 2),
-                    "subsystem-vendor": rd(bdf, 0x2c, 2),
-                    "subsystem": rd(bdf, 0x2e, 2),
-                },
-                "qdev_id": "",
-                "regions": [],
-            });
-            let pin = rd(bdf, 0x3d, 1);
-            if pin != 0 {
-                d["irq_pin"] = json!(pin);
-                d["irq"] = json!(rd(bdf, 0x3c, 1));
-            }
-            d
-        })
-        .collect();
-    json!([{"bus": 0, "devices": devices}])
 }

@@ -104,34 +104,37 @@ fn info_cmd(
         }
         "block" => arr(&v)
             .iter()
-            .map(|d| {
-                let i = &d["inserted"];
-                format!(
-                    "{} ({}): {} ({}{})\n    Cache mode:       {}\n",
-                    d["device"].as_str().unwrap_or_default(),
-                    i["node-name"].as_str().unwrap_or_default(),
-                    i["file"].as_str().unwrap_or_default(),
-                    i["drv"].as_str().unwrap_or_default(),
-                    if i["ro"] == Value::Bool(true) { ", read-only" } else { "" },
-                    cache_mode(&i["cache"]),
-                )
-            })
-            .collect(),
+            .map(block_info)
+            .collect::<Vec<_>>()
+            // QEMU puts an empty line between devices.
+            .join("\n"),
         "pci" => arr(&v)
             .iter()
             .flat_map(|bus| arr(&bus["devices"]))
             .map(|d| {
+                // QEMU prints an undescribed class in decimal.
+                let class = match d["class_info"]["desc"].as_str() {
+                    Some(desc) => desc.to_string(),
+                    None => format!("Class {:04}", d["class_info"]["class"].as_u64().unwrap_or(0)),
+                };
+                let id = |k: &str| d["id"][k].as_u64().unwrap_or(0);
                 format!(
-                    "  Bus {:2}, device {:3}, function {}:\n    Class {:04x}: PCI device {:04x}:{:04x}\n{}",
+                    "  Bus {:2}, device {:3}, function {}:\n    {class}: PCI device {:04x}:{:04x}\n      PCI subsystem {:04x}:{:04x}\n{}{}      id \"{}\"\n",
                     d["bus"].as_u64().unwrap_or(0),
                     d["slot"].as_u64().unwrap_or(0),
                     d["function"].as_u64().unwrap_or(0),
-                    d["class_info"]["class"].as_u64().unwrap_or(0),
-                    d["id"]["vendor"].as_u64().unwrap_or(0),
-                    d["id"]["device"].as_u64().unwrap_or(0),
+                    id("vendor"),
+                    id("device"),
+                    id("subsystem-vendor"),
+                    id("subsystem"),
                     d.get("irq")
                         .map(|irq| format!("      IRQ {irq}, pin {}\n", pin(&d["irq_pin"])))
                         .unwrap_or_default(),
+                    arr(&d["regions"])
+                        .iter()
+                        .map(super::pci_info::region_line)
+                        .collect::<String>(),
+                    d["qdev_id"].as_str().unwrap_or_default(),
                 )
             })
             .collect(),
@@ -150,6 +153,46 @@ fn info_cmd(
     })
 }
 
+/// One device of `info block`, QEMU's lines in QEMU's order.
+fn block_info(d: &Value) -> String {
+    let i = &d["inserted"];
+    let mut s = format!(
+        "{} ({}): {} ({}{}{})\n",
+        d["device"].as_str().unwrap_or_default(),
+        i["node-name"].as_str().unwrap_or_default(),
+        i["file"].as_str().unwrap_or_default(),
+        i["drv"].as_str().unwrap_or_default(),
+        if i["ro"] == true { ", read-only" } else { "" },
+        if i["encrypted"] == true {
+            ", encrypted"
+        } else {
+            ""
+        },
+    );
+    if let Some(q) = d["qdev"].as_str() {
+        s += &format!("    Attached to:      {q}\n");
+    }
+    if let Some(st) = d["io-status"].as_str().filter(|st| *st != "ok") {
+        s += &format!("    I/O status:       {st}\n");
+    }
+    if d["removable"] == true {
+        s += &format!(
+            "    Removable device: {}locked, tray {}\n",
+            if d["locked"] == true { "" } else { "not " },
+            if d["tray_open"] == true {
+                "open"
+            } else {
+                "closed"
+            },
+        );
+    }
+    s += &format!("    Cache mode:       {}\n", cache_mode(&i["cache"]));
+    if let Some(dz) = i["detect_zeroes"].as_str().filter(|dz| *dz != "off") {
+        s += &format!("    Detect zeroes:    {dz}\n");
+    }
+    s
+}
+
 fn arr(v: &Value) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
@@ -158,17 +201,22 @@ fn pin(v: &Value) -> char {
     (b'A' + (v.as_u64().unwrap_or(1).clamp(1, 4) as u8 - 1)) as char
 }
 
-fn cache_mode(c: &Value) -> &'static str {
-    match (
-        c["writeback"].as_bool(),
-        c["direct"].as_bool(),
-        c["no-flush"].as_bool(),
-    ) {
-        (_, _, Some(true)) => "writeback, ignore flushes",
-        (Some(true), Some(true), _) => "writeback, direct",
-        (Some(true), _, _) => "writeback",
-        _ => "writethrough",
-    }
+/// QEMU's three parts: the write mode, then `, direct`, `, ignore flushes`.
+fn cache_mode(c: &Value) -> String {
+    format!(
+        "{}{}{}",
+        if c["writeback"] == true {
+            "writeback"
+        } else {
+            "writethrough"
+        },
+        if c["direct"] == true { ", direct" } else { "" },
+        if c["no-flush"] == true {
+            ", ignore flushes"
+        } else {
+            ""
+        },
+    )
 }
 
 #[cfg(test)]
@@ -202,5 +250,42 @@ mod tests {
         let events = hub.take_events();
         assert!(events[0].contains("\"RESUME\""), "{events:?}");
         assert!(events[1].contains("\"STOP\""), "{events:?}");
+    }
+
+    #[test]
+    fn info_block_reads_as_qemus() {
+        let dev = |id: &str, ro: bool, dz: &str, cache: Value| {
+            serde_json::json!({
+                "device": id, "locked": false, "removable": false, "io-status": "ok",
+                "inserted": {"file": format!("/i/{id}.img"), "node-name": format!("#block-{id}"),
+                    "ro": ro, "drv": "raw", "encrypted": false, "detect_zeroes": dz,
+                    "cache": cache},
+            })
+        };
+        let mut i = info();
+        i.block = serde_json::json!([
+            dev(
+                "virtio0",
+                false,
+                "off",
+                serde_json::json!({"writeback": true, "direct": false, "no-flush": false})
+            ),
+            dev(
+                "d1",
+                true,
+                "on",
+                serde_json::json!({"writeback": true, "direct": true, "no-flush": true})
+            ),
+        ]);
+        let hub = Hub::new(false).unwrap();
+        assert_eq!(
+            execute(&hub, &i, "info block"),
+            "virtio0 (#block-virtio0): /i/virtio0.img (raw)\r\n\
+             \x20   Cache mode:       writeback\r\n\
+             \r\n\
+             d1 (#block-d1): /i/d1.img (raw, read-only)\r\n\
+             \x20   Cache mode:       writeback, direct, ignore flushes\r\n\
+             \x20   Detect zeroes:    on\r\n"
+        );
     }
 }

@@ -44,7 +44,7 @@ pub fn open(monitors: &[MonitorConfig]) -> Result<Vec<(Listener, MonitorMode)>, 
         .collect()
 }
 
-fn listen(e: &Endpoint) -> Result<Listener, ListenError> {
+pub fn listen(e: &Endpoint) -> Result<Listener, ListenError> {
     match e {
         Endpoint::Stdio => Ok(Listener::Stdio),
         Endpoint::Unix(path) => {
@@ -72,4 +72,31 @@ fn listen(e: &Endpoint) -> Result<Listener, ListenError> {
             Ok(Listener::Tcp(l))
         }
     }
+}
+
+/// The listening fd to poll (-1 for stdio).
+pub fn raw_fd(l: &Listener) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    match l {
+        Listener::Unix(u) => u.as_raw_fd(),
+        Listener::Tcp(t) => t.as_raw_fd(),
+        Listener::Stdio => -1,
+    }
+}
+
+/// One waiting client as a non-blocking fd, if any.
+pub fn accept_fd(l: &Listener) -> Option<std::os::fd::OwnedFd> {
+    let fd = match l {
+        Listener::Unix(u) => u.accept().and_then(|(s, _)| {
+            s.set_nonblocking(true)?;
+            Ok(std::os::fd::OwnedFd::from(s))
+        }),
+        Listener::Tcp(t) => t.accept().and_then(|(s, _)| {
+            s.set_nonblocking(true)?;
+            Ok(std::os::fd::OwnedFd::from(s))
+        }),
+        Listener::Stdio => return None,
+    };
+    fd.map_err(|e| log::debug!("serial: accept failed: {e}"))
+        .ok()
 }

@@ -14,6 +14,8 @@ pub mod commands;
 pub mod console;
 pub mod hmp;
 pub mod listen;
+pub mod pci_info;
+pub mod serial_link;
 pub mod server;
 pub mod tty;
 pub mod wire;

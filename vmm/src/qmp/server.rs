@@ -9,7 +9,9 @@
 //! With the console on stdio, the same loop reads the keyboard
 //! (`console`): keys go to COM1 no faster than its receive FIFO drains
 //! (stdin is not read while earlier keys wait, so nothing piles up here),
-//! and `Ctrl-A c` puts the monitor on the terminal.
+//! and `Ctrl-A c` puts the monitor on the terminal. With COM1 on a
+//! socket or a pty (`serial_link`), the loop also accepts that client and
+//! feeds its input to COM1 the same way.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,6 +24,7 @@ use std::thread::JoinHandle;
 use super::commands::{self, VmInfo};
 use super::console::{Action, Console};
 use super::listen::Listener;
+use super::serial_link::SerialLink;
 use super::wire::{self, Piece, QmpError, Splitter};
 use super::{hmp, Hub};
 use crate::config::MonitorMode;
@@ -48,6 +51,12 @@ struct ConsoleIn {
     /// Keys read but not yet taken by COM1 (at most `KEYS_CHUNK`).
     pending: Vec<u8>,
     eof: bool,
+}
+
+/// COM1's socket or pty peer and its input not yet taken by COM1.
+struct LinkIn {
+    link: Arc<SerialLink>,
+    pending: Vec<u8>,
 }
 
 enum Io {
@@ -173,6 +182,7 @@ pub fn start(
     info: VmInfo,
     listeners: Vec<(Listener, MonitorMode)>,
     console: bool,
+    link: Option<Arc<SerialLink>>,
 ) -> std::io::Result<Monitors> {
     let stop = Arc::new(AtomicBool::new(false));
     let (h, s) = (hub.clone(), stop.clone());
@@ -183,6 +193,10 @@ pub fn start(
             stop: s,
             clients: Vec::new(),
             console: console.then(ConsoleIn::default),
+            link: link.map(|link| LinkIn {
+                link,
+                pending: Vec::new(),
+            }),
         }
         .run(listeners)
     })?;
@@ -195,6 +209,7 @@ struct Server {
     stop: Arc<AtomicBool>,
     clients: Vec<Client>,
     console: Option<ConsoleIn>,
+    link: Option<LinkIn>,
 }
 
 impl Server {
@@ -229,12 +244,19 @@ impl Server {
                 }
                 fds.push(pollfd(if ev == 0 { -1 } else { c.io.read_fd() }, ev));
             }
-            let (keys_fd, timeout) = match &self.console {
+            let (keys_fd, mut timeout) = match &self.console {
                 Some(k) if !k.pending.is_empty() => (-1, KEYS_RETRY_MS),
                 Some(k) if !k.eof => (libc::STDIN_FILENO, -1),
                 _ => (-1, -1),
             };
             fds.push(pollfd(keys_fd, libc::POLLIN));
+            let link_fd = self.link.as_ref().map_or(-1, |l| {
+                if !l.pending.is_empty() {
+                    timeout = KEYS_RETRY_MS;
+                }
+                l.link.poll_fd(l.pending.is_empty())
+            });
+            fds.push(pollfd(link_fd, libc::POLLIN));
             // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if rc < 0 {
@@ -258,6 +280,8 @@ impl Server {
                     self.accept(l, *mode);
                 }
             }
+            let link_ready = fds.pop().is_some_and(|k| k.revents != 0);
+            self.link_input(link_ready, &mut buf);
             let keys_ready = fds.pop().is_some_and(|k| k.revents != 0);
             self.keys(keys_ready);
             let first_client = 1 + sockets.len();
@@ -431,6 +455,27 @@ impl Server {
         let c = &mut self.clients[i];
         c.push(text.as_bytes());
         c.push(hmp::PROMPT.as_bytes());
+    }
+
+    /// Offer the link's waiting input to COM1, then accept or read when
+    /// `ready` (input is read only once COM1 took the earlier bytes).
+    fn link_input(&mut self, ready: bool, buf: &mut [u8]) {
+        let Some(l) = self.link.as_mut() else {
+            return;
+        };
+        if !l.pending.is_empty() {
+            if let Some(serial) = self.hub.serial() {
+                let n = serial
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .enqueue_input(&l.pending);
+                l.pending.drain(..n);
+            }
+        }
+        if ready && l.pending.is_empty() {
+            let n = l.link.ready(&mut buf[..KEYS_CHUNK]);
+            l.pending.extend_from_slice(&buf[..n]);
+        }
     }
 
     /// Offer waiting keys to COM1, then read more when `ready`.
