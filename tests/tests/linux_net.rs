@@ -283,3 +283,103 @@ fn casemate_q35_linux_multiqueue_uses_both_queue_pairs() {
     );
     assert_eq!(out.status.code(), Some(0), "{log}");
 }
+
+/// Multiqueue through `casemate-jailer`: the jailed VMM runs as uid/gid
+/// 65534 with no capabilities in the test's namespace (`--netns`), on a
+/// multi_queue tap the launcher made for that uid (`ip tuntap ... user
+/// 65534 group 65534`: attaching to someone else's tap needs
+/// CAP_NET_ADMIN, which the jail drops). The control thread detaches the
+/// second queue at start and the worker attaches it again on VQ_PAIRS_SET
+/// 2 (TUNSETQUEUE both ways, after the privilege drop); both receive
+/// queues take interrupts. A tap owned by root is refused with the reason.
+/// (TUNSETQUEUE itself checks no owner: checked by hand, fds of a
+/// root-owned multi_queue tap opened before setresuid(65534) with every
+/// capability gone still detach and attach. Only TUNSETIFF does, so the
+/// jailer needs no TUNSETOWNER step: the launcher makes the tap for the
+/// jail's uid, or hands fds over.)
+#[test]
+fn jailed_q35_linux_multiqueue_uses_both_queue_pairs() {
+    use casemate_tests::{jail, Scratch};
+    let test = "jailed_q35_linux_multiqueue_uses_both_queue_pairs";
+    let Some(a) = artifacts_or_skip(test) else {
+        return;
+    };
+    let Some(vmm) = jail::jail_or_skip(test) else {
+        return;
+    };
+    let Some(ns) = NetNs::new(test) else {
+        return;
+    };
+    for (tap, owner) in [("tap0", "65534"), ("taproot", "0")] {
+        ns.ip(&[
+            "tuntap",
+            "add",
+            "dev",
+            tap,
+            "mode",
+            "tap",
+            "vnet_hdr",
+            "multi_queue",
+            "user",
+            owner,
+            "group",
+            owner,
+        ]);
+    }
+    ns.ip(&["addr", "add", "10.0.2.2/24", "dev", "tap0"]);
+    ns.ip(&["link", "set", "tap0", "up"]);
+    let s = Scratch::new("jailed-mq");
+    let base = s.path("jails");
+    let netns = format!("/run/netns/{}", ns.name);
+    let jailed = |id: &str, boot: &LinuxBoot| {
+        let c = boot.casemate_at(&vmm);
+        let args: Vec<&str> = c.get_args().filter_map(|a| a.to_str()).collect();
+        jail::jailer(&vmm, &base, id, &["--new-pid-ns", "--netns", &netns], &args)
+    };
+
+    let refused = LinuxBoot::new(pci_machine(&a, "q35"), &a)
+        .netdev("tap,ifname=taproot,script=no,downscript=no,queues=2")
+        .nic_opts(",mq=on,vectors=6");
+    let out = jailed("mq-refused", &refused).output().expect("jailer");
+    let e = String::from_utf8_lossy(&out.stderr);
+    println!("{test}: root's tap: {e}");
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("tap taproot") && e.contains("belongs to another user"),
+        "{e}"
+    );
+
+    let boot = LinuxBoot::new(pci_machine(&a, "q35"), &a)
+        .netdev("tap,ifname=tap0,script=no,downscript=no,vhost=off,queues=2")
+        .nic_opts(",mq=on,vectors=6");
+    let boot = net_boot(boot).init_arg("casemate.pairs=2");
+    let udp = ns.spawn_in(|| udp_echoes_n("10.0.2.2", 13));
+    let tcp = ns.spawn_in(|| tcp_echo("10.0.2.2"));
+    let (r, out) = run(jailed("mq", &boot));
+    let log = format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (udp, tcp) = (udp.join().unwrap(), tcp.join().unwrap());
+    for l in r.raw.lines().filter(|l| l.contains("init: net")) {
+        println!("{test}: {l}");
+    }
+    r.assert_ok();
+    assert_eq!((udp, tcp), (13, TCP_BYTES), "{log}");
+    let ch = line(&r, "net channels");
+    assert_eq!(ch.get("combined").map(String::as_str), Some("2"), "{log}");
+    let eth = line(&r, "net eth0");
+    assert_eq!(eth.get("f_mq").map(String::as_str), Some("1"), "{log}");
+    let irqs = line(&r, "net irqs");
+    let n = |k: &str| irqs.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    assert!(
+        n("input0") > 0 && n("input1") > 0,
+        "both receive queues used:\n{log}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        !jail::jail_dir(&base, &vmm, "mq").exists(),
+        "the jailer (--new-pid-ns) removed the jail"
+    );
+}

@@ -5,70 +5,75 @@
 //! the bridge (10.0.2.2/24, in the namespace only) pings and UDP-echoes
 //! both; guest A also ARPs for guest B, a frame between the two VMs.
 
-use std::path::Path;
-use std::process::Command;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use casemate_tests::netns::{finish, ping, udp_echoes, NetNs};
-use casemate_tests::Report;
+use casemate_tests::{bin, Report};
 
 const A: [u8; 4] = [10, 0, 2, 15];
 const B: [u8; 4] = [10, 0, 2, 16];
 const HELPER: &str = "/usr/lib/qemu/qemu-bridge-helper";
-const CONF: &str = "/etc/qemu/bridge.conf";
 
-/// The helper reads only `/etc/qemu/bridge.conf` (it has no option for
-/// another file): this guard appends `allow` lines for the test's bridges
-/// and puts the file (and `/etc/qemu`) back as they were on drop. The lock
-/// keeps two tests from editing it at once.
-struct BridgeConf {
-    saved: Option<Vec<u8>>,
-    made_dir: bool,
-    _lock: std::sync::MutexGuard<'static, ()>,
+/// The helper reads only `/etc/qemu/bridge.conf` (the path is compiled
+/// in; it has no option for another file) and Casemate ships no helper of
+/// its own. So the test never edits the host's `/etc`: each VMM it starts
+/// through the helper runs in a private mount namespace where `/etc` is an
+/// overlay of the host's, whose upper layer (a directory the test owns)
+/// holds `qemu/bridge.conf` with the test's `allow` lines. The helper, a
+/// child of that VMM, reads that file; the host sees nothing and nothing
+/// is left to restore.
+struct TestAcl {
+    dir: PathBuf,
 }
 
-static CONF_LOCK: Mutex<()> = Mutex::new(());
+impl TestAcl {
+    fn allow(test: &str, bridges: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("cm-acl-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("upper/qemu")).expect("acl upper dir");
+        std::fs::create_dir_all(dir.join("work")).expect("acl work dir");
+        let text: String = bridges.iter().map(|b| format!("allow {b}\n")).collect();
+        std::fs::write(dir.join("upper/qemu/bridge.conf"), text).expect("test ACL");
+        TestAcl { dir }
+    }
 
-impl BridgeConf {
-    fn allow(bridges: &[&str]) -> Self {
-        let lock = CONF_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let saved = std::fs::read(CONF).ok();
-        let made_dir = !Path::new("/etc/qemu").exists();
-        std::fs::create_dir_all("/etc/qemu").expect("/etc/qemu");
-        let mut text = saved.clone().unwrap_or_default();
-        if !text.is_empty() && !text.ends_with(b"\n") {
-            text.push(b'\n');
-        }
-        for b in bridges {
-            text.extend(format!("allow {b}\n").bytes());
-        }
-        std::fs::write(CONF, text).expect(CONF);
-        BridgeConf {
-            saved,
-            made_dir,
-            _lock: lock,
-        }
+    /// `casemate ARGS` in `ns`, seeing the test's ACL as the helper's.
+    fn casemate(&self, ns: &NetNs, args: &[&str]) -> Child {
+        let overlay = format!(
+            "lowerdir=/etc,upperdir={},workdir={}",
+            self.dir.join("upper").display(),
+            self.dir.join("work").display()
+        );
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t overlay overlay -o "$0" /etc && exec "$@""#)
+            .arg(overlay)
+            .args(["ip", "netns", "exec", &ns.name])
+            .arg(bin("casemate"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("unshare casemate")
     }
 }
 
-impl Drop for BridgeConf {
+impl Drop for TestAcl {
     fn drop(&mut self) {
-        match &self.saved {
-            Some(t) => drop(std::fs::write(CONF, t)),
-            None => drop(std::fs::remove_file(CONF)),
-        }
-        if self.made_dir {
-            let _ = std::fs::remove_dir("/etc/qemu");
-        }
+        // The overlay's work dir holds a root-only "work" subdirectory;
+        // remove_dir_all takes it as root.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Guests A and B on `cmbr0` (host end 10.0.2.2), each with its netdev:
-/// both answer the host's UDP and pings while both run.
-fn two_vms(ns: &NetNs, netdev_a: &str, netdev_b: &str) {
+/// Guests A and B on `cmbr0` (host end 10.0.2.2), each with its netdev,
+/// started by `launch`: both answer the host's UDP and pings while both run.
+fn two_vms(ns: &NetNs, launch: &dyn Fn(&[&str]) -> Child, netdev_a: &str, netdev_b: &str) {
     let vm = |netdev: &str, mac: &str, ip: &str, peer: &str| {
-        ns.casemate(&[
+        launch(&[
             "-netdev",
             netdev,
             "-device",
@@ -127,13 +132,22 @@ fn two_vms_on_one_bridge_through_the_helper() {
     };
     ns.bridge("cmbr0", "10.0.2.2/24");
     ns.bridge("cmbr1", "10.0.3.2/24");
-    let _conf = BridgeConf::allow(&["cmbr0"]);
-    two_vms(&ns, "bridge,id=n0,br=cmbr0", "bridge,id=n0,br=cmbr0");
+    let acl = TestAcl::allow("helper", &["cmbr0"]);
+    let launch = |args: &[&str]| acl.casemate(&ns, args);
+    two_vms(
+        &ns,
+        &launch,
+        "bridge,id=n0,br=cmbr0",
+        "bridge,id=n0,br=cmbr0",
+    );
 
     // A bridge the ACL does not allow: the helper's own reason.
     let refused = |netdev: &str| {
         let out = finish(
-            ns.casemate(&["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"]),
+            acl.casemate(
+                &ns,
+                &["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"],
+            ),
             Duration::from_secs(20),
         );
         assert!(!out.status.success());
@@ -162,6 +176,7 @@ fn two_vms_on_taps_the_test_attached_to_a_bridge() {
     }
     two_vms(
         &ns,
+        &|args: &[&str]| ns.casemate(args),
         "tap,id=n0,ifname=tapa,script=no,downscript=no",
         "tap,id=n0,ifname=tapb,script=no,downscript=no",
     );

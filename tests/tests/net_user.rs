@@ -160,12 +160,85 @@ fn passt_killed_under_a_running_vm() {
     let pid = passt_child(child.id()).expect("passt under the VMM");
     // SAFETY: kill(2) of the passt this test's VMM started, by its pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    std::thread::sleep(Duration::from_millis(500));
+    // The VMM reaps it while the guest still runs: no defunct passt.
+    let reaped = gone_from_children(child.id(), pid, Duration::from_secs(3));
     let out = finish(child, Duration::from_secs(30));
     let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{test}: {stderr}");
     assert!(out.status.success(), "{}\n{stderr}", r.raw);
     r.assert_ok();
-    assert!(stderr.contains("passt(n0)"), "{stderr}");
+    assert!(
+        reaped,
+        "passt stayed a child (defunct) of the VMM\n{stderr}"
+    );
+    assert!(
+        stderr.contains("passt(n0): passt was killed by signal 9"),
+        "{stderr}"
+    );
+}
+
+/// Whether `pid` leaves `vmm`'s children (reaped) within `limit`. A
+/// zombie stays listed until its parent waits for it.
+fn gone_from_children(vmm: u32, pid: i32, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{vmm}/task/{vmm}/children")).unwrap_or_default();
+        if !kids.split_whitespace().any(|p| p == pid.to_string()) {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// passt ends at start-up in a namespace with no default route ("No
+/// external routable interface"): the VMM reaps it and says how it
+/// ended, and the guest still runs to its end (its network has no peer).
+#[test]
+fn passt_that_exits_early_is_reaped() {
+    let test = "passt_that_exits_early_is_reaped";
+    if !have("passt") {
+        println!("SKIP {test}: passt is not installed");
+        return;
+    }
+    let Some(ns) = NetNs::new(test) else {
+        return;
+    };
+    // No uplink: no default route in this namespace.
+    let child = ns.casemate(&[
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        "virtio-net-device,netdev=n0",
+        "-append",
+        "probe=net peer=10.0.2.2 ms=3000",
+    ]);
+    let vmm = child.id();
+    let start = Instant::now();
+    let mut seen = None;
+    // passt's pid while it lives, then whether it left the VMM's children.
+    while seen.is_none() && start.elapsed() < Duration::from_secs(2) {
+        seen = passt_child(vmm);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reaped = match seen {
+        Some(pid) => gone_from_children(vmm, pid, Duration::from_secs(5)),
+        // Already reaped before the first look.
+        None => passt_child(vmm).is_none(),
+    };
+    let out = finish(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{test}: {stderr}");
+    assert!(
+        reaped,
+        "passt stayed a child (defunct) of the VMM\n{stderr}"
+    );
+    assert!(
+        stderr.contains("passt(n0): passt exited with status 1"),
+        "{stderr}"
+    );
 }

@@ -9,12 +9,20 @@
 //! Addressing is QEMU's slirp default: guest 10.0.2.15/24, gateway
 //! 10.0.2.2; passt maps connections to the gateway to the host's loopback.
 //! `hostfwd` maps to passt's `-t`/`-u HOSTPORT:GUESTPORT`.
+//!
+//! passt's end: the VMM keeps a pidfd of it (`pidfd_open` at start-up,
+//! before any sandbox). When the socket reads end-of-file (passt exited
+//! early, e.g. with no default route, or was killed), the net worker
+//! reaps it through that pidfd (`waitid(P_PIDFD)`, the only wait its
+//! seccomp role allows) and logs how it ended, so that no defunct passt
+//! stays under the VMM for the rest of the run.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::backend::{Iov, NetBackend};
 use super::HDR_LEN;
@@ -46,9 +54,10 @@ pub struct Forward {
 
 pub struct Passt {
     sock: OwnedFd,
-    /// Not waited for: closing `sock` ends passt (`--fd` implies
-    /// one-off), and the sandboxed VMM threads may not kill or wait.
-    _child: Option<Child>,
+    /// A pidfd of the passt this backend started, until it is reaped
+    /// (see the module doc). While it runs, closing `sock` at the VMM's
+    /// exit ends it (`--fd` implies one-off).
+    pidfd: Mutex<Option<OwnedFd>>,
     /// A frame being received: length prefix and as much as arrived. At
     /// most one frame, so the fd's readiness still tells all.
     rx: Mutex<Vec<u8>>,
@@ -113,18 +122,99 @@ impl Passt {
         }
         let child = cmd.spawn().map_err(io_err("starting passt"))?;
         drop(theirs);
-        Ok(Passt::on_socket(ours, Some(child), id))
+        let pidfd = pidfd_of(&child);
+        Ok(Passt::on_socket(ours, pidfd, id))
     }
 
     /// The backend on an already connected stream socket (the tests'
     /// fake passt is the other end of a socketpair).
-    fn on_socket(sock: OwnedFd, child: Option<Child>, id: &str) -> Passt {
+    fn on_socket(sock: OwnedFd, pidfd: Option<OwnedFd>, id: &str) -> Passt {
         Passt {
             sock,
-            _child: child,
+            pidfd: Mutex::new(pidfd),
             rx: Mutex::new(Vec::with_capacity(MAX_FRAME + 4)),
             name: format!("passt({id})"),
         }
+    }
+}
+
+/// A pidfd for the child just spawned (not yet waited for, so its pid
+/// cannot have been reused). None on kernels without pidfd_open (< 5.3):
+/// passt then stays defunct after an early exit, as before.
+fn pidfd_of(child: &Child) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    if fd < 0 {
+        log::debug!(
+            "passt: no pidfd ({}); an early exit is not reaped",
+            io::Error::last_os_error()
+        );
+        return None;
+    }
+    // SAFETY: pidfd_open just returned this fd and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// How a reaped child ended, in words.
+fn how_it_ended(info: &libc::siginfo_t) -> String {
+    // SAFETY: waitid filled `info` for a CLD_* event, whose union member
+    // carries si_status.
+    let status = unsafe { info.si_status() };
+    match info.si_code {
+        libc::CLD_EXITED => format!("exited with status {status}"),
+        libc::CLD_KILLED | libc::CLD_DUMPED => format!("was killed by signal {status}"),
+        c => format!("ended (code {c}, status {status})"),
+    }
+}
+
+/// How long the worker waits, after passt's socket reached end-of-file,
+/// for passt itself to have exited: it closes its fds while exiting, a
+/// moment before it can be reaped.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
+
+impl Passt {
+    /// passt closed its end: reap it if it has exited (waiting at most
+    /// `grace` for that), and say how it ended. Idempotent; a passt that
+    /// closed the socket but runs on is left alone (the VMM's exit ends it).
+    /// Returns how it ended when this call reaped it.
+    fn reap(&self, grace: Duration) -> Option<String> {
+        let mut slot = self.pidfd.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = slot.as_ref()?;
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, valid for the call. A pidfd polls readable
+        // once the process has exited.
+        let r = unsafe { libc::poll(&mut pfd, 1, grace.as_millis() as libc::c_int) };
+        if r <= 0 {
+            log::warn!("{}: passt closed its socket but has not exited", self.name);
+            return None;
+        }
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child's pidfd, writing into `info`.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                fd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        if r < 0 {
+            log::warn!(
+                "{}: reaping passt: {}",
+                self.name,
+                io::Error::last_os_error()
+            );
+            return None;
+        }
+        let how = how_it_ended(&info);
+        log::warn!("{}: passt {how}", self.name);
+        *slot = None;
+        Some(how)
     }
 }
 
@@ -200,12 +290,14 @@ impl NetBackend for Passt {
                 )
             };
             if n <= 0 {
+                let e = io::Error::last_os_error();
                 st.truncate(have);
-                return Err(if n == 0 {
-                    io::Error::from_raw_os_error(libc::ECONNRESET)
-                } else {
-                    io::Error::last_os_error()
-                });
+                if n == 0 || e.raw_os_error() == Some(libc::ECONNRESET) {
+                    drop(st);
+                    self.reap(EXIT_GRACE);
+                    return Err(io::Error::from_raw_os_error(libc::ECONNRESET));
+                }
+                return Err(e);
             }
             st.truncate(have + n as usize);
         }
@@ -249,6 +341,9 @@ impl NetBackend for Passt {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
+                }
+                if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) {
+                    self.reap(EXIT_GRACE);
                 }
                 return Err(e);
             }
@@ -372,6 +467,58 @@ mod tests {
         peer.write_all(&u32::MAX.to_be_bytes()).unwrap();
         let e = rd(&p, &v).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    // The children are reaped through their pidfds, by the code under test.
+    #[allow(clippy::zombie_processes)]
+    fn a_passt_that_ended_is_reaped_when_its_socket_closes() {
+        let (a, b) = UnixStream::pair().unwrap();
+        // Stands in for passt: a child that ends with status 3.
+        let child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        let pidfd = pidfd_of(&child).unwrap();
+        // As with passt, the process has ended when its socket closes.
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd over a live pidfd; no timeout (the child ends).
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, -1) }, 1);
+        let p = Passt::on_socket(a.into(), Some(pidfd), "t");
+        drop(b);
+        let mut buf = [0u8; 64];
+        let e = rd(&p, &[iov(&mut buf)]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
+        // Reaped already: no zombie left to wait for.
+        // SAFETY: waitpid on this test's own child, no status pointer.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        assert_eq!(r, -1, "the child was not reaped");
+        assert_eq!(p.reap(Duration::ZERO), None, "reaped once");
+    }
+
+    #[test]
+    // The children are reaped through their pidfds, by the code under test.
+    #[allow(clippy::zombie_processes)]
+    fn the_reap_says_how_passt_ended() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let child = Command::new("sh")
+            .args(["-c", "kill -9 $$"])
+            .spawn()
+            .unwrap();
+        let p = Passt::on_socket(a.into(), pidfd_of(&child), "t");
+        assert_eq!(
+            p.reap(Duration::from_secs(10)).as_deref(),
+            Some("was killed by signal 9")
+        );
+        let (a, _b) = UnixStream::pair().unwrap();
+        let child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let p = Passt::on_socket(a.into(), pidfd_of(&child), "t");
+        assert_eq!(
+            p.reap(Duration::from_secs(10)).as_deref(),
+            Some("exited with status 3")
+        );
     }
 
     #[test]

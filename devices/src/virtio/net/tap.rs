@@ -122,10 +122,25 @@ impl Tap {
         // on a /dev/net/tun fd we own.
         let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
         if r < 0 {
+            let source = io::Error::last_os_error();
+            // The kernel's only EPERM here: an existing tap owned by another
+            // user or group, or creating one without CAP_NET_ADMIN (a jailed
+            // VMM has neither; its launcher makes the tap for the jail's uid).
+            let what = match (source.raw_os_error(), created) {
+                (Some(libc::EPERM), false) => {
+                    "attaching (TUNSETIFF): the tap belongs to another user or group \
+                     (make it with `ip tuntap add NAME mode tap user UID` for this VMM's uid)"
+                }
+                (Some(libc::EPERM), true) => {
+                    "creating (TUNSETIFF): needs CAP_NET_ADMIN; make the tap beforehand \
+                     (`ip tuntap add NAME mode tap user UID`) or pass its fd (fd=)"
+                }
+                _ => "attaching (TUNSETIFF)",
+            };
             return Err(TapError::Ioctl {
                 name: name.into(),
-                what: "attaching (TUNSETIFF)",
-                source: io::Error::last_os_error(),
+                what,
+                source,
             });
         }
         let tap = Tap {

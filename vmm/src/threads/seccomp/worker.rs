@@ -89,6 +89,16 @@ pub fn rules(kind: &str) -> Vec<Rule> {
                 libc::TUNSETQUEUE,
                 "multiqueue: attaching and detaching tap queues as the guest enables pairs",
             ),
+            Rule::any(
+                SYS_poll,
+                "passt closed its socket: a short wait on its pidfd for it to have exited",
+            ),
+            Rule::arg(
+                SYS_waitid,
+                0,
+                libc::P_PIDFD as u64,
+                "reaping an ended passt through its pidfd, and no other child",
+            ),
         ]),
         "gpu" => r.push(Rule::any(
             SYS_mremap,
