@@ -126,6 +126,7 @@ fn panel<DB: DrawingBackend>(
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .y_desc(m.unit)
         .draw()
         .map_err(err)?;
