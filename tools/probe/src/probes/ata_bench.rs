@@ -75,6 +75,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let (mut done, mut errors, mut next) = (0u64, 0u64, 0u64);
     let deadline = if ms > 0 { Some(tsc::us_to_ticks(ms * 1000)) } else { None };
+    let mut hist = super::blk_bench::Hist::new();
     let t0 = rdtsc();
     while done < n && !deadline.is_some_and(|d| rdtsc() - t0 >= d) {
         let blk = if random {
@@ -88,6 +89,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
             x
         };
         let lba = blk * span;
+        let started = rdtsc();
         let ok = match (path, &ide, &ahci) {
             (Path::Pio, Some(d), _) => d.pio(write, lba, span, buf, span > 1)?.ok(),
             (Path::Dma, Some(d), _) => d.dma(write, lba, span as u16, table)?.0.ok(),
@@ -97,6 +99,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
             }
             _ => return Err("no-device"),
         };
+        hist.record(rdtsc() - started);
         errors += u64::from(!ok);
         done += 1;
     }
@@ -105,12 +108,15 @@ pub fn run(ctx: &Ctx) -> Outcome {
     let iops = done as u128 * 1_000_000_000 / ns as u128;
     let mib_x100 = (done as u128 * bs as u128 * 100_000_000_000 / ns as u128) >> 20;
     let lat_ns_x10 = if done > 0 { ns as u128 * 10 / 1000 / done as u128 } else { 0 };
+    let p99_ns_x10 = ticks_to_ns(hist.percentile(99), khz) as u128 / 100;
     let mut mib = TextBuf::new();
     let mut lat = TextBuf::new();
+    let mut p99 = TextBuf::new();
     {
         use core::fmt::Write;
         let _ = write!(mib, "{}.{:02}", mib_x100 / 100, mib_x100 % 100);
         let _ = write!(lat, "{}.{}", lat_ns_x10 / 10, lat_ns_x10 % 10);
+        let _ = write!(p99, "{}.{}", p99_ns_x10 / 10, p99_ns_x10 % 10);
     }
     Line::topic("blk-bench")
         .kv_word("path", match path {
@@ -125,6 +131,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
         .kv_u("iops", iops as u64)
         .kv_str("mib_s", mib.as_bytes())
         .kv_str("mean_lat_us", lat.as_bytes())
+        .kv_str("p99_lat_us", p99.as_bytes())
         .kv_u("elapsed_us", ns / 1000)
         .kv_u("errors", errors)
         .emit();

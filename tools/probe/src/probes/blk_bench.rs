@@ -59,6 +59,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
     let mut next_block = 0u64;
     let (mut submitted, mut done, mut errors) = (0u64, 0u64, 0u64);
     let mut lat_ticks: u64 = 0;
+    let mut hist = Hist::new();
     let deadline = if ms > 0 { Some(tsc::us_to_ticks(ms * 1000)) } else { None };
 
     let t0 = rdtsc();
@@ -97,6 +98,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
             }
             let t = rdtsc();
             lat_ticks += t - start[c.head as usize];
+            hist.record(t - start[c.head as usize]);
             if blk::Blk::status_of(c.head) != blk::S_OK {
                 errors += 1;
             }
@@ -116,12 +118,15 @@ pub fn run(ctx: &Ctx) -> Outcome {
     // MiB/s with two decimals: bytes * 1e9 * 100 / ns / 2^20.
     let mib_x100 = (done as u128 * bs as u128 * 100_000_000_000 / ns as u128) >> 20;
     let lat_ns_x10 = if done > 0 { ticks_to_ns(lat_ticks, khz) as u128 * 10 / 1000 / done as u128 } else { 0 };
+    let p99_ns_x10 = ticks_to_ns(hist.percentile(99), khz) as u128 / 100;
     let mut mib = TextBuf::new();
     let mut lat = TextBuf::new();
+    let mut p99 = TextBuf::new();
     {
         use core::fmt::Write;
         let _ = write!(mib, "{}.{:02}", mib_x100 / 100, mib_x100 % 100);
         let _ = write!(lat, "{}.{}", lat_ns_x10 / 10, lat_ns_x10 % 10);
+        let _ = write!(p99, "{}.{}", p99_ns_x10 / 10, p99_ns_x10 % 10);
     }
     Line::topic("blk-bench")
         .kv_word("mode", name)
@@ -131,6 +136,7 @@ pub fn run(ctx: &Ctx) -> Outcome {
         .kv_u("iops", iops as u64)
         .kv_str("mib_s", mib.as_bytes())
         .kv_str("mean_lat_us", lat.as_bytes())
+        .kv_str("p99_lat_us", p99.as_bytes())
         .kv_u("elapsed_us", ns / 1000)
         .kv_u("notifies", b.q.notifies)
         .kv_u("errors", errors)
@@ -143,4 +149,50 @@ pub fn run(ctx: &Ctx) -> Outcome {
 
 fn ticks_to_ns(ticks: u64, khz: u64) -> u64 {
     (ticks / khz) * 1_000_000 + (ticks % khz) * 1_000_000 / khz
+}
+
+/// Request latencies in rdtsc ticks, HDR-style: 16 linear sub-buckets
+/// per power of two (within 1/16 of the value), 4 KiB on the stack, no
+/// allocation; enough for a p99 a benchmark can quote.
+pub(super) struct Hist {
+    counts: [u32; 976],
+    total: u64,
+}
+
+impl Hist {
+    pub(super) fn new() -> Self {
+        Hist { counts: [0; 976], total: 0 }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < 16 {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros() as usize;
+        (e - 3) * 16 + ((v >> (e - 4)) & 15) as usize
+    }
+
+    pub(super) fn record(&mut self, ticks: u64) {
+        let i = Self::index(ticks);
+        self.counts[i] = self.counts[i].saturating_add(1);
+        self.total += 1;
+    }
+
+    /// The middle of the bucket holding the `pct`th percentile; 0 when
+    /// nothing was recorded.
+    pub(super) fn percentile(&self, pct: u64) -> u64 {
+        let want = (self.total * pct).div_ceil(100).max(1);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c as u64;
+            if c > 0 && seen >= want {
+                if i < 16 {
+                    return i as u64;
+                }
+                let (e, sub) = (i / 16 + 3, (i % 16) as u64);
+                return ((16 + sub) << (e - 4)) + ((1u64 << (e - 4)) >> 1);
+            }
+        }
+        0
+    }
 }
