@@ -35,6 +35,12 @@ if ! command -v genisoimage >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq genisoimage >/dev/null
 fi
+# casemate-iobench labels its plots with DejaVu Sans.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    echo "setup: installing fonts-dejavu-core" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fonts-dejavu-core >/dev/null
+fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust stable) is required" >&2; exit 1; }
 # qemu.qmp: QEMU's own QMP client library (tests/qmp/qmp_check.py).
 if ! python3 -c 'import qemu.qmp' >/dev/null 2>&1; then
