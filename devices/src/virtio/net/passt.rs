@@ -486,8 +486,18 @@ mod tests {
         };
         // SAFETY: one pollfd over a live pidfd; no timeout (the child ends).
         assert_eq!(unsafe { libc::poll(&mut pfd, 1, -1) }, 1);
+        let afd = a.as_raw_fd();
         let p = Passt::on_socket(a.into(), Some(pidfd), "t");
         drop(b);
+        // A child another test forks at this moment holds a copy of `b`
+        // until it execs, so the hang-up may come a little later.
+        let mut hup = libc::pollfd {
+            fd: afd,
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd over the socket `p` owns; bounded wait.
+        assert_eq!(unsafe { libc::poll(&mut hup, 1, 10_000) }, 1, "no hang-up");
         let mut buf = [0u8; 64];
         let e = rd(&p, &[iov(&mut buf)]).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
