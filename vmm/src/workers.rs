@@ -8,16 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use casemate_devices::virtio::{Worker, WorkerHost};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use casemate_devices::virtio::{worker_loop, Worker, WorkerHost};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::threads::{spawn_with_role, Role};
-
-const STOP_TOKEN: u64 = u64::MAX;
-/// Errors from one worker logged before going quiet: a guest that keeps
-/// sending garbage must not flood the host's logs.
-const MAX_LOGGED_ERRORS: u32 = 8;
 
 struct Running {
     stop: Arc<EventFd>,
@@ -48,43 +42,6 @@ fn finish(r: Running) {
     let _ = r.thread.join();
 }
 
-fn run(name: &str, epoll: &Epoll, worker: &mut dyn Worker) {
-    let mut events = vec![EpollEvent::default(); 16];
-    let mut logged = 0;
-    loop {
-        let n = match epoll.wait(-1, &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::error!("{name}: epoll failed, worker stops: {e}");
-                return;
-            }
-        };
-        for ev in &events[..n] {
-            if ev.data() == STOP_TOKEN {
-                return;
-            }
-            if let Err(e) = worker.on_event(ev.data() as u32) {
-                if logged < MAX_LOGGED_ERRORS {
-                    logged += 1;
-                    log::warn!("{e}");
-                }
-            }
-            for (fd, token, watch) in worker.watch_changes() {
-                let (op, what) = if watch {
-                    (ControlOperation::Add, "watching")
-                } else {
-                    (ControlOperation::Delete, "unwatching")
-                };
-                let ev = EpollEvent::new(EventSet::IN, token.into());
-                if let Err(e) = epoll.ctl(op, fd, ev) {
-                    log::warn!("{name}: {what} fd {fd}: {e}");
-                }
-            }
-        }
-    }
-}
-
 /// The device kind of a worker named `<kind><n>` (`blk0` -> `blk`), which
 /// picks its thread role.
 fn kind_of(name: &str) -> &'static str {
@@ -102,24 +59,11 @@ fn kind_of(name: &str) -> &'static str {
 impl WorkerHost for Workers {
     fn start(&self, name: String, mut worker: Box<dyn Worker>) -> std::io::Result<u64> {
         let stop = Arc::new(EventFd::new(EFD_NONBLOCK)?);
-        let epoll = Epoll::new()?;
-        use std::os::fd::AsRawFd;
-        epoll.ctl(
-            ControlOperation::Add,
-            stop.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, STOP_TOKEN),
-        )?;
-        for (fd, token) in worker.fds() {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token.into()),
-            )?;
-        }
+        let epoll = worker_loop::epoll_for(worker.as_ref(), &stop)?;
         let thread = spawn_with_role(
             Role::Worker(kind_of(&name)),
             format!("cm-{name}"),
-            move || run(&name, &epoll, worker.as_mut()),
+            move || worker_loop::run(&name, &epoll, worker.as_mut()),
         )?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, Running { stop, thread });

@@ -25,6 +25,7 @@ pub mod pci;
 pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
+pub mod worker_loop;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::AtomicBool;

@@ -2,8 +2,9 @@
 //! epoll loop per started worker, stopped through an eventfd) and the
 //! INTx re-raise after the client's unmask signal.
 //!
-//! A small copy of the VMM's worker loop without its seccomp roles: this
-//! process has no KVM and no guest to protect from, only its image.
+//! The loop itself is the VMM's (`virtio::worker_loop`), on plain threads
+//! without seccomp roles: this process has no KVM and no guest to protect
+//! from, only its image.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,11 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use casemate_devices::virtio::{Worker, WorkerHost};
+use casemate_devices::virtio::{worker_loop, Worker, WorkerHost};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-
-const STOP: u64 = u64::MAX;
 
 struct Running {
     stop: EventFd,
@@ -43,59 +42,13 @@ impl Threads {
     }
 }
 
-fn run(name: &str, epoll: &Epoll, worker: &mut dyn Worker) {
-    let mut events = vec![EpollEvent::default(); 16];
-    let mut warned = 0;
-    loop {
-        let n = match epoll.wait(-1, &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::error!("{name}: epoll failed, worker stops: {e}");
-                return;
-            }
-        };
-        for ev in &events[..n] {
-            if ev.data() == STOP {
-                return;
-            }
-            if let Err(e) = worker.on_event(ev.data() as u32) {
-                if warned < 8 {
-                    warned += 1;
-                    log::warn!("{e}");
-                }
-            }
-            for (fd, token, watch) in worker.watch_changes() {
-                let op = if watch {
-                    ControlOperation::Add
-                } else {
-                    ControlOperation::Delete
-                };
-                let _ = epoll.ctl(op, fd, EpollEvent::new(EventSet::IN, token.into()));
-            }
-        }
-    }
-}
-
 impl WorkerHost for Threads {
     fn start(&self, name: String, mut worker: Box<dyn Worker>) -> std::io::Result<u64> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
-        let epoll = Epoll::new()?;
-        epoll.ctl(
-            ControlOperation::Add,
-            stop.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, STOP),
-        )?;
-        for (fd, token) in worker.fds() {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token.into()),
-            )?;
-        }
+        let epoll = worker_loop::epoll_for(worker.as_ref(), &stop)?;
         let thread = std::thread::Builder::new()
             .name(format!("vfu-{name}"))
-            .spawn(move || run(&name, &epoll, worker.as_mut()))?;
+            .spawn(move || worker_loop::run(&name, &epoll, worker.as_mut()))?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, Running { stop, thread });
         Ok(id)
