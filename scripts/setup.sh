@@ -29,7 +29,7 @@ if ! command -v passt >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq passt >/dev/null
 fi
-# genisoimage: the ISO images -cdrom tests mount (tests/tests/linux_ata.rs).
+# genisoimage: the ISO images -cdrom tests mount (tests/src/ata_rig.rs, used by tests/tests/linux_fb.rs).
 if ! command -v genisoimage >/dev/null 2>&1; then
     echo "setup: installing genisoimage" >&2
     $SUDO apt-get update -qq

@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod ata_rig;
 pub mod blkcheck;
 pub mod elf;
 pub mod jail;

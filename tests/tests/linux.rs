@@ -2,10 +2,10 @@
 //! cached by `tools/linux-guest/build.sh`, which the test command runs)
 //! boot on Casemate's microvm (vmlinux through PVH, -initrd, -append), on
 //! pc and q35 (bzImage through the Linux boot protocol, virtio-blk-pci) and,
-//! as the reference, on QEMU 7.2's microvm, q35 and pc (virtio-rng through
-//! /dev/hwrng; q35 booted with `acpi=off`, its disk's interrupt found in
-//! the MP table). A boot takes 20-30 s here, so each test is one boot with
-//! all its assertions.
+//! as the reference, on QEMU 7.2's microvm and q35 (q35 booted with
+//! `acpi=off`, its devices' interrupts found in the MP table). A boot takes
+//! 20-40 s here, so each test is one boot that proves every device it can
+//! carry (CPUs and memory, virtio-blk, virtio-rng through /dev/hwrng).
 
 use casemate_tests::blkcheck::check_lines;
 use casemate_tests::linux::{artifacts_or_skip, microvm, pci_machine, run, LinuxBoot};
@@ -25,22 +25,36 @@ fn num(r: &Report, key: &str) -> u64 {
         .unwrap_or_else(|e| panic!("{key}={}: {e}\n{}", r.want(key), r.raw))
 }
 
+/// Where the host writes a pattern before boot for the init to read back
+/// (tools/linux-guest/init/blk.rs): LBA 4096, 8 sectors, pass 100.
+const HOST_LBA: usize = 4096;
+const HOST_PASS: usize = 100;
+
+/// microvm, one boot for everything its virtio-mmio devices and the
+/// kernel's entry need: two CPUs and the memory size, int $0x80 and fork,
+/// a virtio-blk disk whose guest writes land in the host file, and
+/// virtio-rng behind /dev/hwrng.
 #[test]
-fn microvm_smp2_reaches_userspace_with_both_cpus_and_its_memory() {
-    let test = "microvm_smp2_reaches_userspace_with_both_cpus_and_its_memory";
+fn microvm_smp2_userspace_virtio_blk_and_rng() {
+    let test = "microvm_smp2_userspace_virtio_blk_and_rng";
     if !kvm_or_skip(test) {
         return;
     }
     let Some(a) = artifacts_or_skip(test) else {
         return;
     };
+    let s = Scratch::new("linux-microvm");
+    let size = 16usize << 20;
+    let disk = disk_with_host_pattern(&s, size);
     let mem_mib = 256;
     let boot = LinuxBoot::new(microvm(&a), &a)
         .smp(2)
         .mem_mib(mem_mib)
-        .init_arg("casemate.mode=hello")
+        .init_arg("casemate.mode=hello,blk,rng")
         .init_arg("casemate.int80=1")
-        .init_arg("casemate.fork=1");
+        .init_arg("casemate.fork=1")
+        .disk(&disk)
+        .rng();
     let (r, out) = run(boot.casemate());
     let log = console(&out);
     r.assert_ok();
@@ -64,43 +78,6 @@ fn microvm_smp2_reaches_userspace_with_both_cpus_and_its_memory() {
     // int $0x80 and fork/exit/wait4 (the patch's int80 and fwait paths).
     assert_eq!(r.want("getpid"), "1", "{log}");
     assert_eq!(r.want("child_exit"), "7", "{log}");
-}
-
-/// Where the host writes a pattern before boot for the init to read back
-/// (tools/linux-guest/init/blk.rs): LBA 4096, 8 sectors, pass 100.
-const HOST_LBA: usize = 4096;
-const HOST_PASS: usize = 100;
-
-#[test]
-fn microvm_virtio_blk_guest_writes_land_in_the_host_file() {
-    let test = "microvm_virtio_blk_guest_writes_land_in_the_host_file";
-    if !kvm_or_skip(test) {
-        return;
-    }
-    let Some(a) = artifacts_or_skip(test) else {
-        return;
-    };
-    let s = Scratch::new("linux-blk");
-    let size = 16usize << 20;
-    let mut image = vec![0u8; size];
-    for (s, sector) in image[HOST_LBA * 512..(HOST_LBA + 8) * 512]
-        .chunks_mut(512)
-        .enumerate()
-    {
-        let lba = HOST_LBA + s;
-        for (i, b) in sector.iter_mut().enumerate() {
-            *b = ((lba * 7 + HOST_PASS + i) & 0xff) as u8;
-        }
-    }
-    let disk = s.file("disk.raw", &image);
-    let boot = LinuxBoot::new(microvm(&a), &a)
-        .mem_mib(128)
-        .init_arg("casemate.mode=blk")
-        .disk(&disk);
-    let (r, out) = run(boot.casemate());
-    let log = console(&out);
-    r.assert_ok();
-    assert!(out.status.success(), "exit {:?}\n{log}", out.status);
     // The transport is announced in the DSDT, as QEMU's microvm does, not
     // as `virtio_mmio.device=...:5`: without a legacy PIC (hardware-reduced
     // ACPI) Linux IRQ 5 is not GSI 5 and the driver's probe would fail.
@@ -124,11 +101,12 @@ fn microvm_virtio_blk_guest_writes_land_in_the_host_file() {
         stdout.contains(&format!("blk wrote lba={} sectors=8", size / 512 - 8)),
         "{log}"
     );
+    rng_checks(&r, test, &log);
 }
 
 #[test]
-fn qemu_microvm_boots_the_same_kernel_and_init() {
-    let test = "qemu_microvm_boots_the_same_kernel_and_init";
+fn qemu_microvm_boots_the_same_kernel_and_init_and_reads_virtio_rng() {
+    let test = "qemu_microvm_boots_the_same_kernel_and_init_and_reads_virtio_rng";
     if !kvm_or_skip(test) {
         return;
     }
@@ -145,11 +123,13 @@ fn qemu_microvm_boots_the_same_kernel_and_init() {
     };
     let boot = LinuxBoot::new(microvm(&a), &a)
         .smp(2)
-        .init_arg("casemate.mode=hello");
+        .init_arg("casemate.mode=hello,rng")
+        .rng();
     let (r, out) = run(boot.qemu());
     let log = console(&out);
     r.assert_ok();
     assert_eq!(r.want("cpus"), "2", "{log}");
+    rng_checks(&r, test, &log);
     // isa-debug-exit: (0 << 1) | 1 when the init reported ok.
     assert_eq!(out.status.code(), Some(1), "{log}");
 }
@@ -173,8 +153,9 @@ fn disk_with_host_pattern(s: &Scratch, size: usize) -> String {
 /// one boot (a boot costs 20-50 s here): CPUs, MemTotal, and a virtio-blk-pci
 /// disk whose guest writes land in the host file. `extra` goes on the
 /// kernel command line; `msi` says whether Linux must have programmed MSI-X
-/// routes (seen in the VMM's debug log) or stayed on INTx.
-fn pci_machine_boot(machine: &'static str, smp: u32, extra: Option<&str>, msi: bool) {
+/// routes (seen in the VMM's debug log) or stayed on INTx; `rng` adds a
+/// virtio-rng-pci read through /dev/hwrng to the same boot.
+fn pci_machine_boot(machine: &'static str, smp: u32, extra: Option<&str>, msi: bool, rng: bool) {
     let test = format!("{machine}_linux_boot");
     if !kvm_or_skip(&test) {
         return;
@@ -189,8 +170,15 @@ fn pci_machine_boot(machine: &'static str, smp: u32, extra: Option<&str>, msi: b
     let mut boot = LinuxBoot::new(pci_machine(&a, machine), &a)
         .smp(smp)
         .mem_mib(mem_mib)
-        .init_arg("casemate.mode=hello,blk")
+        .init_arg(if rng {
+            "casemate.mode=hello,blk,rng"
+        } else {
+            "casemate.mode=hello,blk"
+        })
         .disk(&disk);
+    if rng {
+        boot = boot.rng();
+    }
     if let Some(w) = extra {
         boot = boot.init_arg(w);
     }
@@ -220,33 +208,29 @@ fn pci_machine_boot(machine: &'static str, smp: u32, extra: Option<&str>, msi: b
         msi,
         "MSI-X expected: {msi}\n{stderr}"
     );
+    if rng {
+        rng_checks(&r, &test, &log);
+    }
 }
 
 #[test]
-fn q35_bzimage_smp2_virtio_blk_pci_with_msix() {
-    pci_machine_boot("q35", 2, None, true);
+fn q35_bzimage_smp2_virtio_blk_and_rng_pci_with_msix() {
+    pci_machine_boot("q35", 2, None, true, true);
 }
 
 #[test]
 fn pc_bzimage_virtio_blk_pci_on_intx() {
     // pci=nomsi: the driver falls back to INTx, routed by the DSDT's _PRT
     // and re-raised after EOI through KVM's resample eventfd.
-    pci_machine_boot("pc", 1, Some("pci=nomsi"), false);
+    pci_machine_boot("pc", 1, Some("pci=nomsi"), false, false);
 }
 
-/// The init's rng mode: Linux's virtio_rng behind /dev/hwrng gives 32
+/// The init's rng mode: Linux's virtio_rng behind /dev/hwrng gave 32
 /// bytes, not all equal.
-fn hwrng_boot(boot: LinuxBoot, qemu: bool, test: &str) {
-    let boot = boot.rng().init_arg("casemate.mode=rng");
-    let (r, out) = run(if qemu { boot.qemu() } else { boot.casemate() });
-    let log = console(&out);
-    r.assert_ok();
+fn rng_checks(r: &Report, test: &str, log: &str) {
     assert_eq!(r.want("current"), "virtio_rng.0", "{test}\n{log}");
     assert_eq!(r.want("bytes"), "32", "{test}\n{log}");
-    assert!(num(&r, "distinct") > 1, "{test}\n{log}");
-    // isa-debug-exit on QEMU: (0 << 1) | 1 when the init reported ok.
-    let want = if qemu { Some(1) } else { Some(0) };
-    assert_eq!(out.status.code(), want, "{test}\n{log}");
+    assert!(num(r, "distinct") > 1, "{test}\n{log}");
 }
 
 fn qemu_linux_or_skip(test: &str) -> Option<casemate_tests::linux::Artifacts> {
@@ -264,30 +248,13 @@ fn qemu_linux_or_skip(test: &str) -> Option<casemate_tests::linux::Artifacts> {
     artifacts_or_skip(test)
 }
 
-#[test]
-fn qemu_microvm_hwrng_reads_virtio_rng_device() {
-    let test = "qemu_microvm_hwrng_reads_virtio_rng_device";
-    let Some(a) = qemu_linux_or_skip(test) else {
-        return;
-    };
-    hwrng_boot(LinuxBoot::new(microvm(&a), &a), true, test);
-}
-
-#[test]
-fn qemu_q35_hwrng_reads_virtio_rng_pci() {
-    let test = "qemu_q35_hwrng_reads_virtio_rng_pci";
-    let Some(a) = qemu_linux_or_skip(test) else {
-        return;
-    };
-    hwrng_boot(LinuxBoot::new(pci_machine(&a, "q35"), &a), true, test);
-}
-
 /// QEMU q35 with `acpi=off`: no _PRT, so Linux routes the virtio-blk-pci
 /// INTx through the MP table SeaBIOS writes (CONFIG_X86_MPPARSE); the disk
-/// must still work. `pci=nomsi` keeps it on that interrupt.
+/// must still work. `pci=nomsi` keeps it on that interrupt. The same boot
+/// reads virtio-rng-pci through /dev/hwrng.
 #[test]
-fn qemu_q35_acpi_off_disk_works_through_the_mp_table() {
-    let test = "qemu_q35_acpi_off_disk_works_through_the_mp_table";
+fn qemu_q35_acpi_off_disk_and_rng_work_through_the_mp_table() {
+    let test = "qemu_q35_acpi_off_disk_and_rng_work_through_the_mp_table";
     let Some(a) = qemu_linux_or_skip(test) else {
         return;
     };
@@ -297,8 +264,9 @@ fn qemu_q35_acpi_off_disk_works_through_the_mp_table() {
     let boot = LinuxBoot::new(pci_machine(&a, "q35"), &a)
         .init_arg("acpi=off")
         .init_arg("pci=nomsi")
-        .init_arg("casemate.mode=hello,blk")
-        .disk(&disk);
+        .init_arg("casemate.mode=hello,blk,rng")
+        .disk(&disk)
+        .rng();
     let (r, out) = run(boot.qemu());
     let log = console(&out);
     r.assert_ok();
@@ -309,30 +277,6 @@ fn qemu_q35_acpi_off_disk_works_through_the_mp_table() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let n = check_lines(&stdout, &after, "init: blk ").unwrap_or_else(|e| panic!("{e}\n{log}"));
     assert!(n >= 35, "only {n} sectors checked\n{log}");
-}
-
-#[test]
-fn casemate_microvm_hwrng_reads_virtio_rng_device() {
-    let test = "casemate_microvm_hwrng_reads_virtio_rng_device";
-    if !kvm_or_skip(test) {
-        return;
-    }
-    let Some(a) = artifacts_or_skip(test) else {
-        return;
-    };
-    hwrng_boot(LinuxBoot::new(microvm(&a), &a), false, test);
-}
-
-#[test]
-fn casemate_q35_hwrng_reads_virtio_rng_pci() {
-    let test = "casemate_q35_hwrng_reads_virtio_rng_pci";
-    if !kvm_or_skip(test) {
-        return;
-    }
-    let Some(a) = artifacts_or_skip(test) else {
-        return;
-    };
-    hwrng_boot(LinuxBoot::new(pci_machine(&a, "q35"), &a), false, test);
 }
 
 /// A kernel told `acpi=off` on Casemate's q35 and pc (also without ACPI

@@ -6,10 +6,17 @@
 //! captures the pattern exactly and finds text (a non-uniform region)
 //! where the console prints: virtio-gpu on q35 and microvm, the standard
 //! VGA (bochs driver) on pc. One PNG per machine type is kept.
+//!
+//! The pc and q35 boots also carry the emulated disks (the init's `ata`
+//! mode, `casemate_tests::ata_rig`): Linux's ata_piix (pc) and ahci (q35,
+//! through its MSI vector), sd and sr drivers write a plain `-drive` and
+//! mount an ISO from `-cdrom`. A Linux boot costs most of a minute here,
+//! so one boot per machine proves both.
 
 use std::time::Duration;
 
-use casemate_tests::kvm_or_skip;
+use casemate_tests::ata_rig::AtaRig;
+use casemate_tests::{have, in_ci, kvm_or_skip};
 use casemate_tests::linux::{artifacts_or_skip, microvm, pci_machine, LinuxBoot};
 use casemate_tests::rfb::{free_display, Screen};
 use casemate_tests::screen::{capture_where, keep, pattern, shows_at, spawn};
@@ -33,11 +40,14 @@ fn has_text(s: &Screen) -> bool {
     lit > 100 && lit < (w * h) as usize
 }
 
+/// The ATA controller's Linux driver when the boot carries the `ata`
+/// mode too (pc and q35).
 fn fb_test(
     name: &str,
     boot: impl Fn(&casemate_tests::linux::Artifacts) -> LinuxBoot,
     device: &[&str],
     driver: &str,
+    ata: Option<&str>,
 ) {
     if !kvm_or_skip(name) {
         return;
@@ -45,13 +55,23 @@ fn fb_test(
     let Some(a) = artifacts_or_skip(name) else {
         return;
     };
+    if ata.is_some() && !have("genisoimage") {
+        assert!(!in_ci(), "{name}: genisoimage missing (scripts/setup.sh)");
+        println!("SKIP {name}: genisoimage is not installed");
+        return;
+    }
+    let rig = ata.map(|_| AtaRig::new(&name.replace(' ', "-")));
+    let modes = if rig.is_some() { "ata,fb" } else { "fb" };
     let b = boot(&a)
-        .init_arg("casemate.mode=fb")
+        .init_arg(&format!("casemate.mode={modes}"))
         .init_arg("casemate.hold=120000")
         .init_arg("vt.global_cursor_default=0");
     let n = free_display();
     let mut c = b.casemate();
     c.args(device).args(["-vnc", &format!(":{n}")]);
+    if let Some(r) = &rig {
+        r.args(&mut c);
+    }
     let want = pattern(256, 160);
     let (shot, lines, err, _) = capture_where(
         spawn(c),
@@ -78,6 +98,23 @@ fn fb_test(
     );
     assert!(has_text(&shot), "{name}: no console text at the top left");
     assert!(!err.contains("SIGSYS"), "{err}");
+    if let (Some(r), Some(ata_driver)) = (&rig, ata) {
+        let console = lines.concat();
+        r.check(&console, ata_driver);
+        if ata_driver == "ahci" {
+            assert!(uses_msi(&console), "AHCI not on its MSI vector\n{console}");
+        }
+    }
+}
+
+/// libata's port line names the Linux IRQ: MSI vectors are allocated
+/// above the 24 IOAPIC pins, INTx stays below.
+fn uses_msi(console: &str) -> bool {
+    console
+        .lines()
+        .filter(|l| l.contains("ata1: SATA max"))
+        .filter_map(|l| l.rsplit("irq ").next()?.trim().parse::<u32>().ok())
+        .any(|irq| irq >= 24)
 }
 
 /// The boots run one at a time: each spends most of a minute in the
@@ -93,6 +130,7 @@ fn virtio_gpu_on_q35() {
         |a| LinuxBoot::new(pci_machine(a, "q35"), a),
         &["-device", "virtio-gpu-pci"],
         "virtio_gpudrmf",
+        Some("ahci"),
     );
 }
 
@@ -104,6 +142,7 @@ fn bochs_on_pc() {
         |a| LinuxBoot::new(pci_machine(a, "pc"), a),
         &["-vga", "std"],
         "bochs-drmdrmf",
+        Some("ata_piix"),
     );
 }
 
@@ -115,5 +154,6 @@ fn virtio_gpu_on_microvm() {
         |a| LinuxBoot::new(microvm(a), a),
         &["-device", "virtio-gpu-device"],
         "virtio_gpudrmf",
+        None,
     );
 }
