@@ -71,8 +71,8 @@ impl AtaRig {
         assert_eq!(r.want("disk"), "/dev/sda", "{console}");
         assert_eq!(r.want("mismatches"), "0", "{console}");
         let after = std::fs::read(&self.disk).unwrap();
-        let n = check_lines(console, &after, "init: blk ")
-            .unwrap_or_else(|e| panic!("{e}\n{console}"));
+        let n =
+            check_lines(console, &after, "init: blk ").unwrap_or_else(|e| panic!("{e}\n{console}"));
         assert!(n >= 35, "only {n} sectors checked\n{console}");
         assert_eq!(r.want("bytes"), self.data.len().to_string(), "{console}");
         assert_eq!(r.want("fnv"), fnv1a(&self.data).to_string(), "{console}");

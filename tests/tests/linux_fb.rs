@@ -16,10 +16,10 @@
 use std::time::Duration;
 
 use casemate_tests::ata_rig::AtaRig;
-use casemate_tests::{have, in_ci, kvm_or_skip};
 use casemate_tests::linux::{artifacts_or_skip, microvm, pci_machine, LinuxBoot};
 use casemate_tests::rfb::{free_display, Screen};
 use casemate_tests::screen::{capture_where, keep, pattern, shows_at, spawn};
+use casemate_tests::{have, in_ci, kvm_or_skip};
 
 /// The pattern at the bottom-right corner, and console text at the top.
 fn drawn(s: &Screen, want: &Screen) -> bool {
