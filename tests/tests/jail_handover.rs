@@ -45,9 +45,34 @@ fn assert_blk_reboot(console: &str, what: &str) {
     );
 }
 
+/// `casemate ARGS` with `image` open read-only and inherited as `-add-fd
+/// fd=N,set=0` (inserted first), as a launcher hands a disk over.
+fn with_image_fd(image: &str, args: &[&str]) -> std::process::Output {
+    let image = std::fs::File::open(image).unwrap();
+    let fd = image.as_raw_fd();
+    let mut c = Command::new(bin("casemate"));
+    c.args(["-add-fd", &format!("fd={fd},set=0")]).args(args);
+    // SAFETY: the closure only calls fcntl(2), which is async-signal-safe,
+    // on a descriptor the parent keeps open until the child has run.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run_with_limit(c, Duration::from_secs(60));
+    drop(image);
+    out
+}
+
 /// `-snapshot` and `snapshot=on` on a drive given as `-add-fd` +
 /// `/dev/fdset/0`, with the fd open read-only (a snapshot never writes its
-/// base), under the default seccomp filters and Landlock.
+/// base), under the default seccomp filters and Landlock: virtio-blk
+/// (worker threads; a reset between write and read-back; write-zeroes and
+/// discard: fallocate on the memfd), AHCI and IDE DMA (vCPU and I/O
+/// helper threads).
 #[test]
 fn fdset_snapshot_writes_survive_a_reset_and_leave_the_image() {
     if !kvm_or_skip("fdset_snapshot_writes_survive_a_reset_and_leave_the_image") {
@@ -56,42 +81,54 @@ fn fdset_snapshot_writes_survive_a_reset_and_leave_the_image() {
     let s = Scratch::new("fdset-snapshot");
     let d = patterned_disk(&s);
     let before = std::fs::read(&d).unwrap();
-    for (machine, snap_opt, global) in [("q35", "", true), ("microvm", ",snapshot=on", false)] {
-        let image = std::fs::File::open(&d).unwrap();
-        let fd = image.as_raw_fd();
-        let mut c = Command::new(bin("casemate"));
-        c.args(["-M", machine, "-add-fd", &format!("fd={fd},set=0")])
-            .args([
-                "-drive",
-                &format!("file=/dev/fdset/0,format=raw,if=virtio{snap_opt}"),
-            ])
-            .args(["-append", "probe=blk-reboot"]);
-        if global {
-            c.arg("-snapshot");
+    let fdset = "file=/dev/fdset/0,format=raw";
+    let runs: [(&str, String, bool, &str); 5] = [
+        (
+            "q35",
+            format!("{fdset},if=virtio"),
+            true,
+            "probe=blk-reboot",
+        ),
+        (
+            "microvm",
+            format!("{fdset},if=virtio,snapshot=on"),
+            false,
+            "probe=blk-reboot",
+        ),
+        ("q35", format!("{fdset},if=virtio"), true, "probe=blk"),
+        ("q35", fdset.to_string(), true, "probe=ahci"),
+        ("pc", format!("{fdset},if=ide"), true, "probe=ide-dma"),
+    ];
+    for (machine, drive, global, append) in &runs {
+        let what = format!("{append} on {machine}");
+        let mut args = vec!["-M", machine, "-drive", drive, "-append", append];
+        if *global {
+            args.push("-snapshot");
         }
-        // SAFETY: the closure only calls fcntl(2), which is
-        // async-signal-safe, on a descriptor the parent keeps open.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let out = run_with_limit(c, Duration::from_secs(60));
-        drop(image);
+        let out = with_image_fd(&d, &args);
         let console = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "{machine}: {:?}\n{console}\n{}",
+            "{what}: {:?}\n{console}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_blk_reboot(&console, machine);
+        match *append {
+            "probe=blk-reboot" => assert_blk_reboot(&console, &what),
+            "probe=blk" => {
+                Report::parse(&console).assert_ok();
+                for want in ["probe: blk read=ok lba=24576", "probe: blk discard=ok"] {
+                    assert!(console.contains(want), "{what}: no {want:?}\n{console}");
+                }
+            }
+            _ => {
+                Report::parse(&console).assert_ok();
+                assert!(console.contains("blk wrote lba="), "{what}\n{console}");
+            }
+        }
         assert!(
             std::fs::read(&d).unwrap() == before,
-            "{machine}: -snapshot image changed"
+            "{what}: -snapshot image changed"
         );
     }
 }
