@@ -743,6 +743,16 @@ pub fn cleanup_plan(args: &Args, host: &HostInfo) -> Result<CleanupPlan, PlanErr
 }
 
 impl JailPlan {
+    /// The highest fd number handed to the VMM (2 when none is): the
+    /// jailer keeps every fd of its own above it.
+    pub fn last_handed_fd(&self) -> i32 {
+        let files = self.files.iter().map(|f| f.fd);
+        files
+            .chain(self.taps.iter().map(|t| t.fd))
+            .max()
+            .unwrap_or(FIRST_HANDED_FD - 1)
+    }
+
     /// Computes the plan. `args.mode` must be `Jail` (uid and gid present).
     pub fn new(args: &Args, host: &HostInfo) -> Result<JailPlan, PlanError> {
         let cleanup = cleanup_plan(args, host)?;

@@ -145,7 +145,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
     steps::close_inherited_fds()?;
     steps::clear_environment();
     let dev_null = if plan.daemonize {
-        Some(steps::open_dev_null()?)
+        Some(steps::open_dev_null(plan.last_handed_fd())?)
     } else {
         None
     };

@@ -544,14 +544,24 @@ pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), StepError> {
 }
 
 /// Opens `/dev/null` (close-on-exec) while the host's /dev is still visible,
-/// for [`daemonize`] after `pivot_root`.
-pub fn open_dev_null() -> Result<OwnedFd, StepError> {
-    OpenOptions::new()
+/// for [`daemonize`] after `pivot_root`, at an fd above `above`, the highest
+/// fd the plan hands over: those numbers must stay free until the handed
+/// fds are placed on them.
+pub fn open_dev_null(above: RawFd) -> Result<OwnedFd, StepError> {
+    let null = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
         .map(OwnedFd::from)
-        .map_err(sys("open /dev/null"))
+        .map_err(sys("open /dev/null"))?;
+    if null.as_raw_fd() > above {
+        return Ok(null);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new fd; `null` is valid.
+    let r = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, above + 1) };
+    check(r.into(), "move the fd of /dev/null")?;
+    // SAFETY: `r` is a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
 /// Detaches from the caller: forks (the caller sees exit 0 at once), starts

@@ -443,8 +443,10 @@ fn exec_mode_jail_then_cleanup() {
             "pids.max=16",
             "--",
             "--wait-stdin",
+            // A tap the jailer leaves to the VMM (`fd=`; one by name it
+            // attaches itself): the jail gets /dev/net/tun.
             "-netdev",
-            "tap,id=n0,ifname=tap0",
+            "tap,id=n0,fd=9",
         ]
         .map(String::from),
     );
@@ -610,4 +612,100 @@ fn refusals_name_the_problem() {
         "-add-fd is not supported under the jailer",
     );
     let _ = std::io::stdout().flush();
+}
+
+/// Taps named by `ifname=` are attached by the jailer in `--netns` (as
+/// root: a root-owned multiqueue tap, once per queue, and one that does not
+/// exist yet, which the kernel creates) and arrive as `-add-fd` fds, open
+/// read-write and not close-on-exec, with the netdevs rewritten to
+/// `fds=`/`fd=`; the jail has no `/dev/net/tun`. The tap the jailer created
+/// is not persistent: it is gone once the VM has ended.
+#[test]
+fn taps_are_attached_in_the_netns_and_handed_over() {
+    if skip_unless_root("taps_are_attached_in_the_netns_and_handed_over") {
+        return;
+    }
+    let fx = Fixture::new("taps");
+    let netns = NetNs::new(&format!("jailer-it-tap-{}", std::process::id()));
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(["-n", &netns.name])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let made = ip(&[
+        "tuntap",
+        "add",
+        "dev",
+        "tapq",
+        "mode",
+        "tap",
+        "vnet_hdr",
+        "multi_queue",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let mut a = fx.args();
+    a.extend(["--netns".to_string(), netns.path.display().to_string()]);
+    a.extend(["--uid", "65534", "--gid", "65534", "--new-pid-ns", "--"].map(String::from));
+    a.extend(
+        [
+            "-kernel",
+            &fx.host("vmlinux"),
+            "-netdev",
+            "tap,id=a,ifname=tapq,queues=2,script=no",
+            "-netdev",
+            "tap,id=b,ifname=tapnew",
+        ]
+        .map(String::from),
+    );
+    let out = Command::new(JAILER).args(&a).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(STANDIN_EXIT), "{stderr}");
+    let (lines, _) = report(&stdout);
+    assert!(has(
+        &lines,
+        "fd=3 set=0 opaque=kernel access=ro cloexec=false content=\"KERNEL-BYTES\""
+    ));
+    for (fd, set) in [(4, 1), (5, 2), (6, 3)] {
+        let want = format!("fd={fd} set={set} opaque=tap access=rw cloexec=false content=\"\"");
+        assert!(has(&lines, &want), "missing {want:?}: {lines:?}");
+    }
+    assert!(
+        stdout.contains("\"tap,id=a,script=no,fds=4:5\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"tap,id=b,fd=6\""), "{stdout}");
+    assert!(has(&lines, "dev /dev/net/tun absent"), "{lines:?}");
+    assert!(ip(&["link", "show", "tapq"]).status.success());
+    assert!(
+        !ip(&["link", "show", "tapnew"]).status.success(),
+        "the tap the jailer created outlived the VM"
+    );
+    assert!(!fx.jail_dir().exists(), "jail dir left behind");
+}
+
+/// `--daemonize` with handed-over files: the jailer's `/dev/null` stays
+/// above the fd numbers it hands over (it once took fd 3, and placing the
+/// kernel there was refused as "already open").
+#[test]
+fn daemonized_jail_with_handed_files_starts() {
+    if skip_unless_root("daemonized_jail_with_handed_files_starts") {
+        return;
+    }
+    let fx = Fixture::new("daemon-files");
+    let mut a = fx.args();
+    a.extend(["--uid", "65534", "--gid", "65534", "--daemonize", "--"].map(String::from));
+    a.extend(fx.casemate_args());
+    let out = Command::new(JAILER).args(&a).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = fx.cleanup();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
 }

@@ -737,3 +737,13 @@ fn snapshot_drives_are_opened_read_only() {
         [Access::ReadWrite]
     );
 }
+
+#[test]
+fn last_handed_fd_covers_files_and_taps() {
+    assert_eq!(plan(&[], &["-M", "microvm"]).last_handed_fd(), 2);
+    let p = plan(
+        &[],
+        &["-netdev", "tap,id=n,ifname=t,queues=2", "-kernel", "/k"],
+    );
+    assert_eq!(p.last_handed_fd(), 5);
+}

@@ -326,3 +326,12 @@ fn a_tap_that_cannot_be_attached_is_named_with_the_errno() {
     let placed = unsafe { libc::fcntl(903, libc::F_GETFD) };
     assert_eq!(placed, -1, "nothing placed");
 }
+
+#[test]
+fn dev_null_stays_clear_of_the_handed_fd_numbers() {
+    let null = open_dev_null(950).unwrap();
+    assert!(null.as_raw_fd() > 950, "fd {}", null.as_raw_fd());
+    // SAFETY: F_GETFD only queries the flags of an fd we own.
+    let flags = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_GETFD) };
+    assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+}
