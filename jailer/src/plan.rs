@@ -452,10 +452,12 @@ fn hand_tap(value: &str, first: usize) -> Option<(String, Vec<HandedTap>)> {
     }
     let queues = match opt_value(&segs, "queues") {
         None => 1,
-        Some(q) => q
-            .parse::<u32>()
-            .ok()
-            .filter(|q| (1..=MAX_TAP_QUEUES).contains(q))?,
+        // Decimal or `0x` hex, as QEMU (and the VMM) read numbers.
+        Some(q) => match q.strip_prefix("0x").or_else(|| q.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => q.parse::<u32>().ok(),
+        }
+        .filter(|q| (1..=MAX_TAP_QUEUES).contains(q))?,
     };
     let ifname = opt_value(&segs, "ifname").unwrap_or_default();
     let taps: Vec<HandedTap> = (0..queues as usize)

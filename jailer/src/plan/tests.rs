@@ -689,6 +689,9 @@ fn taps_are_attached_by_the_jailer_and_passed_as_fds() {
 
 #[test]
 fn tap_options_the_jailer_leaves_to_the_vmm() {
+    let r = rewrite_args(&s(&["-netdev", "tap,id=n0,ifname=t,queues=0x2"])).unwrap();
+    assert_eq!(r.taps.len(), 2, "hex queues=");
+    assert_eq!(r.args, s(&["-netdev", "tap,id=n0,fds=3:4"]));
     for v in [
         "tap,id=n0,fd=7",
         "tap,id=n0,fds=7:8",
