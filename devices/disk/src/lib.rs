@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!   open_image(path, OpenOptions) ──probe──lock──┬─> RawImage   (pread/pwrite, no mutex)
-//!   create_overlay(backing)                      └─> Qcow2Image (metadata mutex, data I/O
-//!   overlay_on_file(fd) (memfd storage) ──────────────>   outside it) ──backing──> dyn DiskImage
+//!   create_overlay(backing path): a temp file ───┤
+//!   overlay_on_file(open fd): a memfd ───────────┴─> Qcow2Image (metadata mutex, data I/O
+//!                                                       outside it) ──backing──> dyn DiskImage
 //! ```
 //!
 //! Every open takes QEMU-compatible image locks (`lock.rs`) unless
