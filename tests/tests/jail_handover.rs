@@ -1,8 +1,9 @@
 //! What the jailer hands the VMM as fds, end to end: a `-snapshot` drive
 //! that arrives as `/dev/fdset/N` (jailed, and unjailed through `-add-fd`)
 //! gets a memfd overlay on the open image, so `probe=blk-reboot` reads its
-//! write back after a guest reset and the image file is byte-identical
-//! afterwards; and a tap named by `ifname=` is attached by the jailer in
+//! write back after a guest reset, the image file is byte-identical
+//! afterwards, and while the VM runs QEMU's tools may read the image but
+//! not write it (the lock of a snapshot's backing file); and a tap named by `ifname=` is attached by the jailer in
 //! `--netns` and passed as `fd=`, so a jailed VMM (uid 65534, no
 //! capabilities, no `/dev/net/tun` in its jail) moves traffic through a
 //! root-owned tap it could never attach itself. Network tests make their
@@ -15,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use casemate_tests::netns::{finish, ping, udp_echoes, NetNs};
-use casemate_tests::{bin, jail, kvm_or_skip, run_with_limit, Report, Scratch};
+use casemate_tests::{
+    bin, have, in_ci, jail, kvm_or_skip, run_with_limit, Report, Scratch, Watchdog,
+};
 
 const DISK: usize = 16 << 20;
 const GUEST: [u8; 4] = [10, 0, 2, 15];
@@ -131,6 +134,87 @@ fn fdset_snapshot_writes_survive_a_reset_and_leave_the_image() {
             "{what}: -snapshot image changed"
         );
     }
+}
+
+/// While a VM runs with `-snapshot` on an `-add-fd` drive, the image is
+/// locked as QEMU locks a snapshot's backing file: QEMU's own tools may
+/// read it (`qemu-img info`) but not open it for writing (`qemu-io`).
+#[test]
+fn fdset_snapshot_base_is_locked_like_a_qemu_backing_file() {
+    use std::io::{BufRead, BufReader, Read};
+    let test = "fdset_snapshot_base_is_locked_like_a_qemu_backing_file";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    if !have("qemu-io") {
+        assert!(
+            !in_ci(),
+            "{test}: qemu-io (qemu-utils) missing under CI=true"
+        );
+        println!("SKIP {test}: qemu-io is not installed");
+        return;
+    }
+    let s = Scratch::new("fdset-snapshot-lock");
+    let d = patterned_disk(&s);
+    let before = std::fs::read(&d).unwrap();
+    let image = std::fs::File::open(&d).unwrap();
+    let fd = image.as_raw_fd();
+    let mut c = Command::new(bin("casemate"));
+    c.args(["-M", "microvm", "-add-fd", &format!("fd={fd},set=0")])
+        .args([
+            "-drive",
+            "file=/dev/fdset/0,format=raw,if=virtio",
+            "-snapshot",
+        ])
+        .args(["-append", "probe=spin ms=3000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure only calls fcntl(2), which is async-signal-safe,
+    // on a descriptor the parent keeps open until the child has run.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().expect("casemate");
+    drop(image);
+    let dog = Watchdog::arm(child.id(), Duration::from_secs(60));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut console = String::new();
+    // The guest runs: the drive (and its lock) was set up before boot.
+    while !console.contains("probe: spin") {
+        if out.read_line(&mut console).unwrap() == 0 {
+            break;
+        }
+    }
+    let write = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write 0 512", &d])
+        .output()
+        .unwrap();
+    let info = Command::new("qemu-img")
+        .args(["info", "-f", "raw", &d])
+        .output()
+        .unwrap();
+    out.read_to_string(&mut console).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!dog.disarm(), "casemate ran past its limit");
+    assert!(status.success(), "{status:?}\n{console}");
+    assert!(console.contains("probe: spin"), "{console}");
+    let werr = String::from_utf8_lossy(&write.stderr);
+    assert!(
+        !write.status.success() && werr.contains("Failed to get \"write\" lock"),
+        "qemu-io wrote to a running snapshot's base: {werr}"
+    );
+    assert!(
+        info.status.success(),
+        "qemu-img info (a reader) was refused: {}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    assert!(std::fs::read(&d).unwrap() == before, "image changed");
 }
 
 /// The same under the jailer, which opens the image read-only (it is a
