@@ -122,6 +122,9 @@ pub struct HandedTap {
     pub ifname: String,
     /// One queue of a multiqueue tap (IFF_MULTI_QUEUE).
     pub multi_queue: bool,
+    /// Which queue of its netdev: queues after the first of a tap with no
+    /// name join the one the kernel named for queue 0.
+    pub queue: u16,
     /// The fd number the VMM will find it at.
     pub fd: i32,
     pub set: u32,
@@ -464,6 +467,7 @@ fn hand_tap(value: &str, first: usize) -> Option<(String, Vec<HandedTap>)> {
         .map(|q| HandedTap {
             ifname: ifname.clone(),
             multi_queue: queues > 1,
+            queue: q as u16,
             fd: FIRST_HANDED_FD + (first + q) as i32,
             set: (first + q) as u32,
         })

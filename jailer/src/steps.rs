@@ -154,15 +154,14 @@ pub fn open_handed_files(files: &[HandedFile]) -> Result<Vec<OwnedFd>, StepError
 /// planned number, as `open_handed_files` does for files.
 pub fn attach_handed_taps(taps: &[HandedTap]) -> Result<Vec<OwnedFd>, StepError> {
     let mut opened = Vec::with_capacity(taps.len());
+    // The name queue 0 of the current netdev got (the kernel's, when none
+    // was given): its other queues join that tap.
+    let mut named = String::new();
     for t in taps {
-        let a = casemate_tap::attach(&t.ifname, t.multi_queue)?;
-        // Later queues of a tap the kernel named join the same one.
-        let name = if t.ifname.is_empty() {
-            &a.name
-        } else {
-            &t.ifname
-        };
-        opened.push((a.fd, t.fd, PathBuf::from(format!("tap {name}"))));
+        let name = if t.queue == 0 { &t.ifname } else { &named };
+        let a = casemate_tap::attach(name, t.multi_queue)?;
+        named = a.name;
+        opened.push((a.fd, t.fd, PathBuf::from(format!("tap {named}"))));
     }
     place_fds(opened)
 }

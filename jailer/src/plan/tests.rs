@@ -624,9 +624,10 @@ fn taps_are_attached_by_the_jailer_and_passed_as_fds() {
             "-netdev tap,ifname=nope",
         ],
     );
-    let t = |ifname: &str, multi_queue, fd, set| HandedTap {
+    let t = |ifname: &str, multi_queue, queue, fd, set| HandedTap {
         ifname: ifname.to_string(),
         multi_queue,
+        queue,
         fd,
         set,
     };
@@ -634,13 +635,13 @@ fn taps_are_attached_by_the_jailer_and_passed_as_fds() {
     assert_eq!(
         p.taps,
         [
-            t("tap0", false, 4, 1),
-            t("t,1", false, 5, 2),
-            t("mq0", true, 6, 3),
-            t("mq0", true, 7, 4),
-            t("mq0", true, 8, 5),
+            t("tap0", false, 0, 4, 1),
+            t("t,1", false, 0, 5, 2),
+            t("mq0", true, 0, 6, 3),
+            t("mq0", true, 1, 7, 4),
+            t("mq0", true, 2, 8, 5),
             // No name: the kernel picks one.
-            t("", false, 9, 6),
+            t("", false, 0, 9, 6),
         ]
     );
     assert_eq!(p.files.len(), 2);

@@ -315,6 +315,7 @@ fn a_tap_that_cannot_be_attached_is_named_with_the_errno() {
     let taps = [crate::plan::HandedTap {
         ifname: "lo".into(),
         multi_queue: false,
+        queue: 0,
         fd: 903,
         set: 0,
     }];
