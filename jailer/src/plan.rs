@@ -39,6 +39,8 @@ pub struct JailPlan {
     pub devices: Vec<DeviceNode>,
     /// Host files opened by the jailer and handed over as `-add-fd`.
     pub files: Vec<HandedFile>,
+    /// Tap queues attached by the jailer and handed over as `-add-fd`.
+    pub taps: Vec<HandedTap>,
     /// argv for the VMM: argv\[0\], the `-add-fd` options, then the casemate
     /// arguments with the handed-over paths replaced by `/dev/fdset/N`.
     pub argv: Vec<String>,
@@ -107,6 +109,25 @@ pub struct HandedFile {
     /// The option it came from (`kernel`, `initrd`, `drive`, `rng`): also
     /// the `opaque=` label, for humans reading `ps`.
     pub option: &'static str,
+}
+
+/// A tap the jailer attaches (TUNSETIFF, after joining `--netns`, before
+/// dropping privileges) and passes as `-add-fd fd=FD,set=SET`; the netdev
+/// option then names it `fd=FD` (or `fds=A:B:...` for a multiqueue tap,
+/// one entry per queue), so the jail needs no `/dev/net/tun` and the VMM
+/// no TUNSETIFF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedTap {
+    /// The interface name; empty: the kernel picks one (a new tap).
+    pub ifname: String,
+    /// One queue of a multiqueue tap (IFF_MULTI_QUEUE).
+    pub multi_queue: bool,
+    /// Which queue of its netdev: queues after the first of a tap with no
+    /// name join the one the kernel named for queue 0.
+    pub queue: u16,
+    /// The fd number the VMM will find it at.
+    pub fd: i32,
+    pub set: u32,
 }
 
 /// What to remove once the VM has ended.
@@ -280,16 +301,25 @@ fn replace_opt(s: &str, key: &str, new: &str) -> String {
 pub struct Rewritten {
     pub args: Vec<String>,
     pub files: Vec<HandedFile>,
+    pub taps: Vec<HandedTap>,
+    /// A tap the jailer does not attach (one given as `fd=`): the VMM
+    /// would need `/dev/net/tun`.
     pub tap: bool,
     pub vfio: bool,
 }
 
 /// Scans the casemate arguments: every `-kernel`, `-initrd`, `-drive
 /// file=` and `-object rng-random,filename=` path is planned to be opened by
-/// the jailer and replaced by `/dev/fdset/N`; tap and VFIO use are noted for
-/// the device nodes.
+/// the jailer and replaced by `/dev/fdset/N` (a drive under `-snapshot` or
+/// `snapshot=on` read-only: its overlay never writes it); every tap netdev
+/// named by `ifname=` (or by nothing) is planned to be attached by the
+/// jailer and replaced by `fd=`/`fds=`; VFIO use is noted for the device
+/// nodes.
 pub fn rewrite_args(args: &[String]) -> Result<Rewritten, PlanError> {
     let mut out = Rewritten::default();
+    // Indices into `out.files` of drives, with their own snapshot= flag.
+    let mut drives: Vec<(usize, bool)> = Vec::new();
+    let mut global_snapshot = false;
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
@@ -320,6 +350,7 @@ pub fn rewrite_args(args: &[String]) -> Result<Rewritten, PlanError> {
             ));
         }
         if !VALUE_OPTIONS.contains(&name) {
+            global_snapshot |= name == "snapshot";
             out.args.push(arg.clone());
             continue;
         }
@@ -327,8 +358,9 @@ pub fn rewrite_args(args: &[String]) -> Result<Rewritten, PlanError> {
             .get(i)
             .ok_or_else(|| PlanError::MissingArgValue(arg.clone()))?;
         i += 1;
+        let handed = out.files.len() + out.taps.len();
         let mut hand = |host: String, access, option| {
-            let n = out.files.len();
+            let n = handed;
             out.files.push(HandedFile {
                 host: PathBuf::from(host),
                 access,
@@ -358,7 +390,9 @@ pub fn rewrite_args(args: &[String]) -> Result<Rewritten, PlanError> {
                         } else {
                             Access::ReadWrite
                         };
+                        let snapshot = opt_value(&segs, "snapshot").is_some_and(|v| truthy(&v));
                         let fdset = hand(path, access, "drive");
+                        drives.push((out.files.len() - 1, snapshot));
                         replace_opt(value, "file", &fdset)
                     }
                     _ => value.clone(),
@@ -376,10 +410,15 @@ pub fn rewrite_args(args: &[String]) -> Result<Rewritten, PlanError> {
                 }
             }
             "netdev" | "nic" | "net" => {
-                if opt_type(&split_opts(value), "type").as_deref() == Some("tap") {
+                if opt_type(&split_opts(value), "type").as_deref() != Some("tap") {
+                    value.clone()
+                } else if let Some((rewritten, taps)) = hand_tap(value, handed) {
+                    out.taps.extend(taps);
+                    rewritten
+                } else {
                     out.tap = true;
+                    value.clone()
                 }
-                value.clone()
             }
             "device" => {
                 if opt_type(&split_opts(value), "driver").as_deref() == Some("vfio-pci") {
@@ -392,7 +431,64 @@ pub fn rewrite_args(args: &[String]) -> Result<Rewritten, PlanError> {
         out.args.push(arg.clone());
         out.args.push(new_value);
     }
+    for (n, snapshot) in drives {
+        if snapshot || global_snapshot {
+            out.files[n].access = Access::ReadOnly;
+        }
+    }
     Ok(out)
+}
+
+/// Most queues a tap netdev takes (the VMM's limit).
+const MAX_TAP_QUEUES: u32 = 127;
+
+/// A tap netdev option the jailer can attach: by `ifname=` or by nothing
+/// (the kernel names a new tap), not by `fd=`/`fds=` (the jailer closes
+/// inherited fds). Returns the option with `ifname=` and `queues=`
+/// replaced by `fd=N` or `fds=N:N+1:...` (fd numbers from `first`), and
+/// the taps to attach; `None` leaves the option to the VMM (which then
+/// reports a bad `queues=` itself).
+fn hand_tap(value: &str, first: usize) -> Option<(String, Vec<HandedTap>)> {
+    let segs = split_opts(value);
+    if opt_value(&segs, "fd").is_some() || opt_value(&segs, "fds").is_some() {
+        return None;
+    }
+    let queues = match opt_value(&segs, "queues") {
+        None => 1,
+        // Decimal or `0x` hex, as QEMU (and the VMM) read numbers.
+        Some(q) => match q.strip_prefix("0x").or_else(|| q.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => q.parse::<u32>().ok(),
+        }
+        .filter(|q| (1..=MAX_TAP_QUEUES).contains(q))?,
+    };
+    let ifname = opt_value(&segs, "ifname").unwrap_or_default();
+    let taps: Vec<HandedTap> = (0..queues as usize)
+        .map(|q| HandedTap {
+            ifname: ifname.clone(),
+            multi_queue: queues > 1,
+            queue: q as u16,
+            fd: FIRST_HANDED_FD + (first + q) as i32,
+            set: (first + q) as u32,
+        })
+        .collect();
+    let fds = taps
+        .iter()
+        .map(|t| t.fd.to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let handle = if queues > 1 {
+        format!("fds={fds}")
+    } else {
+        format!("fd={fds}")
+    };
+    let mut kept: Vec<String> = segs
+        .iter()
+        .filter(|s| !matches!(seg_kv(s), (Some("ifname" | "queues"), _)))
+        .map(|s| s.to_string())
+        .collect();
+    kept.push(handle);
+    Some((kept.join(","), taps))
 }
 
 /// Normalises a cgroup path given on the command line to `/a/b`; refuses
@@ -653,6 +749,16 @@ pub fn cleanup_plan(args: &Args, host: &HostInfo) -> Result<CleanupPlan, PlanErr
 }
 
 impl JailPlan {
+    /// The highest fd number handed to the VMM (2 when none is): the
+    /// jailer keeps every fd of its own above it.
+    pub fn last_handed_fd(&self) -> i32 {
+        let files = self.files.iter().map(|f| f.fd);
+        files
+            .chain(self.taps.iter().map(|t| t.fd))
+            .max()
+            .unwrap_or(FIRST_HANDED_FD - 1)
+    }
+
     /// Computes the plan. `args.mode` must be `Jail` (uid and gid present).
     pub fn new(args: &Args, host: &HostInfo) -> Result<JailPlan, PlanError> {
         let cleanup = cleanup_plan(args, host)?;
@@ -709,6 +815,10 @@ impl JailPlan {
             argv.push("-add-fd".into());
             argv.push(format!("fd={},set={},opaque={}", f.fd, f.set, f.option));
         }
+        for t in &rewritten.taps {
+            argv.push("-add-fd".into());
+            argv.push(format!("fd={},set={},opaque=tap", t.fd, t.set));
+        }
         argv.extend(rewritten.args);
 
         Ok(JailPlan {
@@ -725,6 +835,7 @@ impl JailPlan {
             rlimits,
             devices,
             files: rewritten.files,
+            taps: rewritten.taps,
             argv,
             daemonize: args.daemonize,
             new_pid_ns: args.new_pid_ns,

@@ -145,7 +145,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
     steps::close_inherited_fds()?;
     steps::clear_environment();
     let dev_null = if plan.daemonize {
-        Some(steps::open_dev_null()?)
+        Some(steps::open_dev_null(plan.last_handed_fd())?)
     } else {
         None
     };
@@ -157,10 +157,12 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
     let mut cgroup_dirs = Vec::new();
     let mut made_jail = false;
     let mut prepare = || -> Result<Vec<OwnedFd>, StepError> {
-        let fds = steps::open_handed_files(&plan.files)?;
+        let mut fds = steps::open_handed_files(&plan.files)?;
         if let Some(ns) = &plan.netns {
             steps::join_netns(ns)?;
         }
+        // In the VM's network namespace, where its taps live.
+        fds.extend(steps::attach_handed_taps(&plan.taps)?);
         steps::create_jail_dirs(&plan.jail_dir, &plan.root, plan.uid, plan.gid)?;
         made_jail = true;
         // Made from the host side, before any namespace: a failure here

@@ -16,7 +16,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cli::Resource;
-use crate::plan::{Access, CgroupStep, CleanupPlan, DeviceNode, HandedFile, JailPlan};
+use crate::plan::{Access, CgroupStep, CleanupPlan, DeviceNode, HandedFile, HandedTap, JailPlan};
 
 /// A step failed. Messages name the step and its path; the cause is the
 /// source, so the binary prints both on one line.
@@ -44,6 +44,9 @@ pub enum StepError {
         #[source]
         source: io::Error,
     },
+    /// Attaching a tap for the VM; the message names the tap and why.
+    #[error(transparent)]
+    Tap(#[from] casemate_tap::AttachError),
     #[error("fd {fd} meant for {path} is already open in the jailer")]
     FdInUse { fd: RawFd, path: PathBuf },
     #[error("{0} is not a character device")]
@@ -64,7 +67,11 @@ impl StepError {
             StepError::ExecMissing(_, e)
             | StepError::CgroupWrite { source: e, .. }
             | StepError::OpenHanded { source: e, .. }
-            | StepError::Sys { source: e, .. } => Some(e),
+            | StepError::Sys { source: e, .. }
+            | StepError::Tap(
+                casemate_tap::AttachError::OpenTun { source: e, .. }
+                | casemate_tap::AttachError::Attach { source: e, .. },
+            ) => Some(e),
             _ => None,
         }
     }
@@ -126,9 +133,6 @@ pub fn clear_environment() {
 /// every other fd the jailer opens keeps `O_CLOEXEC`. The returned fds must
 /// stay alive until exec.
 pub fn open_handed_files(files: &[HandedFile]) -> Result<Vec<OwnedFd>, StepError> {
-    let Some(max_target) = files.iter().map(|f| f.fd).max() else {
-        return Ok(Vec::new());
-    };
     let mut opened = Vec::with_capacity(files.len());
     for f in files {
         let file = OpenOptions::new()
@@ -140,37 +144,67 @@ pub fn open_handed_files(files: &[HandedFile]) -> Result<Vec<OwnedFd>, StepError
                 option: f.option,
                 source,
             })?;
-        // Move it above every target so placing one cannot clobber another.
-        let fd = OwnedFd::from(file);
+        opened.push((OwnedFd::from(file), f.fd, f.host.clone()));
+    }
+    place_fds(opened)
+}
+
+/// Attaches the taps the VMM gets as `-add-fd` (TUNSETIFF as root, in the
+/// network namespace joined before) and places each queue's fd at its
+/// planned number, as `open_handed_files` does for files.
+pub fn attach_handed_taps(taps: &[HandedTap]) -> Result<Vec<OwnedFd>, StepError> {
+    let mut opened = Vec::with_capacity(taps.len());
+    // The name queue 0 of the current netdev got (the kernel's, when none
+    // was given): its other queues join that tap.
+    let mut named = String::new();
+    for t in taps {
+        let name = if t.queue == 0 { &t.ifname } else { &named };
+        let a = casemate_tap::attach(name, t.multi_queue)?;
+        named = a.name;
+        opened.push((a.fd, t.fd, PathBuf::from(format!("tap {named}"))));
+    }
+    place_fds(opened)
+}
+
+/// Puts each opened fd at its target number (dup2, so without
+/// `O_CLOEXEC`), refusing a target that is already open; the fds are
+/// first moved above every target so that placing one cannot clobber
+/// another. `what` names each in errors.
+fn place_fds(opened: Vec<(OwnedFd, RawFd, PathBuf)>) -> Result<Vec<OwnedFd>, StepError> {
+    let Some(max_target) = opened.iter().map(|o| o.1).max() else {
+        return Ok(Vec::new());
+    };
+    let mut moved = Vec::with_capacity(opened.len());
+    for (fd, target, what) in opened {
         let fd = if fd.as_raw_fd() <= max_target {
             // SAFETY: F_DUPFD_CLOEXEC only creates a new fd; `fd` is valid.
             let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, max_target + 1) };
-            check(r.into(), format!("move the fd of {}", f.host.display()))?;
+            check(r.into(), format!("move the fd of {}", what.display()))?;
             // SAFETY: `r` is a fresh fd that nothing else owns.
             unsafe { OwnedFd::from_raw_fd(r) }
         } else {
             fd
         };
-        opened.push(fd);
+        moved.push((fd, target, what));
     }
-    let mut placed = Vec::with_capacity(files.len());
-    for (f, fd) in files.iter().zip(&opened) {
+    let mut placed = Vec::with_capacity(moved.len());
+    for (fd, target, what) in &moved {
         // SAFETY: F_GETFD only queries the flags of a possibly closed fd.
-        if unsafe { libc::fcntl(f.fd, libc::F_GETFD) } != -1 {
+        if unsafe { libc::fcntl(*target, libc::F_GETFD) } != -1 {
             return Err(StepError::FdInUse {
-                fd: f.fd,
-                path: f.host.clone(),
+                fd: *target,
+                path: what.clone(),
             });
         }
         // SAFETY: the target was checked free above; dup2 gives a new fd
         // without O_CLOEXEC, which is the point: it survives exec.
-        let r = unsafe { libc::dup2(fd.as_raw_fd(), f.fd) };
+        let r = unsafe { libc::dup2(fd.as_raw_fd(), *target) };
         check(
             r.into(),
-            format!("place {} at fd {}", f.host.display(), f.fd),
+            format!("place {} at fd {}", what.display(), target),
         )?;
-        // SAFETY: `f.fd` now refers to the new duplicate, owned only here.
-        placed.push(unsafe { OwnedFd::from_raw_fd(f.fd) });
+        // SAFETY: `target` now refers to the new duplicate, owned only here.
+        placed.push(unsafe { OwnedFd::from_raw_fd(*target) });
     }
     Ok(placed)
 }
@@ -509,14 +543,24 @@ pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), StepError> {
 }
 
 /// Opens `/dev/null` (close-on-exec) while the host's /dev is still visible,
-/// for [`daemonize`] after `pivot_root`.
-pub fn open_dev_null() -> Result<OwnedFd, StepError> {
-    OpenOptions::new()
+/// for [`daemonize`] after `pivot_root`, at an fd above `above`, the highest
+/// fd the plan hands over: those numbers must stay free until the handed
+/// fds are placed on them.
+pub fn open_dev_null(above: RawFd) -> Result<OwnedFd, StepError> {
+    let null = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
         .map(OwnedFd::from)
-        .map_err(sys("open /dev/null"))
+        .map_err(sys("open /dev/null"))?;
+    if null.as_raw_fd() > above {
+        return Ok(null);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new fd; `null` is valid.
+    let r = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, above + 1) };
+    check(r.into(), "move the fd of /dev/null")?;
+    // SAFETY: `r` is a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
 /// Detaches from the caller: forks (the caller sees exit 0 at once), starts

@@ -443,8 +443,10 @@ fn exec_mode_jail_then_cleanup() {
             "pids.max=16",
             "--",
             "--wait-stdin",
+            // A tap the jailer leaves to the VMM (`fd=`; one by name it
+            // attaches itself): the jail gets /dev/net/tun.
             "-netdev",
-            "tap,id=n0,ifname=tap0",
+            "tap,id=n0,fd=9",
         ]
         .map(String::from),
     );
@@ -610,4 +612,124 @@ fn refusals_name_the_problem() {
         "-add-fd is not supported under the jailer",
     );
     let _ = std::io::stdout().flush();
+}
+
+/// Taps are attached by the jailer in `--netns` (as root: a root-owned
+/// multiqueue tap, once per queue; one that does not exist yet, which the
+/// kernel creates; a multiqueue tap with no name, whose second queue joins
+/// the tap the kernel named for the first) and arrive as `-add-fd` fds,
+/// open read-write and not close-on-exec, with the netdevs rewritten to
+/// `fds=`/`fd=`; the jail has no `/dev/net/tun`. The taps the jailer
+/// created are not persistent: they are gone once the VM has ended.
+#[test]
+fn taps_are_attached_in_the_netns_and_handed_over() {
+    if skip_unless_root("taps_are_attached_in_the_netns_and_handed_over") {
+        return;
+    }
+    let fx = Fixture::new("taps");
+    let netns = NetNs::new(&format!("jailer-it-tap-{}", std::process::id()));
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(["-n", &netns.name])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let made = ip(&[
+        "tuntap",
+        "add",
+        "dev",
+        "tapq",
+        "mode",
+        "tap",
+        "vnet_hdr",
+        "multi_queue",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let mut a = fx.args();
+    a.extend(["--netns".to_string(), netns.path.display().to_string()]);
+    a.extend(["--uid", "65534", "--gid", "65534", "--new-pid-ns", "--"].map(String::from));
+    a.extend(
+        [
+            "--wait-stdin",
+            "-kernel",
+            &fx.host("vmlinux"),
+            "-netdev",
+            "tap,id=a,ifname=tapq,queues=2,script=no",
+            "-netdev",
+            "tap,id=b,ifname=tapnew",
+            "-netdev",
+            "tap,id=c,queues=2",
+        ]
+        .map(String::from),
+    );
+    let mut child = Command::new(JAILER)
+        .args(&a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut text = read_until_ready(&mut stdout);
+    // While the stand-in holds the fds: the taps in the namespace.
+    let links = String::from_utf8_lossy(&ip(&["-o", "link", "show"]).stdout).into_owned();
+    let mut taps: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .filter(|n| n.starts_with("tap"))
+        .collect();
+    taps.sort();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    text.push_str(&rest);
+    println!("{text}");
+    assert_eq!(status.code(), Some(STANDIN_EXIT), "{text}");
+    // The nameless two-queue tap is one interface, not two.
+    assert_eq!(taps, ["tap0", "tapnew", "tapq"], "{links}");
+    let (lines, _) = report(&text);
+    assert!(has(
+        &lines,
+        "fd=3 set=0 opaque=kernel access=ro cloexec=false content=\"KERNEL-BYTES\""
+    ));
+    for (fd, set) in [(4, 1), (5, 2), (6, 3), (7, 4), (8, 5)] {
+        let want = format!("fd={fd} set={set} opaque=tap access=rw cloexec=false content=\"\"");
+        assert!(has(&lines, &want), "missing {want:?}: {lines:?}");
+    }
+    assert!(text.contains("\"tap,id=a,script=no,fds=4:5\""), "{text}");
+    assert!(text.contains("\"tap,id=b,fd=6\""), "{text}");
+    assert!(text.contains("\"tap,id=c,fds=7:8\""), "{text}");
+    assert!(has(&lines, "dev /dev/net/tun absent"), "{lines:?}");
+    assert!(ip(&["link", "show", "tapq"]).status.success());
+    for gone in ["tapnew", "tap0"] {
+        assert!(
+            !ip(&["link", "show", gone]).status.success(),
+            "{gone}, which the jailer created, outlived the VM"
+        );
+    }
+    assert!(!fx.jail_dir().exists(), "jail dir left behind");
+}
+
+/// `--daemonize` with handed-over files: the jailer's `/dev/null` stays
+/// above the fd numbers it hands over (it once took fd 3, and placing the
+/// kernel there was refused as "already open").
+#[test]
+fn daemonized_jail_with_handed_files_starts() {
+    if skip_unless_root("daemonized_jail_with_handed_files_starts") {
+        return;
+    }
+    let fx = Fixture::new("daemon-files");
+    let mut a = fx.args();
+    a.extend(["--uid", "65534", "--gid", "65534", "--daemonize", "--"].map(String::from));
+    a.extend(fx.casemate_args());
+    let out = Command::new(JAILER).args(&a).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = fx.cleanup();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
 }

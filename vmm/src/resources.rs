@@ -1,7 +1,8 @@
 //! Host resources opened once per `casemate` run, before the first boot:
 //! the KVM fd, guest RAM (populated once), the console, the kernel and
-//! initrd files, disk images (and their `-snapshot` overlays), entropy
-//! sources, and the inherited fds of `-add-fd`. A guest reboot rebuilds
+//! initrd files, disk images (and their `-snapshot` overlays: a temp file
+//! for an image given by path, a memfd for one given as an inherited fd),
+//! entropy sources, and the inherited fds of `-add-fd`. A guest reboot rebuilds
 //! the VM, its vCPUs and every device's state from these, and reopens
 //! nothing: after start-up the VMM needs no path, which is what lets the
 //! jailer hand everything over as fds. Owns no per-boot state.
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use casemate_disk::{
-    create_overlay_with, open_image, open_image_file, DiskImage, Format, OpenOptions,
+    create_overlay_with, open_image, open_image_file, overlay_on_file, DiskImage, Format,
+    OpenOptions,
 };
 use kvm_ioctls::Kvm;
 
@@ -363,11 +365,12 @@ fn open_disk(d: &DriveConfig, fds: &FdSets) -> Result<Arc<dyn DiskImage>, Resour
     };
     let image = if fdset_of(&d.file).is_some() {
         if d.snapshot {
-            return Err(ResourceError::FdSet {
-                what: "drive",
-                path: d.file.clone(),
-                why: "-snapshot needs the image's path for its overlay; give the path".into(),
-            });
+            // No path to name as a backing file: the overlay sits on the
+            // open image, its storage a memfd (casemate-disk's overlay.rs).
+            let file = fds.open("drive", &d.file, false)?;
+            return Ok(Arc::from(
+                overlay_on_file(file, &d.file, &opts).map_err(err)?,
+            ));
         }
         let file = fds.open("drive", &d.file, !d.read_only)?;
         open_image_file(file, &d.file, &opts).map_err(err)?

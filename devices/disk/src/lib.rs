@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!   open_image(path, OpenOptions) ──probe──lock──┬─> RawImage   (pread/pwrite, no mutex)
-//!   create_overlay(backing)                      └─> Qcow2Image (metadata mutex, data I/O
+//!   create_overlay(backing path): a temp file ───┤
+//!   overlay_on_file(open fd): a memfd ───────────┴─> Qcow2Image (metadata mutex, data I/O
 //!                                                       outside it) ──backing──> dyn DiskImage
 //! ```
 //!
@@ -15,6 +16,7 @@ pub mod check;
 mod error;
 mod io;
 pub mod lock;
+mod overlay;
 pub mod qcow2;
 mod raw;
 
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{DiskError, IoError};
 pub use lock::{LockPerms, LockRole};
+pub use overlay::{overlay_on, overlay_on_file};
 pub use qcow2::{CreateOptions as Qcow2CreateOptions, Qcow2Image, QcowError};
 pub use raw::RawImage;
 

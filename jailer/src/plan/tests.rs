@@ -396,11 +396,25 @@ fn device_nodes() {
         jail(&plan(&[], &["-netdev", "user,id=n"])),
         [PathBuf::from("/dev/kvm"), PathBuf::from("/dev/urandom")]
     );
+    // Taps the jailer attaches itself: no /dev/net/tun in the jail.
     for net in [
         ["-netdev", "tap,id=n0,ifname=tap0"],
         ["-nic", "tap,ifname=tap0"],
         ["-net", "tap"],
         ["--netdev", "type=tap,id=n0"],
+        ["-netdev", "tap,id=n0,ifname=tap0,queues=4"],
+    ] {
+        let p = plan(&[], &net);
+        assert!(
+            !jail(&p).contains(&PathBuf::from("/dev/net/tun")),
+            "{net:?}"
+        );
+        assert!(!p.taps.is_empty(), "{net:?}");
+    }
+    // One it cannot (fd=, or a queues= the VMM will refuse): the node stays.
+    for net in [
+        ["-netdev", "tap,id=n0,fd=5"],
+        ["-netdev", "tap,id=n0,ifname=t,queues=0"],
     ] {
         assert!(
             jail(&plan(&[], &net)).contains(&PathBuf::from("/dev/net/tun")),
@@ -587,4 +601,153 @@ fn rewrite_refusals() {
         rewrite_args(&s(&["-m", "1G", "-kernel"])),
         Err(PlanError::MissingArgValue("-kernel".into()))
     );
+}
+
+#[test]
+fn taps_are_attached_by_the_jailer_and_passed_as_fds() {
+    let p = plan(
+        &[],
+        &[
+            "-kernel",
+            "/img/k",
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off",
+            "-nic",
+            "tap,ifname=t,,1,model=virtio-net-pci",
+            "-netdev",
+            "tap,id=mq,queues=3,ifname=mq0",
+            "-net",
+            "tap",
+            "-drive",
+            "file=/img/d,if=virtio",
+            "-append",
+            "-netdev tap,ifname=nope",
+        ],
+    );
+    let t = |ifname: &str, multi_queue, queue, fd, set| HandedTap {
+        ifname: ifname.to_string(),
+        multi_queue,
+        queue,
+        fd,
+        set,
+    };
+    // Numbered with the files, in command-line order.
+    assert_eq!(
+        p.taps,
+        [
+            t("tap0", false, 0, 4, 1),
+            t("t,1", false, 0, 5, 2),
+            t("mq0", true, 0, 6, 3),
+            t("mq0", true, 1, 7, 4),
+            t("mq0", true, 2, 8, 5),
+            // No name: the kernel picks one.
+            t("", false, 0, 9, 6),
+        ]
+    );
+    assert_eq!(p.files.len(), 2);
+    assert_eq!((p.files[1].fd, p.files[1].set), (10, 7));
+    assert_eq!(
+        p.argv,
+        s(&[
+            "casemate",
+            "-add-fd",
+            "fd=3,set=0,opaque=kernel",
+            "-add-fd",
+            "fd=10,set=7,opaque=drive",
+            "-add-fd",
+            "fd=4,set=1,opaque=tap",
+            "-add-fd",
+            "fd=5,set=2,opaque=tap",
+            "-add-fd",
+            "fd=6,set=3,opaque=tap",
+            "-add-fd",
+            "fd=7,set=4,opaque=tap",
+            "-add-fd",
+            "fd=8,set=5,opaque=tap",
+            "-add-fd",
+            "fd=9,set=6,opaque=tap",
+            "-kernel",
+            "/dev/fdset/0",
+            "-netdev",
+            "tap,id=n0,script=no,downscript=no,vhost=off,fd=4",
+            "-nic",
+            "tap,model=virtio-net-pci,fd=5",
+            "-netdev",
+            "tap,id=mq,fds=6:7:8",
+            "-net",
+            "tap,fd=9",
+            "-drive",
+            "file=/dev/fdset/7,if=virtio",
+            "-append",
+            "-netdev tap,ifname=nope",
+        ])
+    );
+    assert!(!p
+        .devices
+        .iter()
+        .any(|d| d.jail == Path::new("/dev/net/tun")));
+}
+
+#[test]
+fn tap_options_the_jailer_leaves_to_the_vmm() {
+    let r = rewrite_args(&s(&["-netdev", "tap,id=n0,ifname=t,queues=0x2"])).unwrap();
+    assert_eq!(r.taps.len(), 2, "hex queues=");
+    assert_eq!(r.args, s(&["-netdev", "tap,id=n0,fds=3:4"]));
+    for v in [
+        "tap,id=n0,fd=7",
+        "tap,id=n0,fds=7:8",
+        "tap,id=n0,ifname=t,queues=x",
+        "tap,id=n0,ifname=t,queues=128",
+        "user,id=n0",
+        "bridge,id=n0,br=br0",
+    ] {
+        let r = rewrite_args(&s(&["-netdev", v])).unwrap();
+        assert!(r.taps.is_empty(), "{v}");
+        assert_eq!(r.args, s(&["-netdev", v]), "{v}");
+    }
+}
+
+#[test]
+fn snapshot_drives_are_opened_read_only() {
+    let access = |a: &[&str]| -> Vec<Access> {
+        rewrite_args(&s(a))
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| f.access)
+            .collect()
+    };
+    assert_eq!(
+        access(&["-drive", "file=a,snapshot=on", "-drive", "file=b"]),
+        [Access::ReadOnly, Access::ReadWrite]
+    );
+    // -snapshot anywhere (even after the drives) covers every drive, as
+    // the VMM applies it (snapshot=off does not opt out); as an -append
+    // word it is no option.
+    assert_eq!(
+        access(&[
+            "-drive",
+            "file=a",
+            "-object",
+            "rng-random,id=r,filename=/r",
+            "-drive",
+            "file=b,snapshot=off",
+            "-snapshot"
+        ]),
+        [Access::ReadOnly, Access::ReadOnly, Access::ReadOnly]
+    );
+    assert_eq!(
+        access(&["-append", "-snapshot", "-drive", "file=a"]),
+        [Access::ReadWrite]
+    );
+}
+
+#[test]
+fn last_handed_fd_covers_files_and_taps() {
+    assert_eq!(plan(&[], &["-M", "microvm"]).last_handed_fd(), 2);
+    let p = plan(
+        &[],
+        &["-netdev", "tap,id=n,ifname=t,queues=2", "-kernel", "/k"],
+    );
+    assert_eq!(p.last_handed_fd(), 5);
 }

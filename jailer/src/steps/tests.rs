@@ -307,3 +307,32 @@ fn rlimits_are_set() {
         assert!(e.to_string().contains("fsize"));
     }
 }
+
+#[test]
+fn a_tap_that_cannot_be_attached_is_named_with_the_errno() {
+    // `lo` exists and is no tap: TUNSETIFF fails with EINVAL before any
+    // permission check, so this needs no root and creates nothing.
+    let taps = [crate::plan::HandedTap {
+        ifname: "lo".into(),
+        multi_queue: false,
+        queue: 0,
+        fd: 903,
+        set: 0,
+    }];
+    let e = attach_handed_taps(&taps).unwrap_err();
+    let line = crate::error_line(&e);
+    assert!(line.starts_with("tap lo: attaching (TUNSETIFF)"), "{line}");
+    assert!(line.contains("os error 22"), "{line}");
+    // SAFETY: F_GETFD only queries a possibly closed fd.
+    let placed = unsafe { libc::fcntl(903, libc::F_GETFD) };
+    assert_eq!(placed, -1, "nothing placed");
+}
+
+#[test]
+fn dev_null_stays_clear_of_the_handed_fd_numbers() {
+    let null = open_dev_null(950).unwrap();
+    assert!(null.as_raw_fd() > 950, "fd {}", null.as_raw_fd());
+    // SAFETY: F_GETFD only queries the flags of an fd we own.
+    let flags = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_GETFD) };
+    assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+}

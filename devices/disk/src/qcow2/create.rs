@@ -35,6 +35,18 @@ const REFCOUNT_ORDER: u32 = 4;
 /// Writes a new empty qcow2 image at `path`, replacing any file there that
 /// nobody holds open (see `crate::create_file`).
 pub fn create(path: &Path, o: &CreateOptions) -> Result<(), DiskError> {
+    let f = crate::create_file(path)?;
+    write_empty(&f, path, o)
+}
+
+/// Writes a new empty qcow2 image into `f`, an empty file open for writing
+/// (a new file, or the memfd of a `-snapshot` overlay); `path` is what
+/// messages call it.
+pub(crate) fn write_empty(
+    f: &std::fs::File,
+    path: &Path,
+    o: &CreateOptions,
+) -> Result<(), DiskError> {
     let cs = o.cluster_size;
     let bits = cs.trailing_zeros();
     if !cs.is_power_of_two() || !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&bits) {
@@ -108,7 +120,6 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<(), DiskError> {
     }
 
     let io = |action, e| IoError::new(action, path, e);
-    let f = crate::create_file(path)?;
     use std::os::unix::fs::FileExt;
     f.write_all_at(&hdr, 0)
         .map_err(|e| io("write header of", e))?;

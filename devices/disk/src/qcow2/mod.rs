@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
+pub(crate) use create::write_empty;
 pub use create::{create, CreateOptions};
 pub use header::Header;
 pub use table::Mapping;
@@ -94,6 +95,35 @@ impl Qcow2Image {
         opts: &OpenOptions,
         visited: &mut Vec<PathBuf>,
     ) -> Result<Self, DiskError> {
+        Self::open_with(file, opts, |file, h| {
+            Self::open_backing(file, h, opts, visited)
+        })
+    }
+
+    /// Opens `file` with `base`, an image the caller already opened, as
+    /// its backing, whatever backing name the header stores (a
+    /// `-snapshot` overlay on an inherited fd: there is no path to open).
+    pub(crate) fn open_on(
+        file: ImageFile,
+        opts: &OpenOptions,
+        base: Box<dyn DiskImage>,
+        base_path: &Path,
+    ) -> Result<Self, DiskError> {
+        Self::open_with(file, opts, |_, h| {
+            Ok(Some(Backing {
+                name: h.backing_file.clone().unwrap_or_default(),
+                path: base_path.to_path_buf(),
+                format: base.format(),
+                image: base,
+            }))
+        })
+    }
+
+    fn open_with(
+        file: ImageFile,
+        opts: &OpenOptions,
+        backing: impl FnOnce(&ImageFile, &Header) -> Result<Option<Backing>, DiskError>,
+    ) -> Result<Self, DiskError> {
         let (mut h, file_len) = read_header(&file)?;
         let q = |e| DiskError::qcow(file.path(), e);
         if !opts.read_only {
@@ -111,7 +141,7 @@ impl Qcow2Image {
         let l1 = read_u64_table(&file, h.l1_table_offset, u64::from(h.l1_size))?;
         let rt_entries = u64::from(h.refcount_table_clusters) * cs / 8;
         let rt = read_u64_table(&file, h.refcount_table_offset, rt_entries)?;
-        let backing = Self::open_backing(&file, &h, opts, visited)?;
+        let backing = backing(&file, &h)?;
         if !opts.read_only && h.autoclear_features != 0 {
             // We don't maintain bitmaps: clearing the bits tells qemu they're stale.
             h.autoclear_features = 0;

@@ -1,6 +1,7 @@
 //! The tap backend: `/dev/net/tun` opened with IFF_TAP | IFF_NO_PI |
 //! IFF_VNET_HDR, attached by name (an existing tap, or a new one the
-//! kernel creates), or an inherited fd (the jailer's handoff, QEMU's
+//! kernel creates; the attach itself is the `casemate-tap` crate, which
+//! the jailer shares), or an inherited fd (the jailer's handoff, QEMU's
 //! `fd=`), made non-blocking with a 12-byte vnet header
 //! (TUNSETVNETHDRSZ). A multiqueue tap (IFF_MULTI_QUEUE) is one fd per
 //! queue; queues the guest does not use are detached (TUNSETQUEUE).
@@ -22,14 +23,9 @@ use super::HDR_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
-    #[error("tap {name}: interface name longer than 15 bytes")]
-    Name { name: String },
-    #[error("tap {name}: opening /dev/net/tun")]
-    OpenTun {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
+    /// Opening `/dev/net/tun` or TUNSETIFF (the `casemate-tap` crate).
+    #[error(transparent)]
+    Attach(#[from] casemate_tap::AttachError),
     #[error("tap {name}: {what}")]
     Ioctl {
         name: String,
@@ -51,103 +47,30 @@ pub struct Tap {
     attached: AtomicBool,
 }
 
-/// An `ifreq` with the name and flags set.
-fn ifreq(name: &str, flags: libc::c_int) -> libc::ifreq {
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in r.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    r.ifr_ifru.ifru_flags = flags as libc::c_short;
-    r
-}
-
-const FLAGS: libc::c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
-
-/// The interface name in an `ifreq` the kernel filled in.
-fn ifr_name(req: &libc::ifreq) -> String {
-    req.ifr_name
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8 as char)
-        .collect()
-}
-
-/// Whether interface `name` exists (in this network namespace).
-fn exists(name: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
-}
+use casemate_tap::{ifr_name, ifreq, FLAGS};
 
 impl Tap {
     /// Attach to tap `name`, creating it when it does not exist (which
     /// needs CAP_NET_ADMIN; attaching to a tap owned by our user does not).
     pub fn open(name: &str) -> Result<Tap, TapError> {
-        Self::open_flags(name, FLAGS)
+        Self::attached(casemate_tap::attach(name, false)?)
     }
 
     /// `queues` queues of one multiqueue tap (IFF_MULTI_QUEUE), each its
     /// own fd; the kernel makes the tap on the first when `name` does not
     /// exist (an empty name: it picks one, which the others then take).
     pub fn open_queues(name: &str, queues: u16) -> Result<Vec<Tap>, TapError> {
-        let first = Self::open_flags(name, FLAGS | libc::IFF_MULTI_QUEUE)?;
-        let mut taps = Vec::with_capacity(usize::from(queues));
-        let name = first.name.clone();
-        taps.push(first);
-        for _ in 1..queues {
-            taps.push(Self::open_flags(&name, FLAGS | libc::IFF_MULTI_QUEUE)?);
-        }
-        Ok(taps)
+        casemate_tap::attach_queues(name, queues)?
+            .into_iter()
+            .map(Self::attached)
+            .collect()
     }
 
-    fn open_flags(name: &str, flags: libc::c_int) -> Result<Tap, TapError> {
-        if name.len() >= libc::IFNAMSIZ {
-            return Err(TapError::Name { name: name.into() });
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")
-            .map_err(|source| TapError::OpenTun {
-                name: name.into(),
-                source,
-            })?;
-        let created = name.is_empty() || !exists(name);
-        let mut req = ifreq(name, flags);
-        // SAFETY: TUNSETIFF reads and writes an `ifreq`, which `req` is,
-        // on a /dev/net/tun fd we own.
-        let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
-        if r < 0 {
-            let source = io::Error::last_os_error();
-            // The kernel's only EPERM here: an existing tap owned by another
-            // user or group, or creating one without CAP_NET_ADMIN (a jailed
-            // VMM has neither; its launcher makes the tap for the jail's uid).
-            let what = match (source.raw_os_error(), created) {
-                (Some(libc::EPERM), false) => {
-                    "attaching (TUNSETIFF): the tap belongs to another user or group \
-                     (make it with `ip tuntap add NAME mode tap user UID` for this VMM's uid)"
-                }
-                (Some(libc::EPERM), true) => {
-                    "creating (TUNSETIFF): needs CAP_NET_ADMIN; make the tap beforehand \
-                     (`ip tuntap add NAME mode tap user UID`) or pass its fd (fd=)"
-                }
-                _ => "attaching (TUNSETIFF)",
-            };
-            return Err(TapError::Ioctl {
-                name: name.into(),
-                what,
-                source,
-            });
-        }
+    fn attached(a: casemate_tap::Attached) -> Result<Tap, TapError> {
         let tap = Tap {
-            file,
-            // The kernel's name (it picks one when `name` is empty).
-            name: ifr_name(&req),
-            created,
+            file: File::from(a.fd),
+            name: a.name,
+            created: a.created,
             attached: AtomicBool::new(true),
         };
         tap.set_hdr_len()?;
@@ -244,8 +167,6 @@ impl Tap {
         Ok(())
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 fn check(n: isize) -> io::Result<usize> {
     if n < 0 {
