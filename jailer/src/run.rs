@@ -156,8 +156,10 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
 
     let mut cgroup_dirs = Vec::new();
     let mut made_jail = false;
-    let mut prepare = || -> Result<Vec<OwnedFd>, StepError> {
+    let mut prepare = || -> Result<(Vec<OwnedFd>, OwnedFd), StepError> {
         let fds = steps::open_handed_files(&plan.files)?;
+        // After the handed files, so it cannot take one of their numbers.
+        let exec_fd = steps::open_exec(&plan.exec_file)?;
         if let Some(ns) = &plan.netns {
             steps::join_netns(ns)?;
         }
@@ -166,11 +168,10 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
         // Made from the host side, before any namespace: a failure here
         // still rolls back cleanly.
         steps::make_device_nodes(&plan.root, &plan.devices, plan.uid, plan.gid)?;
-        steps::copy_exec(&plan.root, &plan.exec_file, &plan.exec_in_jail)?;
         steps::apply_cgroup_steps(&plan.cgroups.steps, &mut cgroup_dirs)?;
-        Ok(fds)
+        Ok((fds, exec_fd))
     };
-    let fds = match prepare() {
+    let (fds, exec_fd) = match prepare() {
         Ok(fds) => fds,
         Err(e) => {
             roll_back(&plan, &cgroup_dirs, made_jail);
@@ -182,7 +183,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
         let failure = match steps::join_cgroups(&plan.cgroups.procs_files, me) {
-            Ok(()) => steps::jail_and_exec(&plan, dev_null.as_ref()),
+            Ok(()) => steps::jail_and_exec(&plan, &exec_fd, dev_null.as_ref()),
             Err(error) => steps::JailFailure {
                 error,
                 after_pivot: false,
@@ -224,7 +225,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
             unsafe { libc::_exit(1) };
         }
         // The parent cleans up whatever happens here, once this child exits.
-        let failure = steps::jail_and_exec(&plan, dev_null.as_ref());
+        let failure = steps::jail_and_exec(&plan, &exec_fd, dev_null.as_ref());
         eprintln!(
             "casemate-jailer: {}",
             crate::error_line(&RunError::Step(failure.error))
@@ -235,6 +236,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
     VM_PID.store(pid, Ordering::Relaxed);
     // The child holds the handed fds now; the parent needs none of them.
     drop(fds);
+    drop(exec_fd);
     drop(go_r);
     if let Err(e) = steps::join_cgroups(&plan.cgroups.procs_files, pid) {
         // SAFETY: kill and waitpid on our own child.

@@ -1,6 +1,6 @@
 //! Unit tests for the steps that can run against temp dirs without changing
 //! the test process (validation, cgroup writes, fd hand-over, device nodes,
-//! the exec copy, cleanup). Steps needing root skip when not root.
+//! the exec fd, cleanup). Steps needing root skip when not root.
 
 use super::*;
 use crate::plan::{Access, CgroupStep, CleanupPlan, DeviceNode, HandedFile};
@@ -238,7 +238,7 @@ fn device_nodes_copy_major_minor_and_owner() {
 }
 
 #[test]
-fn jail_dirs_and_exec_copy() {
+fn jail_dirs_are_exclusive() {
     let t = tempfile::tempdir().unwrap();
     let jail = t.path().join("base/casemate/vm");
     let root = jail.join("root");
@@ -249,12 +249,33 @@ fn jail_dirs_and_exec_copy() {
         create_jail_dirs(&jail, &root, uid, gid),
         Err(StepError::JailExists(_))
     ));
+    // Nothing but the root is made: the exec file is not copied in.
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
+}
+
+#[test]
+fn open_exec_checks_what_it_opened() {
+    let t = tempfile::tempdir().unwrap();
     let exe = t.path().join("casemate");
     fs::write(&exe, b"#!/bin/false\n").unwrap();
-    copy_exec(&root, &exe, Path::new("/casemate")).unwrap();
-    let copy = root.join("casemate");
-    assert_eq!(fs::read(&copy).unwrap(), b"#!/bin/false\n");
-    assert_eq!(fs::metadata(&copy).unwrap().mode() & 0o777, 0o755);
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(matches!(
+        open_exec(&exe),
+        Err(StepError::ExecNotExecutable(_))
+    ));
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let fd = open_exec(&exe).unwrap();
+    // SAFETY: F_GETFD only reads the flags of a valid fd.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC, "exec fd leaks");
+    assert!(matches!(
+        open_exec(t.path()),
+        Err(StepError::ExecNotExecutable(_))
+    ));
+    assert!(matches!(
+        open_exec(&t.path().join("missing")),
+        Err(StepError::ExecMissing(..))
+    ));
 }
 
 #[test]
