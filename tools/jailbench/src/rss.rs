@@ -11,7 +11,8 @@
 //! process it forks is followed (PTRACE_O_TRACEFORK, so the jailer's pid
 //! namespace child is too); each traced process stops at its exit
 //! (PTRACE_O_TRACEEXIT) with its memory still mapped, and there `VmHWM`
-//! is read for every process whose `/proc/PID/exe` is the VMM binary: the
+//! is read for every process whose `/proc/PID/exe` has the VMM binary's
+//! file name (a jailer that copies the binary into the jail runs a copy): the
 //! VMM and its exit reaper (a fork of it, whose peak is at most the VMM's
 //! RSS when it forked). The result is the largest: text and data pages
 //! mapped, heap, thread stacks and the guest RAM the guest touched. It
@@ -54,8 +55,7 @@ fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
 
 /// One traced run of `row`; the peak `VmHWM` (KiB) of the VMM binary.
 pub fn peak(row: &Row) -> Result<u64> {
-    let vmm = std::fs::canonicalize(&row.vmm)
-        .with_context(|| format!("resolving {}", row.vmm.display()))?;
+    let vmm = &row.vmm;
     let (mut cmd, cleanup) = row.command();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -116,7 +116,7 @@ pub fn peak(row: &Row) -> Result<u64> {
         let sig = libc::WSTOPSIG(status);
         let inject = if event == libc::PTRACE_EVENT_EXIT {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-            if exe.as_deref() == Some(vmm.as_path()) {
+            if exe.as_deref().and_then(|e| e.file_name()) == vmm.file_name() {
                 if let Some(kib) = vm_hwm(pid) {
                     peak = Some(peak.map_or(kib, |p| p.max(kib)));
                 }
