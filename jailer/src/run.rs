@@ -159,7 +159,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
     let mut prepare = || -> Result<(Vec<OwnedFd>, OwnedFd), StepError> {
         let fds = steps::open_handed_files(&plan.files)?;
         // After the handed files, so it cannot take one of their numbers.
-        let exec_fd = steps::open_exec(&plan.exec_file)?;
+        let exec_fd = steps::open_exec(&plan.exec_file, plan.uid, plan.gid)?;
         if let Some(ns) = &plan.netns {
             steps::join_netns(ns)?;
         }

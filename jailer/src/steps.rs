@@ -32,6 +32,13 @@ pub enum StepError {
     ExecMissing(PathBuf, #[source] io::Error),
     #[error("exec file {0} is not an executable regular file")]
     ExecNotExecutable(PathBuf),
+    #[error("exec file {path} is not executable by uid {uid} gid {gid} (mode {mode:o}), which the VMM runs as")]
+    ExecNotExecutableBy {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
     #[error("jail {0} already exists (a VM with this id is running or was not cleaned up: see --cleanup)")]
     JailExists(PathBuf),
     #[error("cgroup {0} already exists (a VM with this id is running or was not cleaned up: see --cleanup)")]
@@ -398,11 +405,12 @@ pub fn make_device_nodes(
 
 /// Opens the exec file for [`exec`] (`O_PATH | O_CLOEXEC`), as root and
 /// before `pivot_root`, and checks what it opened (not the path, which could
-/// change in between) is an executable regular file. Nothing is copied into
-/// the jail and no host path of the binary is visible there: the VMM is
-/// started from this fd with `execveat(AT_EMPTY_PATH)`, and `O_CLOEXEC`
+/// change in between) is a regular file that `uid`/`gid` (with no
+/// supplementary groups, as after the drop) may execute. Nothing is copied
+/// into the jail and no host path of the binary is visible there: the VMM
+/// is started from this fd with `execveat(AT_EMPTY_PATH)`, and `O_CLOEXEC`
 /// closes it during that exec, so the VMM does not inherit it.
-pub fn open_exec(exec_file: &Path) -> Result<OwnedFd, StepError> {
+pub fn open_exec(exec_file: &Path, uid: u32, gid: u32) -> Result<OwnedFd, StepError> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = OpenOptions::new()
         .read(true)
@@ -412,8 +420,26 @@ pub fn open_exec(exec_file: &Path) -> Result<OwnedFd, StepError> {
     let meta = file
         .metadata()
         .map_err(sys(format!("stat {}", exec_file.display())))?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    let mode = meta.permissions().mode();
+    if !meta.is_file() || mode & 0o111 == 0 {
         return Err(StepError::ExecNotExecutable(exec_file.to_path_buf()));
+    }
+    // The kernel's check for an unprivileged caller: owner bits, else
+    // group bits, else other bits (never a fall-through).
+    let bit = if meta.uid() == uid {
+        0o100
+    } else if meta.gid() == gid {
+        0o010
+    } else {
+        0o001
+    };
+    if mode & bit == 0 {
+        return Err(StepError::ExecNotExecutableBy {
+            path: exec_file.to_path_buf(),
+            uid,
+            gid,
+            mode: mode & 0o7777,
+        });
     }
     Ok(OwnedFd::from(file))
 }

@@ -258,22 +258,38 @@ fn open_exec_checks_what_it_opened() {
     let t = tempfile::tempdir().unwrap();
     let exe = t.path().join("casemate");
     fs::write(&exe, b"#!/bin/false\n").unwrap();
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o644)).unwrap();
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let other = uid.wrapping_add(1);
+    let mode = |m| fs::set_permissions(&exe, fs::Permissions::from_mode(m)).unwrap();
+    mode(0o644);
     assert!(matches!(
-        open_exec(&exe),
+        open_exec(&exe, uid, gid),
         Err(StepError::ExecNotExecutable(_))
     ));
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-    let fd = open_exec(&exe).unwrap();
+    // Executable by its owner only: not by another uid (the VMM's).
+    mode(0o700);
+    assert!(open_exec(&exe, uid, gid).is_ok());
+    let e = open_exec(&exe, other, gid.wrapping_add(1)).unwrap_err();
+    assert!(
+        matches!(e, StepError::ExecNotExecutableBy { mode: 0o700, .. }),
+        "{e}"
+    );
+    // Other bits alone do not help the owner (as the kernel checks).
+    mode(0o601);
+    assert!(open_exec(&exe, uid, gid).is_err());
+    assert!(open_exec(&exe, other, gid.wrapping_add(1)).is_ok());
+    mode(0o755);
+    let fd = open_exec(&exe, other, gid).unwrap();
     // SAFETY: F_GETFD only reads the flags of a valid fd.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
     assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC, "exec fd leaks");
     assert!(matches!(
-        open_exec(t.path()),
+        open_exec(t.path(), uid, gid),
         Err(StepError::ExecNotExecutable(_))
     ));
     assert!(matches!(
-        open_exec(&t.path().join("missing")),
+        open_exec(&t.path().join("missing"), uid, gid),
         Err(StepError::ExecMissing(..))
     ));
 }
