@@ -93,6 +93,14 @@ fn parse() -> Result<Opts> {
     Ok(o)
 }
 
+/// The 1-minute load average: timings here swing with what else runs.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn main() -> Result<()> {
     let o = parse()?;
     // SAFETY: geteuid only reads the caller's effective uid.
@@ -103,9 +111,10 @@ fn main() -> Result<()> {
     let kernel = guest::tiny(&scratch)?;
     let rows = Row::all(&o.vmm, &o.jailer, &kernel, &scratch.base());
     println!(
-        "tiny guest, 128 MiB, {} alternating runs per row; vmm {}",
+        "tiny guest, 128 MiB, {} alternating runs per row; vmm {}; load average {}",
         o.runs,
-        o.vmm.display()
+        o.vmm.display(),
+        loadavg()
     );
     println!(
         "{:<13} {:>28} {:>10} {:>14}",
@@ -137,5 +146,6 @@ fn main() -> Result<()> {
             );
         }
     }
+    println!("load average at the end {}", loadavg());
     Ok(())
 }
