@@ -105,3 +105,25 @@ fn the_spawner_covers_every_role() {
         }
     }
 }
+
+#[test]
+fn duplicate_rules_add_no_bpf() {
+    let trap = || seccompiler::SeccompAction::Trap;
+    // The spawner's union repeats every role's base list: the program is
+    // what the distinct rules give.
+    let union = rules(Role::Spawner);
+    let mut distinct: Vec<Rule> = Vec::new();
+    for r in &union {
+        if !distinct.iter().any(|d| d.nr == r.nr && d.args == r.args) {
+            distinct.push(*r);
+        }
+    }
+    assert!(distinct.len() < union.len(), "no duplicates to test with");
+    let a = compile(Role::Spawner, &union, trap()).unwrap();
+    let b = compile(Role::Spawner, &distinct, trap()).unwrap();
+    assert_eq!(a.len(), b.len());
+    assert!(a
+        .iter()
+        .zip(&b)
+        .all(|(x, y)| (x.code, x.jt, x.jf, x.k) == (y.code, y.jt, y.jf, y.k)));
+}
