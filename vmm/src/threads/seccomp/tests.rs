@@ -82,6 +82,11 @@ fn kvm_requests_belong_to_their_roles() {
             own(Role::Ctl).any(|r| r == role),
             "KVM_CREATE_* in {role:?}"
         );
+        // Asked once by resources::Resources::open, before any filter.
+        assert!(
+            !has_ioctl(*role, KVM_GET_SUPPORTED_CPUID),
+            "KVM_GET_SUPPORTED_CPUID in {role:?}"
+        );
     }
     for role in [Role::Worker("blk"), Role::IoHelper, Role::Prealloc] {
         assert!(
