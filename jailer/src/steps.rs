@@ -7,8 +7,9 @@
 //! The VMM binary is never copied into the jail: [`open_exec`] opens it
 //! before `pivot_root` and [`exec`] runs it from that fd. Afterwards the VMM
 //! reaches its binary only as `/proc/self/exe`, and only with a pid
-//! namespace (without one the jail has no `/proc`); it cannot write it
-//! (unprivileged uid, ETXTBSY while it runs, and Landlock after set-up).
+//! namespace (without one the jail has no `/proc`). It cannot write it
+//! (ETXTBSY while it runs, and a binary the VMM's uid does not own), and
+//! after its set-up Landlock denies opening it at all (tests/sandbox.rs).
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
