@@ -21,16 +21,15 @@ pub const FIRST_HANDED_FD: i32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailPlan {
     pub id: String,
-    /// The host binary to copy into the jail.
+    /// The host binary, opened before `pivot_root` and exec'd from that fd
+    /// (nothing is copied into the jail).
     pub exec_file: PathBuf,
-    /// Its file name: the jail's per-binary directory and the copy's name.
+    /// Its file name: the jail's per-binary directory and the VMM's argv\[0\].
     pub exec_name: String,
     /// `<base>/<exec-name>/<id>`: removed by cleanup.
     pub jail_dir: PathBuf,
     /// `<jail_dir>/root`: becomes `/` for the VMM.
     pub root: PathBuf,
-    /// Where the copy of the exec file lives, seen from inside the jail.
-    pub exec_in_jail: PathBuf,
     pub uid: u32,
     pub gid: u32,
     pub netns: Option<PathBuf>,
@@ -824,7 +823,6 @@ impl JailPlan {
         Ok(JailPlan {
             id: args.id.clone(),
             exec_file: args.exec_file.clone(),
-            exec_in_jail: Path::new("/").join(&exec_name),
             exec_name,
             jail_dir: cleanup.jail_dir.clone(),
             root,

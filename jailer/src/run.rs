@@ -156,23 +156,25 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
 
     let mut cgroup_dirs = Vec::new();
     let mut made_jail = false;
-    let mut prepare = || -> Result<Vec<OwnedFd>, StepError> {
+    let mut prepare = || -> Result<(Vec<OwnedFd>, OwnedFd), StepError> {
         let mut fds = steps::open_handed_files(&plan.files)?;
         if let Some(ns) = &plan.netns {
             steps::join_netns(ns)?;
         }
         // In the VM's network namespace, where its taps live.
         fds.extend(steps::attach_handed_taps(&plan.taps)?);
+        // After every handed fd is in place, so it cannot take one of
+        // their numbers.
+        let exec_fd = steps::open_exec(&plan.exec_file, plan.uid, plan.gid)?;
         steps::create_jail_dirs(&plan.jail_dir, &plan.root, plan.uid, plan.gid)?;
         made_jail = true;
         // Made from the host side, before any namespace: a failure here
         // still rolls back cleanly.
         steps::make_device_nodes(&plan.root, &plan.devices, plan.uid, plan.gid)?;
-        steps::copy_exec(&plan.root, &plan.exec_file, &plan.exec_in_jail)?;
         steps::apply_cgroup_steps(&plan.cgroups.steps, &mut cgroup_dirs)?;
-        Ok(fds)
+        Ok((fds, exec_fd))
     };
-    let fds = match prepare() {
+    let (fds, exec_fd) = match prepare() {
         Ok(fds) => fds,
         Err(e) => {
             roll_back(&plan, &cgroup_dirs, made_jail);
@@ -184,7 +186,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
         let failure = match steps::join_cgroups(&plan.cgroups.procs_files, me) {
-            Ok(()) => steps::jail_and_exec(&plan, dev_null.as_ref()),
+            Ok(()) => steps::jail_and_exec(&plan, &exec_fd, dev_null.as_ref()),
             Err(error) => steps::JailFailure {
                 error,
                 after_pivot: false,
@@ -226,7 +228,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
             unsafe { libc::_exit(1) };
         }
         // The parent cleans up whatever happens here, once this child exits.
-        let failure = steps::jail_and_exec(&plan, dev_null.as_ref());
+        let failure = steps::jail_and_exec(&plan, &exec_fd, dev_null.as_ref());
         eprintln!(
             "casemate-jailer: {}",
             crate::error_line(&RunError::Step(failure.error))
@@ -237,6 +239,7 @@ pub fn jail(args: &Args) -> Result<i32, RunError> {
     VM_PID.store(pid, Ordering::Relaxed);
     // The child holds the handed fds now; the parent needs none of them.
     drop(fds);
+    drop(exec_fd);
     drop(go_r);
     if let Err(e) = steps::join_cgroups(&plan.cgroups.procs_files, pid) {
         // SAFETY: kill and waitpid on our own child.

@@ -3,6 +3,13 @@
 //! the ones that do not change the calling process are tested against temp
 //! dirs; the ones that do (namespaces, pivot_root, privilege drop, exec) are
 //! covered by the integration test in `tests/jail.rs`.
+//!
+//! The VMM binary is never copied into the jail: [`open_exec`] opens it
+//! before `pivot_root` and [`exec`] runs it from that fd. Afterwards the VMM
+//! reaches its binary only as `/proc/self/exe`, and only with a pid
+//! namespace (without one the jail has no `/proc`). It cannot write it
+//! (ETXTBSY while it runs, and a binary the VMM's uid does not own), and
+//! after its set-up Landlock denies opening it at all (tests/sandbox.rs).
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +33,13 @@ pub enum StepError {
     ExecMissing(PathBuf, #[source] io::Error),
     #[error("exec file {0} is not an executable regular file")]
     ExecNotExecutable(PathBuf),
+    #[error("exec file {path} is not executable by uid {uid} gid {gid} (mode {mode:o}), which the VMM runs as")]
+    ExecNotExecutableBy {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
     #[error("jail {0} already exists (a VM with this id is running or was not cleaned up: see --cleanup)")]
     JailExists(PathBuf),
     #[error("cgroup {0} already exists (a VM with this id is running or was not cleaned up: see --cleanup)")]
@@ -424,17 +438,45 @@ pub fn make_device_nodes(
     Ok(())
 }
 
-/// Copies the exec file into the jail (a copy, not a bind mount, so the VMM
-/// cannot reach the host's binary), root-owned and not writable by the VMM.
-pub fn copy_exec(root: &Path, exec_file: &Path, exec_in_jail: &Path) -> Result<(), StepError> {
-    let target = root.join(exec_in_jail.strip_prefix("/").unwrap_or(exec_in_jail));
-    fs::copy(exec_file, &target).map_err(sys(format!(
-        "copy {} to {}",
-        exec_file.display(),
-        target.display()
-    )))?;
-    fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
-        .map_err(sys(format!("chmod {}", target.display())))
+/// Opens the exec file for [`exec`] (`O_PATH | O_CLOEXEC`), as root and
+/// before `pivot_root`, and checks what it opened (not the path, which could
+/// change in between) is a regular file that `uid`/`gid` (with no
+/// supplementary groups, as after the drop) may execute. Nothing is copied
+/// into the jail and no host path of the binary is visible there: the VMM
+/// is started from this fd with `execveat(AT_EMPTY_PATH)`, and `O_CLOEXEC`
+/// closes it during that exec, so the VMM does not inherit it.
+pub fn open_exec(exec_file: &Path, uid: u32, gid: u32) -> Result<OwnedFd, StepError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(exec_file)
+        .map_err(|e| StepError::ExecMissing(exec_file.to_path_buf(), e))?;
+    let meta = file
+        .metadata()
+        .map_err(sys(format!("stat {}", exec_file.display())))?;
+    let mode = meta.permissions().mode();
+    if !meta.is_file() || mode & 0o111 == 0 {
+        return Err(StepError::ExecNotExecutable(exec_file.to_path_buf()));
+    }
+    // The kernel's check for an unprivileged caller: owner bits, else
+    // group bits, else other bits (never a fall-through).
+    let bit = if meta.uid() == uid {
+        0o100
+    } else if meta.gid() == gid {
+        0o010
+    } else {
+        0o001
+    };
+    if mode & bit == 0 {
+        return Err(StepError::ExecNotExecutableBy {
+            path: exec_file.to_path_buf(),
+            uid,
+            gid,
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(OwnedFd::from(file))
 }
 
 /// Makes `root` the process's `/` and detaches the old root, so no host
@@ -586,9 +628,10 @@ pub fn daemonize(dev_null: &OwnedFd) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Execs the VMM with an empty environment. Returns only on failure.
-pub fn exec(path: &Path, argv: &[String]) -> StepError {
-    let prog = cstr(path);
+/// Execs the VMM from the fd [`open_exec`] made, with an empty environment
+/// (`execveat(fd, "", AT_EMPTY_PATH)`, as `fexecve`). Returns only on
+/// failure; `name` is the exec file's name, for the error.
+pub fn exec(exec_fd: &OwnedFd, name: &str, argv: &[String]) -> StepError {
     let args: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
@@ -596,9 +639,19 @@ pub fn exec(path: &Path, argv: &[String]) -> StepError {
     let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let env: [*const libc::c_char; 1] = [std::ptr::null()];
-    // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(prog.as_ptr(), ptrs.as_ptr(), env.as_ptr()) };
-    sys(format!("exec {}", path.display()))(io::Error::last_os_error())
+    // SAFETY: a valid fd, an empty C string and NULL-terminated arrays of
+    // valid C strings that outlive the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            exec_fd.as_raw_fd(),
+            c"".as_ptr(),
+            ptrs.as_ptr(),
+            env.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    sys(format!("exec {name} (execveat of the exec file's fd)"))(io::Error::last_os_error())
 }
 
 /// rmdir of a cgroup, retried while the kernel still counts exiting tasks
@@ -670,9 +723,13 @@ pub struct JailFailure {
 }
 
 /// Everything from the mount namespace to exec, in the process that becomes
-/// the VMM (the jail tree, device nodes and exec copy are already made).
-/// Returns only on failure.
-pub fn jail_and_exec(plan: &JailPlan, dev_null: Option<&OwnedFd>) -> JailFailure {
+/// the VMM (the jail tree and device nodes are already made, the exec file
+/// is open as `exec_fd`). Returns only on failure.
+pub fn jail_and_exec(
+    plan: &JailPlan,
+    exec_fd: &OwnedFd,
+    dev_null: Option<&OwnedFd>,
+) -> JailFailure {
     let before = |error| JailFailure {
         error,
         after_pivot: false,
@@ -691,7 +748,7 @@ pub fn jail_and_exec(plan: &JailPlan, dev_null: Option<&OwnedFd>) -> JailFailure
         if plan.mount_proc {
             mount_proc()?;
         }
-        // Limits after the jailer's own file work (the exec copy must not be
+        // Limits after the jailer's own file work (the jail tree must not be
         // cut short by the VMM's RLIMIT_FSIZE) and before the privilege drop
         // (raising a hard limit needs CAP_SYS_RESOURCE).
         set_rlimits(&plan.rlimits)?;
@@ -703,7 +760,7 @@ pub fn jail_and_exec(plan: &JailPlan, dev_null: Option<&OwnedFd>) -> JailFailure
         Ok(())
     };
     match rest() {
-        Ok(()) => after(exec(&plan.exec_in_jail, &plan.argv)),
+        Ok(()) => after(exec(exec_fd, &plan.exec_name, &plan.argv)),
         Err(e) => after(e),
     }
 }

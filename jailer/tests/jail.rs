@@ -231,7 +231,10 @@ fn new_pid_ns_jail_reports_from_inside_and_cleans_up_itself() {
 
     // What the jail shows: no host files, only its own tree.
     assert!(has(&lines, "passwd_visible=false"));
-    assert!(has(&lines, "root_entries=dev,proc,standin"));
+    // The VMM is exec'd from an fd: no copy of it in the jail, and the host
+    // binary behind /proc/self/exe cannot be opened for writing.
+    assert!(has(&lines, "root_entries=dev,proc"));
+    assert!(lines.iter().any(|l| l.starts_with("exe_write=denied")));
     assert!(has(
         &lines,
         "dev /dev/kvm 10:232 owner=65534:65534 mode=600"
@@ -484,7 +487,8 @@ fn exec_mode_jail_then_cleanup() {
     assert!(has(&lines, "passwd_visible=false"));
     // No pid namespace: no /proc (it would show the host's processes).
     assert!(lines.iter().any(|l| l.starts_with("proc=absent")));
-    assert!(has(&lines, "root_entries=dev,standin"));
+    assert!(has(&lines, "root_entries=dev"));
+    assert!(lines.iter().any(|l| l.starts_with("exe_write=denied")));
     assert!(has(
         &lines,
         "dev /dev/net/tun 10:200 owner=65534:65534 mode=600"

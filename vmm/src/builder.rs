@@ -472,10 +472,7 @@ fn run_vm(
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let supported = res
-        .kvm
-        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| BuildError::Vm(VmError::Kvm("get_supported_cpuid", e)))?;
+    let supported = &res.supported_cpuid;
     let mut runners = Vec::new();
     let mut coalesced = None;
     for (index, &apic_id) in apic_ids.iter().enumerate() {

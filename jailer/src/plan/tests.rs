@@ -84,7 +84,6 @@ fn paths_ids_and_defaults() {
     assert_eq!(p.exec_name, "casemate");
     assert_eq!(p.jail_dir, PathBuf::from("/srv/jailer/casemate/vm-1"));
     assert_eq!(p.root, PathBuf::from("/srv/jailer/casemate/vm-1/root"));
-    assert_eq!(p.exec_in_jail, PathBuf::from("/casemate"));
     assert_eq!((p.uid, p.gid), (1000, 1001));
     assert_eq!(p.argv, s(&["casemate", "-m", "128"]));
     assert_eq!(

@@ -1,6 +1,6 @@
 //! Unit tests for the steps that can run against temp dirs without changing
 //! the test process (validation, cgroup writes, fd hand-over, device nodes,
-//! the exec copy, cleanup). Steps needing root skip when not root.
+//! the exec fd, cleanup). Steps needing root skip when not root.
 
 use super::*;
 use crate::plan::{Access, CgroupStep, CleanupPlan, DeviceNode, HandedFile};
@@ -238,7 +238,7 @@ fn device_nodes_copy_major_minor_and_owner() {
 }
 
 #[test]
-fn jail_dirs_and_exec_copy() {
+fn jail_dirs_are_exclusive() {
     let t = tempfile::tempdir().unwrap();
     let jail = t.path().join("base/casemate/vm");
     let root = jail.join("root");
@@ -249,12 +249,49 @@ fn jail_dirs_and_exec_copy() {
         create_jail_dirs(&jail, &root, uid, gid),
         Err(StepError::JailExists(_))
     ));
+    // Nothing but the root is made: the exec file is not copied in.
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
+}
+
+#[test]
+fn open_exec_checks_what_it_opened() {
+    let t = tempfile::tempdir().unwrap();
     let exe = t.path().join("casemate");
     fs::write(&exe, b"#!/bin/false\n").unwrap();
-    copy_exec(&root, &exe, Path::new("/casemate")).unwrap();
-    let copy = root.join("casemate");
-    assert_eq!(fs::read(&copy).unwrap(), b"#!/bin/false\n");
-    assert_eq!(fs::metadata(&copy).unwrap().mode() & 0o777, 0o755);
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let other = uid.wrapping_add(1);
+    let mode = |m| fs::set_permissions(&exe, fs::Permissions::from_mode(m)).unwrap();
+    mode(0o644);
+    assert!(matches!(
+        open_exec(&exe, uid, gid),
+        Err(StepError::ExecNotExecutable(_))
+    ));
+    // Executable by its owner only: not by another uid (the VMM's).
+    mode(0o700);
+    assert!(open_exec(&exe, uid, gid).is_ok());
+    let e = open_exec(&exe, other, gid.wrapping_add(1)).unwrap_err();
+    assert!(
+        matches!(e, StepError::ExecNotExecutableBy { mode: 0o700, .. }),
+        "{e}"
+    );
+    // Other bits alone do not help the owner (as the kernel checks).
+    mode(0o601);
+    assert!(open_exec(&exe, uid, gid).is_err());
+    assert!(open_exec(&exe, other, gid.wrapping_add(1)).is_ok());
+    mode(0o755);
+    let fd = open_exec(&exe, other, gid).unwrap();
+    // SAFETY: F_GETFD only reads the flags of a valid fd.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC, "exec fd leaks");
+    assert!(matches!(
+        open_exec(t.path(), uid, gid),
+        Err(StepError::ExecNotExecutable(_))
+    ));
+    assert!(matches!(
+        open_exec(&t.path().join("missing"), uid, gid),
+        Err(StepError::ExecMissing(..))
+    ));
 }
 
 #[test]

@@ -95,6 +95,12 @@ fn main() {
         }
         Err(e) => say(format!("proc=absent ({e})")),
     }
+    // The host binary is reachable only through /proc/self/exe (the jailer
+    // execs it from an fd): it must not be writable from inside.
+    match fs::OpenOptions::new().write(true).open("/proc/self/exe") {
+        Ok(_) => say("exe_write=opened".into()),
+        Err(e) => say(format!("exe_write=denied ({e})")),
+    }
     say(format!(
         "passwd_visible={}",
         Path::new("/etc/passwd").exists()

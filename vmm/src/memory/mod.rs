@@ -20,7 +20,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::config::validate::human_size;
 use crate::config::MemoryBackendConfig;
@@ -210,8 +210,9 @@ pub fn build(
         merge: b.merge,
         dump: b.dump,
     };
-    for &(addr, len) in &maps {
-        advice::apply(addr as *mut u8, len, adv)?;
+    for r in mem.iter() {
+        let (addr, len) = (r.as_ptr() as usize, r.len() as usize);
+        advice::apply_ram(addr, len, r.start_addr().raw_value(), adv)?;
     }
     let page_size = back.hugepage.unwrap_or(4096);
     // Steering trades huge-page backing for speed until the collapse

@@ -19,7 +19,6 @@ pub fn rules() -> Vec<Rule> {
             "capability checks while building the VM",
         ),
         Rule::ioctl(KVM_GET_VCPU_MMAP_SIZE, "mapping each vCPU's kvm_run page"),
-        Rule::ioctl(KVM_GET_SUPPORTED_CPUID, "the CPUID template for each vCPU"),
         Rule::ioctl(KVM_SET_USER_MEMORY_REGION, "guest RAM slots"),
         Rule::ioctl(
             KVM_REGISTER_COALESCED_MMIO,

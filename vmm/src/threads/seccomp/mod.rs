@@ -36,7 +36,7 @@ use crate::config::SeccompMode;
 pub use sigsys::{install_handler, set_thread_role, syscall_name, EXIT_CODE};
 
 /// When an allowed syscall's arguments must also match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Args {
     Any,
     /// Argument `idx` (a 32-bit value: a request, option or flag) equals `val`.
@@ -183,7 +183,14 @@ pub fn compile(
     let name = role.name();
     let build = |source| SeccompError::Build { role: name, source };
     let mut map: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
+    // The same condition twice adds BPF (and a check on every syscall) but
+    // allows nothing more; the spawner's union holds every role's copy of
+    // the base list, so without this its filter was twice its size.
+    let mut seen = std::collections::HashSet::new();
     for r in rules {
+        if !seen.insert((r.nr, r.args)) {
+            continue;
+        }
         let entry = map.entry(r.nr).or_insert_with(|| Some(Vec::new()));
         let cond = match r.args {
             // An unconditional rule makes the whole syscall allowed.

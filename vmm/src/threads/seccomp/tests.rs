@@ -82,6 +82,11 @@ fn kvm_requests_belong_to_their_roles() {
             own(Role::Ctl).any(|r| r == role),
             "KVM_CREATE_* in {role:?}"
         );
+        // Asked once by resources::Resources::open, before any filter.
+        assert!(
+            !has_ioctl(*role, KVM_GET_SUPPORTED_CPUID),
+            "KVM_GET_SUPPORTED_CPUID in {role:?}"
+        );
     }
     for role in [Role::Worker("blk"), Role::IoHelper, Role::Prealloc] {
         assert!(
@@ -104,4 +109,26 @@ fn the_spawner_covers_every_role() {
             assert!(all.contains(&r), "spawner lacks {r:?} of {role:?}");
         }
     }
+}
+
+#[test]
+fn duplicate_rules_add_no_bpf() {
+    let trap = || seccompiler::SeccompAction::Trap;
+    // The spawner's union repeats every role's base list: the program is
+    // what the distinct rules give.
+    let union = rules(Role::Spawner);
+    let mut distinct: Vec<Rule> = Vec::new();
+    for r in &union {
+        if !distinct.iter().any(|d| d.nr == r.nr && d.args == r.args) {
+            distinct.push(*r);
+        }
+    }
+    assert!(distinct.len() < union.len(), "no duplicates to test with");
+    let a = compile(Role::Spawner, &union, trap()).unwrap();
+    let b = compile(Role::Spawner, &distinct, trap()).unwrap();
+    assert_eq!(a.len(), b.len());
+    assert!(a
+        .iter()
+        .zip(&b)
+        .all(|(x, y)| (x.code, x.jt, x.jf, x.k) == (y.code, y.jt, y.jf, y.k)));
 }
