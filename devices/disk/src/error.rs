@@ -53,6 +53,23 @@ pub enum DiskError {
         #[source]
         source: Box<DiskError>,
     },
+    /// A qcow2 image handed over as an fd (`/dev/fdset/N`) whose backing
+    /// file cannot be opened by path (relative to the fdset name, or not
+    /// visible in a jail).
+    #[error(
+        "cannot open backing file {backing} ({}) of {}, an image handed over as an fd: \
+         hand the backing file over too, or flatten the image \
+         (qemu-img convert -O qcow2 IMAGE FLAT.qcow2)",
+        resolved.display(),
+        path.display()
+    )]
+    BackingOutOfReach {
+        path: PathBuf,
+        backing: String,
+        resolved: PathBuf,
+        #[source]
+        source: Box<DiskError>,
+    },
     #[error("{what} is not supported for {format} images")]
     Unsupported {
         what: &'static str,

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!   open_image(path, OpenOptions) ──probe──lock──┬─> RawImage   (pread/pwrite, no mutex)
+//!   open_image_file(fd): fd_open.rs ─probe──lock─┤
 //!   create_overlay(backing path): a temp file ───┤
 //!   overlay_on_file(open fd): a memfd ───────────┴─> Qcow2Image (metadata mutex, data I/O
 //!                                                       outside it) ──backing──> dyn DiskImage
@@ -14,6 +15,7 @@
 
 pub mod check;
 mod error;
+mod fd_open;
 mod io;
 pub mod lock;
 mod overlay;
@@ -226,35 +228,20 @@ pub fn open_image(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>,
 
 /// Opens an image from an already-open `file` (an inherited fd, `-add-fd`);
 /// `name` is what messages call it and what a qcow2 backing file name is
-/// resolved against. O_DIRECT is set on the descriptor when asked.
+/// resolved against. O_DIRECT is set on the descriptor when asked. The
+/// image is locked exactly as `open_image` locks a path (see `fd_open.rs`
+/// for what holds the lock, and for backing files an fd cannot reach).
 pub fn open_image_file(
     file: std::fs::File,
     name: &Path,
     opts: &OpenOptions,
 ) -> Result<Box<dyn DiskImage>, DiskError> {
-    use std::os::fd::AsRawFd;
-    if opts.direct {
-        // SAFETY: F_GETFL/F_SETFL only read and set the descriptor's
-        // status flags.
-        let ok = unsafe {
-            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-            fl >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT) == 0
-        };
-        if !ok {
-            return Err(
-                IoError::new("set O_DIRECT on", name, std::io::Error::last_os_error()).into(),
-            );
-        }
-    }
-    let file = io::ImageFile::new(file, name, opts.direct);
-    let format = match opts.format {
-        Some(f) => f,
-        None => probe(&file)?,
+    let role = if opts.read_only {
+        LockRole::ReadOnly
+    } else {
+        LockRole::ReadWrite
     };
-    match format {
-        Format::Raw => Ok(Box::new(RawImage::new(file, opts.read_only)?)),
-        Format::Qcow2 => Ok(Box::new(Qcow2Image::open(file, opts, &mut Vec::new())?)),
-    }
+    fd_open::open_as(file, name, opts, role)
 }
 
 pub(crate) fn open_chain(
