@@ -57,16 +57,16 @@ pub enum DiskError {
     /// file cannot be opened by path (relative to the fdset name, or not
     /// visible in a jail).
     #[error(
-        "cannot open backing file {backing} ({}) of {}, an image handed over as an fd: \
-         hand the backing file over too, or flatten the image \
-         (qemu-img convert -O qcow2 IMAGE FLAT.qcow2)",
-        resolved.display(),
+        "cannot open backing file {backing}{} of {}, an image handed over as an fd: \
+         a backing file is opened by path, and none can be handed over as an fd; \
+         flatten the image (qemu-img convert -O qcow2 IMAGE FLAT.qcow2) or give the \
+         backing file a path this VMM can open",
+        at_path(path, backing),
         path.display()
     )]
     BackingOutOfReach {
         path: PathBuf,
         backing: String,
-        resolved: PathBuf,
         #[source]
         source: Box<DiskError>,
     },
@@ -97,6 +97,16 @@ impl DiskError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// " (at PATH)": where a relative backing name of `image` resolved to.
+fn at_path(image: &std::path::Path, backing: &str) -> String {
+    let resolved = crate::qcow2::resolve_backing(image, backing);
+    if resolved.as_os_str() == backing {
+        String::new()
+    } else {
+        format!(" (at {})", resolved.display())
     }
 }
 

@@ -14,18 +14,19 @@
 //! any seccomp filter is installed.
 //!
 //! A qcow2 backing file is still opened by path (resolved against the
-//! image's name, as QEMU does), since no option hands a backing over by
-//! fd. Relative to `/dev/fdset/N`, or inside a jail that cannot see it,
-//! that path does not open: the open is refused with a message naming
-//! the image and the backing path and saying what to do (hand the
-//! backing over, or flatten the image).
+//! image's name, as QEMU does): no option hands a backing file over by fd
+//! (QEMU's analogue is `-blockdev` with `backing=` a node name). Relative
+//! to `/dev/fdset/N`, or inside a jail that cannot see it, that path does
+//! not open: the open is refused with a message naming the image and the
+//! backing path and saying what to do (flatten the image, or give the
+//! backing file a path the VMM can open).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::io::ImageFile;
-use crate::qcow2::{resolve_backing, Qcow2Image};
+use crate::qcow2::Qcow2Image;
 use crate::{DiskError, DiskImage, Format, IoError, LockPerms, LockRole, OpenOptions, RawImage};
 
 /// Opens the image in `file`, locked for `role` unless `opts.locking` is
@@ -83,7 +84,6 @@ fn out_of_reach(name: &Path, e: DiskError) -> DiskError {
             backing,
             source,
         } if path == name && matches!(*source, DiskError::Io(_)) => DiskError::BackingOutOfReach {
-            resolved: resolve_backing(&path, &backing),
             path,
             backing,
             source,

@@ -143,24 +143,15 @@ fn a_qcow2_fd_whose_backing_is_out_of_reach_is_refused_by_name() {
     )
     .unwrap();
     let e = via_fd(&top.0, &OpenOptions::default()).expect_err("relative to /dev/fdset");
-    let DiskError::BackingOutOfReach {
-        path,
-        backing,
-        resolved,
-        ..
-    } = &e
-    else {
+    let DiskError::BackingOutOfReach { path, backing, .. } = &e else {
         panic!("{e:?}");
     };
     assert_eq!(path, Path::new(FDSET));
     assert_eq!(backing, "base.raw");
-    assert_eq!(resolved, Path::new("/dev/fdset/base.raw"));
     let msg = e.to_string();
     for want in [
-        "base.raw",
-        "/dev/fdset/0",
-        "hand the backing file over",
-        "flatten",
+        "backing file base.raw (at /dev/fdset/base.raw) of /dev/fdset/0,",
+        "flatten the image (qemu-img convert",
     ] {
         assert!(msg.contains(want), "no {want:?} in {msg}");
     }
