@@ -13,13 +13,15 @@
 //! object for the VM's life. They are taken here, during set-up, before
 //! any seccomp filter is installed.
 //!
-//! A qcow2 backing file is still opened by path (resolved against the
-//! image's name, as QEMU does): no option hands a backing file over by fd
-//! (QEMU's analogue is `-blockdev` with `backing=` a node name). Relative
-//! to `/dev/fdset/N`, or inside a jail that cannot see it, that path does
-//! not open: the open is refused with a message naming the image and the
-//! backing path and saying what to do (flatten the image, or give the
-//! backing file a path the VMM can open).
+//! A qcow2's backing chain can be handed over too (`HandedBacking`, one
+//! open file per level, in place of the names the headers store: QEMU's
+//! `backing.file.filename=`, which the jailer uses); each is opened
+//! read-only and locked as a backing file. Below the last handed one, a
+//! backing file is opened by path (resolved against the image's name, as
+//! QEMU does). Relative to `/dev/fdset/N`, or inside a jail that cannot
+//! see it, that path does not open: the open is refused with a message
+//! naming the image and the backing path and saying what to do (flatten
+//! the image, or give the backing file a path the VMM can open).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -29,13 +31,28 @@ use crate::io::ImageFile;
 use crate::qcow2::Qcow2Image;
 use crate::{DiskError, DiskImage, Format, IoError, LockPerms, LockRole, OpenOptions, RawImage};
 
+/// A backing file handed over as an open file, in place of the one the
+/// image's header names: QEMU's `-drive ...,backing.file.filename=` (and
+/// `backing.driver=`), which is how the jailer hands over a qcow2's chain.
+#[derive(Debug)]
+pub struct HandedBacking {
+    pub file: File,
+    /// What messages call it (`/dev/fdset/N`).
+    pub name: std::path::PathBuf,
+    /// `None` probes it.
+    pub format: Option<Format>,
+}
+
 /// Opens the image in `file`, locked for `role` unless `opts.locking` is
 /// off; `name` names it in messages and resolves its backing file name.
+/// `chain` replaces its backing chain from the top, one handed file per
+/// level; below the last one, a backing file is opened by path.
 pub(crate) fn open_as(
     file: File,
     name: &Path,
     opts: &OpenOptions,
     role: LockRole,
+    mut chain: Vec<HandedBacking>,
 ) -> Result<Box<dyn DiskImage>, DiskError> {
     if opts.direct {
         set_direct(&file, name)?;
@@ -51,10 +68,33 @@ pub(crate) fn open_as(
         file.lock(LockPerms::for_role(role, format, opts.force_share))?;
     }
     match format {
-        Format::Raw => Ok(Box::new(RawImage::new(file, opts.read_only)?)),
-        Format::Qcow2 => Ok(Box::new(
+        Format::Raw if chain.is_empty() => Ok(Box::new(RawImage::new(file, opts.read_only)?)),
+        Format::Raw => Err(DiskError::Unsupported {
+            what: "a backing file",
+            format: "raw",
+        }),
+        Format::Qcow2 if chain.is_empty() => Ok(Box::new(
             Qcow2Image::open(file, opts, &mut Vec::new()).map_err(|e| out_of_reach(name, e))?,
         )),
+        Format::Qcow2 => {
+            let next = chain.remove(0);
+            let backing = next.name.to_string_lossy().into_owned();
+            let bopts = OpenOptions {
+                format: next.format,
+                read_only: true,
+                no_backing: false,
+                ..opts.clone()
+            };
+            let base =
+                open_as(next.file, &next.name, &bopts, LockRole::Backing, chain).map_err(|e| {
+                    DiskError::Backing {
+                        path: name.to_path_buf(),
+                        backing,
+                        source: Box::new(e),
+                    }
+                })?;
+            Ok(Box::new(Qcow2Image::open_on(file, opts, base, &next.name)?))
+        }
     }
 }
 

@@ -25,8 +25,9 @@ mod raw;
 use std::path::{Path, PathBuf};
 
 pub use error::{DiskError, IoError};
+pub use fd_open::HandedBacking;
 pub use lock::{LockPerms, LockRole};
-pub use overlay::{overlay_on, overlay_on_file};
+pub use overlay::{overlay_on, overlay_on_file, overlay_on_file_with};
 pub use qcow2::{CreateOptions as Qcow2CreateOptions, Qcow2Image, QcowError};
 pub use raw::RawImage;
 
@@ -241,7 +242,25 @@ pub fn open_image_file(
     } else {
         LockRole::ReadWrite
     };
-    fd_open::open_as(file, name, opts, role)
+    fd_open::open_as(file, name, opts, role, Vec::new())
+}
+
+/// `open_image_file` with the backing chain handed over too: `chain[0]`
+/// replaces the backing file the image's header names, `chain[1]` that
+/// one's, and so on (QEMU's `backing.file.filename=`, nested). Each is
+/// opened read-only and locked as a backing file.
+pub fn open_image_file_with(
+    file: std::fs::File,
+    name: &Path,
+    opts: &OpenOptions,
+    chain: Vec<HandedBacking>,
+) -> Result<Box<dyn DiskImage>, DiskError> {
+    let role = if opts.read_only {
+        LockRole::ReadOnly
+    } else {
+        LockRole::ReadWrite
+    };
+    fd_open::open_as(file, name, opts, role, chain)
 }
 
 pub(crate) fn open_chain(

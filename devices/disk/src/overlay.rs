@@ -34,6 +34,17 @@ pub fn overlay_on_file(
     name: &Path,
     base_opts: &OpenOptions,
 ) -> Result<Box<dyn DiskImage>, DiskError> {
+    overlay_on_file_with(file, name, base_opts, Vec::new())
+}
+
+/// `overlay_on_file` over a base whose backing chain was handed over too
+/// (see `open_image_file_with`).
+pub fn overlay_on_file_with(
+    file: File,
+    name: &Path,
+    base_opts: &OpenOptions,
+    chain: Vec<crate::HandedBacking>,
+) -> Result<Box<dyn DiskImage>, DiskError> {
     // Backing perms are the same for every format. The lock belongs to the
     // open file description, which the image below keeps open.
     let base = crate::fd_open::open_as(
@@ -44,6 +55,7 @@ pub fn overlay_on_file(
             ..base_opts.clone()
         },
         LockRole::Backing,
+        chain,
     )?;
     overlay_on(base, name)
 }

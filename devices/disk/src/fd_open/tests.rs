@@ -165,3 +165,108 @@ fn a_qcow2_fd_whose_backing_is_out_of_reach_is_refused_by_name() {
     )
     .expect("the refused open let go of its lock");
 }
+
+fn qcow_over(tag: &str, backing: &str, format: Format) -> Tmp {
+    let t = Tmp::new(tag);
+    qcow2::create(
+        &t.0,
+        &qcow2::CreateOptions {
+            size: 1 << 20,
+            backing_file: Some(backing.into()),
+            backing_format: Some(format),
+            ..qcow2::CreateOptions::default()
+        },
+    )
+    .unwrap();
+    t
+}
+
+fn handed(path: &Path, set: u32, format: Option<Format>) -> crate::HandedBacking {
+    crate::HandedBacking {
+        file: File::open(path).unwrap(),
+        name: PathBuf::from(format!("/dev/fdset/{set}")),
+        format,
+    }
+}
+
+fn top_fd(path: &Path) -> File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
+}
+
+#[test]
+fn a_handed_chain_replaces_the_header_backing_and_is_locked() {
+    let base = raw("chain-base");
+    {
+        let b = open_image(&base.0, &opts(false, true)).unwrap();
+        b.write_at(&[0x77; 512], 0).unwrap();
+    }
+    let mid = qcow_over("chain-mid", "nowhere/base.raw", Format::Raw);
+    let top = qcow_over("chain-top", "nowhere/mid.qcow2", Format::Qcow2);
+    let chain = vec![
+        handed(&mid.0, 1, Some(Format::Qcow2)),
+        handed(&base.0, 2, None),
+    ];
+    let img = crate::open_image_file_with(
+        top_fd(&top.0),
+        Path::new(FDSET),
+        &OpenOptions::default(),
+        chain,
+    )
+    .unwrap();
+    let mut b = [0u8; 512];
+    img.read_at(&mut b, 0).unwrap();
+    assert_eq!(b, [0x77; 512], "the base's data through the handed chain");
+    img.write_at(&[0x55; 512], 512).unwrap();
+    img.read_at(&mut b, 512).unwrap();
+    assert_eq!(b, [0x55; 512]);
+    let info = img.info();
+    assert_eq!(
+        info.full_backing_file.as_deref(),
+        Some(Path::new("/dev/fdset/1"))
+    );
+    for (t, what) in [(&mid, "mid"), (&base, "base")] {
+        let e = open_image(&t.0, &opts(false, true)).expect_err(what);
+        assert!(matches!(e, DiskError::Locked { .. }), "{what}: {e}");
+    }
+    open_image(&base.0, &opts(true, true)).expect("backing files share reading");
+    drop(img);
+    let b0 = std::fs::read(&base.0).unwrap();
+    assert!(b0[..512].iter().all(|&x| x == 0x77) && b0[512..1024].iter().all(|&x| x == 0));
+    open_image(&base.0, &opts(false, true)).expect("the locks went with the image");
+}
+
+#[test]
+fn a_handed_backing_that_is_locked_or_given_to_raw_is_refused() {
+    let base = raw("chain-held");
+    let top = qcow_over("chain-held-top", "base.raw", Format::Raw);
+    let _w = open_image(&base.0, &opts(false, true)).unwrap();
+    let e = crate::open_image_file_with(
+        top_fd(&top.0),
+        Path::new(FDSET),
+        &OpenOptions::default(),
+        vec![handed(&base.0, 1, Some(Format::Raw))],
+    )
+    .expect_err("the backing has a writer");
+    let msg = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(
+        msg.contains("/dev/fdset/1") && msg.contains(FDSET) && msg.contains("\"write\" lock"),
+        "{msg}"
+    );
+    drop(_w);
+    let other = raw("chain-rawtop");
+    let e = crate::open_image_file_with(
+        top_fd(&other.0),
+        Path::new(FDSET),
+        &opts(false, true),
+        vec![handed(&base.0, 1, Some(Format::Raw))],
+    )
+    .expect_err("raw has no backing");
+    assert!(
+        matches!(e, DiskError::Unsupported { format: "raw", .. }),
+        "{e}"
+    );
+}
