@@ -5,6 +5,7 @@
 //! plan through the small functions in [`steps`]. See jailer/README.md for
 //! what each step guarantees and what it does not.
 
+pub mod chain;
 pub mod cli;
 pub mod host;
 pub mod plan;

@@ -58,9 +58,9 @@ pub enum DiskError {
     /// visible in a jail).
     #[error(
         "cannot open backing file {backing}{} of {}, an image handed over as an fd: \
-         a backing file is opened by path, and none can be handed over as an fd; \
-         flatten the image (qemu-img convert -O qcow2 IMAGE FLAT.qcow2) or give the \
-         backing file a path this VMM can open",
+         hand the backing file over too (-drive ...,backing.file.filename=/dev/fdset/M, \
+         as casemate-jailer does), or flatten the image \
+         (qemu-img convert -O qcow2 IMAGE FLAT.qcow2)",
         at_path(path, backing),
         path.display()
     )]

@@ -20,8 +20,8 @@
 //! backing file is opened by path (resolved against the image's name, as
 //! QEMU does). Relative to `/dev/fdset/N`, or inside a jail that cannot
 //! see it, that path does not open: the open is refused with a message
-//! naming the image and the backing path and saying what to do (flatten
-//! the image, or give the backing file a path the VMM can open).
+//! naming the image and the backing path and saying what to do (hand the
+//! backing file over too, or flatten the image).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
