@@ -29,10 +29,12 @@ pub struct Backing {
     pub format: Option<&'static str>,
 }
 
-/// The backing chain of the image at `image`, top first; empty when it is
-/// not a qcow2 with a backing file, or cannot be read (opening it later
-/// reports that). A backing file that cannot be read ends the chain (its
-/// own open reports it). Errors: a chain that loops or is too deep, or a
+/// The backing chain of the qcow2 image at `image` (the caller knows it is
+/// one: `format=qcow2`), top first; empty when it has no backing file or
+/// cannot be read (opening it later reports that). The walk goes on below
+/// a backing file only when its child's header records it as qcow2 (it
+/// never probes a format), and ends at one that cannot be read (its own
+/// open reports it). Errors: a chain that loops or is too deep, or a
 /// header that names a backing file it does not hold.
 pub fn backing_chain(image: &Path) -> Result<Vec<Backing>, String> {
     let mut chain: Vec<Backing> = Vec::new();
@@ -60,7 +62,10 @@ pub fn backing_chain(image: &Path) -> Result<Vec<Backing>, String> {
             path: path.clone(),
             format,
         });
-        if format == Some("raw") {
+        if format != Some("qcow2") {
+            // Never probe: a raw file whose data looks like a qcow2 header
+            // (a guest can write one) would make the jailer, as root, open
+            // any host file it names.
             return Ok(chain);
         }
         cur = path;

@@ -377,17 +377,37 @@ fn a_jailed_qcow2_gets_its_backing_chain_handed_over() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let drive = format!("file={top_s},if=virtio");
     let jails = s.path("jails");
-    let run = |id: &str, append: &str| {
+    let run_with = |id: &str, drive: &str, append: &str| {
         jail::jailer(
             &vmm,
             &jails,
             id,
             &["--new-pid-ns"],
-            &["-M", "microvm", "-drive", &drive, "-append", append],
+            &["-M", "microvm", "-drive", drive, "-append", append],
         )
     };
+    // The jailer walks only a drive said to be qcow2 (it never probes, as
+    // root, what a guest may have written): a probed one reaches the VMM
+    // alone, which refuses it saying what to do.
+    let probed = format!("file={top_s},if=virtio");
+    let out = casemate_tests::run_with_limit(
+        run_with("fd-backing-probed", &probed, "probe=hello"),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for want in [
+        base_img.as_str(),
+        "/dev/fdset/0",
+        "format=qcow2",
+        "flatten the image (qemu-img convert",
+    ] {
+        assert!(err.contains(want), "no {want:?} in: {err}");
+    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("probe: "));
+    let drive = format!("file={top_s},if=virtio,format=qcow2");
+    let run = |id: &str, append: &str| run_with(id, &drive, append);
     let mut vm = Running::start(run("fd-backing-spin", SPIN));
     assert_qemu_write(&base_img, true, "the handed backing file");
     let w = qemu_io(&["-f", "qcow2", "-c", "write 0 512", &top_s]);
@@ -424,7 +444,7 @@ fn a_jailed_qcow2_gets_its_backing_chain_handed_over() {
         r.status.success() && !rout.contains("Pattern verification failed"),
         "the copied cluster does not hold the backing's data: {rout}"
     );
-    for id in ["fd-backing-spin", "fd-backing-blk"] {
+    for id in ["fd-backing-probed", "fd-backing-spin", "fd-backing-blk"] {
         assert!(
             !jail::jail_dir(&jails, &vmm, id).exists(),
             "{id}: jail left"

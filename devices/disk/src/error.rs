@@ -59,7 +59,7 @@ pub enum DiskError {
     #[error(
         "cannot open backing file {backing}{} of {}, an image handed over as an fd: \
          hand the backing file over too (-drive ...,backing.file.filename=/dev/fdset/M, \
-         as casemate-jailer does), or flatten the image \
+         as casemate-jailer does for a format=qcow2 drive), or flatten the image \
          (qemu-img convert -O qcow2 IMAGE FLAT.qcow2)",
         at_path(path, backing),
         path.display()

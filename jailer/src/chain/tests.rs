@@ -41,14 +41,14 @@ fn walks_a_chain_top_first_resolving_relative_names() {
     std::fs::create_dir(p("sub")).unwrap();
     qcow(&p("sub/mid.qcow2"), Some("../base.raw"), Some("raw"));
     let mid = p("sub/mid.qcow2");
-    qcow(&p("top.qcow2"), Some(mid.to_str().unwrap()), None);
+    qcow(&p("top.qcow2"), Some(mid.to_str().unwrap()), Some("qcow2"));
     let c = backing_chain(&p("top.qcow2")).unwrap();
     assert_eq!(
         c,
         vec![
             Backing {
                 path: mid.clone(),
-                format: None
+                format: Some("qcow2")
             },
             Backing {
                 path: p("sub/../base.raw"),
@@ -57,6 +57,16 @@ fn walks_a_chain_top_first_resolving_relative_names() {
         ]
     );
     assert!(backing_chain(&p("base.raw")).unwrap().is_empty());
+    // A backing file with no recorded format is handed over but never
+    // probed: the walk stops there.
+    qcow(&p("unrecorded.qcow2"), Some("sub/mid.qcow2"), None);
+    assert_eq!(
+        backing_chain(&p("unrecorded.qcow2")).unwrap(),
+        vec![Backing {
+            path: p("sub/mid.qcow2"),
+            format: None
+        }]
+    );
     assert!(backing_chain(&p("missing")).unwrap().is_empty());
     qcow(&p("alone.qcow2"), None, None);
     assert!(backing_chain(&p("alone.qcow2")).unwrap().is_empty());
@@ -69,8 +79,8 @@ fn walks_a_chain_top_first_resolving_relative_names() {
 fn loops_depth_and_bad_headers_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let p = |n: &str| d.path().join(n);
-    qcow(&p("a.qcow2"), Some("b.qcow2"), None);
-    qcow(&p("b.qcow2"), Some("a.qcow2"), None);
+    qcow(&p("a.qcow2"), Some("b.qcow2"), Some("qcow2"));
+    qcow(&p("b.qcow2"), Some("a.qcow2"), Some("qcow2"));
     assert!(backing_chain(&p("a.qcow2")).unwrap_err().contains("loops"));
     for i in 0..=MAX_LEVELS + 1 {
         let next = format!("l{}.qcow2", i + 1);

@@ -13,8 +13,8 @@ use super::{opt_value, seg_kv, split_opts, Access, HandedFile, JailPlan, PlanErr
 use crate::chain::Backing;
 
 impl JailPlan {
-    /// Adds the backing chain of every handed-over drive that may be a
-    /// qcow2 (no `format=raw`) and gives no `backing.` keys of its own.
+    /// Adds the backing chain of every handed-over drive given as
+    /// `format=qcow2` with no `backing.` keys of its own.
     pub fn hand_backing_chains(
         &mut self,
         chain_of: impl Fn(&Path) -> Result<Vec<Backing>, String>,
@@ -38,7 +38,10 @@ impl JailPlan {
             let own_chain = segs
                 .iter()
                 .any(|s| seg_kv(s).0.is_some_and(|k| k.starts_with("backing.")));
-            if own_chain || opt_value(&segs, "format").as_deref() == Some("raw") {
+            // Only a drive said to be qcow2: probing a raw image whose
+            // guest-written data looks like a qcow2 header would make the
+            // jailer, as root, open whatever host file it names.
+            if own_chain || opt_value(&segs, "format").as_deref() != Some("qcow2") {
                 continue;
             }
             let chain = chain_of(&host).map_err(|why| PlanError::BackingChain {
