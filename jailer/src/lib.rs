@@ -1,10 +1,12 @@
 //! `casemate-jailer`: builds a jail for one `casemate` VM and execs it there.
 //!
 //! Order of work: [`cli::parse`] → [`plan::JailPlan::new`] (pure, from the
-//! arguments and a [`host::HostInfo`]) → [`run::jail`], which applies the
-//! plan through the small functions in [`steps`]. See jailer/README.md for
-//! what each step guarantees and what it does not.
+//! arguments and a [`host::HostInfo`]), plus the backing chains of qcow2
+//! drives ([`chain`], read from the image headers) → [`run::jail`], which
+//! applies the plan through the small functions in [`steps`]. See
+//! jailer/README.md for what each step guarantees and what it does not.
 
+pub mod chain;
 pub mod cli;
 pub mod host;
 pub mod plan;

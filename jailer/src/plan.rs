@@ -105,7 +105,8 @@ pub struct HandedFile {
     pub fd: i32,
     /// The fd set; the rewritten option names `/dev/fdset/SET`.
     pub set: u32,
-    /// The option it came from (`kernel`, `initrd`, `drive`, `rng`): also
+    /// The option it came from (`kernel`, `initrd`, `drive`, `rng`, or
+    /// `backing` for a drive's backing file, see plan/backing.rs): also
     /// the `opaque=` label, for humans reading `ps`.
     pub option: &'static str,
 }
@@ -167,6 +168,8 @@ pub enum PlanError {
     UnsupportedArg(String, &'static str),
     #[error("casemate option {0} needs a value")]
     MissingArgValue(String),
+    #[error("drive {}: its backing chain cannot be handed over: {why}", image.display())]
+    BackingChain { image: PathBuf, why: String },
 }
 
 /// `^[A-Za-z0-9-]{1,64}$`: the id becomes a path and cgroup component, so
@@ -842,6 +845,8 @@ impl JailPlan {
         })
     }
 }
+
+mod backing;
 
 #[cfg(test)]
 mod tests;

@@ -140,7 +140,8 @@ fn exit_code(status: libc::c_int) -> i32 {
 /// failure; with it, it returns the VM's exit status after cleanup.
 pub fn jail(args: &Args) -> Result<i32, RunError> {
     let host = HostInfo::read()?;
-    let plan = JailPlan::new(args, &host)?;
+    let mut plan = JailPlan::new(args, &host)?;
+    plan.hand_backing_chains(crate::chain::backing_chain)?;
     steps::validate(&plan.exec_file, &plan.jail_dir)?;
     steps::close_inherited_fds()?;
     steps::clear_environment();

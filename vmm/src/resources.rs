@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use casemate_disk::{
-    create_overlay_with, open_image, open_image_file, overlay_on_file, DiskImage, Format,
-    OpenOptions,
+    create_overlay_with, open_image, open_image_file_with, overlay_on_file_with, DiskImage, Format,
+    HandedBacking, OpenOptions,
 };
 use kvm_ioctls::Kvm;
 
@@ -372,17 +372,30 @@ fn open_disk(d: &DriveConfig, fds: &FdSets) -> Result<Arc<dyn DiskImage>, Resour
         locking: d.locking,
         ..Default::default()
     };
-    let image = if fdset_of(&d.file).is_some() {
+    // A backing chain given with the drive (`backing.file.filename=`, as
+    // the jailer hands one over) is opened here, each level read-only.
+    let chain = d
+        .backing
+        .iter()
+        .map(|b| {
+            Ok(HandedBacking {
+                file: fds.open("drive backing file", &b.file, false)?,
+                name: b.file.clone(),
+                format: b.format.as_deref().and_then(Format::from_name),
+            })
+        })
+        .collect::<Result<Vec<_>, ResourceError>>()?;
+    let image = if fdset_of(&d.file).is_some() || !chain.is_empty() {
         if d.snapshot {
             // No path to name as a backing file: the overlay sits on the
             // open image, its storage a memfd (casemate-disk's overlay.rs).
             let file = fds.open("drive", &d.file, false)?;
             return Ok(Arc::from(
-                overlay_on_file(file, &d.file, &opts).map_err(err)?,
+                overlay_on_file_with(file, &d.file, &opts, chain).map_err(err)?,
             ));
         }
         let file = fds.open("drive", &d.file, !d.read_only)?;
-        open_image_file(file, &d.file, &opts).map_err(err)?
+        open_image_file_with(file, &d.file, &opts, chain).map_err(err)?
     } else if d.snapshot {
         let base = OpenOptions {
             read_only: true,

@@ -53,6 +53,23 @@ pub enum DiskError {
         #[source]
         source: Box<DiskError>,
     },
+    /// A qcow2 image handed over as an fd (`/dev/fdset/N`) whose backing
+    /// file cannot be opened by path (relative to the fdset name, or not
+    /// visible in a jail).
+    #[error(
+        "cannot open backing file {backing}{} of {}, an image handed over as an fd: \
+         hand the backing file over too (-drive ...,backing.file.filename=/dev/fdset/M, \
+         as casemate-jailer does for a format=qcow2 drive), or flatten the image \
+         (qemu-img convert -O qcow2 IMAGE FLAT.qcow2)",
+        at_path(path, backing),
+        path.display()
+    )]
+    BackingOutOfReach {
+        path: PathBuf,
+        backing: String,
+        #[source]
+        source: Box<DiskError>,
+    },
     #[error("{what} is not supported for {format} images")]
     Unsupported {
         what: &'static str,
@@ -80,6 +97,16 @@ impl DiskError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// " (at PATH)": where a relative backing name of `image` resolved to.
+fn at_path(image: &std::path::Path, backing: &str) -> String {
+    let resolved = crate::qcow2::resolve_backing(image, backing);
+    if resolved.as_os_str() == backing {
+        String::new()
+    } else {
+        format!(" (at {})", resolved.display())
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!   open_image(path, OpenOptions) ──probe──lock──┬─> RawImage   (pread/pwrite, no mutex)
+//!   open_image_file(fd): fd_open.rs ─probe──lock─┤
 //!   create_overlay(backing path): a temp file ───┤
 //!   overlay_on_file(open fd): a memfd ───────────┴─> Qcow2Image (metadata mutex, data I/O
 //!                                                       outside it) ──backing──> dyn DiskImage
@@ -14,6 +15,7 @@
 
 pub mod check;
 mod error;
+mod fd_open;
 mod io;
 pub mod lock;
 mod overlay;
@@ -23,8 +25,9 @@ mod raw;
 use std::path::{Path, PathBuf};
 
 pub use error::{DiskError, IoError};
+pub use fd_open::HandedBacking;
 pub use lock::{LockPerms, LockRole};
-pub use overlay::{overlay_on, overlay_on_file};
+pub use overlay::{overlay_on, overlay_on_file, overlay_on_file_with};
 pub use qcow2::{CreateOptions as Qcow2CreateOptions, Qcow2Image, QcowError};
 pub use raw::RawImage;
 
@@ -226,35 +229,38 @@ pub fn open_image(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>,
 
 /// Opens an image from an already-open `file` (an inherited fd, `-add-fd`);
 /// `name` is what messages call it and what a qcow2 backing file name is
-/// resolved against. O_DIRECT is set on the descriptor when asked.
+/// resolved against. O_DIRECT is set on the descriptor when asked. The
+/// image is locked exactly as `open_image` locks a path (see `fd_open.rs`
+/// for what holds the lock, and for backing files an fd cannot reach).
 pub fn open_image_file(
     file: std::fs::File,
     name: &Path,
     opts: &OpenOptions,
 ) -> Result<Box<dyn DiskImage>, DiskError> {
-    use std::os::fd::AsRawFd;
-    if opts.direct {
-        // SAFETY: F_GETFL/F_SETFL only read and set the descriptor's
-        // status flags.
-        let ok = unsafe {
-            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-            fl >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT) == 0
-        };
-        if !ok {
-            return Err(
-                IoError::new("set O_DIRECT on", name, std::io::Error::last_os_error()).into(),
-            );
-        }
-    }
-    let file = io::ImageFile::new(file, name, opts.direct);
-    let format = match opts.format {
-        Some(f) => f,
-        None => probe(&file)?,
+    let role = if opts.read_only {
+        LockRole::ReadOnly
+    } else {
+        LockRole::ReadWrite
     };
-    match format {
-        Format::Raw => Ok(Box::new(RawImage::new(file, opts.read_only)?)),
-        Format::Qcow2 => Ok(Box::new(Qcow2Image::open(file, opts, &mut Vec::new())?)),
-    }
+    fd_open::open_as(file, name, opts, role, Vec::new())
+}
+
+/// `open_image_file` with the backing chain handed over too: `chain[0]`
+/// replaces the backing file the image's header names, `chain[1]` that
+/// one's, and so on (QEMU's `backing.file.filename=`, nested). Each is
+/// opened read-only and locked as a backing file.
+pub fn open_image_file_with(
+    file: std::fs::File,
+    name: &Path,
+    opts: &OpenOptions,
+    chain: Vec<HandedBacking>,
+) -> Result<Box<dyn DiskImage>, DiskError> {
+    let role = if opts.read_only {
+        LockRole::ReadOnly
+    } else {
+        LockRole::ReadWrite
+    };
+    fd_open::open_as(file, name, opts, role, chain)
 }
 
 pub(crate) fn open_chain(

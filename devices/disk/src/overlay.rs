@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::io::ImageFile;
 use crate::qcow2::{self, Qcow2Image};
-use crate::{DiskError, DiskImage, Format, IoError, LockPerms, LockRole, OpenOptions};
+use crate::{DiskError, DiskImage, Format, IoError, LockRole, OpenOptions};
 
 /// Opens the image in `file` read-only as the base of a memfd overlay (see
 /// the module doc). `name` is what messages call it (`/dev/fdset/0`);
@@ -34,22 +34,28 @@ pub fn overlay_on_file(
     name: &Path,
     base_opts: &OpenOptions,
 ) -> Result<Box<dyn DiskImage>, DiskError> {
-    if base_opts.locking {
-        // Backing perms are the same for every format. The lock belongs to
-        // the open file description, which the image below keeps open.
-        crate::lock::acquire(
-            &file,
-            name,
-            LockPerms::for_role(LockRole::Backing, Format::Raw, base_opts.force_share),
-        )?;
-    }
-    let base = crate::open_image_file(
+    overlay_on_file_with(file, name, base_opts, Vec::new())
+}
+
+/// `overlay_on_file` over a base whose backing chain was handed over too
+/// (see `open_image_file_with`).
+pub fn overlay_on_file_with(
+    file: File,
+    name: &Path,
+    base_opts: &OpenOptions,
+    chain: Vec<crate::HandedBacking>,
+) -> Result<Box<dyn DiskImage>, DiskError> {
+    // Backing perms are the same for every format. The lock belongs to the
+    // open file description, which the image below keeps open.
+    let base = crate::fd_open::open_as(
         file,
         name,
         &OpenOptions {
             read_only: true,
             ..base_opts.clone()
         },
+        LockRole::Backing,
+        chain,
     )?;
     overlay_on(base, name)
 }

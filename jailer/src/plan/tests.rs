@@ -750,3 +750,96 @@ fn last_handed_fd_covers_files_and_taps() {
     );
     assert_eq!(p.last_handed_fd(), 5);
 }
+
+/// A qcow2 drive's backing chain is handed over after every other file
+/// and tap, each level read-only as one more `-add-fd`, and named in the
+/// drive by QEMU's nested `backing.file.filename=`; only `format=qcow2`
+/// drives are walked (never a probed one), and not one with its own
+/// `backing.` keys.
+#[test]
+fn backing_chains_are_handed_over_with_their_drive() {
+    use crate::chain::Backing;
+    let mut p = plan(
+        &[],
+        &[
+            "-drive",
+            "file=/img/top.qcow2,if=virtio,format=qcow2",
+            "-kernel",
+            "/k",
+            "-netdev",
+            "tap,id=n0,ifname=t0",
+            "-drive",
+            "file=/img/b.raw,format=raw",
+            "-drive",
+            "file=/img/probed.img",
+            "-drive",
+            "file=/img/own.qcow2,format=qcow2,backing.file.filename=/x",
+        ],
+    );
+    let before = p.files.len() + p.taps.len();
+    assert_eq!(before, 6);
+    p.hand_backing_chains(|image: &Path| {
+        assert_eq!(
+            image,
+            Path::new("/img/top.qcow2"),
+            "only the qcow2 is walked"
+        );
+        Ok(vec![
+            Backing {
+                path: "/img/mid.qcow2".into(),
+                format: Some("qcow2"),
+            },
+            Backing {
+                path: "/img/base.img".into(),
+                format: None,
+            },
+        ])
+    })
+    .unwrap();
+    let handed: Vec<_> = p.files.iter().filter(|f| f.option == "backing").collect();
+    assert_eq!(
+        handed,
+        [
+            &HandedFile {
+                host: "/img/mid.qcow2".into(),
+                access: Access::ReadOnly,
+                fd: 9,
+                set: 6,
+                option: "backing",
+            },
+            &HandedFile {
+                host: "/img/base.img".into(),
+                access: Access::ReadOnly,
+                fd: 10,
+                set: 7,
+                option: "backing",
+            },
+        ]
+    );
+    assert_eq!(p.last_handed_fd(), 10);
+    assert_eq!(
+        &p.argv[1..5],
+        s(&[
+            "-add-fd",
+            "fd=9,set=6,opaque=backing",
+            "-add-fd",
+            "fd=10,set=7,opaque=backing"
+        ])
+    );
+    assert!(p.argv.contains(
+        &"file=/dev/fdset/0,if=virtio,format=qcow2,backing.file.filename=/dev/fdset/6,\
+          backing.driver=qcow2,backing.backing.file.filename=/dev/fdset/7"
+            .to_string()
+    ));
+    assert!(p.argv.contains(&"file=/dev/fdset/3,format=raw".to_string()));
+    assert!(p.argv.contains(&"file=/dev/fdset/4".to_string()));
+
+    let mut p = plan(&[], &["-drive", "file=/img/loop.qcow2,format=qcow2"]);
+    let e = p
+        .hand_backing_chains(|_: &Path| Err("the chain loops back to /img/loop.qcow2".into()))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("/img/loop.qcow2") && e.to_string().contains("loops"),
+        "{e}"
+    );
+}

@@ -26,26 +26,26 @@ pub(super) struct Drives {
 impl Drives {
     pub(super) fn drive(&mut self, opt: &str, v: &str) -> Result<(), CliError> {
         let kv = KeyVals::parse(opt, v, "file")?;
-        kv.only(
-            opt,
-            &[
-                "file",
-                "format",
-                "if",
-                "readonly",
-                "cache",
-                "id",
-                "snapshot",
-                "media",
-                "aio",
-                "discard",
-                "detect-zeroes",
-                "file.locking",
-                "index",
-                "bus",
-                "unit",
-            ],
-        )?;
+        let fixed = [
+            "file",
+            "format",
+            "if",
+            "readonly",
+            "cache",
+            "id",
+            "snapshot",
+            "media",
+            "aio",
+            "discard",
+            "detect-zeroes",
+            "file.locking",
+            "index",
+            "bus",
+            "unit",
+        ];
+        let backing_keys = super::backing::keys(&kv);
+        kv.only(opt, &[&fixed[..], &backing_keys].concat())?;
+        let backing = super::backing::chain(opt, &kv)?;
         let file = kv
             .get("file")
             .filter(|f| !f.is_empty())
@@ -140,6 +140,7 @@ impl Drives {
             detect_zeroes,
             aio,
             attach,
+            backing,
         };
         self.drives.push((d, implicit));
         Ok(())

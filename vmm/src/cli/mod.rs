@@ -5,6 +5,7 @@
 //! here touches the host: size limits that depend on the host are checked by
 //! `VmConfig::validate`.
 
+mod backing;
 mod devices;
 mod display;
 mod drive;
@@ -178,6 +179,8 @@ Casemate options:
          [,cache=writeback|none|writethrough|unsafe][,snapshot=on]
          [,discard=ignore|unmap][,detect-zeroes=off|on|unmap]
          [,aio=threads|native|io_uring][,file.locking=on|off]
+         [,backing.file.filename=F[,backing.driver=raw|qcow2]] (and
+         backing.backing.… for each level down: the chain, not the header's)
   -device virtio-blk-device|virtio-blk-pci,drive=ID[,num-queues=N]
                                 the disk on virtio-mmio (microvm) or virtio-pci
                                 (pc, q35); if=virtio picks the machine's own

@@ -5,6 +5,7 @@
 //! and the JSON loader produce a `VmConfig`; the builder consumes it.
 
 pub mod ata;
+pub mod backing;
 pub mod control;
 pub mod device;
 pub mod display;
@@ -121,6 +122,10 @@ pub struct DriveConfig {
     /// `if=`, `media=`, `index=`/`bus=`/`unit=` (see `ata`).
     #[serde(default)]
     pub attach: DriveAttach,
+    /// The backing chain, top first, in place of the one the image's
+    /// header names (`backing.file.filename=`; see `backing`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backing: Vec<backing::BackingConfig>,
 }
 
 /// `-drive discard=`: whether the guest's discards may free space.

@@ -176,6 +176,14 @@ impl VmConfig {
                     });
                 }
             }
+            for b in &d.backing {
+                if let Some(f) = b.format.as_ref().filter(|f| *f != "raw" && *f != "qcow2") {
+                    p.push(ConfigError::DriveFormat {
+                        id: format!("{} (backing {})", d.id, b.file.display()),
+                        format: f.clone(),
+                    });
+                }
+            }
             if !(1..=16).contains(&d.num_queues) {
                 p.push(ConfigError::DriveQueues { id: d.id.clone() });
             }
