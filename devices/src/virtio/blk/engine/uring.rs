@@ -384,16 +384,19 @@ impl UringEngine {
     /// Hand every queued transfer to the kernel in one `io_uring_enter`.
     pub fn kick(&mut self) -> io::Result<()> {
         self.close_open();
+        if !self.ready.is_empty() {
+            // Completed without the ring: make sure the worker looks.
+            let _ = self.evt.write(1);
+        }
         if let Some(idx) = self.lone.take() {
+            // After the wake-up above: a lone write's completion is the
+            // caller's `take_done`, which follows every kick, to collect;
+            // waking the worker once more for it would only cost syscalls.
             if self.in_flight == 1 && self.ring.submission().is_empty() {
                 self.write_inline(idx);
             } else {
                 self.push(idx);
             }
-        }
-        if !self.ready.is_empty() {
-            // Completed without the ring: make sure the worker looks.
-            let _ = self.evt.write(1);
         }
         self.submit_pending()
     }
