@@ -45,8 +45,11 @@
 //! write against none per `pwritev` (`perf stat -e
 //! workqueue:workqueue_queue_work`). QEMU 7.2 writes with `pwritev` on its
 //! thread pool. With more in flight the ring keeps them all going and the
-//! worker stays free, so only the lone write goes inline; the same slowness
-//! pause as for buffered writes applies.
+//! worker stays free, so only the lone write goes inline, and only when
+//! the worker went idle (`idle`) since the last one: a request that queued
+//! up behind an inline write shows a guest with more than one in flight,
+//! and goes to the ring with whatever follows it, so a queue depth of two
+//! never runs one at a time.
 //!
 //! Adjacent reads (or writes) started in one `kick` are merged into one
 //! transfer, as QEMU does: a sequential guest then costs one kernel request
@@ -159,6 +162,8 @@ pub struct UringEngine {
     /// stays the only transfer (see the module docs); any other SQE sends
     /// it to the ring first.
     lone: Option<usize>,
+    /// The worker went idle since the last lone write ran inline.
+    settled: bool,
     /// Writes run inline so far (buffered or lone O_DIRECT).
     inlined: u64,
     /// Inline writes are off until then; the pause that set it.
@@ -213,6 +218,7 @@ impl UringEngine {
             writethrough: exec.cache == CacheMode::Writethrough,
             inline_writes: file.direct.is_none(),
             lone: None,
+            settled: true,
             inlined: 0,
             inline_off_until: None,
             inline_pause: INLINE_PAUSE,
@@ -365,7 +371,7 @@ impl UringEngine {
         let Some(idx) = self.open.take() else {
             return;
         };
-        if self.direct.is_some() && self.ops[idx].kind == OpKind::Write && self.inline_allowed() {
+        if self.direct.is_some() && self.ops[idx].kind == OpKind::Write && self.settled {
             // Decided at `kick`, once it is known whether it stays alone.
             self.send_lone();
             self.lone = Some(idx);
@@ -393,6 +399,7 @@ impl UringEngine {
             // caller's `take_done`, which follows every kick, to collect;
             // waking the worker once more for it would only cost syscalls.
             if self.in_flight == 1 && self.ring.submission().is_empty() {
+                self.settled = false;
                 self.write_inline(idx);
             } else {
                 self.push(idx);
@@ -471,14 +478,15 @@ impl UringEngine {
         self.complete(idx, S_IOERR, -libc::EBUSY);
     }
 
-    /// Buffered writes run inline.
+    /// Buffered writes run inline unless a slowness pause is in force.
     fn inline_ok(&self) -> bool {
-        self.inline_writes && self.inline_allowed()
+        self.inline_writes && !matches!(self.inline_off_until, Some(t) if Instant::now() < t)
     }
 
-    /// No slowness pause in force.
-    fn inline_allowed(&self) -> bool {
-        !matches!(self.inline_off_until, Some(t) if Instant::now() < t)
+    /// The worker has nothing to do and waits for the guest: the next lone
+    /// O_DIRECT write may run inline again.
+    pub fn idle(&mut self) {
+        self.settled = true;
     }
 
     /// `pwritev` slot `idx` now and handle the result as its completion.
@@ -502,7 +510,11 @@ impl UringEngine {
             // At most MAX_REQUEST (32 MiB) bytes were asked for.
             i32::try_from(n).unwrap_or(i32::MAX)
         };
-        self.note_inline_time(start.elapsed());
+        if self.direct.is_none() {
+            // O_DIRECT writes block for the device by design (lone ones
+            // only; see `settled`).
+            self.note_inline_time(start.elapsed());
+        }
         self.on_cqe(idx, res);
     }
 

@@ -667,9 +667,17 @@ fn a_lone_o_direct_write_runs_inline_and_company_sends_it_to_the_ring() {
             "sector {sector}"
         );
     }
-    // A slowness pause sends lone writes to the ring too.
-    e.pause_inline_writes();
+    // A lone write that queued up while one ran inline (the worker did not
+    // go idle in between) goes to the ring; after `idle`, inline again.
+    e.idle();
     e.submit(job(T_OUT, 8, &[(0x20000, 4096)], 0x105));
     wait(&mut e, 1);
-    assert_eq!((status(&m, 0x105), e.inlined()), (S_OK, 1));
+    assert_eq!(e.inlined(), 2);
+    e.submit(job(T_OUT, 16, &[(0x21000, 4096)], 0x106));
+    wait(&mut e, 1);
+    assert_eq!((status(&m, 0x106), e.inlined()), (S_OK, 2));
+    e.idle();
+    e.submit(job(T_OUT, 24, &[(0x22000, 4096)], 0x107));
+    wait(&mut e, 1);
+    assert_eq!((status(&m, 0x107), e.inlined()), (S_OK, 3));
 }
