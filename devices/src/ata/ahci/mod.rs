@@ -114,6 +114,17 @@ impl Ahci {
         self.offload = Some(Offload::new(me, self.mem.clone()));
     }
 
+    /// Apply every result the helper thread posted, waiting up to `wait`
+    /// for one.
+    pub fn apply_posted(&mut self, wait: std::time::Duration) {
+        let Some(o) = &self.offload else {
+            return;
+        };
+        for f in o.posted.take(wait) {
+            self.finish(f);
+        }
+    }
+
     /// An offloaded transfer ended: complete its slot as a register write
     /// would have.
     pub fn finish(&mut self, f: Finished) {
@@ -247,7 +258,15 @@ impl PciDevice for Ahci {
         if bar != ABAR {
             return data.fill(0xff);
         }
-        let v = self.reg(offset & !3).to_le_bytes();
+        let reg = offset & !3;
+        if (0x100..0x100 + 0x80 * PORTS as u64).contains(&reg)
+            && matches!(reg % 0x80, 0x10 | 0x20 | 0x38)
+            && self.ports[((reg - 0x100) / 0x80) as usize].busy()
+        {
+            // A driver polling a busy port: its answer may be moments away.
+            self.apply_posted(offload::POLL_WAIT);
+        }
+        let v = self.reg(reg).to_le_bytes();
         for (i, d) in data.iter_mut().enumerate() {
             *d = v.get((offset % 4) as usize + i).copied().unwrap_or(0);
         }

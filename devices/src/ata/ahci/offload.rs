@@ -15,9 +15,18 @@
 //! device's DMA would, but its completion is dropped. The thread holds the
 //! HBA weakly and ends when the HBA (and with it the queue) goes away.
 //! If the thread cannot start, transfers run inline.
+//!
+//! The thread posts each result (`Posted`) before it takes the HBA's lock.
+//! A vCPU that reads a busy port's PxIS, PxTFD or PxCI waits for that post
+//! for up to `POLL_WAIT` and applies it: on this host an exit costs about
+//! 100 us, so a polling driver that would otherwise come back once or
+//! twice more (measured: 8.9 exits per 4 KiB write against 7.3 for QEMU)
+//! gets its answer in the exit it is in. The wait is shorter than an exit,
+//! bounded, and only on a port with a transfer in flight.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use casemate_disk::DiskImage;
 use vm_memory::GuestMemoryMmap;
@@ -57,6 +66,36 @@ impl Job {
     }
 }
 
+/// How long a register read of a busy port waits for its transfer.
+pub const POLL_WAIT: Duration = Duration::from_micros(100);
+
+/// Results the thread has posted and no one has applied yet.
+#[derive(Default)]
+pub struct Posted {
+    done: Mutex<Vec<Finished>>,
+    cv: Condvar,
+}
+
+impl Posted {
+    fn post(&self, f: Finished) {
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(f);
+        self.cv.notify_all();
+    }
+
+    /// Everything posted, waiting up to `wait` for a first one.
+    pub fn take(&self, wait: Duration) -> Vec<Finished> {
+        let g = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut g, _) = self
+            .cv
+            .wait_timeout_while(g, wait, |v| v.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *g)
+    }
+}
+
 /// See the module doc.
 pub struct Offload {
     tx: Sender<Job>,
@@ -64,6 +103,7 @@ pub struct Offload {
     rx: Option<Receiver<Job>>,
     hba: Weak<Mutex<Ahci>>,
     mem: GuestMemoryMmap,
+    pub posted: Arc<Posted>,
 }
 
 impl Offload {
@@ -74,15 +114,16 @@ impl Offload {
             rx: Some(rx),
             hba,
             mem,
+            posted: Arc::default(),
         }
     }
 
     /// Queue `job`; gives it back when there is no thread to run it.
     pub fn submit(&mut self, job: Job) -> Result<(), Job> {
         if let Some(rx) = self.rx.take() {
-            let (hba, mem) = (self.hba.clone(), self.mem.clone());
+            let (hba, mem, posted) = (self.hba.clone(), self.mem.clone(), self.posted.clone());
             if let Err(e) = spawn_with_role(Role::IoHelper, "cm-ahci-io".into(), move || {
-                serve(&rx, &hba, &mem)
+                serve(&rx, &hba, &mem, &posted)
             }) {
                 log::warn!("ahci: no I/O thread ({e}); transfers run on the vCPU thread");
             }
@@ -91,15 +132,16 @@ impl Offload {
     }
 }
 
-fn serve(rx: &Receiver<Job>, hba: &Weak<Mutex<Ahci>>, mem: &GuestMemoryMmap) {
+fn serve(rx: &Receiver<Job>, hba: &Weak<Mutex<Ahci>>, mem: &GuestMemoryMmap, posted: &Posted) {
     while let Ok(job) = rx.recv() {
-        let done = job.run(mem);
+        posted.post(job.run(mem));
         drop(job);
         let Some(hba) = hba.upgrade() else {
             return;
         };
+        // A polling vCPU may have applied it already.
         hba.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .finish(done);
+            .apply_posted(Duration::ZERO);
     }
 }

@@ -102,6 +102,11 @@ impl Port {
         }
     }
 
+    /// A transfer of this port is on the helper thread.
+    pub fn busy(&self) -> bool {
+        self.busy.is_some()
+    }
+
     fn sig(&self) -> u32 {
         match &self.unit {
             Some(u) if u.is_packet() => 0xeb14_0101,

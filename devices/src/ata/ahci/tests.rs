@@ -249,10 +249,10 @@ fn offloaded_transfers_complete_on_the_helper_thread() {
         let mut g = hba.lock().unwrap();
         tables(&mem, 0x35, 20, 1, true, &[(DATA, 512)], CT);
         g.bar_write(ABAR, 0x138, &1u32.to_le_bytes());
-        let mut b = [0u8; 4];
-        g.bar_read(ABAR, 0x120, &mut b);
-        assert_ne!(b[0] & 0x80, 0, "BSY while the transfer runs");
+        assert!(g.ports[0].busy());
+        assert_ne!(g.reg(0x120) & 0x80, 0, "BSY while the transfer runs");
         g.bar_write(ABAR, 0x118, &0u32.to_le_bytes());
+        let mut b = [0u8; 4];
         g.bar_read(ABAR, 0x138, &mut b);
         assert_eq!(u32::from_le_bytes(b), 0, "a stop drops the slot");
         offload::Finished {
@@ -288,4 +288,24 @@ fn offloaded_transfers_complete_on_the_helper_thread() {
     }
     wait_done();
     assert_eq!(r(0x120) & 0xff, 0x50);
+    // A vCPU polling the busy port applies the posted result itself: with
+    // the lock held throughout, the helper cannot have.
+    let mut g = hba.lock().unwrap();
+    tables(&mem, 0x35, 40, 1, true, &[(DATA, 512)], CT);
+    g.bar_write(ABAR, 0x110, &u32::MAX.to_le_bytes());
+    g.bar_write(ABAR, 0x138, &1u32.to_le_bytes());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut b = [1u8; 4];
+    while u32::from_le_bytes(b) != 0 {
+        assert!(Instant::now() < deadline, "no completion within 10 s");
+        g.bar_read(ABAR, 0x138, &mut b);
+    }
+    assert_ne!(g.reg(0x110) & IS_DHRS, 0);
+    assert_eq!(disk.bytes(40 * 512, 512), mem_bytes(&mem, DATA, 512));
+}
+
+fn mem_bytes(mem: &GuestMemoryMmap, at: u64, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    mem.read_slice(&mut v, GuestAddress(at)).unwrap();
+    v
 }
