@@ -4,6 +4,7 @@
 //! IDE channel (`cmd`, `atapi`, `unit`); a list shorter than the data
 //! fails the command before anything moves.
 
+use casemate_disk::DiskImage;
 use vm_memory::GuestMemoryMmap;
 
 use super::atapi::{self, Reply, BLOCK};
@@ -32,6 +33,59 @@ fn ok(bytes: u64, pio_in: bool) -> Ended {
         error: 0,
         bytes,
         pio_in,
+    }
+}
+
+/// A READ or WRITE command's data transfer, every check passed: what
+/// `run_transfer` moves, possibly on another thread than the command's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskTransfer {
+    /// Byte offset on the disk, and length.
+    pub off: u64,
+    pub bytes: u64,
+    pub write: bool,
+    /// A PIO data-in command (see `Ended::pio_in`).
+    pub pio_in: bool,
+}
+
+/// The transfer of command `op` when it is a READ or WRITE (DMA or PIO, any
+/// width) that will succeed up to the disk access itself: LBA in range,
+/// writable unit for a write, list long enough, a disk attached. `None`
+/// for every other command and every refusal: `execute` runs and answers
+/// those.
+pub fn disk_transfer(u: &Unit, op: u8, tf: &Taskfile, sg: &Sg) -> Option<DiskTransfer> {
+    let Some(Command::Rw {
+        write,
+        ext,
+        multiple,
+        dma,
+    }) = cmd::decode(op)
+    else {
+        return None;
+    };
+    if u.is_packet() || (write && u.read_only()) || u.disk().is_none() {
+        return None;
+    }
+    let t = cmd::transfer(tf, write, ext, multiple, dma, u.multiple, u.sectors()).ok()?;
+    let bytes = u64::from(t.sectors) * SECTOR;
+    (sg.len() >= bytes).then_some(DiskTransfer {
+        off: t.lba * SECTOR,
+        bytes,
+        write,
+        pio_in: !dma && !write,
+    })
+}
+
+/// Move `t` between `disk` and the list; the command's end.
+pub fn run_transfer(
+    disk: &dyn DiskImage,
+    t: &DiskTransfer,
+    sg: &Sg,
+    mem: &GuestMemoryMmap,
+) -> Ended {
+    match copy(disk, sg, mem, t.off, t.bytes, t.write) {
+        Ok(()) => ok(t.bytes, t.pio_in),
+        Err(e) => fail(e),
     }
 }
 
@@ -88,7 +142,10 @@ pub fn execute(
             if sg.len() < bytes {
                 return fail(error::ABRT);
             }
-            match copy(u, sg, mem, t.lba * SECTOR, bytes, write) {
+            let Some(disk) = u.disk() else {
+                return fail(error::ABRT);
+            };
+            match copy(&**disk, sg, mem, t.lba * SECTOR, bytes, write) {
                 Ok(()) => ok(bytes, !dma && !write),
                 Err(e) => fail(e),
             }
@@ -131,14 +188,13 @@ pub fn execute(
 
 /// Move `bytes` between the disk at `off` and the list.
 fn copy(
-    u: &Unit,
+    disk: &dyn DiskImage,
     sg: &Sg,
     mem: &GuestMemoryMmap,
     off: u64,
     bytes: u64,
     write: bool,
 ) -> Result<(), u8> {
-    let disk = u.disk().ok_or(error::ABRT)?;
     let mut buf = vec![0u8; CHUNK.min(bytes) as usize];
     let mut done = 0;
     while done < bytes {
@@ -181,7 +237,11 @@ fn run_packet(u: &mut Unit, acmd: &[u8; 12], sg: &Sg, mem: &GuestMemoryMmap) -> 
             if sg.len() < bytes {
                 return fail(error::ABRT);
             }
-            match copy(u, sg, mem, lba * BLOCK, bytes, false) {
+            let r = match u.disk() {
+                Some(disk) => copy(&**disk, sg, mem, lba * BLOCK, bytes, false),
+                None => Err(error::ABRT),
+            };
+            match r {
                 Ok(()) => ok(bytes, false),
                 // MEDIUM ERROR, unrecovered read error.
                 Err(_) => sense_fail(

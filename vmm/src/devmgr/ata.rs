@@ -54,7 +54,13 @@ impl DeviceManager {
                 source: std::io::Error::other(e),
             }
         })?;
-        let bdf = pci.add_chipset_function(2, Arc::new(Mutex::new(dev)))?;
+        let dev = Arc::new(Mutex::new(dev));
+        // Transfers move on a helper thread that completes them under
+        // this same lock.
+        dev.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .enable_offload(Arc::downgrade(&dev));
+        let bdf = pci.add_chipset_function(2, dev)?;
         self.devices.push(DeviceInfo {
             key: self.devices.len() as u32,
             id: "ahci".into(),

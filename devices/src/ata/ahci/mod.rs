@@ -2,16 +2,19 @@
 //! prog-if 0x01) that QEMU's q35 has at 00:1f.2, with six ports for disks
 //! and ATAPI CD-ROMs. The HBA registers sit in BAR5 (memory, 4 KiB); the
 //! command lists, FIS receive areas and command tables live in guest RAM
-//! (`port`). Commands run synchronously on the vCPU thread that writes
-//! PxCI, as the IDE channel's do. Interrupts: one MSI vector (an MSI
+//! (`port`). Commands run on the vCPU thread that writes PxCI, as the IDE
+//! channel's do, except the data transfers of READ and WRITE commands once
+//! `enable_offload` gave the HBA a handle on itself: those move on a helper
+//! thread (`offload`). Interrupts: one MSI vector (an MSI
 //! capability, 64-bit, no masking) sent for every new enabled cause once
 //! the guest enables it; otherwise INTx, level-triggered, asserted while
 //! any enabled port has an enabled cause pending. NCQ is not offered
 //! (CAP.SNCQ clear).
 
+pub mod offload;
 pub mod port;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use vm_memory::GuestMemoryMmap;
 
@@ -21,6 +24,7 @@ use crate::pci::{
     BarKind, BarRange, IntxLine, MsiMessage, MsiVectors, PciConfig, PciConfigError, PciDevice,
     PciIds,
 };
+use offload::{Finished, Offload};
 use port::Port;
 
 use super::unit::Unit;
@@ -45,6 +49,7 @@ pub struct Ahci {
     /// The MSI capability's offset, and whether the guest enabled it.
     msi_cap: u16,
     msi_on: bool,
+    offload: Option<Offload>,
 }
 
 /// MSI capability body: control (64-bit, one vector), address, data.
@@ -83,14 +88,57 @@ impl Ahci {
             cfg,
             ghc: GHC_AE,
             is: 0,
-            ports: units.into_iter().map(Port::new).collect(),
+            ports: units
+                .into_iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let mut p = Port::new(u);
+                    p.index = i;
+                    p
+                })
+                .collect(),
             mem,
             intx,
             asserted: false,
             msi,
             msi_cap,
             msi_on: false,
+            offload: None,
         })
+    }
+
+    /// Move READ and WRITE transfers off the vCPU thread (`offload`);
+    /// `me` is this HBA as the bus shares it, so that the helper thread
+    /// can complete them.
+    pub fn enable_offload(&mut self, me: Weak<Mutex<Ahci>>) {
+        self.offload = Some(Offload::new(me, self.mem.clone()));
+    }
+
+    /// Apply every result the helper thread posted, waiting up to `wait`
+    /// for one.
+    pub fn apply_posted(&mut self, wait: std::time::Duration) {
+        let Some(o) = &self.offload else {
+            return;
+        };
+        for f in o.posted.take(wait) {
+            self.finish(f);
+        }
+    }
+
+    /// An offloaded transfer ended: complete its slot as a register write
+    /// would have.
+    pub fn finish(&mut self, f: Finished) {
+        let Some(p) = self.ports.get_mut(f.port) else {
+            return;
+        };
+        let before = p.is & p.ie;
+        if !p.finish(&self.mem, f, self.offload.as_mut()) {
+            return;
+        }
+        if p.is & p.ie & !before != 0 {
+            self.new_cause();
+        }
+        self.update_irq();
     }
 
     fn cap(&self) -> u32 {
@@ -131,7 +179,7 @@ impl Ahci {
                 let i = ((off - 0x100) / 0x80) as usize;
                 if let Some(p) = self.ports.get_mut(i) {
                     let before = p.is & p.ie;
-                    p.write(off % 0x80, v, &self.mem);
+                    p.write(off % 0x80, v, &self.mem, self.offload.as_mut());
                     if p.is & p.ie & !before != 0 {
                         self.new_cause();
                     }
@@ -210,7 +258,15 @@ impl PciDevice for Ahci {
         if bar != ABAR {
             return data.fill(0xff);
         }
-        let v = self.reg(offset & !3).to_le_bytes();
+        let reg = offset & !3;
+        if (0x100..0x100 + 0x80 * PORTS as u64).contains(&reg)
+            && matches!(reg % 0x80, 0x10 | 0x20 | 0x38)
+            && self.ports[((reg - 0x100) / 0x80) as usize].busy()
+        {
+            // A driver polling a busy port: its answer may be moments away.
+            self.apply_posted(offload::POLL_WAIT);
+        }
+        let v = self.reg(reg).to_le_bytes();
         for (i, d) in data.iter_mut().enumerate() {
             *d = v.get((offset % 4) as usize + i).copied().unwrap_or(0);
         }

@@ -6,10 +6,13 @@
 //! Register FIS (and a PIO Setup FIS for PIO data-in commands) and the
 //! slot completed. Every table is checked against RAM; a header, command
 //! table or PRDT outside RAM is a host bus fatal error for that command
-//! (PxIS.HBFS and TFES, ERR in PxTFD), never a panic.
+//! (PxIS.HBFS and TFES, ERR in PxTFD), never a panic. With an `Offload`,
+//! a READ or WRITE's data moves on its thread: the slot stays issued (BSY
+//! in PxTFD) until `finish`, and later slots wait for it.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::offload::{Finished, Job, Offload};
 use crate::ata::exec;
 use crate::ata::regs::{error, status, Taskfile};
 use crate::ata::sg::Sg;
@@ -45,6 +48,12 @@ pub struct Port {
     sctl: u32,
     serr: u32,
     ci: u32,
+    /// This port's number, for offloaded jobs.
+    pub index: usize,
+    /// The slot whose transfer is offloaded, and the epoch it belongs to
+    /// (bumped when a reset or a stop forgets it).
+    busy: Option<u32>,
+    epoch: u64,
 }
 
 impl Port {
@@ -60,6 +69,9 @@ impl Port {
             sctl: 0,
             serr: 0,
             ci: 0,
+            index: 0,
+            busy: None,
+            epoch: 0,
         };
         p.reset();
         p
@@ -71,7 +83,7 @@ impl Port {
         self.is = 0;
         self.ie = 0;
         self.cmd = 0;
-        self.ci = 0;
+        self.forget();
         self.serr = 0;
         self.tfd = match &self.unit {
             Some(u) if !u.is_packet() => u32::from(status::DRDY | status::DSC),
@@ -80,6 +92,19 @@ impl Port {
         if self.unit.is_none() {
             self.tfd = 0x7f;
         }
+    }
+
+    /// Drop every issued slot, and the offloaded transfer's completion.
+    fn forget(&mut self) {
+        self.ci = 0;
+        if self.busy.take().is_some() {
+            self.epoch += 1;
+        }
+    }
+
+    /// A transfer of this port is on the helper thread.
+    pub fn busy(&self) -> bool {
+        self.busy.is_some()
     }
 
     fn sig(&self) -> u32 {
@@ -118,8 +143,9 @@ impl Port {
         }
     }
 
-    /// A register write; issued commands run before it returns.
-    pub fn write(&mut self, off: u64, v: u32, mem: &GuestMemoryMmap) {
+    /// A register write; issued commands run (or, with `off`, have their
+    /// transfer queued) before it returns.
+    pub fn write(&mut self, off: u64, v: u32, mem: &GuestMemoryMmap, off_io: Option<&mut Offload>) {
         match off {
             0x00 => self.clb = (self.clb & !0xffff_ffff) | u64::from(v & !0x3ff),
             0x04 => self.clb = (self.clb & 0xffff_ffff) | u64::from(v) << 32,
@@ -134,7 +160,7 @@ impl Port {
                     | if self.cmd & CMD_ST != 0 { CMD_CR } else { 0 }
                     | if self.cmd & CMD_FRE != 0 { CMD_FR } else { 0 };
                 if self.cmd & CMD_ST == 0 {
-                    self.ci = 0;
+                    self.forget();
                 }
                 if self.cmd & CMD_FRE != 0 {
                     // The device's first D2H FIS after reset: its signature.
@@ -154,19 +180,42 @@ impl Port {
             0x30 => self.serr &= !v,
             0x38 if self.cmd & CMD_ST != 0 => {
                 self.ci |= v;
-                self.run(mem);
+                self.run(mem, off_io);
             }
             _ => {}
         }
     }
 
-    /// Run every issued slot, lowest first.
-    fn run(&mut self, mem: &GuestMemoryMmap) {
-        while self.ci != 0 {
+    /// Run every issued slot, lowest first, until one's transfer is
+    /// offloaded (the rest wait for its `finish`).
+    fn run(&mut self, mem: &GuestMemoryMmap, mut off_io: Option<&mut Offload>) {
+        while self.ci != 0 && self.busy.is_none() {
             let slot = self.ci.trailing_zeros();
-            self.run_slot(mem, slot);
+            if self.run_slot(mem, slot, off_io.as_deref_mut()) {
+                self.busy = Some(slot);
+                return;
+            }
             self.ci &= !(1 << slot);
         }
+    }
+
+    /// Complete the offloaded slot `f` names, unless a reset or stop forgot
+    /// it; then run the slots issued meanwhile. True when it completed.
+    pub fn finish(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        f: Finished,
+        off_io: Option<&mut Offload>,
+    ) -> bool {
+        if f.epoch != self.epoch || self.busy != Some(f.slot) {
+            return false;
+        }
+        self.busy = None;
+        let e = f.end;
+        self.complete(mem, f.slot, e.bytes, e.status, e.error, e.pio_in);
+        self.ci &= !(1 << f.slot);
+        self.run(mem, off_io);
+        true
     }
 
     fn fail_fatal(&mut self, why: &str) {
@@ -175,11 +224,14 @@ impl Port {
         self.is |= IS_HBFS | IS_TFES;
     }
 
-    fn run_slot(&mut self, mem: &GuestMemoryMmap, slot: u32) {
+    /// Run slot `slot`; true when its transfer went to `off_io` (the slot
+    /// completes in `finish`).
+    fn run_slot(&mut self, mem: &GuestMemoryMmap, slot: u32, off_io: Option<&mut Offload>) -> bool {
         let hdr_at = self.clb + u64::from(slot) * 32;
         let mut hdr = [0u8; 32];
         if mem.read_slice(&mut hdr, GuestAddress(hdr_at)).is_err() {
-            return self.fail_fatal("command header outside RAM");
+            self.fail_fatal("command header outside RAM");
+            return false;
         }
         let dw = |i: usize| {
             u32::from_le_bytes([hdr[4 * i], hdr[4 * i + 1], hdr[4 * i + 2], hdr[4 * i + 3]])
@@ -188,13 +240,15 @@ impl Port {
         let ctba = (u64::from(dw(2)) | u64::from(dw(3)) << 32) & !0x7f;
         let mut table = [0u8; 0x80];
         if mem.read_slice(&mut table, GuestAddress(ctba)).is_err() {
-            return self.fail_fatal("command table outside RAM");
+            self.fail_fatal("command table outside RAM");
+            return false;
         }
         let fis = &table[..20];
         if fis[0] != 0x27 || fis[1] & 0x80 == 0 {
             // Not a command: a control FIS (soft reset) needs no answer
             // beyond the registers.
-            return self.complete(mem, slot, 0, status::DRDY | status::DSC, 0, false);
+            self.complete(mem, slot, 0, status::DRDY | status::DSC, 0, false);
+            return false;
         }
         let mut regions = Vec::new();
         for i in 0..prdtl.min(MAX_PRDT) {
@@ -203,7 +257,8 @@ impl Port {
                 .read_slice(&mut e, GuestAddress(ctba + 0x80 + 16 * i))
                 .is_err()
             {
-                return self.fail_fatal("PRDT outside RAM");
+                self.fail_fatal("PRDT outside RAM");
+                return false;
             }
             let addr = u64::from_le_bytes(e[..8].try_into().unwrap_or_default()) & !1;
             let len =
@@ -215,7 +270,8 @@ impl Port {
             Ok(s) => s,
             Err(o) => {
                 log::debug!("AHCI PRD {:#x}+{:#x} outside RAM", o.addr, o.len);
-                return self.fail_fatal("PRD region outside RAM");
+                self.fail_fatal("PRD region outside RAM");
+                return false;
             }
         };
         let tf = Taskfile {
@@ -235,10 +291,34 @@ impl Port {
         let mut acmd = [0u8; 12];
         acmd.copy_from_slice(&table[0x40..0x4c]);
         let Some(u) = self.unit.as_mut() else {
-            return self.fail_fatal("no device on the port");
+            self.fail_fatal("no device on the port");
+            return false;
         };
+        let t = exec::disk_transfer(u, fis[2], &tf, &sg);
+        if let (Some(o), Some(t), Some(disk)) = (off_io, t, u.disk().cloned()) {
+            let job = Job {
+                port: self.index,
+                slot,
+                epoch: self.epoch,
+                disk,
+                t,
+                sg,
+            };
+            match o.submit(job) {
+                Ok(()) => {
+                    self.tfd = u32::from(status::BSY | status::DRDY | status::DSC);
+                    return true;
+                }
+                Err(job) => {
+                    let e = job.run(mem).end;
+                    self.complete(mem, slot, e.bytes, e.status, e.error, e.pio_in);
+                    return false;
+                }
+            }
+        }
         let e = exec::execute(u, fis[2], &tf, &acmd, &sg, mem);
         self.complete(mem, slot, e.bytes, e.status, e.error, e.pio_in);
+        false
     }
 
     /// Write back the byte count and the result FIS, update PxTFD/PxIS.

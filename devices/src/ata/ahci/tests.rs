@@ -1,6 +1,7 @@
 //! The HBA through its registers with command lists in guest memory.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -68,11 +69,27 @@ impl Rig {
     }
     /// Slot 0: command `op` at `lba` for `count` sectors over `prds`.
     fn issue(&mut self, op: u8, lba: u64, count: u16, write: bool, prds: &[(u64, u32)], ct: u64) {
+        tables(&self.mem, op, lba, count, write, prds, ct);
+        self.w(0x138, 1);
+    }
+}
+
+/// Slot 0's command header and table in `mem`, not issued yet.
+fn tables(
+    mem: &GuestMemoryMmap,
+    op: u8,
+    lba: u64,
+    count: u16,
+    write: bool,
+    prds: &[(u64, u32)],
+    ct: u64,
+) {
+    {
         let mut h = [0u8; 32];
         let dw0 = 5u32 | if write { 1 << 6 } else { 0 } | (prds.len() as u32) << 16;
         h[..4].copy_from_slice(&dw0.to_le_bytes());
         h[8..16].copy_from_slice(&ct.to_le_bytes());
-        self.mem.write_slice(&h, GuestAddress(CLB)).unwrap();
+        mem.write_slice(&h, GuestAddress(CLB)).unwrap();
         let mut f = [0u8; 20];
         f[0] = 0x27;
         f[1] = 0x80;
@@ -80,16 +97,13 @@ impl Rig {
         (f[4], f[5], f[6], f[7]) = (lba as u8, (lba >> 8) as u8, (lba >> 16) as u8, 0x40);
         (f[8], f[9], f[10]) = ((lba >> 24) as u8, (lba >> 32) as u8, (lba >> 40) as u8);
         (f[12], f[13]) = (count as u8, (count >> 8) as u8);
-        let _ = self.mem.write_slice(&f, GuestAddress(ct));
+        let _ = mem.write_slice(&f, GuestAddress(ct));
         for (i, &(addr, len)) in prds.iter().enumerate() {
             let mut e = [0u8; 16];
             e[..8].copy_from_slice(&addr.to_le_bytes());
             e[12..].copy_from_slice(&(len - 1).to_le_bytes());
-            let _ = self
-                .mem
-                .write_slice(&e, GuestAddress(ct + 0x80 + 16 * i as u64));
+            let _ = mem.write_slice(&e, GuestAddress(ct + 0x80 + 16 * i as u64));
         }
-        self.w(0x138, 1);
     }
 }
 
@@ -174,4 +188,124 @@ fn with_msi_enabled_each_completion_is_a_message_and_intx_stays_low() {
     r.issue(0x25, 1, 1, false, &[(DATA, 512)], CT);
     assert_eq!(r.msi.triggers(), vec![0, 0], "one message per completion");
     assert!(!r.intx.level());
+}
+
+/// With the offload on, a READ or WRITE completes on the helper thread:
+/// BSY and the slot issued until then, data, result and interrupt after.
+/// A refused command still ends at once, and a transfer that a port stop
+/// forgot cannot complete a later command.
+#[test]
+fn offloaded_transfers_complete_on_the_helper_thread() {
+    let Rig {
+        hba,
+        mem,
+        disk,
+        intx,
+        ..
+    } = rig();
+    let hba = Arc::new(Mutex::new(hba));
+    hba.lock().unwrap().enable_offload(Arc::downgrade(&hba));
+    let w = |off: u64, v: u32| {
+        hba.lock().unwrap().bar_write(ABAR, off, &v.to_le_bytes());
+    };
+    let r = |off: u64| {
+        let mut b = [0u8; 4];
+        hba.lock().unwrap().bar_read(ABAR, off, &mut b);
+        u32::from_le_bytes(b)
+    };
+    let wait_done = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r(0x138) != 0 {
+            assert!(Instant::now() < deadline, "no completion within 10 s");
+            std::thread::yield_now();
+        }
+    };
+    mem.write_slice(&[0x5a; 1024], GuestAddress(DATA)).unwrap();
+    tables(&mem, 0x35, 10, 2, true, &[(DATA, 1024)], CT);
+    w(0x138, 1);
+    wait_done();
+    assert_eq!(r(0x120) & 0xff, 0x50);
+    assert_ne!(r(0x110) & IS_DHRS, 0);
+    assert!(intx.level(), "the helper thread raised the interrupt");
+    assert_eq!(disk.bytes(10 * 512, 1024), vec![0x5a; 1024]);
+    w(0x110, u32::MAX);
+    w(0x08, u32::MAX);
+    tables(&mem, 0x25, 9, 2, false, &[(DATA + 0x4000, 1024)], CT);
+    w(0x138, 1);
+    wait_done();
+    let mut got = vec![0u8; 1024];
+    mem.read_slice(&mut got, GuestAddress(DATA + 0x4000))
+        .unwrap();
+    assert_eq!(got, disk.bytes(9 * 512, 1024));
+    let mut n = [0u8; 4];
+    mem.read_slice(&mut n, GuestAddress(CLB + 4)).unwrap();
+    assert_eq!(u32::from_le_bytes(n), 1024, "PRDBC");
+    // Out of range: refused on the spot.
+    tables(&mem, 0x25, 2047, 2, false, &[(DATA, 1024)], CT);
+    w(0x138, 1);
+    assert_eq!((r(0x138), r(0x120)), (0, 0x1441));
+    // Held lock: the helper cannot complete between the issue and the stop.
+    let stale = {
+        let mut g = hba.lock().unwrap();
+        tables(&mem, 0x35, 20, 1, true, &[(DATA, 512)], CT);
+        g.bar_write(ABAR, 0x138, &1u32.to_le_bytes());
+        assert!(g.ports[0].busy());
+        assert_ne!(g.reg(0x120) & 0x80, 0, "BSY while the transfer runs");
+        g.bar_write(ABAR, 0x118, &0u32.to_le_bytes());
+        let mut b = [0u8; 4];
+        g.bar_read(ABAR, 0x138, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0, "a stop drops the slot");
+        offload::Finished {
+            port: 0,
+            slot: 0,
+            epoch: 0,
+            end: crate::ata::exec::run_transfer(
+                &*disk,
+                &crate::ata::exec::DiskTransfer {
+                    off: 0,
+                    bytes: 512,
+                    write: false,
+                    pio_in: false,
+                },
+                &crate::ata::sg::Sg::new(&mem, vec![(DATA, 512)]).unwrap(),
+                &mem,
+            ),
+        }
+    };
+    w(0x118, (1 << 4) | 1);
+    {
+        let mut g = hba.lock().unwrap();
+        tables(&mem, 0x35, 30, 1, true, &[(DATA, 512)], CT);
+        g.bar_write(ABAR, 0x138, &1u32.to_le_bytes());
+        g.finish(stale);
+        let mut b = [0u8; 4];
+        g.bar_read(ABAR, 0x138, &mut b);
+        assert_eq!(
+            u32::from_le_bytes(b),
+            1,
+            "a forgotten transfer completes nothing"
+        );
+    }
+    wait_done();
+    assert_eq!(r(0x120) & 0xff, 0x50);
+    // A vCPU polling the busy port applies the posted result itself: with
+    // the lock held throughout, the helper cannot have.
+    let mut g = hba.lock().unwrap();
+    tables(&mem, 0x35, 40, 1, true, &[(DATA, 512)], CT);
+    g.bar_write(ABAR, 0x110, &u32::MAX.to_le_bytes());
+    g.bar_write(ABAR, 0x138, &1u32.to_le_bytes());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut b = [1u8; 4];
+    while u32::from_le_bytes(b) != 0 {
+        assert!(Instant::now() < deadline, "no completion within 10 s");
+        g.bar_read(ABAR, 0x138, &mut b);
+    }
+    assert_ne!(g.reg(0x110) & IS_DHRS, 0);
+    assert_eq!(disk.bytes(40 * 512, 512), mem_bytes(&mem, DATA, 512));
+}
+
+fn mem_bytes(mem: &GuestMemoryMmap, at: u64, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    mem.read_slice(&mut v, GuestAddress(at)).unwrap();
+    v
 }

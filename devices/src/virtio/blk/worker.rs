@@ -140,7 +140,10 @@ impl BlockWorker {
             let q = &mut self.queues[slot].queue;
             match q.enable_notification(&self.mem) {
                 Ok(true) => continue,
-                Ok(false) => return Ok(()),
+                Ok(false) => {
+                    self.engine.idle();
+                    return Ok(());
+                }
                 Err(e) => return Err(self.queue_err(slot, e)),
             }
         }

@@ -205,6 +205,14 @@ impl IoEngine {
         }
     }
 
+    /// The worker served every queue and waits for the guest (see
+    /// `UringEngine::idle`).
+    pub fn idle(&mut self) {
+        if let IoEngine::Uring(u) = self {
+            u.idle();
+        }
+    }
+
     /// Readable when completions may be waiting; drain it before `take_done`.
     pub fn done_evt(&self) -> &EventFd {
         match self {

@@ -626,3 +626,58 @@ fn a_slow_inline_write_pauses_inline_writes_with_backoff() {
         assert!(!e.inline_ok());
     }
 }
+
+/// O_DIRECT: a write alone in its kick with nothing in flight runs inline;
+/// one that shares its kick with another transfer, or follows a flush, goes
+/// through the ring; the data lands either way.
+#[test]
+fn a_lone_o_direct_write_runs_inline_and_company_sends_it_to_the_ring() {
+    let t = Tmp::new("lone", &vec![0u8; 1 << 20]);
+    let Ok(disk) = t.open(false, true) else {
+        eprintln!("skipped: the temp dir's file system refuses O_DIRECT");
+        return;
+    };
+    let m = mem();
+    let mut e = engine(exec(disk, &m, CacheMode::None, false));
+    for (i, seed) in [(0u64, 1u8), (1, 2), (2, 3), (3, 4)] {
+        m.write_slice(&pattern(4096, seed), GuestAddress(0x20000 + i * 0x1000))
+            .unwrap();
+    }
+    e.submit(job(T_OUT, 8, &[(0x20000, 4096)], 0x100));
+    wait(&mut e, 1);
+    assert_eq!(
+        (status(&m, 0x100), e.inlined(), e.transfers()),
+        (S_OK, 1, 1)
+    );
+    // Two writes that do not merge: both in the ring.
+    e.submit(job(T_OUT, 64, &[(0x21000, 4096)], 0x101));
+    e.submit(job(T_OUT, 128, &[(0x22000, 4096)], 0x102));
+    wait(&mut e, 2);
+    assert_eq!(e.inlined(), 1, "a write with company goes to the ring");
+    // A write then a flush in one kick: the flush must not pass it.
+    e.submit(job(T_OUT, 256, &[(0x23000, 4096)], 0x103));
+    e.submit(job(T_FLUSH, 0, &[], 0x104));
+    wait(&mut e, 2);
+    assert_eq!(e.inlined(), 1);
+    assert_eq!((status(&m, 0x103), status(&m, 0x104)), (S_OK, S_OK));
+    let f = std::fs::read(&t.0).unwrap();
+    for (sector, seed) in [(8usize, 1u8), (64, 2), (128, 3), (256, 4)] {
+        assert!(
+            f[sector * 512..sector * 512 + 4096] == pattern(4096, seed)[..],
+            "sector {sector}"
+        );
+    }
+    // A lone write that queued up while one ran inline (the worker did not
+    // go idle in between) goes to the ring; after `idle`, inline again.
+    e.idle();
+    e.submit(job(T_OUT, 8, &[(0x20000, 4096)], 0x105));
+    wait(&mut e, 1);
+    assert_eq!(e.inlined(), 2);
+    e.submit(job(T_OUT, 16, &[(0x21000, 4096)], 0x106));
+    wait(&mut e, 1);
+    assert_eq!((status(&m, 0x106), e.inlined()), (S_OK, 2));
+    e.idle();
+    e.submit(job(T_OUT, 24, &[(0x22000, 4096)], 0x107));
+    wait(&mut e, 1);
+    assert_eq!((status(&m, 0x107), e.inlined()), (S_OK, 3));
+}
