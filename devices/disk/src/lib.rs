@@ -21,6 +21,8 @@ pub mod lock;
 mod overlay;
 pub mod qcow2;
 mod raw;
+#[cfg(test)]
+mod test_tmp;
 
 use std::path::{Path, PathBuf};
 

@@ -149,23 +149,10 @@ impl DiskImage for RawImage {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::FileExt;
-    use std::path::PathBuf;
 
     use crate::{open_image, qcow2, OpenOptions};
 
-    struct Tmp(PathBuf);
-
-    impl Tmp {
-        fn new(tag: &str) -> Self {
-            Tmp(std::env::temp_dir().join(format!("casemate-raw-{tag}-{}.img", std::process::id())))
-        }
-    }
-
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+    use crate::test_tmp::Tmp;
 
     /// The fd `raw_file` hands out addresses the same bytes as `read_at`.
     #[test]

@@ -10,19 +10,7 @@ use crate::{open_image, open_image_file, qcow2, DiskError, Format, OpenOptions, 
 
 const FDSET: &str = "/dev/fdset/0";
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Self {
-        Tmp(std::env::temp_dir().join(format!("casemate-fdlock-{tag}-{}.img", std::process::id())))
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use crate::test_tmp::Tmp;
 
 fn raw(tag: &str) -> Tmp {
     let t = Tmp::new(tag);

@@ -3,23 +3,9 @@
 //! `locking` switch, backing files and create-over-a-held-image. Interop
 //! with QEMU itself is tested in tools/img/tests/locking.rs.
 
-use std::path::PathBuf;
-
 use crate::{create_overlay, open_image, qcow2, DiskError, Format, OpenOptions, RawImage};
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Self {
-        Tmp(std::env::temp_dir().join(format!("casemate-lock-{tag}-{}.img", std::process::id())))
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use crate::test_tmp::Tmp;
 
 fn rw() -> OpenOptions {
     OpenOptions::default()

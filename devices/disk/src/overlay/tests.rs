@@ -2,29 +2,12 @@
 //! the overlay (memfd), the base file stays byte-identical and locked
 //! against writers for as long as the overlay lives.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
 use crate::{open_image, qcow2, DiskImage, Format, OpenOptions};
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Tmp(std::env::temp_dir().join(format!(
-            "casemate-overlay-test-{tag}-{}-{n}.img",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use crate::test_tmp::Tmp;
 
 const SIZE: usize = 1 << 20;
 

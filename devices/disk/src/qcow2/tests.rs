@@ -2,7 +2,6 @@
 //! concurrency, crash-order invariants via `check`, resize, hostile headers,
 //! and a proptest corpus over the header and table parser.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -11,24 +10,7 @@ use super::*;
 use crate::check::check_qcow2;
 use crate::{open_image, DiskImage, Format, OpenOptions};
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Tmp(std::env::temp_dir().join(format!(
-            "casemate-disk-{tag}-{}-{n}.img",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use crate::test_tmp::Tmp;
 
 fn new_qcow2(tag: &str, size: u64, cluster_size: u64) -> (Tmp, Box<dyn DiskImage>) {
     let t = Tmp::new(tag);
