@@ -230,18 +230,7 @@ fn casemate_q35_linux_multiqueue_uses_both_queue_pairs() {
     let Some(ns) = NetNs::new(test) else {
         return;
     };
-    ns.ip(&[
-        "tuntap",
-        "add",
-        "dev",
-        "tap0",
-        "mode",
-        "tap",
-        "vnet_hdr",
-        "multi_queue",
-    ]);
-    ns.ip(&["addr", "add", "10.0.2.2/24", "dev", "tap0"]);
-    ns.ip(&["link", "set", "tap0", "up"]);
+    mq_tap0_up(&ns, &[]);
     let boot = LinuxBoot::new(pci_machine(&a, "q35"), &a)
         .netdev("tap,ifname=tap0,script=no,downscript=no,vhost=off,queues=2")
         .nic_opts(",mq=on,vectors=6");
@@ -305,23 +294,8 @@ fn jailed_q35_linux_multiqueue_uses_both_queue_pairs() {
     let Some(ns) = NetNs::new(test) else {
         return;
     };
-    ns.ip(&[
-        "tuntap",
-        "add",
-        "dev",
-        "tap0",
-        "mode",
-        "tap",
-        "vnet_hdr",
-        "multi_queue",
-        "user",
-        "0",
-        "group",
-        "0",
-    ]);
+    mq_tap0_up(&ns, &["user", "0", "group", "0"]);
     ns.ip(&["tuntap", "add", "dev", "tapsq", "mode", "tap", "vnet_hdr"]);
-    ns.ip(&["addr", "add", "10.0.2.2/24", "dev", "tap0"]);
-    ns.ip(&["link", "set", "tap0", "up"]);
     let s = Scratch::new("jailed-mq");
     let base = s.path("jails");
     let netns = format!("/run/netns/{}", ns.name);
@@ -376,4 +350,23 @@ fn jailed_q35_linux_multiqueue_uses_both_queue_pairs() {
         !jail::jail_dir(&base, &vmm, "mq").exists(),
         "the jailer (--new-pid-ns) removed the jail"
     );
+}
+
+/// A multi_queue tap0 (with `extra` words for `ip tuntap add`, e.g. its
+/// owner) at 10.0.2.2/24, up, in `ns`.
+fn mq_tap0_up(ns: &NetNs, extra: &[&str]) {
+    let mut add = vec![
+        "tuntap",
+        "add",
+        "dev",
+        "tap0",
+        "mode",
+        "tap",
+        "vnet_hdr",
+        "multi_queue",
+    ];
+    add.extend_from_slice(extra);
+    ns.ip(&add);
+    ns.ip(&["addr", "add", "10.0.2.2/24", "dev", "tap0"]);
+    ns.ip(&["link", "set", "tap0", "up"]);
 }
