@@ -204,6 +204,9 @@ pub fn run(config: ValidConfig, probe: &'static [u8]) -> Result<VmEnd, BuildErro
     // Images are flushed whatever the end (qcow2: data, refcounts, then
     // L2/L1); the devices that wrote them are gone with their boot.
     let flushed = flush_images(&config, &res);
+    if let Some(l) = res.console.link() {
+        l.drain();
+    }
     if let Ok(end) = &end {
         if let Some((guest, reason)) = shutdown_cause(end) {
             hub.emit(

@@ -14,6 +14,10 @@ pub fn rules() -> Vec<Rule> {
             "the terminal's settings are restored at exit (the console ran it raw)",
         ),
         Rule::ioctl(TCGETS, "glibc's tcsetattr reads the settings back"),
+        Rule::ioctl(
+            FIONREAD,
+            "at exit, the pty console waits for its client to read the last output",
+        ),
         Rule::arg(
             SYS_madvise,
             2,
