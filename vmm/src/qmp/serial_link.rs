@@ -39,7 +39,9 @@ pub enum LinkError {
 enum Source {
     Listener(Listener),
     /// The pty's slave side, held open; the master is the peer.
-    Pty { slave: File },
+    Pty {
+        slave: File,
+    },
 }
 
 /// The console's far end.
@@ -107,10 +109,7 @@ impl SerialLink {
         // QEMU's words, on stdout as QEMU 7.2 prints them (qemu_printf):
         // scripts parse them to find the pty.
         println!("char device redirected to {path} (label serial0)");
-        Ok(Arc::new(Self::new(
-            Source::Pty { slave },
-            Some(master),
-        )))
+        Ok(Arc::new(Self::new(Source::Pty { slave }, Some(master))))
     }
 
     fn new(source: Source, peer: Option<OwnedFd>) -> Self {
