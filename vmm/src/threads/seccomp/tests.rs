@@ -94,9 +94,11 @@ fn kvm_requests_belong_to_their_roles() {
             "{role:?} needs no ioctl"
         );
     }
-    // Main's only ioctls put the terminal back at exit (the console).
+    // Main's only ioctls put the terminal back at exit (the console) and
+    // wait for a pty console's client to read the last output.
     for r in rules(Role::Main).iter().filter(|r| r.nr == libc::SYS_ioctl) {
-        let terminal = [libc::TCSETS, libc::TCGETS].map(|req| Args::Eq { idx: 1, val: req });
+        let terminal =
+            [libc::TCSETS, libc::TCGETS, libc::FIONREAD].map(|req| Args::Eq { idx: 1, val: req });
         assert!(terminal.contains(&r.args), "Main ioctl {r:?}");
     }
 }
