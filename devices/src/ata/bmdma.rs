@@ -40,6 +40,8 @@ pub enum DmaError {
     Disk(#[from] DiskError),
     #[error("guest memory access")]
     Memory,
+    #[error("disk I/O straight to guest RAM")]
+    Direct(#[source] std::io::Error),
 }
 
 /// One channel's registers.
@@ -140,8 +142,12 @@ pub fn transfer(
     }
     let want = u64::from(job.sectors) * SECTOR;
     let mut off = job.lba * SECTOR;
+    let regions = regions(mem, bm.prd, want)?;
+    if let Some(r) = super::direct::transfer(disk, mem, &regions, off, job.write) {
+        return r.map_err(DmaError::Direct);
+    }
     let mut buf = Vec::new();
-    for (addr, len) in regions(mem, bm.prd, want)? {
+    for (addr, len) in regions {
         buf.resize(len as usize, 0);
         if job.write {
             mem.read_slice(&mut buf, GuestAddress(addr))

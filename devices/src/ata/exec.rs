@@ -195,6 +195,17 @@ fn copy(
     bytes: u64,
     write: bool,
 ) -> Result<(), u8> {
+    if let Some(r) = super::direct::transfer(disk, mem, &sg.pieces(0, bytes), off, write) {
+        return r.map_err(|e| {
+            let what = if write { "write" } else { "read" };
+            log::error!("AHCI {what} at byte {off}: {e}");
+            if write {
+                error::ABRT
+            } else {
+                error::UNC | error::ABRT
+            }
+        });
+    }
     let mut buf = vec![0u8; CHUNK.min(bytes) as usize];
     let mut done = 0;
     while done < bytes {

@@ -8,7 +8,8 @@
 //!  BAR4 (piix::PiixIde) ───────────────────────────┴─▶ channel::Channel
 //!        ├─ regs (taskfile)   ├─ cmd (ATA command decoding)
 //!        ├─ unit (disk/CD, IDENTIFY)   ├─ atapi (packet commands)
-//!        └─ bmdma (PRD tables in guest RAM)
+//!        ├─ bmdma (PRD tables in guest RAM)
+//!        └─ direct (raw images: preadv/pwritev into guest RAM)
 //! ```
 //!
 //! Written here rather than taken from a crate: no crate on crates.io
@@ -24,6 +25,7 @@ pub mod atapi;
 pub mod bmdma;
 pub mod channel;
 pub mod cmd;
+pub mod direct;
 pub mod exec;
 pub mod ide;
 pub mod piix;

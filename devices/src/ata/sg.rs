@@ -42,7 +42,7 @@ impl Sg {
     }
 
     /// The pieces of `[off, off + len)` of the list, as guest addresses.
-    fn pieces(&self, mut off: u64, mut len: u64) -> Vec<(u64, u64)> {
+    pub fn pieces(&self, mut off: u64, mut len: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         for &(addr, rlen) in &self.regions {
             if len == 0 {

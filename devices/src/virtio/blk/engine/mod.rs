@@ -21,6 +21,9 @@ mod exec;
 mod pool;
 mod uring;
 
+/// Guest buffers as host iovecs; the ATA controllers go direct with them.
+pub(crate) use uring::iov;
+
 use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};

@@ -78,7 +78,7 @@ use super::pool::ThreadPool;
 use super::{CacheMode, Done, Job, MAX_REQUEST};
 use crate::virtio::blk::request::*;
 
-mod iov;
+pub(crate) mod iov;
 use iov::{advance, build_iov, zero_fill, HostIov};
 
 /// Ring sizes: at least this many entries, at most that many.
