@@ -502,7 +502,7 @@ fn run_vm(
         regs::setup_msrs(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_fpu(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_lapic(&fd, index).map_err(|e| err(e.into()))?;
-        if coalesced.is_none() && !dm.coalesced_pio().is_empty() {
+        if coalesced.is_none() && dm.needs_coalesced_ring() {
             coalesced = Some(Arc::new(coalesce_pio(vm, &fd, dm.coalesced_pio())?));
         }
         runners.push(VcpuRunner {

@@ -18,15 +18,21 @@ pub struct ImageFile {
     file: File,
     path: PathBuf,
     direct: bool,
+    /// Asked once at open: device threads call `direct_align` per request
+    /// and may not make the syscall (their seccomp filters lack statx).
+    align: Option<crate::DirectAlign>,
 }
 
 impl ImageFile {
     pub fn new(file: File, path: &Path, direct: bool) -> Self {
-        ImageFile {
+        let mut f = ImageFile {
             file,
             path: path.to_path_buf(),
             direct,
-        }
+            align: None,
+        };
+        f.align = f.ask_direct_align();
+        f
     }
 
     pub fn path(&self) -> &Path {
@@ -42,6 +48,10 @@ impl ImageFile {
     /// statx(STATX_DIOALIGN), or `DIRECT_ALIGN` for both where it reports
     /// none (older kernels, some file systems); `None` for a buffered file.
     pub fn direct_align(&self) -> Option<crate::DirectAlign> {
+        self.align
+    }
+
+    fn ask_direct_align(&self) -> Option<crate::DirectAlign> {
         if !self.direct {
             return None;
         }

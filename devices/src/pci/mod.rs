@@ -141,3 +141,14 @@ pub trait IoEvents: Send + Sync {
     ) -> io::Result<()>;
     fn unregister(&self, evt: &EventFd, space: IoSpace, addr: u64) -> io::Result<()>;
 }
+
+/// MMIO ranges whose writes KVM may queue in its coalesced ring instead
+/// of exiting; the vCPUs apply the queued writes, in guest order, before
+/// they dispatch any exit. Only for registers whose writes no other
+/// thread's action may overtake (the device's own state changes that
+/// could race with a delayed write need an exit from the guest first).
+/// The VMM implements it over KVM_(UN)REGISTER_COALESCED_MMIO.
+pub trait CoalescedZones: Send + Sync {
+    fn register(&self, addr: u64, len: u32) -> io::Result<()>;
+    fn unregister(&self, addr: u64, len: u32) -> io::Result<()>;
+}

@@ -1,12 +1,12 @@
-//! Fakes for the PCI seams: MSI vectors, an INTx line and ioeventfd
-//! registration that record what the device model asked for.
+//! Fakes for the PCI seams: MSI vectors, an INTx line, ioeventfd and
+//! coalesced-zone registration that record what the device model asked for.
 
 use std::io;
 use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{IntxLine, IoEvents, IoSpace, MsiMessage, MsiVectors};
+use super::{CoalescedZones, IntxLine, IoEvents, IoSpace, MsiMessage, MsiVectors};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MsiCall {
@@ -130,6 +130,41 @@ impl IoEvents for FakeIoEvents {
         let before = regs.len();
         regs.retain(|r| *r != (space, addr, evt.as_raw_fd()));
         if regs.len() == before {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        Ok(())
+    }
+}
+
+/// The coalesced MMIO zones registered now, as (address, length).
+#[derive(Default)]
+pub struct FakeZones {
+    zones: Mutex<Vec<(u64, u32)>>,
+}
+
+impl FakeZones {
+    /// Registered zones, sorted.
+    pub fn zones(&self) -> Vec<(u64, u32)> {
+        let mut v = self.zones.lock().unwrap().clone();
+        v.sort_unstable();
+        v
+    }
+}
+
+impl CoalescedZones for FakeZones {
+    fn register(&self, addr: u64, len: u32) -> io::Result<()> {
+        let mut z = self.zones.lock().unwrap();
+        if z.contains(&(addr, len)) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        z.push((addr, len));
+        Ok(())
+    }
+    fn unregister(&self, addr: u64, len: u32) -> io::Result<()> {
+        let mut z = self.zones.lock().unwrap();
+        let before = z.len();
+        z.retain(|r| *r != (addr, len));
+        if z.len() == before {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         Ok(())

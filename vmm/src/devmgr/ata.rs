@@ -57,9 +57,15 @@ impl DeviceManager {
         let dev = Arc::new(Mutex::new(dev));
         // Transfers move on a helper thread that completes them under
         // this same lock.
-        dev.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .enable_offload(Arc::downgrade(&dev));
+        {
+            let mut d = dev
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            d.enable_offload(Arc::downgrade(&dev));
+            d.enable_coalescing(hv.coalesced_zones());
+        }
+        // Its PxIS writes queue in KVM's ring, which the vCPUs then drain.
+        self.coalesced_ring = true;
         let bdf = pci.add_chipset_function(2, dev)?;
         self.devices.push(DeviceInfo {
             key: self.devices.len() as u32,

@@ -21,6 +21,9 @@ pub trait Hypervisor {
     fn intx(&self, gsi: u32) -> Result<Arc<dyn IntxLine>, DevError>;
     /// Registration of queue-notify ioeventfds.
     fn ioevents(&self) -> Arc<dyn IoEvents>;
+    /// Registration of MMIO ranges whose writes KVM may queue
+    /// (`vstate::coalesced`).
+    fn coalesced_zones(&self) -> Arc<dyn casemate_devices::pci::CoalescedZones>;
     /// `count` MSI or MSI-X vectors whose irqfds an assigned device fires.
     fn msi_irqfds(&self, count: u16) -> Result<Arc<dyn MsiIrqfds>, DevError>;
     /// INTx pin `gsi` for an assigned device: trigger and resample fds.

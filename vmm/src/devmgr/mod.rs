@@ -133,6 +133,8 @@ pub struct DeviceManager {
     devices: Vec<DeviceInfo>,
     /// Port ranges whose writes KVM may queue (`vstate::coalesced`).
     coalesced_pio: Vec<(u64, u32)>,
+    /// A device registers coalesced MMIO zones of its own (AHCI).
+    coalesced_ring: bool,
     /// The power button (QMP `system_powerdown`).
     power_button: Option<PowerButton>,
     /// COM1, for console input.
@@ -162,6 +164,7 @@ impl DeviceManager {
             lifecycles: HashMap::new(),
             devices: Vec::new(),
             coalesced_pio: Vec::new(),
+            coalesced_ring: false,
             power_button: None,
             serial: None,
             displays: Vec::new(),
@@ -173,6 +176,11 @@ impl DeviceManager {
     /// the next exit: write-only data streams (the IDE data ports).
     pub fn coalesced_pio(&self) -> &[(u64, u32)] {
         &self.coalesced_pio
+    }
+
+    /// Whether the vCPUs must map and drain KVM's coalesced ring.
+    pub fn needs_coalesced_ring(&self) -> bool {
+        self.coalesced_ring || !self.coalesced_pio.is_empty()
     }
 
     /// The devices placed so far, in order.

@@ -44,6 +44,9 @@ impl Hypervisor for FakeHv {
     fn ioevents(&self) -> Arc<dyn IoEvents> {
         self.io.clone()
     }
+    fn coalesced_zones(&self) -> Arc<dyn casemate_devices::pci::CoalescedZones> {
+        Arc::new(casemate_devices::pci::testing::FakeZones::default())
+    }
     fn msi_irqfds(
         &self,
         count: u16,

@@ -1,5 +1,6 @@
 //! `IoEvents` over KVM_IOEVENTFD: lets a PCI device move its notification
-//! addresses when the guest moves its BAR.
+//! addresses when the guest moves its BAR; `CoalescedZones` over
+//! KVM's coalesced MMIO zones, which move the same way.
 
 use std::io;
 use std::sync::Arc;
@@ -14,6 +15,23 @@ fn address(space: IoSpace, addr: u64) -> IoEventAddress {
     match space {
         IoSpace::Pio => IoEventAddress::Pio(addr),
         IoSpace::Mmio => IoEventAddress::Mmio(addr),
+    }
+}
+
+/// `CoalescedZones` over KVM_(UN)REGISTER_COALESCED_MMIO (MMIO only).
+pub struct KvmCoalescedZones(pub Arc<VmFd>);
+
+impl casemate_devices::pci::CoalescedZones for KvmCoalescedZones {
+    fn register(&self, addr: u64, len: u32) -> io::Result<()> {
+        self.0
+            .register_coalesced_mmio(IoEventAddress::Mmio(addr), len)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))
+    }
+
+    fn unregister(&self, addr: u64, len: u32) -> io::Result<()> {
+        self.0
+            .unregister_coalesced_mmio(IoEventAddress::Mmio(addr), len)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))
     }
 }
 

@@ -68,6 +68,10 @@ impl Hypervisor for KvmHypervisor<'_> {
         Arc::new(KvmIoEvents(self.vm.fd.clone()))
     }
 
+    fn coalesced_zones(&self) -> Arc<dyn casemate_devices::pci::CoalescedZones> {
+        Arc::new(super::ioevents::KvmCoalescedZones(self.vm.fd.clone()))
+    }
+
     fn msi_irqfds(
         &self,
         count: u16,

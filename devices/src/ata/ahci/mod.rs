@@ -10,6 +10,22 @@
 //! the guest enables it; otherwise INTx, level-triggered, asserted while
 //! any enabled port has an enabled cause pending. NCQ is not offered
 //! (CAP.SNCQ clear).
+//!
+//! Once `enable_coalescing` gave it the seam, each port's PxIS is a
+//! coalesced MMIO zone: KVM queues the guest's writes there instead of
+//! exiting, and the vCPUs apply them, in order, before they dispatch the
+//! next exit (`CoalescedZones`). On this host an exit costs about 115 us;
+//! the probe's command (clear PxIS, set PxCI, poll) then takes five exits
+//! instead of six, and Linux's interrupt handler (read IS and PxIS, write
+//! PxIS back, write IS) three instead of four. It is safe because a PxIS
+//! write only clears causes the guest has seen, and the next cause on a
+//! port needs a command the guest issues through PxCI, which exits (and so
+//! applies the queued clear first): with one command per port at a time
+//! (no NCQ) a delayed clear cannot meet a newer cause, unless a driver
+//! acknowledges old causes after it issued the next command. IS stays an
+//! exit, so INTx falls when the guest clears it, as before. The zones
+//! follow ABAR when the guest moves or disables it, and go with the VM
+//! (a reboot makes a new one; the chipset function is never unplugged).
 
 pub mod offload;
 pub mod port;
@@ -21,8 +37,8 @@ use vm_memory::GuestMemoryMmap;
 use crate::bus::BusAction;
 use crate::pci::config::overlaps;
 use crate::pci::{
-    BarKind, BarRange, IntxLine, MsiMessage, MsiVectors, PciConfig, PciConfigError, PciDevice,
-    PciIds,
+    BarKind, BarRange, CoalescedZones, IntxLine, MsiMessage, MsiVectors, PciConfig, PciConfigError,
+    PciDevice, PciIds,
 };
 use offload::{Finished, Offload};
 use port::Port;
@@ -50,6 +66,8 @@ pub struct Ahci {
     msi_cap: u16,
     msi_on: bool,
     offload: Option<Offload>,
+    /// The coalescing seam, and the ABAR address its zones are at now.
+    zones: Option<(Arc<dyn CoalescedZones>, Option<u64>)>,
 }
 
 /// MSI capability body: control (64-bit, one vector), address, data.
@@ -104,7 +122,57 @@ impl Ahci {
             msi_cap,
             msi_on: false,
             offload: None,
+            zones: None,
         })
+    }
+
+    /// Queue the guest's PxIS writes in KVM's coalesced ring (module doc).
+    pub fn enable_coalescing(&mut self, zones: Arc<dyn CoalescedZones>) {
+        self.zones = Some((zones, None));
+        self.update_zones();
+    }
+
+    /// PxIS of port `i` when ABAR decodes at `base`.
+    fn pxis(base: u64, i: usize) -> u64 {
+        base + 0x100 + 0x80 * i as u64 + 0x10
+    }
+
+    /// Move the zones to where ABAR decodes now, or drop them.
+    fn update_zones(&mut self) {
+        let base = self
+            .cfg
+            .active_bars()
+            .iter()
+            .find(|b| b.index == ABAR)
+            .map(|b| b.addr);
+        let Some((z, at)) = &mut self.zones else {
+            return;
+        };
+        if *at == base {
+            return;
+        }
+        if let Some(old) = at.take() {
+            for i in 0..PORTS {
+                if let Err(e) = z.unregister(Self::pxis(old, i), 4) {
+                    log::warn!("ahci: port {i}: unqueueing PxIS writes: {e}");
+                }
+            }
+        }
+        let Some(base) = base else {
+            return;
+        };
+        // All or none: a zone that failed leaves that port exiting, which
+        // is merely slower; but the set must be known to unregister it.
+        for i in 0..PORTS {
+            if let Err(e) = z.register(Self::pxis(base, i), 4) {
+                log::warn!("ahci: port {i}: PxIS writes will exit: {e}");
+                for j in 0..i {
+                    let _ = z.unregister(Self::pxis(base, j), 4);
+                }
+                return;
+            }
+        }
+        *at = Some(base);
     }
 
     /// Move READ and WRITE transfers off the vCPU thread (`offload`);
@@ -247,6 +315,7 @@ impl PciDevice for Ahci {
         if overlaps(offset, data.len(), self.msi_cap, MSI_BODY.len() + 2) {
             self.msi_update();
         }
+        self.update_zones();
         BusAction::None
     }
 

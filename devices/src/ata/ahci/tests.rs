@@ -306,3 +306,29 @@ fn mem_bytes(mem: &GuestMemoryMmap, at: u64, n: usize) -> Vec<u8> {
     mem.read_slice(&mut v, GuestAddress(at)).unwrap();
     v
 }
+
+#[test]
+fn pxis_writes_queue_where_abar_decodes_and_follow_it() {
+    use crate::pci::testing::FakeZones;
+    use crate::pci::PciDevice;
+    let mut r = rig();
+    let zones = Arc::new(FakeZones::default());
+    r.hba.enable_coalescing(zones.clone());
+    let at = |base: u64| -> Vec<(u64, u32)> {
+        (0..PORTS as u64)
+            .map(|i| (base + 0x110 + 0x80 * i, 4))
+            .collect()
+    };
+    assert_eq!(zones.zones(), at(0xfebf_0000), "every port's PxIS, 4 bytes");
+    // The guest moves ABAR (BAR5, config offset 0x24).
+    r.hba.config_write(0x24, &0xfe00_0000u32.to_le_bytes());
+    assert_eq!(zones.zones(), at(0xfe00_0000));
+    // Memory decoding off: nothing decodes there, nothing may queue.
+    r.hba.config_write(0x04, &0u16.to_le_bytes());
+    assert_eq!(zones.zones(), vec![]);
+    r.hba.config_write(0x04, &2u16.to_le_bytes());
+    assert_eq!(zones.zones(), at(0xfe00_0000));
+    // A write that reached the device through the ring is a plain write.
+    r.w(0x110, u32::MAX);
+    assert_eq!(r.r(0x110), 0);
+}

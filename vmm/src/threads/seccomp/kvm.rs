@@ -49,6 +49,8 @@ pub const KVM_SET_CPUID2: u64 = ioc(W, 0x90, size_of::<kvm_cpuid2>());
 pub const KVM_GET_TSC_KHZ: u64 = io(0xa3);
 pub const KVM_REGISTER_COALESCED_MMIO: u64 =
     ioc(W, 0x67, size_of::<kvm_bindings::kvm_coalesced_mmio_zone>());
+pub const KVM_UNREGISTER_COALESCED_MMIO: u64 =
+    ioc(W, 0x68, size_of::<kvm_bindings::kvm_coalesced_mmio_zone>());
 pub const KVM_SIGNAL_MSI: u64 = ioc(W, 0xa5, size_of::<kvm_msi>());
 
 /// VFIO's ioctls an assigned host device needs after set-up (type ';',
@@ -80,5 +82,7 @@ mod tests {
         assert_eq!(KVM_GET_LAPIC, 0x8400_ae8e);
         assert_eq!(KVM_SET_CPUID2, 0x4008_ae90);
         assert_eq!(KVM_SIGNAL_MSI, 0x4020_aea5);
+        assert_eq!(KVM_REGISTER_COALESCED_MMIO, 0x4010_ae67);
+        assert_eq!(KVM_UNREGISTER_COALESCED_MMIO, 0x4010_ae68);
     }
 }

@@ -25,6 +25,14 @@ pub fn rules() -> Vec<Rule> {
             "queue notify ioeventfds follow a BAR the guest moves",
         ),
         Rule::ioctl(
+            KVM_REGISTER_COALESCED_MMIO,
+            "AHCI's queued PxIS writes follow ABAR when the guest moves it",
+        ),
+        Rule::ioctl(
+            KVM_UNREGISTER_COALESCED_MMIO,
+            "AHCI's queued PxIS writes follow ABAR when the guest moves it",
+        ),
+        Rule::ioctl(
             KVM_SET_GSI_ROUTING,
             "MSI-X table writes update the vector's route",
         ),
