@@ -52,6 +52,9 @@ fn pio_patterns_land_at_the_right_offsets() {
 #[test]
 fn dma_patterns_land_at_the_right_offsets() {
     patterns_land("ide-dma", ",if=ide,index=0");
+    // O_DIRECT: aligned transfers go straight between the file and guest
+    // RAM (preadv/pwritev on the vCPU thread, under its filter).
+    patterns_land("ide-dma", ",if=ide,index=0,cache=none");
 }
 
 #[test]
