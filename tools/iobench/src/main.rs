@@ -16,6 +16,7 @@
 
 mod ceiling;
 mod paths;
+mod pin;
 mod plot;
 mod table;
 mod vm;
@@ -33,12 +34,15 @@ const DISK_BYTES: u64 = 256 << 20;
 const HELP: &str = "\
 usage: casemate-iobench [--runs N] [--ms MS] [--casemate PATH] [--server PATH]
                         [--paths NAME,...] [--plot PREFIX] [--json]
+                        [--vcpu-cpu N|none]
 Runs the probe's block benchmarks over IDE PIO, IDE DMA, AHCI, virtio-mmio,
 virtio-pci and vfio-user on Casemate and (all but vfio-user) QEMU 7.2,
 alternating, plus the host's io_uring ceiling; prints medians and ratios
 and writes PREFIX.png and PREFIX.svg. Defaults: 3 runs of 1500 ms,
 target/release/casemate, casemate-vfio-user-blk next to it, every path,
 --plot target/iobench. --paths also takes 'host' for the ceiling.
+--vcpu-cpu pins every VM's vCPU thread (Casemate's and QEMU's alike) to
+host CPU N; default 0 on a host with two CPUs or more, else none.
 ";
 
 struct Opts {
@@ -49,6 +53,7 @@ struct Opts {
     paths: Option<Vec<String>>,
     plot: PathBuf,
     json: bool,
+    vcpu_cpu: Option<usize>,
 }
 
 /// Parse the arguments; `Err` carries the message (the help text for
@@ -62,6 +67,7 @@ fn parse_args(args: &[String]) -> std::result::Result<Opts, String> {
         paths: None,
         plot: "target/iobench".into(),
         json: false,
+        vcpu_cpu: (host_cpus() >= 2).then_some(0),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -78,6 +84,20 @@ fn parse_args(args: &[String]) -> std::result::Result<Opts, String> {
             "--casemate" => o.casemate = val()?.into(),
             "--server" => o.server = Some(val()?.into()),
             "--plot" => o.plot = val()?.into(),
+            "--vcpu-cpu" => {
+                o.vcpu_cpu = match val()?.as_str() {
+                    "none" => None,
+                    n => match n.parse::<usize>() {
+                        Ok(c) if c < host_cpus() => Some(c),
+                        _ => {
+                            return Err(format!(
+                                "--vcpu-cpu: '{n}' is not a CPU of this host (0-{}) nor 'none'",
+                                host_cpus() - 1
+                            ))
+                        }
+                    },
+                }
+            }
             "--paths" => {
                 let v: Vec<String> = val()?.split(',').map(str::to_string).collect();
                 if let Some(bad) = v
@@ -95,6 +115,10 @@ fn parse_args(args: &[String]) -> std::result::Result<Opts, String> {
         return Err("--runs and --ms must be at least 1".into());
     }
     Ok(o)
+}
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -265,6 +289,7 @@ fn bench(o: &Opts, dir: &Path, server: PathBuf, want: impl Fn(&str) -> bool) -> 
         server,
         probe: dir.join("probe.elf"),
         dir: dir.to_path_buf(),
+        vcpu_cpu: o.vcpu_cpu,
     };
     if !Command::new(&t.casemate)
         .arg("--write-probe")

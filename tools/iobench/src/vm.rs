@@ -24,6 +24,8 @@ pub struct Tools {
     /// The probe ELF for QEMU (`casemate --write-probe`).
     pub probe: PathBuf,
     pub dir: PathBuf,
+    /// The host CPU every vCPU thread is pinned to (`pin`).
+    pub vcpu_cpu: Option<usize>,
 }
 
 /// What one run reported.
@@ -164,6 +166,9 @@ fn qemu_cmd(t: &Tools, p: &IoPath, img: &Path, append: &str) -> Command {
         "256M",
         "-nodefaults",
         "-nographic",
+        // Names the vCPU thread "CPU 0/KVM", for `pin`.
+        "-name",
+        "iobench,debug-threads=on",
     ])
     .args(["-serial", "stdio", "-no-reboot", "-kernel"])
     .arg(&t.probe)
@@ -199,7 +204,19 @@ pub fn run(t: &Tools, p: &IoPath, img: &Path, append: &str, qemu: bool) -> Resul
     } else {
         casemate_cmd(t, p, img, server.as_ref().map(|s| s.sock.as_path()), append)
     };
-    let out = cmd.stdin(Stdio::null()).output();
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|child| {
+            let pinner = t.vcpu_cpu.map(|c| crate::pin::spawn(child.id(), c));
+            let out = child.wait_with_output();
+            if pinner.is_some_and(|h| !h.join().unwrap_or(false)) {
+                eprintln!("iobench: the vCPU thread was not pinned in this run");
+            }
+            out
+        });
     if let Some(mut s) = server {
         // It ends when the VMM's connection closes; if the VMM never
         // started, end it here.

@@ -19,14 +19,16 @@
 //! The thread posts each result (`Posted`) before it takes the HBA's lock.
 //! A vCPU that reads a busy port's PxIS, PxTFD or PxCI waits for that post
 //! for up to `POLL_WAIT` and applies it: on this host an exit costs about
-//! 100 us, so a polling driver that would otherwise come back once or
+//! 115 us, so a polling driver that would otherwise come back once or
 //! twice more (measured: 8.9 exits per 4 KiB write against 7.3 for QEMU)
 //! gets its answer in the exit it is in. The wait is shorter than an exit,
-//! bounded, and only on a port with a transfer in flight.
+//! bounded, only on a port with a transfer in flight, and spins (see
+//! `Posted::take`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use casemate_disk::DiskImage;
 use vm_memory::GuestMemoryMmap;
@@ -73,25 +75,30 @@ pub const POLL_WAIT: Duration = Duration::from_micros(100);
 #[derive(Default)]
 pub struct Posted {
     done: Mutex<Vec<Finished>>,
-    cv: Condvar,
+    /// How many `done` holds, for waiting without the lock.
+    count: AtomicUsize,
 }
 
 impl Posted {
     fn post(&self, f: Finished) {
-        self.done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(f);
-        self.cv.notify_all();
+        let mut g = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        g.push(f);
+        self.count.store(g.len(), Ordering::Release);
     }
 
-    /// Everything posted, waiting up to `wait` for a first one.
+    /// Everything posted, spinning up to `wait` for a first one. A spin,
+    /// not a sleep: the vCPU thread waits on behalf of a guest that is
+    /// polling anyway, and a thread that sleeps here lets its CPU go idle,
+    /// which on this host makes the transfer's own wake-up slower (a 4 KiB
+    /// read at QD1: 939 us per command with a condition variable, 638 us
+    /// spinning; the helper's read itself 186 against 136 us).
     pub fn take(&self, wait: Duration) -> Vec<Finished> {
-        let g = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut g, _) = self
-            .cv
-            .wait_timeout_while(g, wait, |v| v.is_empty())
-            .unwrap_or_else(PoisonError::into_inner);
+        let end = Instant::now() + wait;
+        while self.count.load(Ordering::Acquire) == 0 && Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        let mut g = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        self.count.store(0, Ordering::Release);
         std::mem::take(&mut *g)
     }
 }
