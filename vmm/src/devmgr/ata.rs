@@ -90,10 +90,15 @@ impl DeviceManager {
         let [primary, secondary] = buses;
         let p = self.ide_channel("ide0", primary, ide::PRIMARY, hv, mem)?;
         let s = self.ide_channel("ide1", secondary, ide::SECONDARY, hv, mem)?;
-        // The data ports' 16-bit writes (`rep outsw`) may queue: the
-        // channel consumes them in order before any other access.
-        self.coalesced_pio.push((ide::PRIMARY.0, 2));
-        self.coalesced_pio.push((ide::SECONDARY.0, 2));
+        // The data port's writes (`rep outsw`) and the taskfile registers
+        // (features, count, LBA, device: plain latches) may queue: nothing
+        // acts on them until the command register is written or a
+        // register is read, and both of those exit, applying the queued
+        // writes first, in order. The command register and the control
+        // block exit as before. A driver's command is then one exit for
+        // its six to eleven taskfile writes, not one each.
+        self.coalesced_pio.push((ide::PRIMARY.0, 7));
+        self.coalesced_pio.push((ide::SECONDARY.0, 7));
         let piix = PiixIde::new([p, s], BM_PORT).map_err(|e| DevError::PciDevice {
             device: "piix3-ide".into(),
             source: std::io::Error::other(e),
