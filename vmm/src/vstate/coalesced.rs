@@ -1,9 +1,10 @@
-//! KVM's coalesced I/O ring: port writes KVM queues in a shared page
-//! instead of exiting (`KVM_REGISTER_COALESCED_MMIO` with `pio`), which
-//! the vCPUs drain into the port bus before they dispatch any exit, so
-//! every device sees its writes in guest order. Used for the IDE data
-//! ports: on this host a `rep outsw` otherwise exits once per word
-//! (2048 exits for 4 KiB), with the ring once per ~170 words.
+//! KVM's coalesced I/O ring: port and MMIO writes KVM queues in a shared
+//! page instead of exiting (`KVM_REGISTER_COALESCED_MMIO`, with `pio` for
+//! ports), which the vCPUs drain into the buses before they dispatch any
+//! exit, so every device sees its writes in guest order. Used for the IDE
+//! data ports and taskfile registers (a `rep outsw` otherwise exits once
+//! per word, 2048 exits for 4 KiB; with the ring once per ~170 words) and
+//! AHCI's PxIS registers (`ata::ahci` says why that is safe).
 //!
 //! The page is mapped here rather than through `VcpuFd`'s own ring
 //! reader, because that one borrows the vCPU, which the exit being
