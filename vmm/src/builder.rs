@@ -409,8 +409,9 @@ fn place_devices(
 }
 
 /// Register `ports` as coalesced PIO zones and map the VM's ring through
-/// its first vCPU.
-fn coalesce_pio(
+/// its first vCPU (devices that register MMIO zones themselves, AHCI, need
+/// the ring too).
+fn coalesced_ring(
     vm: &Vm,
     vcpu: &kvm_ioctls::VcpuFd,
     ports: &[(u64, u32)],
@@ -503,7 +504,7 @@ fn run_vm(
         regs::setup_fpu(&fd, index).map_err(|e| err(e.into()))?;
         regs::setup_lapic(&fd, index).map_err(|e| err(e.into()))?;
         if coalesced.is_none() && dm.needs_coalesced_ring() {
-            coalesced = Some(Arc::new(coalesce_pio(vm, &fd, dm.coalesced_pio())?));
+            coalesced = Some(Arc::new(coalesced_ring(vm, &fd, dm.coalesced_pio())?));
         }
         runners.push(VcpuRunner {
             fd,

@@ -25,14 +25,13 @@ pub struct ImageFile {
 
 impl ImageFile {
     pub fn new(file: File, path: &Path, direct: bool) -> Self {
-        let mut f = ImageFile {
+        let align = direct.then(|| dio_align(&file));
+        ImageFile {
             file,
             path: path.to_path_buf(),
             direct,
-            align: None,
-        };
-        f.align = f.ask_direct_align();
-        f
+            align,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -49,36 +48,6 @@ impl ImageFile {
     /// none (older kernels, some file systems); `None` for a buffered file.
     pub fn direct_align(&self) -> Option<crate::DirectAlign> {
         self.align
-    }
-
-    fn ask_direct_align(&self) -> Option<crate::DirectAlign> {
-        if !self.direct {
-            return None;
-        }
-        let fallback = crate::DirectAlign {
-            mem: DIRECT_ALIGN as u32,
-            offset: DIRECT_ALIGN as u32,
-        };
-        // SAFETY: statx is plain old data; all-zero is a valid value.
-        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-        // SAFETY: the fd is owned by `self.file` and open; the empty path is
-        // a valid C string with AT_EMPTY_PATH; `stx` is a writable statx
-        // that lives across the call.
-        let rc = unsafe {
-            libc::statx(
-                self.raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH,
-                libc::STATX_DIOALIGN,
-                &mut stx,
-            )
-        };
-        let (mem, offset) = (stx.stx_dio_mem_align, stx.stx_dio_offset_align);
-        let usable = |a: u32| a.is_power_of_two() && a as usize <= DIRECT_ALIGN;
-        if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 || !usable(mem) || !usable(offset) {
-            return Some(fallback);
-        }
-        Some(crate::DirectAlign { mem, offset })
     }
 
     /// Takes the QEMU-compatible lock bytes on this file (see `lock.rs`).
@@ -202,6 +171,37 @@ impl ImageFile {
             _ => Err(self.err("fallocate", e)),
         }
     }
+}
+
+/// The O_DIRECT alignment of `file` as statx(STATX_DIOALIGN) reports it,
+/// or `DIRECT_ALIGN` for both where it reports none (older kernels, some
+/// file systems).
+fn dio_align(file: &File) -> crate::DirectAlign {
+    use std::os::fd::AsRawFd;
+    let fallback = crate::DirectAlign {
+        mem: DIRECT_ALIGN as u32,
+        offset: DIRECT_ALIGN as u32,
+    };
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the fd is owned by `file` and open; the empty path is a
+    // valid C string with AT_EMPTY_PATH; `stx` is a writable statx that
+    // lives across the call.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    let (mem, offset) = (stx.stx_dio_mem_align, stx.stx_dio_offset_align);
+    let usable = |a: u32| a.is_power_of_two() && a as usize <= DIRECT_ALIGN;
+    if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 || !usable(mem) || !usable(offset) {
+        return fallback;
+    }
+    crate::DirectAlign { mem, offset }
 }
 
 fn round_up(v: usize, a: usize) -> usize {

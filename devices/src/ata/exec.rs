@@ -196,15 +196,7 @@ fn copy(
     write: bool,
 ) -> Result<(), u8> {
     if let Some(r) = super::direct::transfer(disk, mem, &sg.pieces(0, bytes), off, write) {
-        return r.map_err(|e| {
-            let what = if write { "write" } else { "read" };
-            log::error!("AHCI {what} at byte {off}: {e}");
-            if write {
-                error::ABRT
-            } else {
-                error::UNC | error::ABRT
-            }
-        });
+        return r.map_err(|e| disk_failed(write, off, &e));
     }
     let mut buf = vec![0u8; CHUNK.min(bytes) as usize];
     let mut done = 0;
@@ -213,20 +205,28 @@ fn copy(
         let b = &mut buf[..n];
         if write {
             sg.read(mem, done, b).map_err(|_| error::ABRT)?;
-            disk.write_at(b, off + done).map_err(|e| {
-                log::error!("AHCI write at byte {}: {e}", off + done);
-                error::ABRT
-            })?;
+            disk.write_at(b, off + done)
+                .map_err(|e| disk_failed(true, off + done, &e))?;
         } else {
-            disk.read_at(b, off + done).map_err(|e| {
-                log::error!("AHCI read at byte {}: {e}", off + done);
-                error::UNC | error::ABRT
-            })?;
+            disk.read_at(b, off + done)
+                .map_err(|e| disk_failed(false, off + done, &e))?;
             sg.write(mem, done, b).map_err(|_| error::ABRT)?;
         }
         done += n as u64;
     }
     Ok(())
+}
+
+/// A disk access at byte `at` failed: logged, and the error register's
+/// bits (an unreadable sector for a read, an abort for a write).
+fn disk_failed(write: bool, at: u64, e: &dyn std::fmt::Display) -> u8 {
+    let what = if write { "write" } else { "read" };
+    log::error!("AHCI {what} at byte {at}: {e}");
+    if write {
+        error::ABRT
+    } else {
+        error::UNC | error::ABRT
+    }
 }
 
 fn run_packet(u: &mut Unit, acmd: &[u8; 12], sg: &Sg, mem: &GuestMemoryMmap) -> Ended {

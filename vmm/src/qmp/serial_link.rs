@@ -154,6 +154,7 @@ impl SerialLink {
             if queued < last {
                 (last, progress) = (queued, now);
             }
+            // Main's seccomp filter has poll, not nanosleep.
             // SAFETY: poll with no fds only waits for the timeout.
             unsafe { libc::poll(std::ptr::null_mut(), 0, 5) };
         }
