@@ -367,6 +367,15 @@ mod tests {
         assert!(e(&["--ms"]).contains("needs a value"));
         assert!(e(&["--paths", "ide-pio,scsi"]).contains("unknown path 'scsi'"));
         assert!(e(&["--runs", "0"]).contains("at least 1"));
+        assert!(e(&["--vcpu-cpu", "4096"]).contains("not a CPU of this host"));
+        assert!(e(&["--vcpu-cpu", "x"]).contains("not a CPU of this host"));
+        assert_eq!(
+            parse_args(&v(&["--vcpu-cpu", "none"]))
+                .ok()
+                .unwrap()
+                .vcpu_cpu,
+            None
+        );
         let o = parse_args(&v(&[
             "--runs",
             "2",
