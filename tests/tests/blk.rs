@@ -244,6 +244,38 @@ fn malformed_descriptors_fail_requests_not_the_vmm(machine: &str) {
     );
 }
 
+/// The worker's polling (`-object iothread,poll-max-ns=`, default 32768)
+/// changes when it sleeps, never what it does: off, and at 1 ms (the
+/// worker then polls through most of each guest turn), the probe's
+/// patterns land as with the default the other tests run.
+#[test]
+fn iothread_polling_off_or_long_keeps_the_data_right() {
+    if !kvm_or_skip("iothread_polling_off_or_long_keeps_the_data_right") {
+        return;
+    }
+    for ns in ["0", "1000000"] {
+        let s = Scratch::new(&format!("blk-iothread-{ns}"));
+        let d = raw_disk(&s, "d.raw");
+        let (r, out) = boot_probe(&[
+            "-M",
+            "q35",
+            "-object",
+            &format!("iothread,id=io0,poll-max-ns={ns}"),
+            "-drive",
+            &format!("file={d},if=none,id=d0,format=raw"),
+            "-device",
+            "virtio-blk-pci,drive=d0,iothread=io0",
+            "-append",
+            "probe=blk",
+        ]);
+        r.assert_ok();
+        let console = String::from_utf8_lossy(&out.stdout);
+        let n = check(&console, &std::fs::read(&d).unwrap())
+            .unwrap_or_else(|e| panic!("poll-max-ns={ns}: {e}\n{console}"));
+        assert!(n >= 19, "poll-max-ns={ns}: only {n} sectors checked");
+    }
+}
+
 #[test]
 fn acpi_off_announces_the_disk_on_the_command_line() {
     if !kvm_or_skip("acpi_off_announces_the_disk_on_the_command_line") {

@@ -22,6 +22,7 @@ pub mod gpu;
 pub mod mmio;
 pub mod net;
 pub mod pci;
+pub mod poll;
 pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
@@ -142,6 +143,16 @@ pub trait Worker: Send {
     /// stops watching it instead of spinning on a level-triggered wakeup.
     fn watch_changes(&mut self) -> Vec<(RawFd, u32, bool)> {
         Vec::new()
+    }
+    /// The longest the event loop may poll for the next event before it
+    /// sleeps, while `awaits_guest` (see `poll`); zero never polls.
+    fn poll_max(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    /// True when the worker's next event can only come from the guest
+    /// (nothing of its own in flight): the wait worth polling for.
+    fn awaits_guest(&self) -> bool {
+        false
     }
 }
 

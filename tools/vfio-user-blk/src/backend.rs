@@ -74,6 +74,7 @@ fn build(
         cache: CacheMode::Writeback,
         num_queues: queues,
         zeroes: ZeroPolicy::default(),
+        poll_max: casemate_devices::virtio::poll::DEFAULT_POLL_MAX,
     });
     let n = dev.queue_max_sizes().len();
     let notify = (0..n)

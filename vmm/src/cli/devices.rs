@@ -15,6 +15,7 @@ pub type DeviceParser =
 pub const OBJECT_TYPES: &[(&str, &[&str])] = &[
     ("rng-random", &["qom-type", "id", "filename"]),
     ("rng-builtin", &["qom-type", "id"]),
+    ("iothread", &["qom-type", "id", "poll-max-ns"]),
 ];
 
 /// `-device` drivers besides virtio-blk.

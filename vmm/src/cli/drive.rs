@@ -2,6 +2,7 @@
 //! cache, discard, detect-zeroes, aio, locking) and the device that carries
 //! it, paired by id as QEMU does.
 
+use super::devices::Objects;
 use super::{bad, CliError, KeyVals};
 use crate::config::{
     AioConfig, CacheConfig, DetectZeroesConfig, DiscardConfig, DriveAttach, DriveConfig,
@@ -12,12 +13,41 @@ use crate::config::{
 /// checks the same limit for --config).
 const MAX_QUEUES: u64 = 16;
 
+/// QEMU's IOThread default `poll-max-ns`, which Casemate's block workers
+/// use too.
+const DEFAULT_POLL_MAX: std::time::Duration = casemate_devices::virtio::poll::DEFAULT_POLL_MAX;
+
+/// The `poll-max-ns` of `-object iothread,id=ID`. Casemate gives every
+/// virtio-blk device its own worker thread, so devices naming one iothread
+/// share its polling setting, not a thread (see `virtio::poll`).
+fn iothread_poll_max(objects: &Objects, id: &str) -> Result<u64, CliError> {
+    match objects.get(id) {
+        Some(("iothread", kv)) => match kv.get("poll-max-ns") {
+            None => Ok(DEFAULT_POLL_MAX.as_nanos() as u64),
+            Some(n) => n.parse::<u64>().map_err(|_| {
+                bad(
+                    "-object",
+                    n,
+                    "poll-max-ns must be a whole number of nanoseconds",
+                )
+            }),
+        },
+        Some((t, _)) => Err(bad(
+            "-device",
+            id,
+            format!("iothread= names a {t} object, not an iothread"),
+        )),
+        None => Err(bad("-device", id, "iothread= names no -object iothread")),
+    }
+}
+
 /// `-drive` and `-device virtio-blk-*` pair up by id, as in QEMU:
 /// `if=virtio` drives get their device implicitly, `if=none` drives need one.
 #[derive(Default)]
 pub(super) struct Drives {
     drives: Vec<(DriveConfig, bool)>,
-    devices: Vec<(String, u16, Transport)>,
+    /// `-device virtio-blk-*`: drive id, queues, transport, iothread id.
+    devices: Vec<(String, u16, Transport, Option<String>)>,
     /// `-device ide-hd|ide-cd`: drive id, CD-ROM, bus and unit.
     ide: Vec<(String, bool, Option<u32>, Option<u32>)>,
     pub(super) snapshot: bool,
@@ -141,6 +171,7 @@ impl Drives {
             aio,
             attach,
             backing,
+            poll_max_ns: None,
         };
         self.drives.push((d, implicit));
         Ok(())
@@ -172,7 +203,10 @@ impl Drives {
                     "the block devices are virtio-blk-pci (pc, q35) and virtio-blk-device (microvm)",
             }),
         };
-        kv.only(opt, &["driver", "drive", "num-queues", "id", "serial"])?;
+        kv.only(
+            opt,
+            &["driver", "drive", "num-queues", "id", "serial", "iothread"],
+        )?;
         let drive = kv
             .get("drive")
             .ok_or_else(|| bad(opt, v, "drive= is required"))?
@@ -185,7 +219,8 @@ impl Drives {
             },
             None => 1,
         };
-        self.devices.push((drive, queues, transport));
+        let iothread = kv.get("iothread").map(str::to_string);
+        self.devices.push((drive, queues, transport, iothread));
         Ok(())
     }
 
@@ -216,7 +251,9 @@ impl Drives {
         Ok(())
     }
 
-    pub(super) fn finish(mut self) -> Result<Vec<DriveConfig>, CliError> {
+    /// Pair drives with their devices; a device's `iothread=` names an
+    /// `-object iothread` in `objects`.
+    pub(super) fn finish(mut self, objects: &Objects) -> Result<Vec<DriveConfig>, CliError> {
         for (drive, cd, bus, unit) in &self.ide {
             let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
                 return Err(bad("-device", drive, "no -drive has this id"));
@@ -235,7 +272,11 @@ impl Drives {
             d.attach.unit = *unit;
             *implicit = true;
         }
-        for (drive, queues, transport) in &self.devices {
+        for (drive, queues, transport, iothread) in &self.devices {
+            let poll_max_ns = match iothread {
+                None => None,
+                Some(id) => Some(iothread_poll_max(objects, id)?),
+            };
             let Some((d, implicit)) = self.drives.iter_mut().find(|(d, _)| &d.id == drive) else {
                 return Err(bad("-device", drive, "no -drive has this id"));
             };
@@ -248,6 +289,7 @@ impl Drives {
             }
             d.num_queues = *queues;
             d.transport = Some(*transport);
+            d.poll_max_ns = poll_max_ns;
             *implicit = true;
         }
         let mut out = Vec::new();

@@ -182,8 +182,12 @@ Casemate options:
          [,backing.file.filename=F[,backing.driver=raw|qcow2]] (and
          backing.backing.… for each level down: the chain, not the header's)
   -device virtio-blk-device|virtio-blk-pci,drive=ID[,num-queues=N]
-                                the disk on virtio-mmio (microvm) or virtio-pci
+         [,iothread=ID]         the disk on virtio-mmio (microvm) or virtio-pci
                                 (pc, q35); if=virtio picks the machine's own
+  -object iothread,id=ID[,poll-max-ns=N]
+                                how long the disk's worker polls for the next
+                                request before it sleeps (default 32768, as
+                                QEMU; 0: never); each disk keeps its own thread
                                 a plain -drive is IDE on pc (PIIX3) and AHCI on
                                 q35 (ICH9, six ports), as QEMU's default;
                                 virtio on microvm
@@ -579,7 +583,7 @@ fn option(
 /// their objects, the memory backend, machine-dependent switches. Returns
 /// the notes for `--log info`.
 fn finish(c: &mut VmConfig, mut p: Pending, errors: &mut Vec<CliError>) -> Vec<String> {
-    match std::mem::take(&mut p.drives).finish() {
+    match std::mem::take(&mut p.drives).finish(&p.objects) {
         Ok(d) => c.drives = d,
         Err(e) => errors.push(e),
     }

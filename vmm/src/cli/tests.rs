@@ -137,6 +137,59 @@ fn drives_pair_with_devices() {
 }
 
 #[test]
+fn iothreads_set_a_devices_polling() {
+    let line = |obj: &str, dev: &str| {
+        run(&[
+            "-object",
+            obj,
+            "-drive",
+            "file=/a,if=none,id=d",
+            "-device",
+            dev,
+        ])
+    };
+    let c = line(
+        "iothread,id=io0,poll-max-ns=0",
+        "virtio-blk-pci,drive=d,iothread=io0",
+    )
+    .unwrap();
+    assert_eq!(c.drives[0].poll_max_ns, Some(0));
+    let c = line("iothread,id=io0", "virtio-blk-pci,drive=d,iothread=io0").unwrap();
+    assert_eq!(c.drives[0].poll_max_ns, Some(32_768), "QEMU's default");
+    let c = line("iothread,id=io0", "virtio-blk-pci,drive=d").unwrap();
+    assert_eq!(
+        c.drives[0].poll_max_ns, None,
+        "no iothread= keeps the default"
+    );
+    for (obj, dev, says) in [
+        (
+            "iothread,id=io0",
+            "virtio-blk-pci,drive=d,iothread=io1",
+            "names no -object iothread",
+        ),
+        (
+            "rng-builtin,id=io0",
+            "virtio-blk-pci,drive=d,iothread=io0",
+            "not an iothread",
+        ),
+        (
+            "iothread,id=io0,poll-max-ns=-1",
+            "virtio-blk-pci,drive=d,iothread=io0",
+            "poll-max-ns",
+        ),
+        (
+            "iothread,id=io0,poll-grow=2",
+            "virtio-blk-pci,drive=d",
+            "poll-grow",
+        ),
+        ("iothread", "virtio-blk-pci,drive=d", "id= is required"),
+    ] {
+        let e = line(obj, dev).unwrap_err().to_string();
+        assert!(e.contains(says), "{obj} {dev}: {e}");
+    }
+}
+
+#[test]
 fn rng_devices_and_their_backends() {
     let c = run(&[
         "-device",

@@ -126,6 +126,11 @@ pub struct DriveConfig {
     /// header names (`backing.file.filename=`; see `backing`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backing: Vec<backing::BackingConfig>,
+    /// How long a virtio-blk worker polls for the guest's next request
+    /// before it sleeps, in ns (`-object iothread,poll-max-ns=`); None:
+    /// QEMU's IOThread default, 32 us; 0 never polls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_max_ns: Option<u64>,
 }
 
 /// `-drive discard=`: whether the guest's discards may free space.

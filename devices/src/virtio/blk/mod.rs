@@ -16,6 +16,7 @@ pub mod request;
 pub mod worker;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use casemate_disk::DiskImage;
 
@@ -65,6 +66,9 @@ pub struct BlockConfig {
     pub num_queues: u16,
     /// `discard=` and `detect-zeroes=`.
     pub zeroes: ZeroPolicy,
+    /// How long the worker polls for the guest's next request before it
+    /// sleeps (`virtio::poll`); zero never polls.
+    pub poll_max: Duration,
 }
 
 pub struct BlockDevice {
@@ -194,12 +198,8 @@ impl VirtioDevice for BlockDevice {
         })?;
         self.engine_kind = Some(engine.kind());
         let capacity = self.cfg.disk.virtual_size();
-        Ok(Box::new(BlockWorker::new(
-            self.cfg.name.clone(),
-            ctx,
-            capacity,
-            engine,
-        )))
+        let worker = BlockWorker::new(self.cfg.name.clone(), ctx, capacity, engine);
+        Ok(Box::new(worker.with_poll_max(self.cfg.poll_max)))
     }
 
     fn reset(&mut self) {

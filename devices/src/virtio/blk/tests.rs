@@ -93,6 +93,7 @@ fn rig_with(name: &str, o: Opts, kind: EngineKind, chains: &[Vec<(u64, u32, bool
         cache: o.cache,
         num_queues: 1,
         zeroes: o.zeroes,
+        poll_max: std::time::Duration::ZERO,
     });
     dev.set_engine(o.engine);
     if o.event_idx {
@@ -524,6 +525,7 @@ fn config_space_reports_capacity_and_limits() {
         cache: CacheMode::Writeback,
         num_queues: 2,
         zeroes: ZeroPolicy::default(),
+        poll_max: std::time::Duration::ZERO,
     });
     assert_ne!(dev.features() & crate::virtio::VIRTIO_RING_F_EVENT_IDX, 0);
     let mut cap = [0u8; 8];

@@ -9,6 +9,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestMemoryMmap};
@@ -50,6 +51,9 @@ pub struct BlockWorker {
     /// Reused for every batch: completions, and the queues they touched.
     done: Vec<Done>,
     touched: Vec<bool>,
+    /// Requests handed to the engine and not completed yet.
+    in_flight: usize,
+    poll_max: Duration,
 }
 
 impl BlockWorker {
@@ -67,7 +71,15 @@ impl BlockWorker {
             rejects_logged: 0,
             engine_errors_logged: 0,
             done: Vec::new(),
+            in_flight: 0,
+            poll_max: Duration::ZERO,
         }
+    }
+
+    /// Poll up to `max` for the guest's next request (`virtio::poll`).
+    pub fn with_poll_max(mut self, max: Duration) -> Self {
+        self.poll_max = max;
+        self
     }
 
     /// The engine could not hand requests to the kernel: they would never
@@ -166,7 +178,10 @@ impl BlockWorker {
             let head = chain.head_index();
             merging = false;
             match parse(chain, &self.mem, self.capacity) {
-                Ok(req) => merging = self.engine.submit(Job { slot, head, req }),
+                Ok(req) => {
+                    self.in_flight += 1;
+                    merging = self.engine.submit(Job { slot, head, req });
+                }
                 Err(Reject::Status { status, code, why }) => {
                     self.log_reject(why);
                     let len = u32::from(self.mem.write_obj(code, status).is_ok());
@@ -189,9 +204,11 @@ impl BlockWorker {
 
     /// Collect the engine's completions into `done` and publish them.
     fn finish_batch(&mut self, mut done: Vec<Done>) -> Result<(), WorkerError> {
+        let rejected = done.len();
         if let Err(e) = self.engine.take_done(&mut done) {
             self.engine_failed(&e);
         }
+        self.in_flight = self.in_flight.saturating_sub(done.len() - rejected);
         let r = self.complete(&done);
         self.done = done;
         r
@@ -276,5 +293,13 @@ impl Worker for BlockWorker {
             return Ok(());
         }
         self.serve_queue(slot)
+    }
+
+    fn poll_max(&self) -> Duration {
+        self.poll_max
+    }
+
+    fn awaits_guest(&self) -> bool {
+        self.in_flight == 0 && !self.needs_reset.load(Ordering::Relaxed)
     }
 }

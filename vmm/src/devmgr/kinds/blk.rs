@@ -2,10 +2,12 @@
 //! process by `Resources`): the device model for one boot.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use casemate_devices::virtio::blk::{
     BlockConfig, BlockDevice, CacheMode, DetectZeroes, EngineChoice, ZeroPolicy,
 };
+use casemate_devices::virtio::poll::DEFAULT_POLL_MAX;
 use casemate_disk::DiskImage;
 
 use crate::config::{AioConfig, CacheConfig, DetectZeroesConfig, DiscardConfig, DriveConfig};
@@ -32,6 +34,7 @@ pub fn block_device(index: usize, d: &DriveConfig, disk: &Arc<dyn DiskImage>) ->
                 DetectZeroesConfig::Unmap => DetectZeroes::Unmap,
             },
         },
+        poll_max: d.poll_max_ns.map_or(DEFAULT_POLL_MAX, Duration::from_nanos),
     });
     // Without aio= the device picks (and CASEMATE_BLK_ENGINE may override).
     match d.aio {
