@@ -34,7 +34,7 @@ const DISK_BYTES: u64 = 256 << 20;
 const HELP: &str = "\
 usage: casemate-iobench [--runs N] [--ms MS] [--casemate PATH] [--server PATH]
                         [--paths NAME,...] [--plot PREFIX] [--json]
-                        [--vcpu-cpu N|none]
+                        [--vcpu-cpu N|none] [--qemu-iothread]
 Runs the probe's block benchmarks over IDE PIO, IDE DMA, AHCI, virtio-mmio,
 virtio-pci and vfio-user on Casemate and (all but vfio-user) QEMU 7.2,
 alternating, plus the host's io_uring ceiling; prints medians and ratios
@@ -43,6 +43,9 @@ target/release/casemate, casemate-vfio-user-blk next to it, every path,
 --plot target/iobench. --paths also takes 'host' for the ceiling.
 --vcpu-cpu pins every VM's vCPU thread (Casemate's and QEMU's alike) to
 host CPU N; default 0 on a host with two CPUs or more, else none.
+--qemu-iothread gives QEMU's virtio-blk an IOThread (polling with QEMU's
+default poll-max-ns, as Casemate's block worker does); QEMU 7.2's IDE and
+AHCI take none.
 ";
 
 struct Opts {
@@ -54,6 +57,7 @@ struct Opts {
     plot: PathBuf,
     json: bool,
     vcpu_cpu: Option<usize>,
+    qemu_iothread: bool,
 }
 
 /// Parse the arguments; `Err` carries the message (the help text for
@@ -68,6 +72,7 @@ fn parse_args(args: &[String]) -> std::result::Result<Opts, String> {
         plot: "target/iobench".into(),
         json: false,
         vcpu_cpu: (host_cpus() >= 2).then_some(0),
+        qemu_iothread: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -79,6 +84,7 @@ fn parse_args(args: &[String]) -> std::result::Result<Opts, String> {
         match a.as_str() {
             "-h" | "--help" => return Err(HELP.into()),
             "--json" => o.json = true,
+            "--qemu-iothread" => o.qemu_iothread = true,
             "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--ms" => o.ms = val()?.parse().map_err(|e| format!("--ms: {e}"))?,
             "--casemate" => o.casemate = val()?.into(),
@@ -290,6 +296,7 @@ fn bench(o: &Opts, dir: &Path, server: PathBuf, want: impl Fn(&str) -> bool) -> 
         probe: dir.join("probe.elf"),
         dir: dir.to_path_buf(),
         vcpu_cpu: o.vcpu_cpu,
+        qemu_iothread: o.qemu_iothread,
     };
     if !Command::new(&t.casemate)
         .arg("--write-probe")
@@ -326,9 +333,14 @@ fn bench(o: &Opts, dir: &Path, server: PathBuf, want: impl Fn(&str) -> bool) -> 
         bench_host(o, &dir.join("host.raw"), &mut rows)?;
     }
     let header = format!(
-        "median of {} runs of {} ms, Casemate and QEMU 7.2 alternating, cache=none, {} MiB raw image",
+        "median of {} runs of {} ms, Casemate and QEMU 7.2{} alternating, cache=none, {} MiB raw image",
         o.runs,
         o.ms,
+        if o.qemu_iothread {
+            " (virtio-blk with an IOThread)"
+        } else {
+            ""
+        },
         DISK_BYTES >> 20
     );
     let [png, svg] = plot::write(

@@ -26,6 +26,8 @@ pub struct Tools {
     pub dir: PathBuf,
     /// The host CPU every vCPU thread is pinned to (`pin`).
     pub vcpu_cpu: Option<usize>,
+    /// QEMU's virtio-blk runs in an IOThread (`--qemu-iothread`).
+    pub qemu_iothread: bool,
 }
 
 /// What one run reported.
@@ -183,9 +185,14 @@ fn qemu_cmd(t: &Tools, p: &IoPath, img: &Path, append: &str) -> Command {
         } else {
             "virtio-blk-pci"
         };
+        let mut dev = format!("{dev},drive=d0");
+        if t.qemu_iothread {
+            c.args(["-object", "iothread,id=io0"]);
+            dev.push_str(",iothread=io0");
+        }
         c.arg("-drive")
             .arg(format!("id=d0,{drive},if=none"))
-            .args(["-device", &format!("{dev},drive=d0")]);
+            .args(["-device", &dev]);
     } else {
         c.arg("-drive").arg(format!("{drive},if=ide"));
     }
@@ -253,6 +260,33 @@ mod tests {
             (9.0, 654.0, 2.55, 1526.8, 2001.5)
         );
         assert!(parse("probe: done status=ok").is_none());
+    }
+
+    #[test]
+    fn qemu_iothread_goes_to_virtio_blk_only() {
+        let args = |name: &str, iothread: bool| {
+            let t = Tools {
+                casemate: "c".into(),
+                server: "s".into(),
+                probe: "p".into(),
+                dir: "d".into(),
+                vcpu_cpu: None,
+                qemu_iothread: iothread,
+            };
+            let p = crate::paths::PATHS.iter().find(|p| p.name == name).unwrap();
+            let c = qemu_cmd(&t, p, Path::new("i.raw"), "probe=x");
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for path in ["virtio-pci", "virtio-mmio"] {
+            let a = args(path, true);
+            assert!(a.contains("-object iothread,id=io0"), "{a}");
+            assert!(a.contains(",drive=d0,iothread=io0"), "{a}");
+            assert!(!args(path, false).contains("iothread"));
+        }
+        assert!(!args("ahci", true).contains("iothread"));
     }
 
     #[test]
