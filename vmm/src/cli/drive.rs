@@ -2,6 +2,8 @@
 //! cache, discard, detect-zeroes, aio, locking) and the device that carries
 //! it, paired by id as QEMU does.
 
+use casemate_devices::virtio::poll::DEFAULT_POLL_MAX;
+
 use super::devices::Objects;
 use super::{bad, CliError, KeyVals};
 use crate::config::{
@@ -12,10 +14,6 @@ use crate::config::{
 /// The most queues a virtio-blk device takes (`VmConfig::validate`
 /// checks the same limit for --config).
 const MAX_QUEUES: u64 = 16;
-
-/// QEMU's IOThread default `poll-max-ns`, which Casemate's block workers
-/// use too.
-const DEFAULT_POLL_MAX: std::time::Duration = casemate_devices::virtio::poll::DEFAULT_POLL_MAX;
 
 /// The `poll-max-ns` of `-object iothread,id=ID`. Casemate gives every
 /// virtio-blk device its own worker thread, so devices naming one iothread
