@@ -184,13 +184,13 @@ Casemate options:
   -device virtio-blk-device|virtio-blk-pci,drive=ID[,num-queues=N]
          [,iothread=ID]         the disk on virtio-mmio (microvm) or virtio-pci
                                 (pc, q35); if=virtio picks the machine's own
+                                a plain -drive is IDE on pc (PIIX3) and AHCI on
+                                q35 (ICH9, six ports), as QEMU's default;
+                                virtio on microvm
   -object iothread,id=ID[,poll-max-ns=N]
                                 how long the disk's worker polls for the next
                                 request before it sleeps (default 32768, as
                                 QEMU; 0: never); each disk keeps its own thread
-                                a plain -drive is IDE on pc (PIIX3) and AHCI on
-                                q35 (ICH9, six ports), as QEMU's default;
-                                virtio on microvm
   -cdrom FILE                   an ATAPI CD-ROM: secondary master (pc), AHCI
                                 port 2 (q35)
   -device ide-hd|ide-cd,drive=ID[,bus=ide.N][,unit=U]
